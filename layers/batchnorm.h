@@ -1,0 +1,43 @@
+/* batchnorm.h - batch normalization (Ioffe & Szegedy 2015) over (N, C) or (N, C, H, W).
+ *
+ * Per channel c, over the M = N*H*W values x of that channel:
+ *   training: mean = sum x / M, var = sum (x - mean)^2 / M (biased, used to normalise),
+ *             running_mean = (1 - momentum) running_mean + momentum mean,
+ *             running_var  = (1 - momentum) running_var  + momentum var * M / (M - 1)
+ *             (unbiased, as PyTorch does)
+ *   eval:     mean, var = running_mean, running_var
+ *   xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps);  y = gamma xhat + beta
+ * Backward in training (mean and var depend on x):
+ *   dxhat = dy gamma
+ *   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+ *   dgamma += sum dy xhat,  dbeta += sum dy
+ * In eval, dx = dy gamma rstd.
+ */
+#ifndef QAT_BATCHNORM_H
+#define QAT_BATCHNORM_H
+
+#include "autograd/tape.h"
+
+/* inp/out (N, C, HW). mean and rstd (C) receive the batch statistics. running_* may be
+ * NULL (no update). */
+void qat_batchnorm_forward_train(float *out, float *mean, float *rstd, float *running_mean,
+                                 float *running_var, const float *inp, const float *gamma,
+                                 const float *beta, int N, int C, int HW, float momentum,
+                                 float eps);
+void qat_batchnorm_backward_train(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                  const float *inp, const float *gamma, const float *mean,
+                                  const float *rstd, int N, int C, int HW);
+void qat_batchnorm_forward_eval(float *out, const float *inp, const float *gamma,
+                                const float *beta, const float *running_mean,
+                                const float *running_var, int N, int C, int HW, float eps);
+void qat_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                 const float *inp, const float *gamma,
+                                 const float *running_mean, const float *running_var, int N,
+                                 int C, int HW, float eps);
+
+/* x (N, C) or (N, C, H, W); gamma, beta (C); running_mean, running_var: C floats owned
+ * by the caller (the layer), updated in training mode. t->training picks the mode. */
+qat_tensor *qat_batchnorm(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                          float *running_mean, float *running_var, float momentum, float eps);
+
+#endif

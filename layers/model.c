@@ -1,0 +1,558 @@
+#include "model.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "activation.h"
+#include "batchnorm.h"
+#include "conv2d.h"
+#include "elementwise.h"
+#include "init.h"
+#include "linear.h"
+#include "pool.h"
+
+const char *qat_layer_kind_str(qat_layer_kind k) {
+    switch (k) {
+    case QAT_LAYER_LINEAR: return "linear";
+    case QAT_LAYER_CONV2D: return "conv2d";
+    case QAT_LAYER_BATCHNORM: return "batchnorm";
+    case QAT_LAYER_RELU: return "relu";
+    case QAT_LAYER_RELU6: return "relu6";
+    case QAT_LAYER_SIGMOID: return "sigmoid";
+    case QAT_LAYER_TANH: return "tanh";
+    case QAT_LAYER_MAXPOOL: return "maxpool";
+    case QAT_LAYER_AVGPOOL: return "avgpool";
+    case QAT_LAYER_GLOBAL_AVGPOOL: return "global_avgpool";
+    case QAT_LAYER_FLATTEN: return "flatten";
+    case QAT_LAYER_DROPOUT: return "dropout";
+    case QAT_LAYER_RESIDUAL: return "residual";
+    }
+    return "unknown";
+}
+
+qat_model *qat_model_new(int ndim, const int *sample_shape) {
+    QAT_ASSERT(sample_shape != NULL);
+    qat_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    if (ndim != 1 && ndim != 3) {
+        qat_error_set(&m->err, QAT_STATUS_SHAPE,
+                      "model: input shape must be (C, H, W) or (features), got %d dims", ndim);
+        return m;
+    }
+    for (int i = 0; i < ndim; i++)
+        if (sample_shape[i] <= 0) {
+            qat_error_set(&m->err, QAT_STATUS_SHAPE, "model: input dimension %d is %d", i,
+                          sample_shape[i]);
+            return m;
+        }
+    m->in_ndim = m->cur_ndim = ndim;
+    memcpy(m->in_shape, sample_shape, (size_t)ndim * sizeof(int));
+    memcpy(m->cur_shape, sample_shape, (size_t)ndim * sizeof(int));
+    m->stack[0] = &m->root;
+    m->depth = 1;
+    return m;
+}
+
+static void seq_free(qat_seq *s) {
+    for (int i = 0; i < s->n; i++) {
+        seq_free(&s->layers[i].body);
+        seq_free(&s->layers[i].shortcut);
+    }
+    free(s->layers);
+}
+
+void qat_model_free(qat_model *m) {
+    if (!m) return;
+    seq_free(&m->root);
+    free(m->params);
+    free(m->grads);
+    free(m->buffers);
+    free(m->param_tensors);
+    free(m);
+}
+
+static void shape_str(char *buf, size_t len, int ndim, const int *shape) {
+    if (ndim == 1) snprintf(buf, len, "(%d)", shape[0]);
+    else snprintf(buf, len, "(%d, %d, %d)", shape[0], shape[1], shape[2]);
+}
+
+/* Appends a layer to the innermost open sequence, with the current shape as input.
+ * NULL if the model already failed or is finalized (error recorded). */
+static qat_layer *add_layer(qat_model *m, qat_layer_kind kind) {
+    if (m->err.status) return NULL;
+    if (m->finalized) {
+        qat_error_set(&m->err, QAT_STATUS_INVALID_ARG, "model: cannot add a %s layer after finalize",
+                      qat_layer_kind_str(kind));
+        return NULL;
+    }
+    qat_seq *s = m->stack[m->depth - 1];
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 8;
+        qat_layer *p = realloc(s->layers, (size_t)cap * sizeof *p);
+        if (!p) {
+            qat_error_set(&m->err, QAT_STATUS_NOMEM, "model: out of memory");
+            return NULL;
+        }
+        s->layers = p;
+        s->cap = cap;
+    }
+    qat_layer *l = &s->layers[s->n];
+    memset(l, 0, sizeof *l);
+    l->kind = kind;
+    /* Name: the index path, PyTorch style. The enclosing block's name is already a full
+     * path, so only the innermost level is needed. */
+    int d = m->depth - 1;
+    int len = d == 0 ? snprintf(l->name, sizeof l->name, "%d", s->n)
+                     : snprintf(l->name, sizeof l->name, "%.40s.%s.%d", m->block[d]->name,
+                                m->in_shortcut[d] ? "shortcut" : "body", s->n);
+    QAT_ASSERT(len > 0 && len < (int)sizeof l->name);
+    s->n++;
+    l->in_ndim = m->cur_ndim;
+    memcpy(l->in_shape, m->cur_shape, sizeof l->in_shape);
+    l->out_ndim = m->cur_ndim;
+    memcpy(l->out_shape, m->cur_shape, sizeof l->out_shape);
+    return l;
+}
+
+/* The layer's output becomes the current shape. */
+static qat_status set_out(qat_model *m, qat_layer *l, int ndim, int a, int b, int c) {
+    l->out_ndim = m->cur_ndim = ndim;
+    l->out_shape[0] = m->cur_shape[0] = a;
+    l->out_shape[1] = m->cur_shape[1] = b;
+    l->out_shape[2] = m->cur_shape[2] = c;
+    return QAT_STATUS_OK;
+}
+
+static qat_status fail_layer(qat_model *m, qat_layer *l, const char *fmt, const char *detail) {
+    char in[64];
+    shape_str(in, sizeof in, l->in_ndim, l->in_shape);
+    return qat_error_set(&m->err, QAT_STATUS_SHAPE, "layer %s (%s): %s; its input is %s", l->name,
+                         qat_layer_kind_str(l->kind), detail, in);
+}
+
+qat_status qat_model_linear(qat_model *m, int out_features, bool bias) {
+    qat_layer *l = add_layer(m, QAT_LAYER_LINEAR);
+    if (!l) return m->err.status;
+    if (l->in_ndim != 1)
+        return fail_layer(m, l, "", "a linear layer needs a flat input (add flatten before it)");
+    if (out_features <= 0) return fail_layer(m, l, "", "out_features must be positive");
+    l->cfg.linear.in = l->in_shape[0];
+    l->cfg.linear.out = out_features;
+    l->cfg.linear.bias = bias;
+    return set_out(m, l, 1, out_features, 1, 1);
+}
+
+qat_status qat_model_conv2d(qat_model *m, int out_channels, int kernel, int stride, int pad,
+                            int groups, bool bias) {
+    qat_layer *l = add_layer(m, QAT_LAYER_CONV2D);
+    if (!l) return m->err.status;
+    if (l->in_ndim != 3) return fail_layer(m, l, "", "conv2d needs a (C, H, W) input");
+    qat_conv2d_shape s = {.N = 1, .C = l->in_shape[0], .H = l->in_shape[1], .W = l->in_shape[2],
+                          .OC = out_channels, .KH = kernel, .KW = kernel, .stride = stride,
+                          .pad = pad, .groups = groups};
+    if (out_channels <= 0 || !qat_conv2d_shape_init(&s))
+        return fail_layer(m, l, "",
+                          "impossible convolution (need channels divisible by groups, kernel "
+                          "within the padded input, stride >= 1, padding >= 0)");
+    l->cfg.conv.in = s.C;
+    l->cfg.conv.out = out_channels;
+    l->cfg.conv.kernel = kernel;
+    l->cfg.conv.stride = stride;
+    l->cfg.conv.pad = pad;
+    l->cfg.conv.groups = groups;
+    l->cfg.conv.bias = bias;
+    return set_out(m, l, 3, out_channels, s.OH, s.OW);
+}
+
+qat_status qat_model_batchnorm(qat_model *m) {
+    qat_layer *l = add_layer(m, QAT_LAYER_BATCHNORM);
+    if (!l) return m->err.status;
+    l->cfg.bn.channels = l->in_shape[0];
+    l->cfg.bn.eps = 1e-5f;
+    l->cfg.bn.momentum = 0.1f;
+    return QAT_STATUS_OK;
+}
+
+static qat_status simple(qat_model *m, qat_layer_kind k) {
+    return add_layer(m, k) ? QAT_STATUS_OK : m->err.status;
+}
+qat_status qat_model_relu(qat_model *m) { return simple(m, QAT_LAYER_RELU); }
+qat_status qat_model_relu6(qat_model *m) { return simple(m, QAT_LAYER_RELU6); }
+qat_status qat_model_sigmoid(qat_model *m) { return simple(m, QAT_LAYER_SIGMOID); }
+qat_status qat_model_tanh(qat_model *m) { return simple(m, QAT_LAYER_TANH); }
+
+static qat_status pool(qat_model *m, qat_layer_kind k, int kernel, int stride, int pad) {
+    qat_layer *l = add_layer(m, k);
+    if (!l) return m->err.status;
+    if (l->in_ndim != 3) return fail_layer(m, l, "", "pooling needs a (C, H, W) input");
+    qat_pool_shape s = {.N = 1, .C = l->in_shape[0], .H = l->in_shape[1], .W = l->in_shape[2],
+                        .K = kernel, .stride = stride, .pad = pad};
+    if (!qat_pool_shape_init(&s))
+        return fail_layer(m, l, "",
+                          "impossible pooling window (need kernel >= 1, stride >= 1, "
+                          "0 <= padding <= kernel/2, window within the padded input)");
+    l->cfg.pool.kernel = kernel;
+    l->cfg.pool.stride = stride;
+    l->cfg.pool.pad = pad;
+    return set_out(m, l, 3, s.C, s.OH, s.OW);
+}
+qat_status qat_model_maxpool(qat_model *m, int kernel, int stride, int pad) {
+    return pool(m, QAT_LAYER_MAXPOOL, kernel, stride, pad);
+}
+qat_status qat_model_avgpool(qat_model *m, int kernel, int stride, int pad) {
+    return pool(m, QAT_LAYER_AVGPOOL, kernel, stride, pad);
+}
+
+qat_status qat_model_global_avgpool(qat_model *m) {
+    qat_layer *l = add_layer(m, QAT_LAYER_GLOBAL_AVGPOOL);
+    if (!l) return m->err.status;
+    if (l->in_ndim != 3) return fail_layer(m, l, "", "global_avgpool needs a (C, H, W) input");
+    return set_out(m, l, 1, l->in_shape[0], 1, 1);
+}
+
+qat_status qat_model_flatten(qat_model *m) {
+    qat_layer *l = add_layer(m, QAT_LAYER_FLATTEN);
+    if (!l) return m->err.status;
+    int n = l->in_ndim == 3 ? l->in_shape[0] * l->in_shape[1] * l->in_shape[2] : l->in_shape[0];
+    return set_out(m, l, 1, n, 1, 1);
+}
+
+qat_status qat_model_dropout(qat_model *m, float p) {
+    qat_layer *l = add_layer(m, QAT_LAYER_DROPOUT);
+    if (!l) return m->err.status;
+    if (!(p >= 0.0f && p < 1.0f)) return fail_layer(m, l, "", "dropout probability must be in [0, 1)");
+    l->cfg.dropout.p = p;
+    return QAT_STATUS_OK;
+}
+
+qat_status qat_model_residual_begin(qat_model *m) {
+    qat_layer *l = add_layer(m, QAT_LAYER_RESIDUAL);
+    if (!l) return m->err.status;
+    if (m->depth == QAT_MODEL_MAX_DEPTH)
+        return fail_layer(m, l, "", "residual blocks nested too deeply");
+    m->block[m->depth] = l;
+    m->in_shortcut[m->depth] = false;
+    m->stack[m->depth] = &l->body;
+    m->depth++;
+    return QAT_STATUS_OK;
+}
+
+qat_status qat_model_residual_shortcut(qat_model *m) {
+    if (m->err.status) return m->err.status;
+    if (m->depth < 2 || m->in_shortcut[m->depth - 1])
+        return qat_error_set(&m->err, QAT_STATUS_INVALID_ARG,
+                             "model: shortcut without an open residual block body");
+    qat_layer *l = m->block[m->depth - 1];
+    /* The body's end shape is recorded; the shortcut starts again from the block input. */
+    l->out_ndim = m->cur_ndim;
+    memcpy(l->out_shape, m->cur_shape, sizeof l->out_shape);
+    m->cur_ndim = l->in_ndim;
+    memcpy(m->cur_shape, l->in_shape, sizeof m->cur_shape);
+    m->in_shortcut[m->depth - 1] = true;
+    m->stack[m->depth - 1] = &l->shortcut;
+    return QAT_STATUS_OK;
+}
+
+qat_status qat_model_residual_end(qat_model *m) {
+    if (m->err.status) return m->err.status;
+    if (m->depth < 2)
+        return qat_error_set(&m->err, QAT_STATUS_INVALID_ARG, "model: residual end without begin");
+    qat_layer *l = m->block[m->depth - 1];
+    int body_ndim = m->in_shortcut[m->depth - 1] ? l->out_ndim : m->cur_ndim;
+    int body_shape[3];
+    memcpy(body_shape, m->in_shortcut[m->depth - 1] ? l->out_shape : m->cur_shape, sizeof body_shape);
+    /* Without layers in the shortcut, cur is the body's end and the shortcut is the input. */
+    int sc_ndim = m->in_shortcut[m->depth - 1] ? m->cur_ndim : l->in_ndim;
+    const int *sc_shape = m->in_shortcut[m->depth - 1] ? m->cur_shape : l->in_shape;
+    m->depth--;
+    if (l->body.n == 0) return fail_layer(m, l, "", "a residual block needs a body");
+    bool same = body_ndim == sc_ndim;
+    for (int i = 0; same && i < body_ndim; i++) same = body_shape[i] == sc_shape[i];
+    if (!same) {
+        char a[64], b[64], msg[200];
+        shape_str(a, sizeof a, body_ndim, body_shape);
+        shape_str(b, sizeof b, sc_ndim, sc_shape);
+        snprintf(msg, sizeof msg, "body ends in %s but the shortcut in %s", a, b);
+        return fail_layer(m, l, "", msg);
+    }
+    return set_out(m, l, body_ndim, body_shape[0], body_shape[1], body_shape[2]);
+}
+
+/* ---- finalize: count, allocate, assign, initialise ---- */
+
+static void count_seq(const qat_seq *s, size_t *np, size_t *nb, int *nt) {
+    for (int i = 0; i < s->n; i++) {
+        const qat_layer *l = &s->layers[i];
+        switch (l->kind) {
+        case QAT_LAYER_LINEAR:
+            *np += (size_t)l->cfg.linear.in * l->cfg.linear.out + (l->cfg.linear.bias ? l->cfg.linear.out : 0);
+            *nt += l->cfg.linear.bias ? 2 : 1;
+            break;
+        case QAT_LAYER_CONV2D: {
+            const int k = l->cfg.conv.kernel;
+            *np += (size_t)l->cfg.conv.out * (l->cfg.conv.in / l->cfg.conv.groups) * k * k +
+                   (l->cfg.conv.bias ? l->cfg.conv.out : 0);
+            *nt += l->cfg.conv.bias ? 2 : 1;
+            break;
+        }
+        case QAT_LAYER_BATCHNORM:
+            *np += 2 * (size_t)l->cfg.bn.channels;
+            *nb += 2 * (size_t)l->cfg.bn.channels;
+            *nt += 2;
+            break;
+        case QAT_LAYER_RESIDUAL:
+            count_seq(&l->body, np, nb, nt);
+            count_seq(&l->shortcut, np, nb, nt);
+            break;
+        default: break;
+        }
+    }
+}
+
+typedef struct assign_state {
+    qat_model *m;
+    size_t p, b;
+    int t;
+    qat_rng *rng;
+} assign_state;
+
+static void assign_param(assign_state *st, qat_tensor *x, char *name_buf, size_t name_len,
+                         const char *layer, const char *suffix, int ndim, const int *shape) {
+    qat_tensor_set_shape(x, ndim, shape);
+    x->data = st->m->params + st->p;
+    x->grad = st->m->grads + st->p;
+    snprintf(name_buf, name_len, "%s.%s", layer, suffix);
+    x->name = name_buf;
+    st->p += x->n;
+    st->m->param_tensors[st->t++] = x;
+}
+
+static void assign_seq(assign_state *st, qat_seq *s) {
+    for (int i = 0; i < s->n; i++) {
+        qat_layer *l = &s->layers[i];
+        switch (l->kind) {
+        case QAT_LAYER_LINEAR: {
+            int in = l->cfg.linear.in, out = l->cfg.linear.out;
+            assign_param(st, &l->weight, l->weight_name, sizeof l->weight_name, l->name, "weight", 2,
+                         (int[]){out, in});
+            qat_init_kaiming_uniform(l->weight.data, l->weight.n, in, sqrtf(5.0f), st->rng);
+            if (l->cfg.linear.bias) {
+                assign_param(st, &l->bias, l->bias_name, sizeof l->bias_name, l->name, "bias", 1,
+                             (int[]){out});
+                qat_init_bias_uniform(l->bias.data, l->bias.n, in, st->rng);
+            }
+            break;
+        }
+        case QAT_LAYER_CONV2D: {
+            int cg = l->cfg.conv.in / l->cfg.conv.groups, k = l->cfg.conv.kernel;
+            int fan_in = cg * k * k;
+            assign_param(st, &l->weight, l->weight_name, sizeof l->weight_name, l->name, "weight", 4,
+                         (int[]){l->cfg.conv.out, cg, k, k});
+            qat_init_kaiming_uniform(l->weight.data, l->weight.n, fan_in, sqrtf(5.0f), st->rng);
+            if (l->cfg.conv.bias) {
+                assign_param(st, &l->bias, l->bias_name, sizeof l->bias_name, l->name, "bias", 1,
+                             (int[]){l->cfg.conv.out});
+                qat_init_bias_uniform(l->bias.data, l->bias.n, fan_in, st->rng);
+            }
+            break;
+        }
+        case QAT_LAYER_BATCHNORM: {
+            int c = l->cfg.bn.channels;
+            assign_param(st, &l->weight, l->weight_name, sizeof l->weight_name, l->name, "weight", 1,
+                         (int[]){c});
+            assign_param(st, &l->bias, l->bias_name, sizeof l->bias_name, l->name, "bias", 1,
+                         (int[]){c});
+            qat_init_fill(l->weight.data, (size_t)c, 1.0f);
+            qat_init_fill(l->bias.data, (size_t)c, 0.0f);
+            l->running_mean = st->m->buffers + st->b;
+            l->running_var = st->m->buffers + st->b + c;
+            st->b += 2 * (size_t)c;
+            qat_init_fill(l->running_mean, (size_t)c, 0.0f);
+            qat_init_fill(l->running_var, (size_t)c, 1.0f);
+            break;
+        }
+        case QAT_LAYER_RESIDUAL:
+            assign_seq(st, &l->body);
+            assign_seq(st, &l->shortcut);
+            break;
+        default: break;
+        }
+    }
+}
+
+qat_status qat_model_finalize(qat_model *m, qat_rng *rng) {
+    QAT_ASSERT(m != NULL && rng != NULL);
+    if (m->err.status) return m->err.status;
+    if (m->finalized)
+        return qat_error_set(&m->err, QAT_STATUS_INVALID_ARG, "model: finalized twice");
+    if (m->depth != 1)
+        return qat_error_set(&m->err, QAT_STATUS_INVALID_ARG,
+                             "model: a residual block was opened but not closed");
+    if (m->root.n == 0) return qat_error_set(&m->err, QAT_STATUS_INVALID_ARG, "model: no layers");
+    size_t np = 0, nb = 0;
+    int nt = 0;
+    count_seq(&m->root, &np, &nb, &nt);
+    m->params = calloc(np ? np : 1, sizeof(float));
+    m->grads = calloc(np ? np : 1, sizeof(float));
+    m->buffers = calloc(nb ? nb : 1, sizeof(float));
+    m->param_tensors = calloc(nt ? (size_t)nt : 1, sizeof *m->param_tensors);
+    if (!m->params || !m->grads || !m->buffers || !m->param_tensors)
+        return qat_error_set(&m->err, QAT_STATUS_NOMEM, "model: out of memory for %zu parameters", np);
+    m->n_params = np;
+    m->n_buffers = nb;
+    m->n_param_tensors = nt;
+    assign_state st = {m, 0, 0, 0, rng};
+    assign_seq(&st, &m->root);
+    QAT_ASSERT(st.p == np && st.b == nb && st.t == nt);
+    m->finalized = true;
+    return QAT_STATUS_OK;
+}
+
+/* ---- forward ---- */
+
+static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x) {
+    for (int i = 0; i < s->n && x; i++) {
+        qat_layer *l = &s->layers[i];
+        qat_tensor *b = l->bias.data ? &l->bias : NULL;
+        switch (l->kind) {
+        case QAT_LAYER_LINEAR: x = qat_linear(t, x, &l->weight, b); break;
+        case QAT_LAYER_CONV2D:
+            x = qat_conv2d(t, x, &l->weight, b, l->cfg.conv.stride, l->cfg.conv.pad,
+                           l->cfg.conv.groups);
+            break;
+        case QAT_LAYER_BATCHNORM:
+            x = qat_batchnorm(t, x, &l->weight, &l->bias, l->running_mean, l->running_var,
+                              l->cfg.bn.momentum, l->cfg.bn.eps);
+            break;
+        case QAT_LAYER_RELU: x = qat_relu(t, x); break;
+        case QAT_LAYER_RELU6: x = qat_relu6(t, x); break;
+        case QAT_LAYER_SIGMOID: x = qat_sigmoid(t, x); break;
+        case QAT_LAYER_TANH: x = qat_tanh(t, x); break;
+        case QAT_LAYER_MAXPOOL:
+            x = qat_maxpool2d(t, x, l->cfg.pool.kernel, l->cfg.pool.stride, l->cfg.pool.pad);
+            break;
+        case QAT_LAYER_AVGPOOL:
+            x = qat_avgpool2d(t, x, l->cfg.pool.kernel, l->cfg.pool.stride, l->cfg.pool.pad);
+            break;
+        case QAT_LAYER_GLOBAL_AVGPOOL: x = qat_global_avgpool(t, x); break;
+        case QAT_LAYER_FLATTEN: x = qat_flatten(t, x); break;
+        case QAT_LAYER_DROPOUT: x = qat_dropout(t, x, l->cfg.dropout.p); break;
+        case QAT_LAYER_RESIDUAL: {
+            qat_tensor *body = forward_seq(&l->body, t, x);
+            qat_tensor *sc = l->shortcut.n ? forward_seq(&l->shortcut, t, x) : x;
+            x = qat_add(t, body, sc);
+            break;
+        }
+        }
+    }
+    return x;
+}
+
+qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
+    QAT_ASSERT(m != NULL && t != NULL);
+    if (!x) return NULL;
+    if (!m->finalized)
+        return qat_tape_fail(t, QAT_STATUS_INVALID_ARG, "model: forward before finalize");
+    bool ok = x->ndim == m->in_ndim + 1;
+    for (int i = 0; ok && i < m->in_ndim; i++) ok = x->shape[i + 1] == m->in_shape[i];
+    if (!ok) {
+        char sx[64], want[64];
+        shape_str(want, sizeof want, m->in_ndim, m->in_shape);
+        return qat_tape_fail(t, QAT_STATUS_SHAPE,
+                             "model: input %s does not match the model's sample shape %s "
+                             "(expected (batch, ...))",
+                             qat_tensor_shape_str(x, sx, sizeof sx), want);
+    }
+    return forward_seq(&m->root, t, x);
+}
+
+void qat_model_zero_grad(qat_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+
+/* ---- reference models ---- */
+
+static qat_model *finish(qat_model *m, qat_rng *rng) {
+    if (!m) return NULL;
+    if (qat_model_finalize(m, rng) != QAT_STATUS_OK) {
+        fprintf(stderr, "qat: reference model: %s\n", m->err.msg);
+        qat_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+qat_model *qat_model_mlp(qat_rng *rng) {
+    qat_model *m = qat_model_new(3, (int[]){1, 28, 28});
+    if (!m) return NULL;
+    qat_model_flatten(m);
+    qat_model_linear(m, 256, true);
+    qat_model_relu(m);
+    qat_model_linear(m, 128, true);
+    qat_model_relu(m);
+    qat_model_linear(m, 10, true);
+    return finish(m, rng);
+}
+
+qat_model *qat_model_cnn(qat_rng *rng) {
+    qat_model *m = qat_model_new(3, (int[]){1, 28, 28});
+    if (!m) return NULL;
+    qat_model_conv2d(m, 32, 3, 1, 1, 1, true);
+    qat_model_batchnorm(m);
+    qat_model_relu(m);
+    qat_model_maxpool(m, 2, 2, 0);
+    qat_model_conv2d(m, 64, 3, 1, 1, 1, true);
+    qat_model_batchnorm(m);
+    qat_model_relu(m);
+    qat_model_maxpool(m, 2, 2, 0);
+    qat_model_flatten(m);
+    qat_model_linear(m, 128, true);
+    qat_model_relu(m);
+    qat_model_linear(m, 10, true);
+    return finish(m, rng);
+}
+
+/* ---- inspection ---- */
+
+static size_t shape_numel(int ndim, const int *s) {
+    return ndim == 1 ? (size_t)s[0] : (size_t)s[0] * s[1] * s[2];
+}
+
+size_t qat_layer_macs(const qat_layer *l) {
+    switch (l->kind) {
+    case QAT_LAYER_LINEAR: return (size_t)l->cfg.linear.in * l->cfg.linear.out;
+    case QAT_LAYER_CONV2D: {
+        const int k = l->cfg.conv.kernel;
+        return shape_numel(l->out_ndim, l->out_shape) * (size_t)(l->cfg.conv.in / l->cfg.conv.groups) * k * k;
+    }
+    case QAT_LAYER_RESIDUAL: {
+        size_t s = 0;
+        for (int i = 0; i < l->body.n; i++) s += qat_layer_macs(&l->body.layers[i]);
+        for (int i = 0; i < l->shortcut.n; i++) s += qat_layer_macs(&l->shortcut.layers[i]);
+        return s;
+    }
+    default: return 0;
+    }
+}
+
+static void print_seq(const qat_seq *s, FILE *f, int indent) {
+    for (int i = 0; i < s->n; i++) {
+        const qat_layer *l = &s->layers[i];
+        char out[64];
+        shape_str(out, sizeof out, l->out_ndim, l->out_shape);
+        size_t np = l->weight.n + l->bias.n;
+        fprintf(f, "%*s%-14s %-15s %-16s %10zu %12zu\n", indent, "", l->name,
+                qat_layer_kind_str(l->kind), out, np, qat_layer_macs(l));
+        if (l->kind == QAT_LAYER_RESIDUAL) {
+            print_seq(&l->body, f, indent + 2);
+            if (l->shortcut.n) print_seq(&l->shortcut, f, indent + 2);
+        }
+    }
+}
+
+void qat_model_print(const qat_model *m, FILE *f) {
+    fprintf(f, "%-14s %-15s %-16s %10s %12s\n", "layer", "kind", "output", "params", "MACs");
+    print_seq(&m->root, f, 0);
+    size_t macs = 0;
+    for (int i = 0; i < m->root.n; i++) macs += qat_layer_macs(&m->root.layers[i]);
+    fprintf(f, "total: %zu parameters (%.1f KiB fp32), %zu MACs per sample\n", m->n_params,
+            (double)m->n_params * 4 / 1024.0, macs);
+}

@@ -1,0 +1,76 @@
+/* adam.c - the Adam and AdamW updates.
+ *
+ * As torch/optim/adam.py and adamw.py (_single_tensor_adam/_adamw, PyTorch 1.13,
+ * amsgrad=False, maximize=False, capturable=False), per element, t = step number from 1:
+ *     AdamW only:  p = p * (1 - lr * weight_decay)           (decoupled decay, first)
+ *     Adam only:   g = g + weight_decay * p                  (L2 term, if wd != 0)
+ *     m = beta1 * m + (1 - beta1) * g
+ *     v = beta2 * v + (1 - beta2) * g * g
+ *     step_size = lr / (1 - beta1^t)
+ *     denom     = sqrt(v) / sqrt(1 - beta2^t) + eps
+ *     p = p - step_size * m / denom
+ * References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
+ * Algorithm 1: denom is sqrt(v_hat) + eps with v_hat = v / (1 - beta2^t), so eps is
+ * added after the bias correction (not the paper's sec. 2 "efficient" variant with
+ * eps_hat added to the uncorrected sqrt(v), which TensorFlow uses; the two differ when
+ * |g| is near eps, and tests/test_optim.c has a case that tells them apart);
+ * Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (AdamW).
+ *
+ * Rounding, following what PyTorch computes where:
+ *  - bias_correction1, bias_correction2, step_size and sqrt(bias_correction2) are Python
+ *    floats, i.e. double; pow(beta, t) is Python's `beta ** step` with step a float.
+ *  - 1 - beta1, 1 - beta2 and 1 - lr * weight_decay are Python expressions (double),
+ *    rounded to float once when they scale a float tensor.
+ *  - Tensor ops are float32 and are reproduced one by one, in ATen's operand order:
+ *    exp_avg.mul_(b1).add_(g, alpha=1-b1)            m*b1 + (1-b1)*g
+ *    exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)  v*b2 + ((1-b2)*g)*g
+ *    (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)        sqrtf(v)/bc2_sqrt + eps
+ *    p.addcdiv_(m, denom, value=-step_size)          p + ((-step_size)*m)/denom
+ *    where a double scalar that meets a float tensor (bc2_sqrt, eps) is rounded to float.
+ * ATen may fuse some of these into FMAs on CPUs that have them; the test tolerance
+ * (1e-6) is far above the ulp-level differences that causes.
+ */
+#include "optim/optim.h"
+
+#include <math.h>
+
+/* params, grads, exp_avg, exp_avg_sq: (n) */
+void qat_optim_adam_update(qat_optim *o, float *params, const float *grads, float lr) {
+    const qat_optim_config *c = &o->cfg;
+    QAT_ASSERT(c->kind == QAT_OPTIM_ADAM || c->kind == QAT_OPTIM_ADAMW);
+    QAT_ASSERT(o->exp_avg != NULL && o->exp_avg_sq != NULL);
+    const size_t n = o->n;
+    float *restrict p = params;
+    const float *restrict g = grads;
+    float *restrict m = o->exp_avg;
+    float *restrict v = o->exp_avg_sq;
+
+    const double t = (double)(o->step + 1); /* PyTorch increments step_t first */
+    const double bias_correction1 = 1.0 - pow(c->beta1, t);
+    const double bias_correction2 = 1.0 - pow(c->beta2, t);
+    const double step_size = (double)lr / bias_correction1;
+    const double bias_correction2_sqrt = sqrt(bias_correction2);
+
+    const float b1 = (float)c->beta1, one_minus_b1 = (float)(1.0 - c->beta1);
+    const float b2 = (float)c->beta2, one_minus_b2 = (float)(1.0 - c->beta2);
+    const float bc2_sqrt = (float)bias_correction2_sqrt;
+    const float eps = (float)c->eps;
+    const float neg_step_size = (float)(-step_size);
+
+    if (c->kind == QAT_OPTIM_ADAMW) {
+        /* param.mul_(1 - lr * weight_decay): PyTorch does this even for wd = 0 (a
+         * multiplication by 1, exact), so no special case. */
+        const float decay = (float)(1.0 - (double)lr * c->weight_decay);
+        for (size_t i = 0; i < n; i++) p[i] = p[i] * decay;
+    }
+    const bool l2 = c->kind == QAT_OPTIM_ADAM && c->weight_decay != 0.0;
+    const float wd = (float)c->weight_decay;
+
+    for (size_t i = 0; i < n; i++) {
+        const float gi = l2 ? g[i] + wd * p[i] : g[i];
+        m[i] = m[i] * b1 + one_minus_b1 * gi;
+        v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
+        const float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        p[i] = p[i] + neg_step_size * m[i] / denom;
+    }
+}
