@@ -468,6 +468,37 @@ qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
 
 void qat_model_zero_grad(qat_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
 
+/* ---- lookup by name ---- */
+
+qat_tensor *qat_model_param(qat_model *m, const char *name) {
+    for (int i = 0; i < m->n_param_tensors; i++)
+        if (strcmp(m->param_tensors[i]->name, name) == 0) return m->param_tensors[i];
+    return NULL;
+}
+
+static float *find_buffer(qat_seq *s, const char *name, size_t *n) {
+    for (int i = 0; i < s->n; i++) {
+        qat_layer *l = &s->layers[i];
+        if (l->kind == QAT_LAYER_RESIDUAL) {
+            float *b = find_buffer(&l->body, name, n);
+            if (!b) b = find_buffer(&l->shortcut, name, n);
+            if (b) return b;
+            continue;
+        }
+        if (l->kind != QAT_LAYER_BATCHNORM) continue;
+        size_t len = strlen(l->name);
+        if (strncmp(name, l->name, len) != 0 || name[len] != '.') continue;
+        *n = (size_t)l->cfg.bn.channels;
+        if (strcmp(name + len + 1, "running_mean") == 0) return l->running_mean;
+        if (strcmp(name + len + 1, "running_var") == 0) return l->running_var;
+    }
+    return NULL;
+}
+
+float *qat_model_buffer(qat_model *m, const char *name, size_t *n) {
+    return m->finalized ? find_buffer(&m->root, name, n) : NULL;
+}
+
 /* ---- reference models ---- */
 
 static qat_model *finish(qat_model *m, qat_rng *rng) {

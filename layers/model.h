@@ -138,6 +138,12 @@ void qat_model_zero_grad(qat_model *m);
 qat_model *qat_model_mlp(qat_rng *rng);
 qat_model *qat_model_cnn(qat_rng *rng);
 
+/* The parameter named `name` ("3.weight"), or NULL. */
+qat_tensor *qat_model_param(qat_model *m, const char *name);
+/* A batch-norm running statistic named "i.running_mean" or "i.running_var" (n set to its
+ * length), or NULL. */
+float *qat_model_buffer(qat_model *m, const char *name, size_t *n);
+
 /* Multiply-accumulates per sample of one layer (0 for layers without them; a residual
  * counts its branches). */
 size_t qat_layer_macs(const qat_layer *l);

@@ -1,6 +1,5 @@
 #include "pool.h"
 
-#include <float.h>
 #include <string.h>
 
 bool qat_pool_shape_init(qat_pool_shape *s) {
@@ -11,37 +10,76 @@ bool qat_pool_shape_init(qat_pool_shape *s) {
     return true;
 }
 
-/* inp (N, C, H, W) -> out, argmax (N, C, OH, OW) */
-void qat_maxpool_forward(float *out, int32_t *argmax, const float *inp, const qat_pool_shape *s) {
+/* inp (N, C, H, W) -> out, argmax (N, C, OH, OW).
+ * NaN handling: `v > best || v != v` takes a NaN, and once best is NaN no number
+ * replaces it (v > NaN is false), so a NaN in the window propagates, as in PyTorch. */
+/* The common 2x2, stride 2, no padding case: four candidates, compared in a fixed
+ * order (first maximum wins, a NaN wins), no bounds to check. */
+static void maxpool_2x2(float *out, int32_t *argmax, const float *inp, const qat_pool_shape *s) {
     const size_t planes = (size_t)s->N * s->C;
     for (size_t pl = 0; pl < planes; pl++) {
         const float *x = inp + pl * s->H * s->W;
         float *y = out + pl * s->OH * s->OW;
         int32_t *am = argmax + pl * s->OH * s->OW;
-        for (int oy = 0; oy < s->OH; oy++)
+        for (int oy = 0; oy < s->OH; oy++) {
+            const float *r0 = x + 2 * oy * s->W, *r1 = r0 + s->W;
+            const int32_t base = 2 * oy * s->W;
             for (int ox = 0; ox < s->OW; ox++) {
-                float best = -FLT_MAX;
-                int32_t where = -1;
-                for (int i = 0; i < s->K; i++) {
-                    int iy = oy * s->stride - s->pad + i;
-                    if (iy < 0 || iy >= s->H) continue;
-                    for (int j = 0; j < s->K; j++) {
-                        int ix = ox * s->stride - s->pad + j;
-                        if (ix < 0 || ix >= s->W) continue;
-                        float v = x[iy * s->W + ix];
-                        /* `where < 0` takes the first in-bounds value even if it is -inf
-                         * or NaN; a NaN then propagates like in PyTorch. */
-                        if (where < 0 || v > best || v != v) {
-                            best = v;
-                            where = iy * s->W + ix;
-                            if (v != v) goto done; /* NaN wins */
-                        }
-                    }
-                }
-            done:
+                float best = r0[2 * ox];
+                int32_t where = base + 2 * ox;
+                float v = r0[2 * ox + 1];
+                bool take = (v > best) | (v != v);
+                best = take ? v : best;
+                where = take ? base + 2 * ox + 1 : where;
+                v = r1[2 * ox];
+                take = (v > best) | (v != v);
+                best = take ? v : best;
+                where = take ? base + s->W + 2 * ox : where;
+                v = r1[2 * ox + 1];
+                take = (v > best) | (v != v);
+                best = take ? v : best;
+                where = take ? base + s->W + 2 * ox + 1 : where;
                 y[oy * s->OW + ox] = best;
                 am[oy * s->OW + ox] = where;
             }
+        }
+    }
+}
+
+void qat_maxpool_forward(float *out, int32_t *argmax, const float *inp, const qat_pool_shape *s) {
+    if (s->K == 2 && s->stride == 2 && s->pad == 0) {
+        maxpool_2x2(out, argmax, inp, s);
+        return;
+    }
+    const size_t planes = (size_t)s->N * s->C;
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *x = inp + pl * s->H * s->W;
+        float *y = out + pl * s->OH * s->OW;
+        int32_t *am = argmax + pl * s->OH * s->OW;
+        for (int oy = 0; oy < s->OH; oy++) {
+            /* The window rows and columns that fall inside the input. */
+            const int y0 = oy * s->stride - s->pad;
+            const int i0 = y0 < 0 ? -y0 : 0, i1 = QAT_MIN(s->K, s->H - y0);
+            for (int ox = 0; ox < s->OW; ox++) {
+                const int x0 = ox * s->stride - s->pad;
+                const int j0 = x0 < 0 ? -x0 : 0, j1 = QAT_MIN(s->K, s->W - x0);
+                int32_t where = (y0 + i0) * s->W + x0 + j0;
+                float best = x[where];
+                for (int i = i0; i < i1; i++) {
+                    const float *row = x + (y0 + i) * s->W + x0;
+                    for (int j = j0; j < j1; j++) {
+                        /* Selects, not a branch: which element wins is data-dependent
+                         * and a branch on it mispredicts often. */
+                        float v = row[j];
+                        bool take = (v > best) | (v != v);
+                        best = take ? v : best;
+                        where = take ? (y0 + i) * s->W + x0 + j : where;
+                    }
+                }
+                y[oy * s->OW + ox] = best;
+                am[oy * s->OW + ox] = where;
+            }
+        }
     }
 }
 

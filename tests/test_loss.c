@@ -1,0 +1,294 @@
+/* test_loss.c - softmax cross-entropy and mean squared error (layers/loss.h).
+ *
+ *  - loss and gradient match PyTorch (tests/fixtures/layers.bin, cases ce, ce_big with
+ *    logits of magnitude ~100, mse) to 1e-4 relative, with an upstream gradient other
+ *    than 1;
+ *  - the gradient matches central finite differences;
+ *  - large logits neither overflow nor lose the answer; probabilities sum to 1;
+ *  - labels are copied; the MSE target receives no gradient;
+ *  - bad labels and shapes return NULL with a message naming the op; NULL propagates.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+
+#include "layers/loss.h"
+#include "testutil.h"
+
+#define FIX_RTOL 1e-4
+#define FIX_ATOL 1e-5
+#define FD_EPS 1e-2f
+#define FD_RTOL 1e-2
+/* A scalar loss: fd_check weighs it by a fixed w ~ 0.25, so gradients are ~1e-2 and the
+ * absolute tolerance must be well below that. */
+#define FD_ATOL 2e-5
+
+/* ---- helpers (each test program is self-contained) ------------------------------- */
+
+static qat_tensor *new_filled(int ndim, const int *shape, float lo, float hi, uint64_t seed) {
+    qat_tensor *x = test_tensor_new(ndim, shape);
+    fill_uniform(x->data, x->n, lo, hi, seed);
+    return x;
+}
+
+static qat_tensor *fx_tensor(const qat_fixture *fx, const char *c, const char *field) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", c, field);
+    const qat_fixture_entry *e = fixture_entry(fx, name);
+    qat_tensor *x = test_tensor_new(e->ndim, e->shape);
+    memcpy(x->data, e->data, e->n * sizeof(float));
+    return x;
+}
+
+static const float *fx_get(const qat_fixture *fx, const char *c, const char *field, size_t n) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", c, field);
+    return fixture_get(fx, name, n);
+}
+
+static void fx_check(const qat_fixture *fx, const char *c, const char *field, const float *got,
+                     size_t n) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", c, field);
+    assert_close(got, fixture_get(fx, name, n), n, FIX_RTOL, FIX_ATOL, name);
+}
+
+static bool contains_ci(const char *s, const char *sub) {
+    size_t n = strlen(sub);
+    for (; *s; s++) {
+        size_t i = 0;
+        while (i < n && s[i] && tolower((unsigned char)s[i]) == tolower((unsigned char)sub[i]))
+            i++;
+        if (i == n) return true;
+    }
+    return false;
+}
+
+/* `ops`: accepted spellings of the op's name, separated by '|'. */
+static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops, const char *what) {
+    if (y) fail_msg("%s: expected NULL, got a tensor", what);
+    if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
+    if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", ops);
+    for (char *tok = strtok(buf, "|"); tok; tok = strtok(NULL, "|"))
+        if (contains_ci(t->err.msg, tok)) return;
+    fail_msg("%s: message \"%s\" does not mention \"%s\"", what, t->err.msg, ops);
+}
+
+#define CE_NAMES "cross_entropy|cross-entropy|cross entropy|crossentropy"
+
+/* ---- against PyTorch ---------------------------------------------------------------- */
+
+/* state: "ce" or "ce_big"; labels are stored as floats. */
+static void test_cross_entropy_fixture(void **state) {
+    const char *c = *state;
+    qat_fixture *fx = fixture_load("layers.bin");
+    qat_tensor *z = fx_tensor(fx, c, "x");
+    int B = z->shape[0];
+    const float *flabels = fx_get(fx, c, "labels", (size_t)B);
+    int32_t labels[16];
+    assert_true(B <= 16);
+    for (int b = 0; b < B; b++) labels[b] = (int32_t)lrintf(flabels[b]);
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    qat_tensor *loss = qat_cross_entropy(&t, z, labels);
+    if (!loss) fail_msg("%s: cross_entropy failed: %s", c, t.err.msg);
+    assert_int_equal(loss->n, 1);
+    fx_check(fx, c, "y", loss->data, 1);
+    if (qat_tape_backward_seeded(&t, loss, fx_get(fx, c, "dout", 1)) != QAT_STATUS_OK)
+        fail_msg("%s: backward failed: %s", c, t.err.msg);
+    fx_check(fx, c, "dx", z->grad, z->n);
+    qat_tape_free(&t);
+    test_tensor_free(z);
+    fixture_free(fx);
+}
+
+static void test_mse_fixture(void **state) {
+    (void)state;
+    qat_fixture *fx = fixture_load("layers.bin");
+    qat_tensor *pred = fx_tensor(fx, "mse", "x");
+    qat_tensor *target = fx_tensor(fx, "mse", "target");
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    qat_tensor *loss = qat_mse(&t, pred, target);
+    if (!loss) fail_msg("mse failed: %s", t.err.msg);
+    assert_int_equal(loss->n, 1);
+    fx_check(fx, "mse", "y", loss->data, 1);
+    if (qat_tape_backward_seeded(&t, loss, fx_get(fx, "mse", "dout", 1)) != QAT_STATUS_OK)
+        fail_msg("mse backward failed: %s", t.err.msg);
+    fx_check(fx, "mse", "dx", pred->grad, pred->n);
+    /* The target is data, not a parameter: its gradient buffer stays untouched. */
+    for (size_t i = 0; i < target->n; i++)
+        if (target->grad[i] != 0) fail_msg("mse target received gradient at [%zu]", i);
+    qat_tape_free(&t);
+    test_tensor_free(pred);
+    test_tensor_free(target);
+    fixture_free(fx);
+}
+
+/* ---- finite differences ------------------------------------------------------------- */
+
+typedef struct ce_args {
+    qat_tensor *z;
+    const int32_t *labels;
+} ce_args;
+
+static qat_tensor *ce_forward(qat_tape *t, void *user) {
+    ce_args *a = user;
+    return qat_cross_entropy(t, a->z, a->labels);
+}
+
+static void test_cross_entropy_fd(void **state) {
+    (void)state;
+    const int32_t labels[3] = {2, 0, 4};
+    ce_args a = {new_filled(2, (int[]){3, 5}, -2, 2, 1), labels};
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    fd_check(&t, ce_forward, &a, a.z, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "cross_entropy dlogits");
+    qat_tape_free(&t);
+    test_tensor_free(a.z);
+}
+
+typedef struct mse_args {
+    qat_tensor *pred, *target;
+} mse_args;
+
+static qat_tensor *mse_forward(qat_tape *t, void *user) {
+    mse_args *a = user;
+    return qat_mse(t, a->pred, a->target);
+}
+
+static void test_mse_fd(void **state) {
+    (void)state;
+    mse_args a = {new_filled(3, (int[]){2, 3, 2}, -1, 1, 2), new_filled(3, (int[]){2, 3, 2}, -1, 1, 3)};
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    fd_check(&t, mse_forward, &a, a.pred, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "mse dpred");
+    qat_tape_free(&t);
+    test_tensor_free(a.pred);
+    test_tensor_free(a.target);
+}
+
+/* ---- numerics ----------------------------------------------------------------------- */
+
+/* Logits of 1e4 would overflow exp() without the max subtraction. */
+static void test_cross_entropy_large_logits(void **state) {
+    (void)state;
+    enum { B = 2, C = 3 };
+    const float z[B * C] = {1e4f, 0, -1e4f, 3000, 3001, 2999};
+    const int32_t labels[B] = {1, 2};
+    float loss, probs[B * C];
+    qat_cross_entropy_forward(&loss, probs, z, labels, B, C);
+    /* The reference, in double with the same max subtraction. */
+    double l = 0;
+    for (int b = 0; b < B; b++) {
+        double m = -INFINITY, s = 0;
+        for (int j = 0; j < C; j++) m = fmax(m, z[b * C + j]);
+        for (int j = 0; j < C; j++) s += exp(z[b * C + j] - m);
+        l -= z[b * C + labels[b]] - m - log(s);
+    }
+    float want = (float)(l / B);
+    if (!isfinite(loss)) fail_msg("loss is %g for large logits", (double)loss);
+    assert_close(&loss, &want, 1, 1e-5, 0, "cross-entropy loss with logits of 1e4");
+    for (int b = 0; b < B; b++) {
+        double s = 0;
+        for (int j = 0; j < C; j++) {
+            if (!isfinite(probs[b * C + j])) fail_msg("probs[%d][%d] not finite", b, j);
+            s += probs[b * C + j];
+        }
+        if (fabs(s - 1) > 1e-6) fail_msg("probs of sample %d sum to %.9g", b, s);
+    }
+    /* Equal logits: loss = log C. */
+    const float zeq[C] = {7, 7, 7};
+    const int32_t l0 = 1;
+    qat_cross_entropy_forward(&loss, probs, zeq, &l0, 1, C);
+    want = (float)log(3.0);
+    assert_close(&loss, &want, 1, 1e-6, 0, "loss of equal logits is log C");
+}
+
+/* The op keeps its own copy of the labels: changing the caller's array after the
+ * forward pass does not change the gradient. */
+static void test_cross_entropy_copies_labels(void **state) {
+    (void)state;
+    qat_tensor *z1 = new_filled(2, (int[]){2, 4}, -1, 1, 4);
+    qat_tensor *z2 = new_filled(2, (int[]){2, 4}, -1, 1, 4);
+    int32_t labels[2] = {3, 1};
+    const float one = 1.0f;
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    qat_tensor *l1 = qat_cross_entropy(&t, z1, labels);
+    assert_non_null(l1);
+    labels[0] = 0;
+    labels[1] = 0;
+    assert_int_equal(qat_tape_backward_seeded(&t, l1, &one), QAT_STATUS_OK);
+    qat_tape_reset(&t);
+    labels[0] = 3;
+    labels[1] = 1;
+    qat_tensor *l2 = qat_cross_entropy(&t, z2, labels);
+    assert_non_null(l2);
+    assert_int_equal(qat_tape_backward(&t, l2), QAT_STATUS_OK);
+    assert_close(z1->grad, z2->grad, 8, 0, 0, "gradient with the labels changed after forward");
+    qat_tape_free(&t);
+    test_tensor_free(z1);
+    test_tensor_free(z2);
+}
+
+/* ---- bad arguments, NULL, inference ------------------------------------------------- */
+
+static void test_loss_bad_args(void **state) {
+    (void)state;
+    qat_tensor *z = new_filled(2, (int[]){2, 3}, -1, 1, 5);
+    qat_tensor *z1d = new_filled(1, (int[]){3}, -1, 1, 6);
+    qat_tensor *p = new_filled(2, (int[]){2, 3}, -1, 1, 7);
+    qat_tensor *q = new_filled(2, (int[]){3, 2}, -1, 1, 8);
+    const int32_t too_big[2] = {0, 3}, negative[2] = {-1, 0}, ok[2] = {0, 2};
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+
+    assert_failed(&t, qat_cross_entropy(&t, z, too_big), CE_NAMES, "label 3 with 3 classes");
+    qat_tape_reset(&t);
+    assert_failed(&t, qat_cross_entropy(&t, z, negative), CE_NAMES, "label -1");
+    qat_tape_reset(&t);
+    assert_failed(&t, qat_cross_entropy(&t, z1d, ok), CE_NAMES, "1-D logits");
+    qat_tape_reset(&t);
+    assert_failed(&t, qat_mse(&t, p, q), "mse", "mse (2, 3) vs (3, 2)");
+    qat_tape_reset(&t);
+
+    assert_null(qat_cross_entropy(&t, NULL, ok));
+    assert_null(qat_mse(&t, NULL, p));
+    assert_int_equal(t.err.status, QAT_STATUS_OK);
+    assert_int_equal(t.n_nodes, 0);
+
+    t.grad_enabled = false;
+    qat_tensor *l = qat_cross_entropy(&t, z, ok);
+    assert_non_null(l);
+    assert_null(l->grad);
+    l = qat_mse(&t, p, p);
+    assert_non_null(l);
+    assert_null(l->grad);
+    assert_true(l->data[0] == 0.0f);
+    assert_int_equal(t.n_nodes, 0);
+
+    qat_tape_free(&t);
+    test_tensor_free(z);
+    test_tensor_free(z1d);
+    test_tensor_free(p);
+    test_tensor_free(q);
+}
+
+#define CE_FIXTURE_TEST(c) {"test_cross_entropy_fixture " c, test_cross_entropy_fixture, NULL, NULL, (void *)(c)}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        CE_FIXTURE_TEST("ce"),
+        CE_FIXTURE_TEST("ce_big"),
+        cmocka_unit_test(test_mse_fixture),
+        cmocka_unit_test(test_cross_entropy_fd),
+        cmocka_unit_test(test_mse_fd),
+        cmocka_unit_test(test_cross_entropy_large_logits),
+        cmocka_unit_test(test_cross_entropy_copies_labels),
+        cmocka_unit_test(test_loss_bad_args),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
