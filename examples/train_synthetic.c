@@ -62,8 +62,8 @@ int main(int argc, char **argv) {
     }
     float *xtr = malloc(sizeof(float) * TRAIN * PIXELS), *xte = malloc(sizeof(float) * TEST * PIXELS);
     int32_t *ytr = malloc(sizeof(int32_t) * TRAIN), *yte = malloc(sizeof(int32_t) * TEST);
-    make_data(xtr, ytr, TRAIN, protos, 8.0f, &rng);
-    make_data(xte, yte, TEST, protos, 8.0f, &rng);
+    make_data(xtr, ytr, TRAIN, protos, 4.0f, &rng);
+    make_data(xte, yte, TEST, protos, 4.0f, &rng);
 
     qat_optim_config cfg = qat_optim_config_default(QAT_OPTIM_SGD);
     cfg.lr = 0.05;

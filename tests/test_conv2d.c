@@ -123,6 +123,8 @@ static conv_cfg FD_CASES[] = {
     {"depthwise", 2, 3, 5, 5, 3, 3, 3, 1, 1, 3, true},
     {"depthwise_multiplier2", 1, 2, 4, 4, 4, 3, 3, 1, 1, 2, true},
     {"nobias", 1, 2, 4, 4, 2, 2, 2, 1, 0, 1, false},
+    {"stride3_gaps", 1, 2, 7, 8, 2, 2, 2, 3, 0, 1, true},
+    {"pointwise", 2, 3, 3, 3, 2, 1, 1, 1, 0, 1, true},
 };
 
 typedef struct conv_args {
@@ -226,33 +228,93 @@ static void test_conv2d_matches_reference(void **state) {
     }
 }
 
-/* The raw backward accumulates (+=) and skips NULL gradients. */
+/* The raw backward accumulates (+=) and skips NULL gradients: a 3x3 padded shape (through
+ * im2col) and a 1x1 shape (which may skip im2col). */
 static void test_conv2d_backward_accumulates(void **state) {
     (void)state;
-    qat_conv2d_shape s = {.N = 2, .C = 2, .H = 5, .W = 5, .OC = 3, .KH = 3, .KW = 3,
-                          .stride = 1, .pad = 1, .groups = 1};
-    assert_true(qat_conv2d_shape_init(&s));
-    enum { NIN = 2 * 2 * 5 * 5, NW = 3 * 2 * 3 * 3, NOUT = 2 * 3 * 5 * 5 };
-    float inp[NIN], w[NW], dout[NOUT];
-    float dx1[NIN] = {0}, dw1[NW] = {0}, db1[3] = {0};
-    float dx2[NIN] = {0}, dw2[NW] = {0}, db2[3] = {0}, dw_only[NW] = {0};
-    float *scratch = malloc(qat_conv2d_scratch_floats(&s) * sizeof(float));
-    fill_uniform(inp, NIN, -1, 1, 501);
-    fill_uniform(w, NW, -1, 1, 502);
-    fill_uniform(dout, NOUT, -1, 1, 503);
-    qat_conv2d_backward(dx1, dw1, db1, scratch, dout, inp, w, &s);
-    qat_conv2d_backward(dx2, dw2, db2, scratch, dout, inp, w, &s);
-    qat_conv2d_backward(dx2, dw2, db2, scratch, dout, inp, w, &s);
-    for (int i = 0; i < NIN; i++) dx1[i] *= 2;
-    for (int i = 0; i < NW; i++) dw1[i] *= 2;
-    for (int i = 0; i < 3; i++) db1[i] *= 2;
-    assert_close(dx2, dx1, NIN, 1e-6, 1e-6, "dinp accumulated twice");
-    assert_close(dw2, dw1, NW, 1e-6, 1e-6, "dweight accumulated twice");
-    assert_close(db2, db1, 3, 1e-6, 1e-6, "dbias accumulated twice");
-    qat_conv2d_backward(NULL, dw_only, NULL, scratch, dout, inp, w, &s);
-    for (int i = 0; i < NW; i++) dw1[i] *= 0.5f;
-    assert_close(dw_only, dw1, NW, 1e-6, 1e-6, "dweight alone");
-    free(scratch);
+    const qat_conv2d_shape shapes[] = {
+        {.N = 2, .C = 2, .H = 5, .W = 5, .OC = 3, .KH = 3, .KW = 3, .stride = 1, .pad = 1,
+         .groups = 1},
+        {.N = 2, .C = 4, .H = 3, .W = 4, .OC = 3, .KH = 1, .KW = 1, .stride = 1, .pad = 0,
+         .groups = 1},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        qat_conv2d_shape s = shapes[k];
+        assert_true(qat_conv2d_shape_init(&s));
+        size_t nin = (size_t)s.N * s.C * s.H * s.W, nw = (size_t)s.OC * s.C * s.KH * s.KW;
+        size_t nout = (size_t)s.N * s.OC * s.OH * s.OW, nb = (size_t)s.OC;
+        float *inp = malloc(nin * sizeof(float)), *w = malloc(nw * sizeof(float));
+        float *dout = malloc(nout * sizeof(float));
+        float *dx1 = calloc(nin, sizeof(float)), *dw1 = calloc(nw, sizeof(float));
+        float *db1 = calloc(nb, sizeof(float)), *dx2 = calloc(nin, sizeof(float));
+        float *dw2 = calloc(nw, sizeof(float)), *db2 = calloc(nb, sizeof(float));
+        float *dw_only = calloc(nw, sizeof(float));
+        size_t nscratch = qat_conv2d_scratch_floats(&s);
+        float *scratch = malloc((nscratch ? nscratch : 1) * sizeof(float));
+        fill_uniform(inp, nin, -1, 1, 501 + k);
+        fill_uniform(w, nw, -1, 1, 502 + k);
+        fill_uniform(dout, nout, -1, 1, 503 + k);
+        qat_conv2d_backward(dx1, dw1, db1, scratch, dout, inp, w, &s);
+        qat_conv2d_backward(dx2, dw2, db2, scratch, dout, inp, w, &s);
+        qat_conv2d_backward(dx2, dw2, db2, scratch, dout, inp, w, &s);
+        for (size_t i = 0; i < nin; i++) dx1[i] *= 2;
+        for (size_t i = 0; i < nw; i++) dw1[i] *= 2;
+        for (size_t i = 0; i < nb; i++) db1[i] *= 2;
+        char what[64];
+        snprintf(what, sizeof what, "shape %zu: dinp accumulated twice", k);
+        assert_close(dx2, dx1, nin, 1e-6, 1e-6, what);
+        snprintf(what, sizeof what, "shape %zu: dweight accumulated twice", k);
+        assert_close(dw2, dw1, nw, 1e-6, 1e-6, what);
+        snprintf(what, sizeof what, "shape %zu: dbias accumulated twice", k);
+        assert_close(db2, db1, nb, 1e-6, 1e-6, what);
+        qat_conv2d_backward(NULL, dw_only, NULL, scratch, dout, inp, w, &s);
+        for (size_t i = 0; i < nw; i++) dw1[i] *= 0.5f;
+        snprintf(what, sizeof what, "shape %zu: dweight alone", k);
+        assert_close(dw_only, dw1, nw, 1e-6, 1e-6, what);
+        free(inp);
+        free(w);
+        free(dout);
+        free(dx1);
+        free(dw1);
+        free(db1);
+        free(dx2);
+        free(dw2);
+        free(db2);
+        free(dw_only);
+        free(scratch);
+    }
+}
+
+/* The first layer of a network sees a batch without gradient: backward must still give
+ * the weights the same gradient (and not write to the missing input gradient). */
+static void test_conv2d_input_without_grad(void **state) {
+    (void)state;
+    qat_tensor *xh = new_filled(4, (int[]){2, 2, 5, 5}, -1, 1, 511);
+    qat_tensor *w1 = new_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 512);
+    qat_tensor *b1 = new_filled(1, (int[]){3}, -1, 1, 513);
+    qat_tensor *w2 = new_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 512);
+    qat_tensor *b2 = new_filled(1, (int[]){3}, -1, 1, 513);
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    qat_tensor *x = qat_tape_input(&t, 4, (int[]){2, 2, 5, 5}, xh->data);
+    qat_tensor *y = qat_conv2d(&t, x, w1, b1, 2, 1, 1);
+    if (!y) fail_msg("%s", t.err.msg);
+    float *dy = malloc(y->n * sizeof(float));
+    fill_uniform(dy, y->n, -1, 1, 514);
+    assert_int_equal(qat_tape_backward_seeded(&t, y, dy), QAT_STATUS_OK);
+    qat_tape_reset(&t);
+    y = qat_conv2d(&t, xh, w2, b2, 2, 1, 1);
+    if (!y) fail_msg("%s", t.err.msg);
+    assert_int_equal(qat_tape_backward_seeded(&t, y, dy), QAT_STATUS_OK);
+    assert_close(w1->grad, w2->grad, w1->n, 1e-6, 1e-7, "dW with an input without gradient");
+    assert_close(b1->grad, b2->grad, b1->n, 1e-6, 1e-7, "db with an input without gradient");
+    free(dy);
+    qat_tape_free(&t);
+    test_tensor_free(xh);
+    test_tensor_free(w1);
+    test_tensor_free(b1);
+    test_tensor_free(w2);
+    test_tensor_free(b2);
 }
 
 /* ---- inference mode ----------------------------------------------------------------- */
@@ -344,9 +406,12 @@ int main(void) {
         FD_TEST(5, "depthwise"),
         FD_TEST(6, "depthwise_multiplier2"),
         FD_TEST(7, "nobias"),
+        FD_TEST(8, "stride3_gaps"),
+        FD_TEST(9, "pointwise"),
         cmocka_unit_test(test_conv2d_shape_init),
         cmocka_unit_test(test_conv2d_matches_reference),
         cmocka_unit_test(test_conv2d_backward_accumulates),
+        cmocka_unit_test(test_conv2d_input_without_grad),
         cmocka_unit_test(test_conv2d_inference),
         cmocka_unit_test(test_conv2d_bad_args),
     };

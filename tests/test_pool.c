@@ -236,20 +236,45 @@ static void test_maxpool_ignores_padding(void **state) {
                      want_arg[i]);
 }
 
-/* A window of equal values sends its whole gradient to the first of them (PyTorch does
- * the same): exactly one element per window receives dout. */
+/* A window of equal values sends its whole gradient to the first of them in scan order
+ * (PyTorch does the same): exactly one element per window receives dout. Checked for the
+ * 2x2/stride 2 case and for general windows (with stride, padding and overlap), against a
+ * reference loop. */
 static void test_maxpool_tie_goes_to_first(void **state) {
     (void)state;
-    qat_tensor *x = test_tensor_new(4, (int[]){1, 1, 4, 4});
-    for (size_t i = 0; i < x->n; i++) x->data[i] = 0.5f;
+    const int cfg[][3] = {{2, 2, 0}, {3, 3, 0}, {3, 2, 1}, {2, 1, 0}};
+    enum { H = 6, W = 6 };
+    qat_tensor *x = test_tensor_new(4, (int[]){1, 1, H, W});
+    for (size_t i = 0; i < x->n; i++) x->data[i] = -0.5f;
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
-    qat_tensor *y = qat_maxpool2d(&t, x, 2, 2, 0);
-    if (!y) fail_msg("%s", t.err.msg);
-    const float dy[4] = {1, 2, 3, 4};
-    assert_int_equal(qat_tape_backward_seeded(&t, y, dy), QAT_STATUS_OK);
-    const float want[16] = {1, 0, 2, 0, 0, 0, 0, 0, 3, 0, 4, 0, 0, 0, 0, 0};
-    assert_close(x->grad, want, 16, 0, 0, "tied windows route dout to the first maximum");
+    for (int k = 0; k < 4; k++) {
+        int K = cfg[k][0], S = cfg[k][1], P = cfg[k][2];
+        qat_tape_reset(&t);
+        memset(x->grad, 0, x->n * sizeof(float));
+        qat_tensor *y = qat_maxpool2d(&t, x, K, S, P);
+        if (!y) fail_msg("%s", t.err.msg);
+        float *dy = malloc(y->n * sizeof(float));
+        float want[H * W] = {0};
+        for (size_t i = 0; i < y->n; i++) dy[i] = (float)(i + 1);
+        int OH = y->shape[2], OW = y->shape[3];
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                int first = -1;
+                for (int i = 0; i < K && first < 0; i++)
+                    for (int j = 0; j < K && first < 0; j++) {
+                        int h = oy * S - P + i, w = ox * S - P + j;
+                        if (h >= 0 && h < H && w >= 0 && w < W) first = h * W + w;
+                    }
+                want[first] += dy[oy * OW + ox];
+            }
+        assert_int_equal(qat_tape_backward_seeded(&t, y, dy), QAT_STATUS_OK);
+        char what[96];
+        snprintf(what, sizeof what, "maxpool k%d s%d p%d: tied windows route dout to the first", K,
+                 S, P);
+        assert_close(x->grad, want, H * W, 0, 0, what);
+        free(dy);
+    }
     qat_tape_free(&t);
     test_tensor_free(x);
 }

@@ -279,6 +279,12 @@ static void test_grad_accumulates_over_consumers(void **state) {
     assert_int_equal(qat_tape_backward_seeded(&t, y, dy), QAT_STATUS_OK);
     const float want[3] = {-2, -1, 6};
     assert_close(x->grad, want, 3, 0, 0, "seeded backward");
+    /* The seed is added to what y's gradient already holds, not written over it (an
+     * empty tape: only the seed acts). */
+    qat_tape_reset(&t);
+    assert_int_equal(qat_tape_backward_seeded(&t, x, dy), QAT_STATUS_OK);
+    const float want2[3] = {-1, -0.5f, 3};
+    assert_close(x->grad, want2, 3, 0, 0, "seed added to an existing gradient");
     qat_tape_free(&t);
     test_tensor_free(x);
 }
