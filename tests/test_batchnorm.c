@@ -65,7 +65,8 @@ static bool contains_ci(const char *s, const char *sub) {
 }
 
 /* `ops`: accepted spellings of the op's name, separated by '|'. */
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops, const char *what) {
+static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops,
+                          const char *what) {
     if (y) fail_msg("%s: expected NULL, got a tensor", what);
     if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
     if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
@@ -345,7 +346,8 @@ static void test_batchnorm_bad_args(void **state) {
     test_tensor_free(b2);
 }
 
-#define FIXTURE_TEST(c) {"test_batchnorm_fixture " c, test_batchnorm_fixture, NULL, NULL, (void *)(c)}
+#define FIXTURE_TEST(c) \
+    {"test_batchnorm_fixture " c, test_batchnorm_fixture, NULL, NULL, (void *)(c)}
 #define FD_TEST(i, label) {"test_batchnorm_fd " label, test_batchnorm_fd, NULL, NULL, &FD_CASES[i]}
 
 int main(void) {

@@ -45,7 +45,8 @@ static bool contains_ci(const char *s, const char *sub) {
     return false;
 }
 
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *op, const char *what) {
+static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *op,
+                          const char *what) {
     if (y) fail_msg("%s: expected NULL, got a tensor", what);
     if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
     if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
@@ -66,7 +67,8 @@ static qat_tensor *add_forward(qat_tape *t, void *user) {
 
 static void test_add_fd(void **state) {
     (void)state;
-    add_args a = {new_filled(3, (int[]){2, 3, 2}, -1, 1, 1), new_filled(3, (int[]){2, 3, 2}, -1, 1, 2)};
+    add_args a = {new_filled(3, (int[]){2, 3, 2}, -1, 1, 1),
+                  new_filled(3, (int[]){2, 3, 2}, -1, 1, 2)};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     fd_check(&t, add_forward, &a, a.a, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "add da");
@@ -273,7 +275,8 @@ static void test_dropout_fd(void **state) {
     if (!y) fail_msg("%s", t.err.msg);
     size_t dropped = 0;
     for (size_t i = 0; i < y->n; i++) dropped += y->data[i] == 0;
-    if (dropped == 0 || dropped == y->n) fail_msg("degenerate mask: %zu of %zu dropped", dropped, y->n);
+    if (dropped == 0 || dropped == y->n)
+        fail_msg("degenerate mask: %zu of %zu dropped", dropped, y->n);
     fd_check(&t, drop_forward, &a, a.x, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "dropout dx");
     qat_tape_free(&t);
     test_tensor_free(a.x);
@@ -301,7 +304,8 @@ static void test_dropout_mask(void **state) {
     for (size_t i = 0; i < N; i++) {
         if (y->data[i] == 0) {
             dropped++;
-            if (x->grad[i] != 0) fail_msg("dropped element %zu has gradient %g", i, (double)x->grad[i]);
+            if (x->grad[i] != 0)
+                fail_msg("dropped element %zu has gradient %g", i, (double)x->grad[i]);
         } else {
             float want = x->data[i] * scale;
             if (fabsf(y->data[i] - want) > 1e-6f * fabsf(want))

@@ -65,7 +65,8 @@ static bool contains_ci(const char *s, const char *sub) {
 }
 
 /* y must be NULL with a message in t->err that mentions `op`. */
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *op, const char *what) {
+static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *op,
+                          const char *what) {
     if (y) fail_msg("%s: expected NULL, got a tensor", what);
     if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
     if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
@@ -120,7 +121,8 @@ static void run_linear_fd(bool with_bias) {
     qat_tape_init(&t, 1 << 16);
     fd_check(&t, lin_forward, &a, a.x, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "linear dx");
     fd_check(&t, lin_forward, &a, a.w, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "linear dW");
-    if (with_bias) fd_check(&t, lin_forward, &a, a.b, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "linear db");
+    if (with_bias)
+        fd_check(&t, lin_forward, &a, a.b, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "linear db");
     qat_tape_free(&t);
     test_tensor_free(a.x);
     test_tensor_free(a.w);
@@ -259,6 +261,11 @@ static void test_linear_bad_args(void **state) {
     assert_failed(&t, qat_linear(&t, x, w_bad, b), "linear", "in-features 3 vs weight (4, 5)");
     qat_tape_reset(&t);
     assert_failed(&t, qat_linear(&t, x, w, b_bad), "linear", "bias of 3 for 4 outputs");
+    qat_tape_reset(&t);
+    /* A conv output not flattened first: (2, 3, 1, 1) has the right count but is 4-D. */
+    qat_tensor *x4 = test_tensor_new(4, (int[]){2, 3, 1, 1});
+    assert_failed(&t, qat_linear(&t, x4, w, b), "linear", "4-D input");
+    test_tensor_free(x4);
     qat_tape_reset(&t);
 
     /* A NULL input (a failed op upstream) gives NULL and no new message. */

@@ -65,7 +65,8 @@ static bool contains_ci(const char *s, const char *sub) {
 }
 
 /* `ops`: accepted spellings of the op's name, separated by '|'. */
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops, const char *what) {
+static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops,
+                          const char *what) {
     if (y) fail_msg("%s: expected NULL, got a tensor", what);
     if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
     if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
@@ -161,7 +162,8 @@ static qat_tensor *mse_forward(qat_tape *t, void *user) {
 
 static void test_mse_fd(void **state) {
     (void)state;
-    mse_args a = {new_filled(3, (int[]){2, 3, 2}, -1, 1, 2), new_filled(3, (int[]){2, 3, 2}, -1, 1, 3)};
+    mse_args a = {new_filled(3, (int[]){2, 3, 2}, -1, 1, 2),
+                  new_filled(3, (int[]){2, 3, 2}, -1, 1, 3)};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     fd_check(&t, mse_forward, &a, a.pred, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "mse dpred");
@@ -277,7 +279,8 @@ static void test_loss_bad_args(void **state) {
     test_tensor_free(q);
 }
 
-#define CE_FIXTURE_TEST(c) {"test_cross_entropy_fixture " c, test_cross_entropy_fixture, NULL, NULL, (void *)(c)}
+#define CE_FIXTURE_TEST(c) \
+    {"test_cross_entropy_fixture " c, test_cross_entropy_fixture, NULL, NULL, (void *)(c)}
 
 int main(void) {
     const struct CMUnitTest tests[] = {

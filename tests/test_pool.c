@@ -67,7 +67,8 @@ static bool contains_ci(const char *s, const char *sub) {
 }
 
 /* `ops`: accepted spellings of the op's name, separated by '|'. */
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops, const char *what) {
+static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops,
+                          const char *what) {
     if (y) fail_msg("%s: expected NULL, got a tensor", what);
     if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
     if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
