@@ -17,65 +17,9 @@
 #include "layers/batchnorm.h"
 #include "testutil.h"
 
-#define FIX_RTOL 1e-4
-#define FIX_ATOL 1e-5
 #define FD_EPS 1e-2f
 #define FD_RTOL 1e-2
 #define FD_ATOL 2e-3
-
-/* ---- helpers (each test program is self-contained) ------------------------------- */
-
-static qat_tensor *new_filled(int ndim, const int *shape, float lo, float hi, uint64_t seed) {
-    qat_tensor *x = test_tensor_new(ndim, shape);
-    fill_uniform(x->data, x->n, lo, hi, seed);
-    return x;
-}
-
-static qat_tensor *fx_tensor(const qat_fixture *fx, const char *c, const char *field) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    const qat_fixture_entry *e = fixture_entry(fx, name);
-    qat_tensor *x = test_tensor_new(e->ndim, e->shape);
-    memcpy(x->data, e->data, e->n * sizeof(float));
-    return x;
-}
-
-static const float *fx_get(const qat_fixture *fx, const char *c, const char *field, size_t n) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    return fixture_get(fx, name, n);
-}
-
-static void fx_check(const qat_fixture *fx, const char *c, const char *field, const float *got,
-                     size_t n) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    assert_close(got, fixture_get(fx, name, n), n, FIX_RTOL, FIX_ATOL, name);
-}
-
-static bool contains_ci(const char *s, const char *sub) {
-    size_t n = strlen(sub);
-    for (; *s; s++) {
-        size_t i = 0;
-        while (i < n && s[i] && tolower((unsigned char)s[i]) == tolower((unsigned char)sub[i]))
-            i++;
-        if (i == n) return true;
-    }
-    return false;
-}
-
-/* `ops`: accepted spellings of the op's name, separated by '|'. */
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops,
-                          const char *what) {
-    if (y) fail_msg("%s: expected NULL, got a tensor", what);
-    if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
-    if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", ops);
-    for (char *tok = strtok(buf, "|"); tok; tok = strtok(NULL, "|"))
-        if (contains_ci(t->err.msg, tok)) return;
-    fail_msg("%s: message \"%s\" does not mention \"%s\"", what, t->err.msg, ops);
-}
 
 #define BN_NAMES "batchnorm|batch norm|batch_norm"
 
@@ -85,17 +29,17 @@ static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *op
 static void test_batchnorm_fixture(void **state) {
     const char *c = *state;
     qat_fixture *fx = fixture_load("layers.bin");
-    const float *cfg = fx_get(fx, c, "cfg", 3);
+    const float *cfg = fixture_field(fx, c, "cfg", 3);
     float momentum = cfg[0], eps = cfg[1];
     bool training = cfg[2] != 0;
-    qat_tensor *x = fx_tensor(fx, c, "x");
-    qat_tensor *g = fx_tensor(fx, c, "gamma");
-    qat_tensor *b = fx_tensor(fx, c, "beta");
+    qat_tensor *x = fixture_tensor(fx, c, "x");
+    qat_tensor *g = fixture_tensor(fx, c, "gamma");
+    qat_tensor *b = fixture_tensor(fx, c, "beta");
     int C = x->shape[1];
     float rm[8], rv[8];
     assert_true(C <= 8);
-    memcpy(rm, fx_get(fx, c, "running_mean", (size_t)C), (size_t)C * sizeof(float));
-    memcpy(rv, fx_get(fx, c, "running_var", (size_t)C), (size_t)C * sizeof(float));
+    memcpy(rm, fixture_field(fx, c, "running_mean", (size_t)C), (size_t)C * sizeof(float));
+    memcpy(rv, fixture_field(fx, c, "running_var", (size_t)C), (size_t)C * sizeof(float));
 
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
@@ -103,21 +47,21 @@ static void test_batchnorm_fixture(void **state) {
     qat_tensor *y = qat_batchnorm(&t, x, g, b, rm, rv, momentum, eps);
     if (!y) fail_msg("%s: batchnorm failed: %s", c, t.err.msg);
     assert_true(qat_tensor_same_shape(y, x));
-    fx_check(fx, c, "y", y->data, y->n);
+    fixture_check(fx, c, "y", y->data, y->n);
     if (training) {
-        fx_check(fx, c, "running_mean_after", rm, (size_t)C);
-        fx_check(fx, c, "running_var_after", rv, (size_t)C);
+        fixture_check(fx, c, "running_mean_after", rm, (size_t)C);
+        fixture_check(fx, c, "running_var_after", rv, (size_t)C);
     } else {
-        assert_close(rm, fx_get(fx, c, "running_mean", (size_t)C), (size_t)C, 0, 0,
+        assert_close(rm, fixture_field(fx, c, "running_mean", (size_t)C), (size_t)C, 0, 0,
                      "eval leaves running_mean alone");
-        assert_close(rv, fx_get(fx, c, "running_var", (size_t)C), (size_t)C, 0, 0,
+        assert_close(rv, fixture_field(fx, c, "running_var", (size_t)C), (size_t)C, 0, 0,
                      "eval leaves running_var alone");
     }
-    if (qat_tape_backward_seeded(&t, y, fx_get(fx, c, "dout", y->n)) != QAT_STATUS_OK)
+    if (qat_tape_backward_seeded(&t, y, fixture_field(fx, c, "dout", y->n)) != QAT_STATUS_OK)
         fail_msg("%s: backward failed: %s", c, t.err.msg);
-    fx_check(fx, c, "dx", x->grad, x->n);
-    fx_check(fx, c, "dgamma", g->grad, g->n);
-    fx_check(fx, c, "dbeta", b->grad, b->n);
+    fixture_check(fx, c, "dx", x->grad, x->n);
+    fixture_check(fx, c, "dgamma", g->grad, g->n);
+    fixture_check(fx, c, "dbeta", b->grad, b->n);
     qat_tape_free(&t);
     test_tensor_free(x);
     test_tensor_free(g);
@@ -156,14 +100,14 @@ static void test_batchnorm_fd(void **state) {
     const bn_fd_case *c = *state;
     bn_args a = {.training = c->training};
     int C = c->shape[1];
-    a.x = new_filled(c->ndim, c->shape, -1, 1, 11);
+    a.x = test_tensor_filled(c->ndim, c->shape, -1, 1, 11);
     /* A per-channel offset, so the mean matters. */
     for (size_t i = 0; i < a.x->n; i++) {
         size_t hw = c->ndim == 4 ? (size_t)c->shape[2] * c->shape[3] : 1;
         a.x->data[i] += 0.5f * (float)((i / hw) % (size_t)C);
     }
-    a.g = new_filled(1, (int[]){C}, 0.5f, 1.5f, 12);
-    a.b = new_filled(1, (int[]){C}, -0.5f, 0.5f, 13);
+    a.g = test_tensor_filled(1, (int[]){C}, 0.5f, 1.5f, 12);
+    a.b = test_tensor_filled(1, (int[]){C}, -0.5f, 0.5f, 13);
     fill_uniform(a.rm, (size_t)C, -0.3f, 0.3f, 14);
     fill_uniform(a.rv, (size_t)C, 0.5f, 1.5f, 15);
     qat_tape t;
@@ -189,9 +133,9 @@ static void test_batchnorm_fd(void **state) {
 static void test_batchnorm_running_stats(void **state) {
     (void)state;
     enum { N = 4, C = 2, HW = 3 };
-    qat_tensor *x = new_filled(4, (int[]){N, C, 1, HW}, -1, 2, 21);
-    qat_tensor *g = new_filled(1, (int[]){C}, 0.5f, 1.5f, 22);
-    qat_tensor *b = new_filled(1, (int[]){C}, -0.5f, 0.5f, 23);
+    qat_tensor *x = test_tensor_filled(4, (int[]){N, C, 1, HW}, -1, 2, 21);
+    qat_tensor *g = test_tensor_filled(1, (int[]){C}, 0.5f, 1.5f, 22);
+    qat_tensor *b = test_tensor_filled(1, (int[]){C}, -0.5f, 0.5f, 23);
     float rm[C] = {0.25f, -0.5f}, rv[C] = {1.0f, 2.0f};
     const float m = 0.2f, eps = 1e-3f;
     double mean[C], var[C], want_rm[C], want_rv[C];
@@ -255,11 +199,11 @@ static void test_batchnorm_running_stats(void **state) {
 static void test_batchnorm_input_without_grad(void **state) {
     (void)state;
     for (int training = 0; training <= 1; training++) {
-        qat_tensor *g = new_filled(1, (int[]){2}, 0.5f, 1.5f, 31);
-        qat_tensor *b = new_filled(1, (int[]){2}, -0.5f, 0.5f, 32);
-        qat_tensor *gx = new_filled(2, (int[]){3, 2}, -1, 1, 33);
-        qat_tensor *g2 = new_filled(1, (int[]){2}, 0.5f, 1.5f, 31);
-        qat_tensor *b2 = new_filled(1, (int[]){2}, -0.5f, 0.5f, 32);
+        qat_tensor *g = test_tensor_filled(1, (int[]){2}, 0.5f, 1.5f, 31);
+        qat_tensor *b = test_tensor_filled(1, (int[]){2}, -0.5f, 0.5f, 32);
+        qat_tensor *gx = test_tensor_filled(2, (int[]){3, 2}, -1, 1, 33);
+        qat_tensor *g2 = test_tensor_filled(1, (int[]){2}, 0.5f, 1.5f, 31);
+        qat_tensor *b2 = test_tensor_filled(1, (int[]){2}, -0.5f, 0.5f, 32);
         float rm[2] = {0, 0}, rv[2] = {1, 1}, rm2[2] = {0, 0}, rv2[2] = {1, 1};
         const float dy[6] = {1, -1, 0.5f, 2, -0.25f, 0.75f};
         qat_tape t;
@@ -289,9 +233,9 @@ static void test_batchnorm_input_without_grad(void **state) {
 
 static void test_batchnorm_inference(void **state) {
     (void)state;
-    qat_tensor *x = new_filled(4, (int[]){2, 2, 2, 2}, -1, 1, 41);
-    qat_tensor *g = new_filled(1, (int[]){2}, 0.5f, 1.5f, 42);
-    qat_tensor *b = new_filled(1, (int[]){2}, -0.5f, 0.5f, 43);
+    qat_tensor *x = test_tensor_filled(4, (int[]){2, 2, 2, 2}, -1, 1, 41);
+    qat_tensor *g = test_tensor_filled(1, (int[]){2}, 0.5f, 1.5f, 42);
+    qat_tensor *b = test_tensor_filled(1, (int[]){2}, -0.5f, 0.5f, 43);
     float rm[2] = {0.1f, -0.2f}, rv[2] = {0.9f, 1.1f};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
@@ -312,24 +256,24 @@ static void test_batchnorm_inference(void **state) {
 
 static void test_batchnorm_bad_args(void **state) {
     (void)state;
-    qat_tensor *x = new_filled(4, (int[]){2, 3, 2, 2}, -1, 1, 51);
-    qat_tensor *x1 = new_filled(2, (int[]){1, 3}, -1, 1, 52);
-    qat_tensor *g3 = new_filled(1, (int[]){3}, 0.5f, 1.5f, 53);
-    qat_tensor *b3 = new_filled(1, (int[]){3}, -0.5f, 0.5f, 54);
-    qat_tensor *g4 = new_filled(1, (int[]){4}, 0.5f, 1.5f, 55);
-    qat_tensor *b2 = new_filled(1, (int[]){2}, -0.5f, 0.5f, 56);
+    qat_tensor *x = test_tensor_filled(4, (int[]){2, 3, 2, 2}, -1, 1, 51);
+    qat_tensor *x1 = test_tensor_filled(2, (int[]){1, 3}, -1, 1, 52);
+    qat_tensor *g3 = test_tensor_filled(1, (int[]){3}, 0.5f, 1.5f, 53);
+    qat_tensor *b3 = test_tensor_filled(1, (int[]){3}, -0.5f, 0.5f, 54);
+    qat_tensor *g4 = test_tensor_filled(1, (int[]){4}, 0.5f, 1.5f, 55);
+    qat_tensor *b2 = test_tensor_filled(1, (int[]){2}, -0.5f, 0.5f, 56);
     float rm[4] = {0}, rv[4] = {1, 1, 1, 1};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
 
-    assert_failed(&t, qat_batchnorm(&t, x, g4, b3, rm, rv, 0.1f, 1e-5f), BN_NAMES,
+    assert_op_failed(&t, qat_batchnorm(&t, x, g4, b3, rm, rv, 0.1f, 1e-5f), BN_NAMES,
                   "gamma of 4 for 3 channels");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_batchnorm(&t, x, g3, b2, rm, rv, 0.1f, 1e-5f), BN_NAMES,
+    assert_op_failed(&t, qat_batchnorm(&t, x, g3, b2, rm, rv, 0.1f, 1e-5f), BN_NAMES,
                   "beta of 2 for 3 channels");
     qat_tape_reset(&t);
     /* One value per channel has no variance to normalise by (PyTorch refuses too). */
-    assert_failed(&t, qat_batchnorm(&t, x1, g3, b3, rm, rv, 0.1f, 1e-5f), BN_NAMES,
+    assert_op_failed(&t, qat_batchnorm(&t, x1, g3, b3, rm, rv, 0.1f, 1e-5f), BN_NAMES,
                   "training on one value per channel");
     qat_tape_reset(&t);
 

@@ -15,62 +15,9 @@
 #include "layers/conv2d.h"
 #include "testutil.h"
 
-#define FIX_RTOL 1e-4
-#define FIX_ATOL 1e-5
 #define FD_EPS 1e-2f
 #define FD_RTOL 1e-2
 #define FD_ATOL 1e-3
-
-/* ---- helpers (each test program is self-contained) ------------------------------- */
-
-static qat_tensor *new_filled(int ndim, const int *shape, float lo, float hi, uint64_t seed) {
-    qat_tensor *x = test_tensor_new(ndim, shape);
-    fill_uniform(x->data, x->n, lo, hi, seed);
-    return x;
-}
-
-static qat_tensor *fx_tensor(const qat_fixture *fx, const char *c, const char *field) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    const qat_fixture_entry *e = fixture_entry(fx, name);
-    qat_tensor *x = test_tensor_new(e->ndim, e->shape);
-    memcpy(x->data, e->data, e->n * sizeof(float));
-    return x;
-}
-
-static void fx_check(const qat_fixture *fx, const char *c, const char *field, const float *got,
-                     size_t n) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    assert_close(got, fixture_get(fx, name, n), n, FIX_RTOL, FIX_ATOL, name);
-}
-
-static void assert_shape(const qat_tensor *y, int ndim, const int *shape, const char *what) {
-    if (y->ndim != ndim) fail_msg("%s: ndim %d, expected %d", what, y->ndim, ndim);
-    for (int i = 0; i < ndim; i++)
-        if (y->shape[i] != shape[i])
-            fail_msg("%s: dim %d is %d, expected %d", what, i, y->shape[i], shape[i]);
-}
-
-static bool contains_ci(const char *s, const char *sub) {
-    size_t n = strlen(sub);
-    for (; *s; s++) {
-        size_t i = 0;
-        while (i < n && s[i] && tolower((unsigned char)s[i]) == tolower((unsigned char)sub[i]))
-            i++;
-        if (i == n) return true;
-    }
-    return false;
-}
-
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *op,
-                          const char *what) {
-    if (y) fail_msg("%s: expected NULL, got a tensor", what);
-    if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
-    if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
-    if (!contains_ci(t->err.msg, op))
-        fail_msg("%s: message \"%s\" does not mention \"%s\"", what, t->err.msg, op);
-}
 
 /* ---- forward/backward against PyTorch ---------------------------------------------- */
 
@@ -83,9 +30,9 @@ static void test_conv2d_fixture(void **state) {
     const float *cfg = fixture_get(fx, name, 4);
     int stride = (int)cfg[0], pad = (int)cfg[1], groups = (int)cfg[2];
     bool has_bias = cfg[3] != 0;
-    qat_tensor *x = fx_tensor(fx, c, "x");
-    qat_tensor *w = fx_tensor(fx, c, "w");
-    qat_tensor *b = has_bias ? fx_tensor(fx, c, "b") : NULL;
+    qat_tensor *x = fixture_tensor(fx, c, "x");
+    qat_tensor *w = fixture_tensor(fx, c, "w");
+    qat_tensor *b = has_bias ? fixture_tensor(fx, c, "b") : NULL;
     qat_tape t;
     qat_tape_init(&t, 1 << 20);
     qat_tensor *y = qat_conv2d(&t, x, w, b, stride, pad, groups);
@@ -93,13 +40,13 @@ static void test_conv2d_fixture(void **state) {
     snprintf(name, sizeof name, "%s.y", c);
     const qat_fixture_entry *ey = fixture_entry(fx, name);
     assert_shape(y, ey->ndim, ey->shape, name);
-    fx_check(fx, c, "y", y->data, y->n);
+    fixture_check(fx, c, "y", y->data, y->n);
     snprintf(name, sizeof name, "%s.dout", c);
     if (qat_tape_backward_seeded(&t, y, fixture_get(fx, name, y->n)) != QAT_STATUS_OK)
         fail_msg("%s: backward failed: %s", c, t.err.msg);
-    fx_check(fx, c, "dx", x->grad, x->n);
-    fx_check(fx, c, "dw", w->grad, w->n);
-    if (has_bias) fx_check(fx, c, "db", b->grad, b->n);
+    fixture_check(fx, c, "dx", x->grad, x->n);
+    fixture_check(fx, c, "dw", w->grad, w->n);
+    if (has_bias) fixture_check(fx, c, "db", b->grad, b->n);
     qat_tape_free(&t);
     test_tensor_free(x);
     test_tensor_free(w);
@@ -141,9 +88,9 @@ static qat_tensor *conv_forward(qat_tape *t, void *user) {
 static void test_conv2d_fd(void **state) {
     const conv_cfg *c = *state;
     conv_args a = {.stride = c->stride, .pad = c->pad, .groups = c->groups};
-    a.x = new_filled(4, (int[]){c->N, c->C, c->H, c->W}, -1, 1, 101);
-    a.w = new_filled(4, (int[]){c->OC, c->C / c->groups, c->KH, c->KW}, -0.5f, 0.5f, 102);
-    a.b = c->bias ? new_filled(1, (int[]){c->OC}, -0.5f, 0.5f, 103) : NULL;
+    a.x = test_tensor_filled(4, (int[]){c->N, c->C, c->H, c->W}, -1, 1, 101);
+    a.w = test_tensor_filled(4, (int[]){c->OC, c->C / c->groups, c->KH, c->KW}, -0.5f, 0.5f, 102);
+    a.b = c->bias ? test_tensor_filled(1, (int[]){c->OC}, -0.5f, 0.5f, 103) : NULL;
     qat_tape t;
     qat_tape_init(&t, 1 << 20);
     char what[96];
@@ -290,11 +237,11 @@ static void test_conv2d_backward_accumulates(void **state) {
  * the weights the same gradient (and not write to the missing input gradient). */
 static void test_conv2d_input_without_grad(void **state) {
     (void)state;
-    qat_tensor *xh = new_filled(4, (int[]){2, 2, 5, 5}, -1, 1, 511);
-    qat_tensor *w1 = new_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 512);
-    qat_tensor *b1 = new_filled(1, (int[]){3}, -1, 1, 513);
-    qat_tensor *w2 = new_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 512);
-    qat_tensor *b2 = new_filled(1, (int[]){3}, -1, 1, 513);
+    qat_tensor *xh = test_tensor_filled(4, (int[]){2, 2, 5, 5}, -1, 1, 511);
+    qat_tensor *w1 = test_tensor_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 512);
+    qat_tensor *b1 = test_tensor_filled(1, (int[]){3}, -1, 1, 513);
+    qat_tensor *w2 = test_tensor_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 512);
+    qat_tensor *b2 = test_tensor_filled(1, (int[]){3}, -1, 1, 513);
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     qat_tensor *x = qat_tape_input(&t, 4, (int[]){2, 2, 5, 5}, xh->data);
@@ -322,8 +269,8 @@ static void test_conv2d_input_without_grad(void **state) {
 
 static void test_conv2d_inference(void **state) {
     (void)state;
-    qat_tensor *x = new_filled(4, (int[]){1, 2, 4, 4}, -1, 1, 601);
-    qat_tensor *w = new_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 602);
+    qat_tensor *x = test_tensor_filled(4, (int[]){1, 2, 4, 4}, -1, 1, 601);
+    qat_tensor *w = test_tensor_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 602);
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     t.grad_enabled = false;
@@ -341,33 +288,33 @@ static void test_conv2d_inference(void **state) {
 
 static void test_conv2d_bad_args(void **state) {
     (void)state;
-    qat_tensor *x = new_filled(4, (int[]){1, 3, 5, 5}, -1, 1, 701);
-    qat_tensor *x4 = new_filled(4, (int[]){1, 4, 5, 5}, -1, 1, 702);
-    qat_tensor *x2d = new_filled(2, (int[]){3, 5}, -1, 1, 703);
-    qat_tensor *w = new_filled(4, (int[]){2, 3, 3, 3}, -1, 1, 704);
-    qat_tensor *w_c4 = new_filled(4, (int[]){2, 4, 3, 3}, -1, 1, 705);
-    qat_tensor *w_g = new_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 706);
-    qat_tensor *w_big = new_filled(4, (int[]){2, 3, 7, 7}, -1, 1, 707);
-    qat_tensor *b = new_filled(1, (int[]){2}, -1, 1, 708);
-    qat_tensor *b_bad = new_filled(1, (int[]){5}, -1, 1, 709);
+    qat_tensor *x = test_tensor_filled(4, (int[]){1, 3, 5, 5}, -1, 1, 701);
+    qat_tensor *x4 = test_tensor_filled(4, (int[]){1, 4, 5, 5}, -1, 1, 702);
+    qat_tensor *x2d = test_tensor_filled(2, (int[]){3, 5}, -1, 1, 703);
+    qat_tensor *w = test_tensor_filled(4, (int[]){2, 3, 3, 3}, -1, 1, 704);
+    qat_tensor *w_c4 = test_tensor_filled(4, (int[]){2, 4, 3, 3}, -1, 1, 705);
+    qat_tensor *w_g = test_tensor_filled(4, (int[]){3, 2, 3, 3}, -1, 1, 706);
+    qat_tensor *w_big = test_tensor_filled(4, (int[]){2, 3, 7, 7}, -1, 1, 707);
+    qat_tensor *b = test_tensor_filled(1, (int[]){2}, -1, 1, 708);
+    qat_tensor *b_bad = test_tensor_filled(1, (int[]){5}, -1, 1, 709);
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
 
-    assert_failed(&t, qat_conv2d(&t, x, w_c4, b, 1, 0, 1), "conv2d",
+    assert_op_failed(&t, qat_conv2d(&t, x, w_c4, b, 1, 0, 1), "conv2d",
                   "3 input channels, weight for 4");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_conv2d(&t, x, w, b, 1, 0, 2), "conv2d", "groups 2 do not divide 3");
+    assert_op_failed(&t, qat_conv2d(&t, x, w, b, 1, 0, 2), "conv2d", "groups 2 do not divide 3");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_conv2d(&t, x4, w_g, NULL, 1, 0, 2), "conv2d",
+    assert_op_failed(&t, qat_conv2d(&t, x4, w_g, NULL, 1, 0, 2), "conv2d",
                   "groups 2 do not divide 3 outputs");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_conv2d(&t, x, w_big, b, 1, 0, 1), "conv2d", "kernel larger than input");
+    assert_op_failed(&t, qat_conv2d(&t, x, w_big, b, 1, 0, 1), "conv2d", "kernel larger than input");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_conv2d(&t, x, w, b_bad, 1, 0, 1), "conv2d", "bias of 5 for 2 outputs");
+    assert_op_failed(&t, qat_conv2d(&t, x, w, b_bad, 1, 0, 1), "conv2d", "bias of 5 for 2 outputs");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_conv2d(&t, x2d, w, b, 1, 0, 1), "conv2d", "2-D input");
+    assert_op_failed(&t, qat_conv2d(&t, x2d, w, b, 1, 0, 1), "conv2d", "2-D input");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_conv2d(&t, x, w, b, 0, 0, 1), "conv2d", "stride 0");
+    assert_op_failed(&t, qat_conv2d(&t, x, w, b, 0, 0, 1), "conv2d", "stride 0");
     qat_tape_reset(&t);
 
     assert_null(qat_conv2d(&t, NULL, w, b, 1, 0, 1));

@@ -14,86 +14,30 @@
 #include "layers/linear.h"
 #include "testutil.h"
 
-#define FIX_RTOL 1e-4
-#define FIX_ATOL 1e-5
 #define FD_EPS 1e-2f
 #define FD_RTOL 1e-2
 #define FD_ATOL 1e-3
-
-/* ---- helpers (each test program is self-contained) ------------------------------- */
-
-static qat_tensor *new_filled(int ndim, const int *shape, float lo, float hi, uint64_t seed) {
-    qat_tensor *x = test_tensor_new(ndim, shape);
-    fill_uniform(x->data, x->n, lo, hi, seed);
-    return x;
-}
-
-/* The fixture entry "<c>.<field>" as a heap tensor (zeroed gradient). */
-static qat_tensor *fx_tensor(const qat_fixture *fx, const char *c, const char *field) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    const qat_fixture_entry *e = fixture_entry(fx, name);
-    qat_tensor *x = test_tensor_new(e->ndim, e->shape);
-    memcpy(x->data, e->data, e->n * sizeof(float));
-    return x;
-}
-
-/* Compares got (n floats) with the fixture entry "<c>.<field>". */
-static void fx_check(const qat_fixture *fx, const char *c, const char *field, const float *got,
-                     size_t n) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    assert_close(got, fixture_get(fx, name, n), n, FIX_RTOL, FIX_ATOL, name);
-}
-
-static void assert_shape(const qat_tensor *y, int ndim, const int *shape, const char *what) {
-    if (y->ndim != ndim) fail_msg("%s: ndim %d, expected %d", what, y->ndim, ndim);
-    for (int i = 0; i < ndim; i++)
-        if (y->shape[i] != shape[i])
-            fail_msg("%s: dim %d is %d, expected %d", what, i, y->shape[i], shape[i]);
-}
-
-static bool contains_ci(const char *s, const char *sub) {
-    size_t n = strlen(sub);
-    for (; *s; s++) {
-        size_t i = 0;
-        while (i < n && s[i] && tolower((unsigned char)s[i]) == tolower((unsigned char)sub[i]))
-            i++;
-        if (i == n) return true;
-    }
-    return false;
-}
-
-/* y must be NULL with a message in t->err that mentions `op`. */
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *op,
-                          const char *what) {
-    if (y) fail_msg("%s: expected NULL, got a tensor", what);
-    if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
-    if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
-    if (!contains_ci(t->err.msg, op))
-        fail_msg("%s: message \"%s\" does not mention \"%s\"", what, t->err.msg, op);
-}
 
 /* ---- forward/backward against PyTorch ---------------------------------------------- */
 
 static void test_linear_fixture(void **state) {
     (void)state;
     qat_fixture *fx = fixture_load("layers.bin");
-    qat_tensor *x = fx_tensor(fx, "linear", "x");
-    qat_tensor *w = fx_tensor(fx, "linear", "w");
-    qat_tensor *b = fx_tensor(fx, "linear", "b");
+    qat_tensor *x = fixture_tensor(fx, "linear", "x");
+    qat_tensor *w = fixture_tensor(fx, "linear", "w");
+    qat_tensor *b = fixture_tensor(fx, "linear", "b");
     qat_tape t;
     qat_tape_init(&t, 0);
     qat_tensor *y = qat_linear(&t, x, w, b);
     if (!y) fail_msg("linear failed: %s", t.err.msg);
     const qat_fixture_entry *ey = fixture_entry(fx, "linear.y");
     assert_shape(y, ey->ndim, ey->shape, "linear.y shape");
-    fx_check(fx, "linear", "y", y->data, y->n);
+    fixture_check(fx, "linear", "y", y->data, y->n);
     if (qat_tape_backward_seeded(&t, y, fixture_get(fx, "linear.dout", y->n)) != QAT_STATUS_OK)
         fail_msg("backward failed: %s", t.err.msg);
-    fx_check(fx, "linear", "dx", x->grad, x->n);
-    fx_check(fx, "linear", "dw", w->grad, w->n);
-    fx_check(fx, "linear", "db", b->grad, b->n);
+    fixture_check(fx, "linear", "dx", x->grad, x->n);
+    fixture_check(fx, "linear", "dw", w->grad, w->n);
+    fixture_check(fx, "linear", "db", b->grad, b->n);
     qat_tape_free(&t);
     test_tensor_free(x);
     test_tensor_free(w);
@@ -114,9 +58,9 @@ static qat_tensor *lin_forward(qat_tape *t, void *user) {
 
 static void run_linear_fd(bool with_bias) {
     lin_args a;
-    a.x = new_filled(2, (int[]){3, 4}, -1, 1, 11);
-    a.w = new_filled(2, (int[]){5, 4}, -0.5f, 0.5f, 12);
-    a.b = with_bias ? new_filled(1, (int[]){5}, -0.5f, 0.5f, 13) : NULL;
+    a.x = test_tensor_filled(2, (int[]){3, 4}, -1, 1, 11);
+    a.w = test_tensor_filled(2, (int[]){5, 4}, -0.5f, 0.5f, 12);
+    a.b = with_bias ? test_tensor_filled(1, (int[]){5}, -0.5f, 0.5f, 13) : NULL;
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     fd_check(&t, lin_forward, &a, a.x, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "linear dx");
@@ -142,8 +86,8 @@ static void test_linear_fd_nobias(void **state) {
 /* An input without a gradient (a batch from qat_tape_input) still lets W and b learn. */
 static void test_linear_input_without_grad(void **state) {
     (void)state;
-    qat_tensor *w = new_filled(2, (int[]){2, 3}, -1, 1, 21);
-    qat_tensor *b = new_filled(1, (int[]){2}, -1, 1, 22);
+    qat_tensor *w = test_tensor_filled(2, (int[]){2, 3}, -1, 1, 21);
+    qat_tensor *b = test_tensor_filled(1, (int[]){2}, -1, 1, 22);
     const float xin[6] = {1, 2, 3, -1, 0.5f, 0};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
@@ -224,9 +168,9 @@ static void test_linear_kernels(void **state) {
 
 static void test_linear_inference(void **state) {
     (void)state;
-    qat_tensor *x = new_filled(2, (int[]){2, 3}, -1, 1, 41);
-    qat_tensor *w = new_filled(2, (int[]){4, 3}, -1, 1, 42);
-    qat_tensor *b = new_filled(1, (int[]){4}, -1, 1, 43);
+    qat_tensor *x = test_tensor_filled(2, (int[]){2, 3}, -1, 1, 41);
+    qat_tensor *w = test_tensor_filled(2, (int[]){4, 3}, -1, 1, 42);
+    qat_tensor *b = test_tensor_filled(1, (int[]){4}, -1, 1, 43);
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     qat_tensor *y1 = qat_linear(&t, x, w, b);
@@ -250,21 +194,21 @@ static void test_linear_inference(void **state) {
 
 static void test_linear_bad_args(void **state) {
     (void)state;
-    qat_tensor *x = new_filled(2, (int[]){2, 3}, -1, 1, 51);
-    qat_tensor *w = new_filled(2, (int[]){4, 3}, -1, 1, 52);
-    qat_tensor *w_bad = new_filled(2, (int[]){4, 5}, -1, 1, 53);
-    qat_tensor *b = new_filled(1, (int[]){4}, -1, 1, 54);
-    qat_tensor *b_bad = new_filled(1, (int[]){3}, -1, 1, 55);
+    qat_tensor *x = test_tensor_filled(2, (int[]){2, 3}, -1, 1, 51);
+    qat_tensor *w = test_tensor_filled(2, (int[]){4, 3}, -1, 1, 52);
+    qat_tensor *w_bad = test_tensor_filled(2, (int[]){4, 5}, -1, 1, 53);
+    qat_tensor *b = test_tensor_filled(1, (int[]){4}, -1, 1, 54);
+    qat_tensor *b_bad = test_tensor_filled(1, (int[]){3}, -1, 1, 55);
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
 
-    assert_failed(&t, qat_linear(&t, x, w_bad, b), "linear", "in-features 3 vs weight (4, 5)");
+    assert_op_failed(&t, qat_linear(&t, x, w_bad, b), "linear", "in-features 3 vs weight (4, 5)");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_linear(&t, x, w, b_bad), "linear", "bias of 3 for 4 outputs");
+    assert_op_failed(&t, qat_linear(&t, x, w, b_bad), "linear", "bias of 3 for 4 outputs");
     qat_tape_reset(&t);
     /* A conv output not flattened first: (2, 3, 1, 1) has the right count but is 4-D. */
     qat_tensor *x4 = test_tensor_new(4, (int[]){2, 3, 1, 1});
-    assert_failed(&t, qat_linear(&t, x4, w, b), "linear", "4-D input");
+    assert_op_failed(&t, qat_linear(&t, x4, w, b), "linear", "4-D input");
     test_tensor_free(x4);
     qat_tape_reset(&t);
 
@@ -276,7 +220,7 @@ static void test_linear_bad_args(void **state) {
     /* In a chain, the first failure is the one reported. */
     qat_tensor *h = qat_linear(&t, x, w_bad, b);
     qat_tensor *y = qat_linear(&t, h, w, b);
-    assert_failed(&t, y, "linear", "chain");
+    assert_op_failed(&t, y, "linear", "chain");
 
     qat_tape_free(&t);
     test_tensor_free(x);

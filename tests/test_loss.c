@@ -15,67 +15,11 @@
 #include "layers/loss.h"
 #include "testutil.h"
 
-#define FIX_RTOL 1e-4
-#define FIX_ATOL 1e-5
 #define FD_EPS 1e-2f
 #define FD_RTOL 1e-2
 /* A scalar loss: fd_check weighs it by a fixed w ~ 0.25, so gradients are ~1e-2 and the
  * absolute tolerance must be well below that. */
 #define FD_ATOL 2e-5
-
-/* ---- helpers (each test program is self-contained) ------------------------------- */
-
-static qat_tensor *new_filled(int ndim, const int *shape, float lo, float hi, uint64_t seed) {
-    qat_tensor *x = test_tensor_new(ndim, shape);
-    fill_uniform(x->data, x->n, lo, hi, seed);
-    return x;
-}
-
-static qat_tensor *fx_tensor(const qat_fixture *fx, const char *c, const char *field) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    const qat_fixture_entry *e = fixture_entry(fx, name);
-    qat_tensor *x = test_tensor_new(e->ndim, e->shape);
-    memcpy(x->data, e->data, e->n * sizeof(float));
-    return x;
-}
-
-static const float *fx_get(const qat_fixture *fx, const char *c, const char *field, size_t n) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    return fixture_get(fx, name, n);
-}
-
-static void fx_check(const qat_fixture *fx, const char *c, const char *field, const float *got,
-                     size_t n) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    assert_close(got, fixture_get(fx, name, n), n, FIX_RTOL, FIX_ATOL, name);
-}
-
-static bool contains_ci(const char *s, const char *sub) {
-    size_t n = strlen(sub);
-    for (; *s; s++) {
-        size_t i = 0;
-        while (i < n && s[i] && tolower((unsigned char)s[i]) == tolower((unsigned char)sub[i]))
-            i++;
-        if (i == n) return true;
-    }
-    return false;
-}
-
-/* `ops`: accepted spellings of the op's name, separated by '|'. */
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops,
-                          const char *what) {
-    if (y) fail_msg("%s: expected NULL, got a tensor", what);
-    if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
-    if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", ops);
-    for (char *tok = strtok(buf, "|"); tok; tok = strtok(NULL, "|"))
-        if (contains_ci(t->err.msg, tok)) return;
-    fail_msg("%s: message \"%s\" does not mention \"%s\"", what, t->err.msg, ops);
-}
 
 #define CE_NAMES "cross_entropy|cross-entropy|cross entropy|crossentropy"
 
@@ -85,9 +29,9 @@ static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *op
 static void test_cross_entropy_fixture(void **state) {
     const char *c = *state;
     qat_fixture *fx = fixture_load("layers.bin");
-    qat_tensor *z = fx_tensor(fx, c, "x");
+    qat_tensor *z = fixture_tensor(fx, c, "x");
     int B = z->shape[0];
-    const float *flabels = fx_get(fx, c, "labels", (size_t)B);
+    const float *flabels = fixture_field(fx, c, "labels", (size_t)B);
     int32_t labels[16];
     assert_true(B <= 16);
     for (int b = 0; b < B; b++) labels[b] = (int32_t)lrintf(flabels[b]);
@@ -96,10 +40,10 @@ static void test_cross_entropy_fixture(void **state) {
     qat_tensor *loss = qat_cross_entropy(&t, z, labels);
     if (!loss) fail_msg("%s: cross_entropy failed: %s", c, t.err.msg);
     assert_int_equal(loss->n, 1);
-    fx_check(fx, c, "y", loss->data, 1);
-    if (qat_tape_backward_seeded(&t, loss, fx_get(fx, c, "dout", 1)) != QAT_STATUS_OK)
+    fixture_check(fx, c, "y", loss->data, 1);
+    if (qat_tape_backward_seeded(&t, loss, fixture_field(fx, c, "dout", 1)) != QAT_STATUS_OK)
         fail_msg("%s: backward failed: %s", c, t.err.msg);
-    fx_check(fx, c, "dx", z->grad, z->n);
+    fixture_check(fx, c, "dx", z->grad, z->n);
     qat_tape_free(&t);
     test_tensor_free(z);
     fixture_free(fx);
@@ -108,17 +52,17 @@ static void test_cross_entropy_fixture(void **state) {
 static void test_mse_fixture(void **state) {
     (void)state;
     qat_fixture *fx = fixture_load("layers.bin");
-    qat_tensor *pred = fx_tensor(fx, "mse", "x");
-    qat_tensor *target = fx_tensor(fx, "mse", "target");
+    qat_tensor *pred = fixture_tensor(fx, "mse", "x");
+    qat_tensor *target = fixture_tensor(fx, "mse", "target");
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     qat_tensor *loss = qat_mse(&t, pred, target);
     if (!loss) fail_msg("mse failed: %s", t.err.msg);
     assert_int_equal(loss->n, 1);
-    fx_check(fx, "mse", "y", loss->data, 1);
-    if (qat_tape_backward_seeded(&t, loss, fx_get(fx, "mse", "dout", 1)) != QAT_STATUS_OK)
+    fixture_check(fx, "mse", "y", loss->data, 1);
+    if (qat_tape_backward_seeded(&t, loss, fixture_field(fx, "mse", "dout", 1)) != QAT_STATUS_OK)
         fail_msg("mse backward failed: %s", t.err.msg);
-    fx_check(fx, "mse", "dx", pred->grad, pred->n);
+    fixture_check(fx, "mse", "dx", pred->grad, pred->n);
     /* The target is data, not a parameter: its gradient buffer stays untouched. */
     for (size_t i = 0; i < target->n; i++)
         if (target->grad[i] != 0) fail_msg("mse target received gradient at [%zu]", i);
@@ -143,7 +87,7 @@ static qat_tensor *ce_forward(qat_tape *t, void *user) {
 static void test_cross_entropy_fd(void **state) {
     (void)state;
     const int32_t labels[3] = {2, 0, 4};
-    ce_args a = {new_filled(2, (int[]){3, 5}, -2, 2, 1), labels};
+    ce_args a = {test_tensor_filled(2, (int[]){3, 5}, -2, 2, 1), labels};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     fd_check(&t, ce_forward, &a, a.z, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "cross_entropy dlogits");
@@ -162,8 +106,8 @@ static qat_tensor *mse_forward(qat_tape *t, void *user) {
 
 static void test_mse_fd(void **state) {
     (void)state;
-    mse_args a = {new_filled(3, (int[]){2, 3, 2}, -1, 1, 2),
-                  new_filled(3, (int[]){2, 3, 2}, -1, 1, 3)};
+    mse_args a = {test_tensor_filled(3, (int[]){2, 3, 2}, -1, 1, 2),
+                  test_tensor_filled(3, (int[]){2, 3, 2}, -1, 1, 3)};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     fd_check(&t, mse_forward, &a, a.pred, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "mse dpred");
@@ -213,8 +157,8 @@ static void test_cross_entropy_large_logits(void **state) {
  * forward pass does not change the gradient. */
 static void test_cross_entropy_copies_labels(void **state) {
     (void)state;
-    qat_tensor *z1 = new_filled(2, (int[]){2, 4}, -1, 1, 4);
-    qat_tensor *z2 = new_filled(2, (int[]){2, 4}, -1, 1, 4);
+    qat_tensor *z1 = test_tensor_filled(2, (int[]){2, 4}, -1, 1, 4);
+    qat_tensor *z2 = test_tensor_filled(2, (int[]){2, 4}, -1, 1, 4);
     int32_t labels[2] = {3, 1};
     const float one = 1.0f;
     qat_tape t;
@@ -240,21 +184,21 @@ static void test_cross_entropy_copies_labels(void **state) {
 
 static void test_loss_bad_args(void **state) {
     (void)state;
-    qat_tensor *z = new_filled(2, (int[]){2, 3}, -1, 1, 5);
-    qat_tensor *z1d = new_filled(1, (int[]){3}, -1, 1, 6);
-    qat_tensor *p = new_filled(2, (int[]){2, 3}, -1, 1, 7);
-    qat_tensor *q = new_filled(2, (int[]){3, 2}, -1, 1, 8);
+    qat_tensor *z = test_tensor_filled(2, (int[]){2, 3}, -1, 1, 5);
+    qat_tensor *z1d = test_tensor_filled(1, (int[]){3}, -1, 1, 6);
+    qat_tensor *p = test_tensor_filled(2, (int[]){2, 3}, -1, 1, 7);
+    qat_tensor *q = test_tensor_filled(2, (int[]){3, 2}, -1, 1, 8);
     const int32_t too_big[2] = {0, 3}, negative[2] = {-1, 0}, ok[2] = {0, 2};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
 
-    assert_failed(&t, qat_cross_entropy(&t, z, too_big), CE_NAMES, "label 3 with 3 classes");
+    assert_op_failed(&t, qat_cross_entropy(&t, z, too_big), CE_NAMES, "label 3 with 3 classes");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_cross_entropy(&t, z, negative), CE_NAMES, "label -1");
+    assert_op_failed(&t, qat_cross_entropy(&t, z, negative), CE_NAMES, "label -1");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_cross_entropy(&t, z1d, ok), CE_NAMES, "1-D logits");
+    assert_op_failed(&t, qat_cross_entropy(&t, z1d, ok), CE_NAMES, "1-D logits");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_mse(&t, p, q), "mse", "mse (2, 3) vs (3, 2)");
+    assert_op_failed(&t, qat_mse(&t, p, q), "mse", "mse (2, 3) vs (3, 2)");
     qat_tape_reset(&t);
 
     assert_null(qat_cross_entropy(&t, NULL, ok));

@@ -18,66 +18,9 @@
 #include "layers/pool.h"
 #include "testutil.h"
 
-#define FIX_RTOL 1e-4
-#define FIX_ATOL 1e-5
 #define FD_EPS 1e-2f
 #define FD_RTOL 1e-2
 #define FD_ATOL 1e-3
-
-/* ---- helpers (each test program is self-contained) ------------------------------- */
-
-static qat_tensor *fx_tensor(const qat_fixture *fx, const char *c, const char *field) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    const qat_fixture_entry *e = fixture_entry(fx, name);
-    qat_tensor *x = test_tensor_new(e->ndim, e->shape);
-    memcpy(x->data, e->data, e->n * sizeof(float));
-    return x;
-}
-
-static const float *fx_get(const qat_fixture *fx, const char *c, const char *field, size_t n) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    return fixture_get(fx, name, n);
-}
-
-static void fx_check(const qat_fixture *fx, const char *c, const char *field, const float *got,
-                     size_t n) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", c, field);
-    assert_close(got, fixture_get(fx, name, n), n, FIX_RTOL, FIX_ATOL, name);
-}
-
-static void assert_shape(const qat_tensor *y, int ndim, const int *shape, const char *what) {
-    if (y->ndim != ndim) fail_msg("%s: ndim %d, expected %d", what, y->ndim, ndim);
-    for (int i = 0; i < ndim; i++)
-        if (y->shape[i] != shape[i])
-            fail_msg("%s: dim %d is %d, expected %d", what, i, y->shape[i], shape[i]);
-}
-
-static bool contains_ci(const char *s, const char *sub) {
-    size_t n = strlen(sub);
-    for (; *s; s++) {
-        size_t i = 0;
-        while (i < n && s[i] && tolower((unsigned char)s[i]) == tolower((unsigned char)sub[i]))
-            i++;
-        if (i == n) return true;
-    }
-    return false;
-}
-
-/* `ops`: accepted spellings of the op's name, separated by '|'. */
-static void assert_failed(const qat_tape *t, const qat_tensor *y, const char *ops,
-                          const char *what) {
-    if (y) fail_msg("%s: expected NULL, got a tensor", what);
-    if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
-    if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", ops);
-    for (char *tok = strtok(buf, "|"); tok; tok = strtok(NULL, "|"))
-        if (contains_ci(t->err.msg, tok)) return;
-    fail_msg("%s: message \"%s\" does not mention \"%s\"", what, t->err.msg, ops);
-}
 
 #define MAXPOOL_NAMES "maxpool|max_pool|max pool|max-pool"
 #define AVGPOOL_NAMES "avgpool|avg_pool|avg pool|average pool|avg-pool"
@@ -127,12 +70,12 @@ static void test_pool_fixture(void **state) {
                            : strncmp(c, "avg", 3) == 0 ? POOL_AVG
                                                        : POOL_GLOBAL};
     if (a.kind != POOL_GLOBAL) {
-        const float *cfg = fx_get(fx, c, "cfg", 3);
+        const float *cfg = fixture_field(fx, c, "cfg", 3);
         a.K = (int)cfg[0];
         a.stride = (int)cfg[1];
         a.pad = (int)cfg[2];
     }
-    a.x = fx_tensor(fx, c, "x");
+    a.x = fixture_tensor(fx, c, "x");
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
     qat_tensor *y = pool_forward(&t, &a);
@@ -141,10 +84,10 @@ static void test_pool_fixture(void **state) {
     snprintf(name, sizeof name, "%s.y", c);
     const qat_fixture_entry *ey = fixture_entry(fx, name);
     assert_shape(y, ey->ndim, ey->shape, name);
-    fx_check(fx, c, "y", y->data, y->n);
-    if (qat_tape_backward_seeded(&t, y, fx_get(fx, c, "dout", y->n)) != QAT_STATUS_OK)
+    fixture_check(fx, c, "y", y->data, y->n);
+    if (qat_tape_backward_seeded(&t, y, fixture_field(fx, c, "dout", y->n)) != QAT_STATUS_OK)
         fail_msg("%s: backward failed: %s", c, t.err.msg);
-    fx_check(fx, c, "dx", a.x->grad, a.x->n);
+    fixture_check(fx, c, "dx", a.x->grad, a.x->n);
     qat_tape_free(&t);
     test_tensor_free(a.x);
     fixture_free(fx);
@@ -338,17 +281,17 @@ static void test_pool_bad_args(void **state) {
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
 
-    assert_failed(&t, qat_maxpool2d(&t, x, 5, 1, 0), MAXPOOL_NAMES, "maxpool window 5 on 3x3");
+    assert_op_failed(&t, qat_maxpool2d(&t, x, 5, 1, 0), MAXPOOL_NAMES, "maxpool window 5 on 3x3");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_avgpool2d(&t, x, 5, 1, 0), AVGPOOL_NAMES, "avgpool window 5 on 3x3");
+    assert_op_failed(&t, qat_avgpool2d(&t, x, 5, 1, 0), AVGPOOL_NAMES, "avgpool window 5 on 3x3");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_maxpool2d(&t, x, 2, 0, 0), MAXPOOL_NAMES, "maxpool stride 0");
+    assert_op_failed(&t, qat_maxpool2d(&t, x, 2, 0, 0), MAXPOOL_NAMES, "maxpool stride 0");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_avgpool2d(&t, x, 2, 2, 2), AVGPOOL_NAMES, "avgpool pad > K/2");
+    assert_op_failed(&t, qat_avgpool2d(&t, x, 2, 2, 2), AVGPOOL_NAMES, "avgpool pad > K/2");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_maxpool2d(&t, x2d, 2, 2, 0), MAXPOOL_NAMES, "maxpool of a 2-D input");
+    assert_op_failed(&t, qat_maxpool2d(&t, x2d, 2, 2, 0), MAXPOOL_NAMES, "maxpool of a 2-D input");
     qat_tape_reset(&t);
-    assert_failed(&t, qat_global_avgpool(&t, x2d), GAP_NAMES, "global avgpool of a 2-D input");
+    assert_op_failed(&t, qat_global_avgpool(&t, x2d), GAP_NAMES, "global avgpool of a 2-D input");
     qat_tape_reset(&t);
 
     assert_null(qat_maxpool2d(&t, NULL, 2, 2, 0));

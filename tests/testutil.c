@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +98,65 @@ void fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed) {
     qat_rng r;
     qat_rng_init(&r, seed);
     for (size_t i = 0; i < n; i++) x[i] = qat_rng_range(&r, lo, hi);
+}
+
+qat_tensor *test_tensor_filled(int ndim, const int *shape, float lo, float hi, uint64_t seed) {
+    qat_tensor *x = test_tensor_new(ndim, shape);
+    fill_uniform(x->data, x->n, lo, hi, seed);
+    return x;
+}
+
+const float *fixture_field(const qat_fixture *f, const char *c, const char *field, size_t n) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", c, field);
+    return fixture_get(f, name, n);
+}
+
+qat_tensor *fixture_tensor(const qat_fixture *f, const char *c, const char *field) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", c, field);
+    const qat_fixture_entry *e = fixture_entry(f, name);
+    if (e->ndim < 1 || e->ndim > QAT_MAX_DIMS) fail_msg("fixture '%s' has %d dims", name, e->ndim);
+    qat_tensor *x = test_tensor_new(e->ndim, e->shape);
+    memcpy(x->data, e->data, e->n * sizeof(float));
+    return x;
+}
+
+void fixture_check(const qat_fixture *f, const char *c, const char *field, const float *got,
+                   size_t n) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", c, field);
+    assert_close(got, fixture_get(f, name, n), n, FIXTURE_RTOL, FIXTURE_ATOL, name);
+}
+
+void assert_shape(const qat_tensor *y, int ndim, const int *shape, const char *what) {
+    if (y->ndim != ndim) fail_msg("%s: ndim %d, expected %d", what, y->ndim, ndim);
+    for (int i = 0; i < ndim; i++)
+        if (y->shape[i] != shape[i])
+            fail_msg("%s: dim %d is %d, expected %d", what, i, y->shape[i], shape[i]);
+}
+
+static bool contains_ci(const char *s, const char *sub) {
+    size_t n = strlen(sub);
+    for (; *s; s++) {
+        size_t i = 0;
+        while (i < n && s[i] && tolower((unsigned char)s[i]) == tolower((unsigned char)sub[i]))
+            i++;
+        if (i == n) return true;
+    }
+    return false;
+}
+
+void assert_op_failed(const qat_tape *t, const qat_tensor *y, const char *ops, const char *what) {
+    if (y) fail_msg("%s: expected NULL, got a tensor", what);
+    if (t->err.status == QAT_STATUS_OK) fail_msg("%s: returned NULL but err.status is OK", what);
+    if (t->err.msg[0] == '\0') fail_msg("%s: empty error message", what);
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", ops);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, "|", &save); tok; tok = strtok_r(NULL, "|", &save))
+        if (contains_ci(t->err.msg, tok)) return;
+    fail_msg("%s: message \"%s\" does not mention \"%s\"", what, t->err.msg, ops);
 }
 
 /* L = sum_i w_i y_i in double; w is a fixed function of i so every call agrees. */

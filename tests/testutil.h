@@ -71,6 +71,26 @@ void fd_check(qat_tape *t, fd_forward_fn forward, void *user, qat_tensor *x, flo
 qat_tensor *test_tensor_new(int ndim, const int *shape);
 void test_tensor_free(qat_tensor *x);
 
+/* A heap tensor filled from U(lo, hi) with a seeded generator (zeroed grad). */
+qat_tensor *test_tensor_filled(int ndim, const int *shape, float lo, float hi, uint64_t seed);
+
+/* Fixture entries are named "<case>.<field>" ("conv_s2.x"). */
+/* The entry as a heap tensor (zeroed grad); free with test_tensor_free. */
+qat_tensor *fixture_tensor(const qat_fixture *f, const char *c, const char *field);
+const float *fixture_field(const qat_fixture *f, const char *c, const char *field, size_t n);
+/* Compares got (n floats) with the entry to FIXTURE_RTOL relative, FIXTURE_ATOL absolute
+ * (the issue's 1e-4 relative; the small absolute term covers values near 0). */
+#define FIXTURE_RTOL 1e-4
+#define FIXTURE_ATOL 1e-5
+void fixture_check(const qat_fixture *f, const char *c, const char *field, const float *got,
+                   size_t n);
+
+/* Fails unless y has exactly this shape. */
+void assert_shape(const qat_tensor *y, int ndim, const int *shape, const char *what);
+/* A failed op: y must be NULL, t->err set, and its message must mention one of the
+ * '|'-separated spellings in `ops` ("maxpool|max_pool"), case-insensitively. */
+void assert_op_failed(const qat_tape *t, const qat_tensor *y, const char *ops, const char *what);
+
 /* Fill with uniform values in [lo, hi) from a seeded generator. */
 void fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 
