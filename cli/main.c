@@ -1,0 +1,39 @@
+/* qat - the command-line tool: train, eval, predict, inspect, demo. */
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"train", cmd_train, "train a model (default: the reference CNN on Fashion-MNIST)"},
+    {"eval", cmd_eval, "accuracy and loss of a checkpoint on a test set"},
+    {"predict", cmd_predict, "classify image files with a checkpoint"},
+    {"inspect", cmd_inspect, "layers, shapes, parameters and MACs of a model or checkpoint"},
+    {"demo", cmd_demo, "train the reference CNN on Fashion-MNIST and summarise"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: qat COMMAND [options]   (qat COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "qat: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
