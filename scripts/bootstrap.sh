@@ -4,11 +4,9 @@
 # Run as root (or through sudo) on Debian 12.
 set -eu
 
-PACKAGES="build-essential cmake pkg-config libopenblas-dev libcmocka-dev zlib1g-dev libstb-dev libcjson-dev"
-# The demo's default data set (Fashion-MNIST in /usr/share/datasets/fashion-mnist).
-if [ "${QAT_WITH_DATA:-0}" = 1 ]; then
-    PACKAGES="$PACKAGES dataset-fashion-mnist"
-fi
+# Build and test tools and libraries, and the demo's default data set (Fashion-MNIST in
+# /usr/share/datasets/fashion-mnist), which the data tests read too.
+PACKAGES="build-essential cmake pkg-config libopenblas-dev libcmocka-dev zlib1g-dev libstb-dev libcjson-dev dataset-fashion-mnist"
 
 missing=""
 for p in $PACKAGES; do
