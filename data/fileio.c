@@ -34,6 +34,14 @@ uint32_t qat_data_be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
+/* zlib's last error for f, without the "<path>: " prefix gzerror puts on it. */
+static const char *zlib_msg(const qat_data_file *f, int *errnum) {
+    const char *m = gzerror(f->gz, errnum);
+    size_t lp = strlen(f->path);
+    if (strncmp(m, f->path, lp) == 0 && m[lp] == ':' && m[lp + 1] == ' ') m += lp + 2;
+    return m;
+}
+
 qat_status qat_data_read_upto(qat_data_file *f, void *buf, size_t n, size_t *got,
                               qat_error *err) {
     unsigned char *p = buf;
@@ -43,14 +51,15 @@ qat_status qat_data_read_upto(qat_data_file *f, void *buf, size_t n, size_t *got
         size_t want = QAT_MIN(n - *got, (size_t)1 << 30);
         int r = gzread(f->gz, p + *got, (unsigned)want);
         int errnum = Z_OK;
-        const char *zmsg = gzerror(f->gz, &errnum);
+        const char *zmsg = zlib_msg(f, &errnum);
         if (r < 0) {
             if (errnum == Z_ERRNO)
                 return qat_error_set(err, QAT_STATUS_IO, "%s: read failed: %s", f->path,
                                      strerror(errno));
             return qat_error_set(err, QAT_STATUS_FORMAT,
-                                 "%s: corrupt gzip data near byte %zu (zlib: %s)", f->path,
-                                 f->pos, zmsg);
+                                 "%s: corrupt gzip data (zlib: %s); the file is damaged, "
+                                 "download or copy it again",
+                                 f->path, zmsg);
         }
         *got += (size_t)r;
         f->pos += (size_t)r;
@@ -79,9 +88,9 @@ qat_status qat_data_read(qat_data_file *f, void *buf, size_t n, const char *what
     if (s) return s;
     if (got < n)
         return qat_error_set(err, QAT_STATUS_FORMAT,
-                             "%s: truncated: %s needs %zu bytes from byte %zu, the file "
-                             "ends after %zu",
-                             f->path, what, n, start, f->pos);
+                             "%s: truncated: expected %zu bytes of %s at byte %zu, but "
+                             "the data ends at byte %zu",
+                             f->path, n, what, start, f->pos);
     return QAT_STATUS_OK;
 }
 
@@ -114,9 +123,9 @@ qat_status qat_data_read_alloc(qat_data_file *f, size_t n, void **out, const cha
         if (got < want) { /* short read: the data ended */
             free(buf);
             return qat_error_set(err, QAT_STATUS_FORMAT,
-                                 "%s: truncated: %s needs %zu bytes from byte %zu, the file "
-                                 "ends after %zu",
-                                 f->path, what, n, start, f->pos);
+                                 "%s: truncated: expected %zu bytes of %s at byte %zu, but "
+                                 "the data ends at byte %zu",
+                                 f->path, n, what, start, f->pos);
         }
     }
     *out = buf;

@@ -35,9 +35,12 @@ static qat_status idx_header(qat_data_file *f, int ndim, const char *what, uint3
     if (magic[3] != ndim)
         return qat_error_set(err, QAT_STATUS_FORMAT,
                              "%s: bad magic 0x%02x%02x%02x%02x: the file has %d dims, "
-                             "expected %d for %s (is this the %s file?)",
+                             "expected %d for %s (%s)",
                              f->path, magic[0], magic[1], magic[2], magic[3], magic[3], ndim,
-                             what, ndim == 1 ? "images and not the labels" : "labels and not the images");
+                             what,
+                             magic[3] == 1   ? "is this a labels file?"
+                             : magic[3] == 3 ? "is this an images file?"
+                                             : "not an MNIST-style file");
     unsigned char raw[4 * 3];
     s = qat_data_read(f, raw, 4 * (size_t)ndim, "the IDX dims", err);
     if (s) return s;
@@ -75,7 +78,7 @@ qat_status qat_dataset_load_idx(qat_dataset *ds, const char *images_path,
                              "qat_dataset_load_idx: n_classes = %d, expected 0 (infer) .. %d",
                              n_classes, QAT_DATA_MAX_CLASSES);
     qat_data_file fi = {0}, fl = {0};
-    uint32_t idims[3], ldims[1];
+    uint32_t idims[3] = {0}, ldims[1] = {0};
     size_t ibytes = 0, lbytes = 0;
     uint8_t *pixels = NULL, *raw_labels = NULL;
     int32_t *labels = NULL;
@@ -84,6 +87,11 @@ qat_status qat_dataset_load_idx(qat_dataset *ds, const char *images_path,
     if (!s) s = idx_header(&fi, 3, "images (N, H, W)", idims, &ibytes, err);
     if (!s) s = qat_data_open(&fl, labels_path, err);
     if (!s) s = idx_header(&fl, 1, "labels (N)", ldims, &lbytes, err);
+    if (!s && (uint64_t)idims[1] * idims[2] > INT_MAX)
+        s = qat_error_set(err, QAT_STATUS_FORMAT,
+                          "%s: too large: images of %u x %u pixels, over 2^31 - 1 pixels "
+                          "per image (corrupt header?)",
+                          images_path, idims[1], idims[2]);
     if (!s && idims[0] != ldims[0])
         s = qat_error_set(err, QAT_STATUS_FORMAT,
                           "count mismatch: %s has %u images but %s has %u labels", images_path,
@@ -103,9 +111,10 @@ qat_status qat_dataset_load_idx(qat_dataset *ds, const char *images_path,
         labels[i] = raw_labels[i];
         if (n_classes > 0 && labels[i] >= n_classes)
             s = qat_error_set(err, QAT_STATUS_FORMAT,
-                              "%s: label %d of sample %d (byte %d) is out of range: expected "
+                              "%s: label %d of sample %d (byte %zu) is out of range: expected "
                               "0..%d for %d classes",
-                              labels_path, labels[i], i, 8 + i, n_classes - 1, n_classes);
+                              labels_path, labels[i], i, (size_t)i + 8, n_classes - 1,
+                              n_classes);
         max_label = QAT_MAX(max_label, labels[i]);
     }
     free(raw_labels);

@@ -163,8 +163,10 @@ qat_status qat_image_load(uint8_t *out, const char *path, int channels, int heig
     stbi_uc *hwc = stbi_load_from_memory(bytes, (int)len, &w, &h, &comp, channels);
     free(file);
     if (!hwc)
-        return qat_error_set(err, QAT_STATUS_FORMAT, "%s: cannot decode: %s (stb_image)", path,
-                             stbi_failure_reason());
+        return qat_error_set(err, QAT_STATUS_FORMAT,
+                             "%s: cannot decode: corrupt or truncated image data (stb_image: "
+                             "%s)",
+                             path, stbi_failure_reason());
     /* interleaved (H, W, C) -> planes (C, H, W), then to the wanted size */
     size_t plane = (size_t)w * (size_t)h;
     uint8_t *chw = (h == height && w == width) ? out : malloc(plane * (size_t)channels);

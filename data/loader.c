@@ -75,15 +75,15 @@ qat_status qat_loader_init(qat_loader *l, const qat_dataset *ds, const qat_loade
                              "qat_loader_init: batch_size = %d with drop_last leaves no batch "
                              "of the %d samples",
                              cfg->batch_size, ds->n);
-    if (cfg->crop_padding < 0 || (cfg->crop_padding > 0 && cfg->crop_padding > QAT_MAX(ds->h, ds->w)))
-        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "qat_loader_init: crop_padding = %d, expected 0..%d (the image "
-                             "side)",
-                             cfg->crop_padding, QAT_MAX(ds->h, ds->w));
     if (!images && (cfg->crop_padding || cfg->hflip))
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                              "qat_loader_init: crop_padding and hflip apply to images only, "
                              "not to CSV features");
+    if (cfg->crop_padding < 0 || cfg->crop_padding > QAT_MAX(ds->h, ds->w))
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "qat_loader_init: crop_padding = %d, expected 0..%d (the image "
+                             "side)",
+                             cfg->crop_padding, QAT_MAX(ds->h, ds->w));
     if (images)
         for (int c = 0; c < ds->c; c++) {
             if (!isfinite(cfg->mean[c]))

@@ -358,7 +358,8 @@ done:
 
 qat_status qat_safetensors_write(const char *path, const qat_st_tensor *tensors, size_t n_tensors,
                                  const qat_st_kv *meta, size_t n_meta, qat_error *err) {
-    QAT_ASSERT(path != NULL && (tensors != NULL || n_tensors == 0) && (meta != NULL || n_meta == 0));
+    QAT_ASSERT(path != NULL && (tensors != NULL || n_tensors == 0));
+    QAT_ASSERT(meta != NULL || n_meta == 0);
     qat_st_tensor *ts = NULL;
     ordered *order = NULL;
     const char **names = NULL;
@@ -515,6 +516,41 @@ static int cmp_span(const void *a, const void *b) {
 
 #define FMT(...) qat_error_set(err, QAT_STATUS_FORMAT, __VA_ARGS__)
 
+static int cmp_tensor_name(const void *a, const void *b) {
+    const qat_st_tensor *x = *(const qat_st_tensor *const *)a;
+    const qat_st_tensor *y = *(const qat_st_tensor *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+static int cmp_kv_key(const void *a, const void *b) {
+    return strcmp((*(const qat_st_kv *const *)a)->key, (*(const qat_st_kv *const *)b)->key);
+}
+
+/* Strings cJSON would accept but should not: a raw control character (< 0x20), which
+ * RFC 8259 section 7 requires escaped (Python's json refuses it), and the escape \u0000,
+ * at which cJSON would silently cut the string short (so "a\u0000b" would become "a").
+ * Returns the problem and its byte offset in *at, or NULL. Outside strings cJSON itself
+ * rejects everything but whitespace. */
+static const char *bad_json_string(const char *s, size_t n, size_t *at) {
+    bool in = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        *at = i;
+        if (!in) {
+            in = c == '"';
+        } else if (c == '\\') {
+            if (n - i >= 6 && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0)
+                return "an escaped NUL (\\u0000) in a string";
+            i++; /* skip the escaped character, whatever it is */
+        } else if (c == '"') {
+            in = false;
+        } else if (c < 0x20) {
+            return "an unescaped control character inside a string";
+        }
+    }
+    return NULL;
+}
+
 /* One tensor entry of the header into t (name, dtype, shape, sizes) and its offsets. */
 static qat_status parse_entry(const cJSON *e, qat_st_tensor *t, span *sp, uint64_t data_len,
                               const char *path, qat_error *err) {
@@ -598,6 +634,8 @@ static qat_status parse_header(qat_st_file *f, char *hdr, size_t n, const char *
     if (bad != SIZE_MAX) return FMT("%s: header is not valid UTF-8 (byte %zu)", path, bad);
     if (hdr[0] != '{')
         return FMT("%s: header does not start with '{' (not a safetensors file?)", path);
+    const char *why = bad_json_string(hdr, n, &bad);
+    if (why) return FMT("%s: header has %s (byte %zu)", path, why, bad);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(hdr, &end, true);
     if (!root)
@@ -678,8 +716,8 @@ static qat_status parse_header(qat_st_file *f, char *hdr, size_t n, const char *
             goto done;
         }
         if (sp[i].begin < pos) {
-            st = FMT("%s: tensors '%.100s' and '%.100s' overlap in the data buffer (at byte %" PRIu64
-                     ")",
+            st = FMT("%s: tensors '%.100s' and '%.100s' overlap in the data buffer (at byte "
+                     "%" PRIu64 ")",
                      path, prev ? prev : "?", t->name, sp[i].begin);
             goto done;
         }
@@ -695,27 +733,14 @@ static qat_status parse_header(qat_st_file *f, char *hdr, size_t n, const char *
     for (i = 0; i < nt; i++) {
         f->tensors[i] = ts[sp[i].idx];
         f->tensors[i].data = (const char *)f->data_buf + sp[i].begin;
-        names[i] = f->tensors[i].name;
     }
     f->n_tensors = nt;
     f->n_meta = nm;
-    /* Sorted index arrays for the lookups. */
-    for (i = 0; i < nt; i++) f->by_name[i] = i;
-    for (i = 0; i < nm; i++) f->meta_by_key[i] = i;
-    for (size_t a = 1; a < nt; a++) /* insertion sort by name; names are distinct */
-        for (size_t b = a; b > 0 && strcmp(f->tensors[f->by_name[b - 1]].name,
-                                           f->tensors[f->by_name[b]].name) > 0; b--) {
-            size_t tmp = f->by_name[b];
-            f->by_name[b] = f->by_name[b - 1];
-            f->by_name[b - 1] = tmp;
-        }
-    for (size_t a = 1; a < nm; a++)
-        for (size_t b = a; b > 0 && strcmp(f->meta[f->meta_by_key[b - 1]].key,
-                                           f->meta[f->meta_by_key[b]].key) > 0; b--) {
-            size_t tmp = f->meta_by_key[b];
-            f->meta_by_key[b] = f->meta_by_key[b - 1];
-            f->meta_by_key[b - 1] = tmp;
-        }
+    /* Sorted pointer arrays for the lookups (names are distinct, checked above). */
+    for (i = 0; i < nt; i++) f->by_name[i] = &f->tensors[i];
+    for (i = 0; i < nm; i++) f->meta_by_key[i] = &f->meta[i];
+    qsort(f->by_name, nt, sizeof *f->by_name, cmp_tensor_name);
+    qsort(f->meta_by_key, nm, sizeof *f->meta_by_key, cmp_kv_key);
 done:
     free(ts);
     free(sp);
@@ -752,7 +777,8 @@ qat_status qat_safetensors_read(qat_st_file *f, const char *path, qat_error *err
         goto done;
     }
     if (n > QAT_ST_MAX_HEADER) {
-        st = FMT("%s: header length %" PRIu64 " is over the %u-byte limit (not a safetensors file?)",
+        st = FMT("%s: header length %" PRIu64 " is over the %u-byte limit (not a safetensors "
+                 "file?)",
                  path, n, QAT_ST_MAX_HEADER);
         goto done;
     }
@@ -808,7 +834,7 @@ const qat_st_tensor *qat_safetensors_find(const qat_st_file *f, const char *name
     size_t lo = 0, hi = f->n_tensors;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        const qat_st_tensor *t = &f->tensors[f->by_name[mid]];
+        const qat_st_tensor *t = f->by_name[mid];
         int c = strcmp(name, t->name);
         if (c == 0) return t;
         if (c < 0) hi = mid;
@@ -821,7 +847,7 @@ const char *qat_safetensors_meta(const qat_st_file *f, const char *key) {
     size_t lo = 0, hi = f->n_meta;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        const qat_st_kv *kv = &f->meta[f->meta_by_key[mid]];
+        const qat_st_kv *kv = f->meta_by_key[mid];
         int c = strcmp(key, kv->key);
         if (c == 0) return kv->value;
         if (c < 0) hi = mid;
@@ -883,7 +909,8 @@ qat_status qat_safetensors_to_f32(float *out, const qat_st_tensor *t, qat_error 
         if (bad != SIZE_MAX) {
             double v;
             memcpy(&v, p + 8 * bad, 8);
-            return FMT("tensor '%.100s': element %zu (%g) does not fit in a float", t->name, bad, v);
+            return FMT("tensor '%.100s': element %zu (%g) does not fit in a float", t->name, bad,
+                       v);
         }
         for (size_t i = 0; i < t->numel; i++) {
             double v;
@@ -957,7 +984,8 @@ static void slots_add_param(slot_list *l, const qat_tensor *t) {
     s->n = t->n;
 }
 
-static void slots_add_buffer(slot_list *l, const char *layer, const char *what, float *data, int c) {
+static void slots_add_buffer(slot_list *l, const char *layer, const char *what, float *data,
+                             int c) {
     slot *s = slots_add(l);
     if (!s) return;
     snprintf(s->name, sizeof s->name, "%s.%s", layer, what);
@@ -1108,6 +1136,21 @@ static qat_status match_slots(const qat_st_file *f, const slot_list *sl, const m
         }
     }
     if (missing.count || unexpected.count || shape.count || dtype.count || range.count) {
+        /* The usual cause of "everything missing, everything unexpected": the file's
+         * names carry a prefix ("model.0.weight"). Name it, before the lists. */
+        const char *first_missing = NULL;
+        for (size_t i = 0; i < sl->n && !first_missing; i++)
+            if (!src[i] && !o->allow_missing) first_missing = sl->s[i].name;
+        for (size_t j = 0; first_missing && j < f->n_tensors; j++) {
+            const char *nm = f->tensors[j].name;
+            size_t a = strlen(nm), b = strlen(first_missing);
+            if (!used[j] && a > b && strcmp(nm + a - b, first_missing) == 0 &&
+                nm[a - b - 1] == '.') {
+                sb_printf(&msg, "; its names look prefixed with \"%.*s\" (see strip_prefix)",
+                          (int)QAT_MIN(a - b, 60), nm);
+                break;
+            }
+        }
         problems_append(&msg, &missing);
         problems_append(&msg, &unexpected);
         problems_append(&msg, &shape);

@@ -136,8 +136,11 @@ typedef struct qat_st_kv {
  * header lists them in that order. Names and metadata must be valid UTF-8; names must
  * be unique and not "__metadata__", metadata keys unique, dims >= 0.
  * Returns INVALID_ARG for arguments that break those rules (nothing is written), IO when
- * the file cannot be written (the previous file at `path`, if any, is left as it was),
- * NOMEM. A NULL data pointer for a non-empty tensor is a programmer error (asserted). */
+ * the file cannot be written (the previous file at `path`, if any, is left as it was;
+ * the one exception is a failed fsync of the directory after the rename, reported
+ * although the new file is in place), NOMEM. A NULL data pointer for a non-empty tensor
+ * is a programmer error (asserted). If `path` is a symbolic link, the link itself is
+ * replaced by the new file (rename semantics). */
 qat_status qat_safetensors_write(const char *path, const qat_st_tensor *tensors, size_t n_tensors,
                                  const qat_st_kv *meta, size_t n_meta, qat_error *err);
 
@@ -158,8 +161,8 @@ typedef struct qat_st_file {
     /* Private: */
     void *data_buf;
     void *json;         /* the parsed header (cJSON), owns names and metadata strings */
-    size_t *by_name;    /* tensor indices sorted by name, for lookups */
-    size_t *meta_by_key;
+    const qat_st_tensor **by_name; /* sorted by name, for lookups */
+    const qat_st_kv **meta_by_key;
 } qat_st_file;
 
 /* Reads and validates `path` into `f`. On failure returns IO (cannot open or read),
@@ -168,7 +171,8 @@ typedef struct qat_st_file {
  * Rules (docs/checkpoint.md, "Validation"):
  *  - at least 8 bytes; N >= 2, N <= QAT_ST_MAX_HEADER, N <= file size - 8;
  *  - the header is valid UTF-8 without NUL bytes, starts with '{', and is one JSON
- *    object (trailing whitespace allowed) with no duplicate keys at any level;
+ *    object (trailing whitespace allowed, no raw control characters inside strings)
+ *    with no duplicate keys at any level;
  *  - every member except "__metadata__" is a tensor entry: an object with exactly the
  *    fields "dtype" (a known dtype string), "shape" (an array of at most QAT_ST_MAX_DIMS
  *    integers >= 0 whose product does not overflow) and "data_offsets" (two integers,
@@ -250,8 +254,10 @@ const char *qat_checkpoint_extra(const qat_checkpoint *c, const char *key);
  * The optimizer must be of the saved kind, sized for the model, and have the same state
  * buffers (an SGD without momentum has none); its config may differ (e.g. a new lr):
  * only `step` and the state are restored. Everything is checked before anything is
- * copied, so on failure model and optimizer are untouched. Failure: FORMAT, with a
- * message listing the missing, unexpected and mismatched names (first few of each). */
+ * copied, so on failure model and optimizer are untouched. Failure: FORMAT when the
+ * file does not fit the model or optimizer, with a message listing the missing,
+ * unexpected and mismatched names (count and first few of each); INVALID_ARG when the
+ * model is not finalized or the optimizer is sized for another model; NOMEM. */
 qat_status qat_checkpoint_restore(const qat_checkpoint *c, qat_model *m, qat_optim *opt,
                                   qat_error *err);
 
