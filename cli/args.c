@@ -5,10 +5,32 @@
 #include <math.h>
 #include <string.h>
 
+static bool set_value(qat_opt *o, const char *v, qat_error *err);
+
 static qat_opt *find(qat_opt *opts, const char *name, size_t len) {
     for (qat_opt *o = opts; o->name; o++)
         if (strlen(o->name) == len && strncmp(o->name, name, len) == 0) return o;
     return NULL;
+}
+
+bool qat_args_set(qat_opt *o, const char *v, qat_error *err) {
+    if (o->kind == QAT_OPT_FLAG) {
+        *(bool *)o->value = strcmp(v, "true") == 0;
+        o->seen = true;
+        return true;
+    }
+    o->seen = true;
+    return set_value(o, v, err);
+}
+
+void qat_args_format(const qat_opt *o, char *buf, size_t n) {
+    switch (o->kind) {
+    case QAT_OPT_INT: snprintf(buf, n, "%d", *(int *)o->value); break;
+    case QAT_OPT_LONG: snprintf(buf, n, "%ld", *(long *)o->value); break;
+    case QAT_OPT_FLOAT: snprintf(buf, n, "%.9g", (double)*(float *)o->value); break;
+    case QAT_OPT_STRING: snprintf(buf, n, "%s", *(const char **)o->value ? *(const char **)o->value : ""); break;
+    case QAT_OPT_FLAG: snprintf(buf, n, "%s", *(bool *)o->value ? "true" : "false"); break;
+    }
 }
 
 static bool set_value(qat_opt *o, const char *v, qat_error *err) {

@@ -40,6 +40,10 @@ typedef struct qat_opt {
 /* Returns the number of positional arguments stored in pos (at most max_pos), or -1
  * with err set. "--help"/"-h" returns -2. */
 int qat_args_parse(int argc, char **argv, qat_opt *opts, char **pos, int max_pos, qat_error *err);
+/* Sets an option from text as if given on the command line (marks it seen). */
+bool qat_args_set(qat_opt *o, const char *value, qat_error *err);
+/* The option's current value as text ("0.05", "true", "data/dir"); "" for a NULL string. */
+void qat_args_format(const qat_opt *o, char *buf, size_t n);
 /* Was the option given on the command line? (The name must be in the table.) */
 bool qat_args_seen(const qat_opt *opts, const char *name);
 /* Prints "usage" then one line per option with its default value. */

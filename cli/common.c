@@ -37,16 +37,24 @@ qat_status cli_model_open(cli_model *cm, const char *spec, uint64_t seed, qat_er
         s = qat_model_parse(text, spec, &cm->m, err);
         if (s == QAT_STATUS_OK) cm->text = strdup(text);
     } else if (looks_like_safetensors(spec)) {
+        /* A valid safetensors file that is not a qat checkpoint (PyTorch weights, say)
+         * has no model description: point to --import instead of the loader's message. */
+        qat_st_file raw;
+        qat_error probe = {0};
+        if (qat_safetensors_read(&raw, spec, &probe) == QAT_STATUS_OK) {
+            const char *format = qat_safetensors_meta(&raw, "format");
+            bool ours = format && strcmp(format, QAT_CHECKPOINT_FORMAT) == 0;
+            qat_safetensors_free(&raw);
+            if (!ours)
+                return qat_error_set(err, QAT_STATUS_FORMAT,
+                                     "%s: safetensors weights without a qat model description; to "
+                                     "start from them, give the model and import the weights: "
+                                     "qat train --model FILE --import %s",
+                                     spec, spec);
+        }
         s = qat_checkpoint_load(&cm->ckpt, spec, err);
         if (s != QAT_STATUS_OK) return s;
         cm->from_checkpoint = true;
-        if (!cm->ckpt.model || !cm->ckpt.model[0]) {
-            cli_model_close(cm);
-            return qat_error_set(err, QAT_STATUS_FORMAT,
-                                 "%s: no model description in its metadata (not a qat checkpoint; "
-                                 "to load PyTorch weights, use --model FILE --import %s)",
-                                 spec, spec);
-        }
         s = qat_model_parse(cm->ckpt.model, spec, &cm->m, err);
         if (s == QAT_STATUS_OK) cm->text = strdup(cm->ckpt.model);
     } else {

@@ -93,6 +93,15 @@ static void parse_floats(const char *s, float *out, int n) {
 
 /* ---- train ---- */
 
+/* The options that make up a training recipe. They are stored in checkpoints as
+ * "train.<name>", and a resumed run takes each one it is not given again from there,
+ * so `qat train --resume FILE` continues the same run without repeating its flags. */
+static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "batch", "optim",
+                                     "lr", "momentum", "nesterov", "weight-decay", "schedule",
+                                     "eta-min", "step-size", "gamma", "warmup", "clip-grad",
+                                     "crop", "flip", "mean", "std"};
+#define N_RECIPE (sizeof RECIPE / sizeof *RECIPE)
+
 typedef struct train_args {
     const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule;
     const char *mean, *std;
@@ -117,7 +126,7 @@ static void print_json(const char *what, const qat_train_result *r, const char *
 }
 
 /* Runs a whole training job; `demo` prints the demo's summary instead of the plain one. */
-static int run_train(train_args *a, const char *cmd, bool demo) {
+static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool demo) {
     qat_error err = {0};
     if (a->threads > 0) openblas_set_num_threads(a->threads);
     cli_model cm;
@@ -236,9 +245,18 @@ static int run_train(train_args *a, const char *cmd, bool demo) {
     }
     snprintf(sseed, sizeof sseed, "%ld", a->seed);
     snprintf(sclasses, sizeof sclasses, "%d", train.n_classes);
-    qat_st_kv extra[6] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", sseed},
-                          {"data", a->data}, {"classes", sclasses}};
+    qat_st_kv extra[6 + N_RECIPE] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", sseed},
+                                     {"data", a->data}, {"classes", sclasses}};
     size_t n_extra = 5;
+    char keys[N_RECIPE][32], values[N_RECIPE][256];
+    for (size_t i = 0; opts && i < N_RECIPE; i++) {
+        const qat_opt *o = opts;
+        while (o->name && strcmp(o->name, RECIPE[i]) != 0) o++;
+        if (!o->name) continue;
+        snprintf(keys[i], sizeof keys[i], "train.%s", RECIPE[i]);
+        qat_args_format(o, values[i], sizeof values[i]);
+        extra[n_extra++] = (qat_st_kv){keys[i], values[i]};
+    }
     if (strcmp(a->data, QAT_FASHION_MNIST_DIR) == 0) extra[n_extra++] = (qat_st_kv){"class_names", FASHION_CLASSES};
     const char *ckpt = a->out;
     if (a->resume && !a->out) ckpt = a->resume;
@@ -340,7 +358,28 @@ int cmd_train(int argc, char **argv) {
     if (a.resume && qat_args_seen(opts, "model"))
         return cli_fail("train", "--resume takes the model from the checkpoint; drop --model");
     if (a.resume && !qat_args_seen(opts, "out")) a.out = NULL; /* continue in the same file */
-    return run_train(&a, "train", false);
+    if (a.resume) {
+        /* Options not given again come from the checkpoint's recipe. */
+        qat_checkpoint ck;
+        if (qat_checkpoint_load(&ck, a.resume, &err)) return cli_fail("train", err.msg);
+        static char stored[N_RECIPE][256];
+        for (size_t i = 0; i < N_RECIPE; i++) {
+            char key[40];
+            snprintf(key, sizeof key, "train.%s", RECIPE[i]);
+            const char *v = qat_checkpoint_extra(&ck, key);
+            qat_opt *o = opts;
+            while (o->name && strcmp(o->name, RECIPE[i]) != 0) o++;
+            if (!v || !o->name || o->seen) continue;
+            if (o->kind == QAT_OPT_STRING && !v[0]) continue; /* was unset */
+            snprintf(stored[i], sizeof stored[i], "%s", v);
+            if (!qat_args_set(o, stored[i], &err)) {
+                qat_checkpoint_free(&ck);
+                return cli_fail("train", err.msg);
+            }
+        }
+        qat_checkpoint_free(&ck);
+    }
+    return run_train(&a, opts, "train", false);
 }
 
 int cmd_demo(int argc, char **argv) {
@@ -366,7 +405,7 @@ int cmd_demo(int argc, char **argv) {
     }
     if (n < 0) return cli_fail("demo", err.msg);
     if (a.epochs < 1) return cli_fail("demo", "--epochs must be at least 1");
-    return run_train(&a, "demo", true);
+    return run_train(&a, NULL, "demo", true);
 }
 
 /* ---- eval ---- */

@@ -1,0 +1,153 @@
+/* test_cli.c - the qat command end to end, on small CSV data made here: train with
+ * --json, stop with --until and --resume to a byte-identical checkpoint, eval, inspect,
+ * --help everywhere, and clear errors for bad input. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static char dir[64];
+
+static void path(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
+
+/* Runs `qat ARGS` with the output captured; returns the exit status. */
+static int qat(char *out, size_t n, const char *args) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, QAT_CLI_PATH, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void write_csv(const char *name, int n, uint64_t seed) {
+    char p[256];
+    path(p, sizeof p, name);
+    FILE *f = fopen(p, "w");
+    qat_rng r;
+    qat_rng_init(&r, seed);
+    fprintf(f, "label,f0,f1,f2,f3,f4,f5\n");
+    for (int i = 0; i < n; i++) {
+        int y = i % 3;
+        fprintf(f, "%d", y);
+        for (int d = 0; d < 6; d++) fprintf(f, ",%.4f", (d % 3 == y ? 2.0f : 0.0f) + qat_rng_normal(&r));
+        fprintf(f, "\n");
+    }
+    fclose(f);
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/qat_test_cli_XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    write_csv("train.csv", 240, 1);
+    write_csv("test.csv", 60, 2);
+    char p[256];
+    path(p, sizeof p, "mlp.model");
+    FILE *f = fopen(p, "w");
+    fputs("# a small MLP for 6 features\ninput 6\nlinear out=16\nrelu\nlinear out=3\n", f);
+    fclose(f);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *TRAIN = "train --model mlp.model --data train.csv --test-data test.csv --batch 16 --seed 3 --quiet";
+
+static bool same_file(const char *a, const char *b) {
+    char pa[256], pb[256];
+    path(pa, sizeof pa, a);
+    path(pb, sizeof pb, b);
+    FILE *fa = fopen(pa, "rb"), *fb = fopen(pb, "rb");
+    if (!fa || !fb) fail_msg("missing %s or %s", pa, pb);
+    int ca, cb;
+    do {
+        ca = fgetc(fa);
+        cb = fgetc(fb);
+    } while (ca == cb && ca != EOF);
+    fclose(fa);
+    fclose(fb);
+    return ca == cb;
+}
+
+static void test_train_json_resume_eval_inspect(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    char args[512];
+    snprintf(args, sizeof args, "%s --epochs 3 --out a.safetensors --json --log log.csv", TRAIN);
+    if (qat(out, sizeof out, args) != 0) fail_msg("train failed: %s", out);
+    const char *acc = strstr(out, "\"test_accuracy\": ");
+    if (!acc || !strstr(out, "\"epochs\": 3")) fail_msg("no JSON metrics: %s", out);
+    double a = strtod(acc + strlen("\"test_accuracy\": "), NULL);
+    if (!(a > 0.8)) fail_msg("did not learn: test accuracy %g", a);
+
+    snprintf(args, sizeof args, "%s --epochs 3 --until 1 --out b.safetensors", TRAIN);
+    if (qat(out, sizeof out, args) != 0) fail_msg("train --until failed: %s", out);
+    if (qat(out, sizeof out, "train --resume b.safetensors --epochs 3 --quiet") != 0)
+        fail_msg("resume failed: %s", out);
+    if (!same_file("a.safetensors", "b.safetensors"))
+        fail_msg("3 epochs and 1 + resume 2 give different checkpoints");
+
+    if (qat(out, sizeof out, "eval b.safetensors --data test.csv --json") != 0) fail_msg("eval failed: %s", out);
+    const char *e = strstr(out, "\"test_accuracy\": ");
+    assert_non_null(e);
+    assert_true(strtod(e + strlen("\"test_accuracy\": "), NULL) == a);
+
+    if (qat(out, sizeof out, "inspect b.safetensors") != 0) fail_msg("inspect failed: %s", out);
+    assert_non_null(strstr(out, "checkpoint: epoch 3"));
+    assert_non_null(strstr(out, "linear"));
+}
+
+static void test_help_everywhere(void **state) {
+    (void)state;
+    static char out[1 << 14];
+    const char *cmds[] = {"--help", "train --help", "eval --help", "predict --help", "inspect --help", "demo --help"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        if (qat(out, sizeof out, cmds[i]) != 0) fail_msg("qat %s: nonzero exit: %s", cmds[i], out);
+        assert_non_null(strstr(out, "usage"));
+    }
+}
+
+static void expect_fail(const char *args, const char *needle) {
+    static char out[1 << 14];
+    int rc = qat(out, sizeof out, args);
+    if (rc == 0) fail_msg("qat %s succeeded", args);
+    if (!strstr(out, needle)) fail_msg("qat %s: message does not mention '%s': %s", args, needle, out);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    char p[256];
+    path(p, sizeof p, "ragged.csv");
+    FILE *f = fopen(p, "w");
+    fputs("0,1,2,3,4,5,6\n1,1,2\n", f);
+    fclose(f);
+    expect_fail("frobnicate", "unknown command");
+    expect_fail("train --epochs", "needs a value");
+    expect_fail("train --epochs two", "--epochs two");
+    expect_fail("train --bogus 1", "unknown option --bogus");
+    expect_fail("train --model nothere.model", "nothere.model");
+    expect_fail("train --model mlp.model --data ragged.csv --test-data test.csv", "ragged.csv:2");
+    expect_fail("train --model cnn --data train.csv --test-data test.csv", "do not fit");
+    expect_fail("train --model mlp.model --data train.csv --test-data test.csv --optim lion", "--optim");
+    expect_fail("eval mlp.model", "needs a checkpoint");
+    expect_fail("inspect missing.safetensors", "missing.safetensors");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_train_json_resume_eval_inspect),
+        cmocka_unit_test(test_help_everywhere),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
