@@ -4,6 +4,15 @@
 
 #include "layers/model_file.h"
 
+/* Missing values repeat the first one, so "0.5" fills every channel. */
+void cli_parse_floats(const char *s, float *out, int n) {
+    for (int i = 0; i < n; i++) out[i] = out[0];
+    for (int i = 0; i < n && s && *s; i++) {
+        out[i] = strtof(s, (char **)&s);
+        if (*s == ',') s++;
+    }
+}
+
 int cli_fail(const char *cmd, const char *msg) {
     fprintf(stderr, "qat %s: %s\n", cmd, msg);
     return 1;

@@ -21,6 +21,10 @@ typedef struct cli_model {
 qat_status cli_model_open(cli_model *cm, const char *spec, uint64_t seed, qat_error *err);
 void cli_model_close(cli_model *cm);
 
+/* Parses up to n comma-separated floats ("0.49,0.48,0.45") into out; NULL or missing
+ * values repeat the first. */
+void cli_parse_floats(const char *s, float *out, int n);
+
 /* Prints "qat <cmd>: <msg>" to stderr and returns 1 (the process exit status). */
 int cli_fail(const char *cmd, const char *msg);
 

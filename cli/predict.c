@@ -48,16 +48,8 @@ int cmd_predict(int argc, char **argv) {
     }
     int C = m->in_shape[0], H = m->in_shape[1], W = m->in_shape[2];
     float mean[3] = {0}, std[3] = {1, 1, 1};
-    const char *v = qat_checkpoint_extra(&cm.ckpt, "normalize_mean");
-    for (int c = 0; c < 3 && v; c++) {
-        mean[c] = strtof(v, (char **)&v);
-        if (*v == ',') v++;
-    }
-    v = qat_checkpoint_extra(&cm.ckpt, "normalize_std");
-    for (int c = 0; c < 3 && v; c++) {
-        std[c] = strtof(v, (char **)&v);
-        if (*v == ',') v++;
-    }
+    cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_mean"), mean, 3);
+    cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
     const char *names = qat_checkpoint_extra(&cm.ckpt, "class_names");
     uint8_t *pix = malloc((size_t)C * H * W);
     float *x = malloc(sizeof(float) * C * H * W);

@@ -83,13 +83,6 @@ static qat_status check_fit(const qat_dataset *ds, const qat_model *m, const cha
     return QAT_STATUS_OK;
 }
 
-static void parse_floats(const char *s, float *out, int n) {
-    for (int i = 0; i < n; i++) out[i] = out[0];
-    for (int i = 0; i < n && s && *s; i++) {
-        out[i] = strtof(s, (char **)&s);
-        if (*s == ',') s++;
-    }
-}
 
 /* ---- train ---- */
 
@@ -146,8 +139,8 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool d
         const char *v;
         if ((v = qat_checkpoint_extra(&cm.ckpt, "seed"))) a->seed = strtol(v, NULL, 10);
         if ((v = qat_checkpoint_extra(&cm.ckpt, "normalize_mean"))) {
-            parse_floats(v, mean, 3);
-            parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
+            cli_parse_floats(v, mean, 3);
+            cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
             have_norm = true;
         }
     }
@@ -167,8 +160,8 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool d
         return cli_fail(cmd, err.msg);
     }
     if (a->mean) {
-        parse_floats(a->mean, mean, 3);
-        parse_floats(a->std ? a->std : "1", std, 3);
+        cli_parse_floats(a->mean, mean, 3);
+        cli_parse_floats(a->std ? a->std : "1", std, 3);
     } else if (!have_norm && strcmp(a->data, QAT_FASHION_MNIST_DIR) != 0 &&
                train.kind == QAT_DATASET_KIND_IMAGES) {
         qat_dataset_channel_stats(&train, mean, std, &err);
@@ -442,8 +435,8 @@ int cmd_eval(int argc, char **argv) {
     const char *v = qat_checkpoint_extra(&cm.ckpt, "data");
     if (!data) data = v ? v : QAT_FASHION_MNIST_DIR;
     float mean[3] = {0}, std[3] = {1, 1, 1};
-    parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_mean"), mean, 3);
-    parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
+    cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_mean"), mean, 3);
+    cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
     qat_dataset test = {0};
     qat_loader l = {0};
     int rc = 0;
