@@ -112,7 +112,10 @@ void qat_args_help(FILE *f, const char *usage, const char *about, const qat_opt 
         char left[64];
         snprintf(left, sizeof left, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
         fprintf(f, "  %-24s %s", left, o->help);
-        switch (o->kind) {
+        /* A help text that explains its own default ("(default: detected)", "(0: off)")
+         * gets no second one. */
+        bool explained = strstr(o->help, "(default") || strstr(o->help, "(0:");
+        switch (explained ? QAT_OPT_FLAG : o->kind) {
         case QAT_OPT_INT: fprintf(f, " (default %d)", *(int *)o->value); break;
         case QAT_OPT_LONG: fprintf(f, " (default %ld)", *(long *)o->value); break;
         case QAT_OPT_FLOAT: fprintf(f, " (default %g)", (double)*(float *)o->value); break;
