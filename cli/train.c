@@ -303,7 +303,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"test-data", QAT_OPT_STRING, &a->test_data, "PATH", "test data (default: the test split of --data)"},
         {"format", QAT_OPT_STRING, &a->format, "F", "idx, cifar10, folder or csv (default: detected)"},
         {"epochs", QAT_OPT_INT, &a->epochs, "N", "epochs in total (sets the schedule's length)"},
-        {"until", QAT_OPT_INT, &a->until, "N", "stop after epoch N of --epochs (resume later)"},
+        {"until", QAT_OPT_INT, &a->until, "N", "stop after epoch N of --epochs, to resume later (0: run all)"},
         {"batch", QAT_OPT_INT, &a->batch, "N", "batch size"},
         {"optim", QAT_OPT_STRING, &a->optim, "NAME", "sgd, adam or adamw"},
         {"lr", QAT_OPT_FLOAT, &a->lr, "X", "base learning rate"},
