@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "layers/model_file.h"
+#include "quant/quant.h"
 
 /* Missing values repeat the first one, so "0.5" fills every channel. */
 void cli_parse_floats(const char *s, float *out, int n) {
@@ -82,8 +83,22 @@ qat_status cli_model_open(cli_model *cm, const char *spec, uint64_t seed, qat_er
         cli_model_close(cm);
         return s;
     }
+    /* A quantized checkpoint: the same quantization first, so that its parameters and
+     * buffers exist to be restored. */
+    const char *quant = cm->from_checkpoint ? qat_checkpoint_extra(&cm->ckpt, "quant") : NULL;
+    if (quant) {
+        qat_error e = {0};
+        s = cli_quant_prepare(cm->m, quant, qat_checkpoint_extra(&cm->ckpt, "normalize_mean"),
+                              qat_checkpoint_extra(&cm->ckpt, "normalize_std"), &e);
+        if (s != QAT_STATUS_OK) {
+            s = qat_error_set(err, s, "%s: quantization '%s': %s", spec, quant, e.msg);
+            cli_model_close(cm);
+            return s;
+        }
+    }
     if (cm->from_checkpoint) {
         s = qat_checkpoint_restore(&cm->ckpt, cm->m, NULL, err);
+        qat_quant_refresh(cm->m);
         if (s != QAT_STATUS_OK) {
             cli_model_close(cm);
             return s;

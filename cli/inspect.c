@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "quant/quant.h"
 
 int cmd_inspect(int argc, char **argv) {
     qat_opt opts[] = {{0}};
@@ -24,6 +25,7 @@ int cmd_inspect(int argc, char **argv) {
     qat_model_print(cm.m, stdout);
     printf("fp32 weights: %.1f KiB (%zu parameters), batch-norm statistics: %zu values\n",
            cm.m->n_params * 4.0 / 1024, cm.m->n_params, cm.m->n_buffers);
+    if (cm.m->quant) qat_quant_print(cm.m, stdout);
     if (cm.from_checkpoint) {
         const qat_checkpoint *c = &cm.ckpt;
         printf("checkpoint: epoch %ld, step %ld", c->epoch, c->step);

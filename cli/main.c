@@ -1,4 +1,4 @@
-/* qat - the command-line tool: train, eval, predict, inspect, demo. */
+/* qat - the command-line tool: train, calibrate, eval, predict, inspect, demo. */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +13,7 @@ static const struct {
     {"eval", cmd_eval, "accuracy and loss of a checkpoint on a test set"},
     {"predict", cmd_predict, "classify image files with a checkpoint"},
     {"inspect", cmd_inspect, "layers, shapes, parameters and MACs of a model or checkpoint"},
+    {"calibrate", cmd_calibrate, "post-training quantization of a float checkpoint"},
     {"demo", cmd_demo, "train the reference CNN on Fashion-MNIST and summarise"},
 };
 

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "common.h"
+#include "quant/quant.h"
 #include "data/loader.h"
 #include "train/progress.h"
 #include "train/trainer.h"
@@ -36,7 +37,7 @@ static bool has_suffix(const char *s, const char *suffix) {
 
 /* Picks the format from what the path holds: an MNIST-style directory (IDX), a CIFAR-10
  * batch directory, a .csv file, or a folder of class sub-folders. */
-static qat_status load_split(qat_dataset *ds, const char *path, const char *format, qat_split split,
+qat_status cli_load_split(qat_dataset *ds, const char *path, const char *format, qat_split split,
                              const qat_model *m, qat_error *err) {
     char probe[1200];
     if (!format || !format[0]) {
@@ -63,7 +64,7 @@ static qat_status load_split(qat_dataset *ds, const char *path, const char *form
 }
 
 /* Checks that the data fit the model: sample shape and number of classes. */
-static qat_status check_fit(const qat_dataset *ds, const qat_model *m, const char *path, qat_error *err) {
+qat_status cli_check_fit(const qat_dataset *ds, const qat_model *m, const char *path, qat_error *err) {
     int dim = 1;
     for (int i = 0; i < m->in_ndim; i++) dim *= m->in_shape[i];
     bool ok = ds->dim == dim;
@@ -97,8 +98,8 @@ static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "b
 
 typedef struct train_args {
     const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule;
-    const char *mean, *std;
-    int epochs, until, batch, threads, warmup, step_size, crop;
+    const char *mean, *std, *from, *quant;
+    int epochs, until, batch, threads, warmup, step_size, crop, calib_samples;
     long seed;
     float lr, momentum, weight_decay, gamma, clip, eta_min;
     bool nesterov, flip, json, quiet;
@@ -107,7 +108,7 @@ typedef struct train_args {
 static void train_defaults(train_args *a) {
     *a = (train_args){.model = "cnn", .data = QAT_FASHION_MNIST_DIR, .out = "qat-checkpoint.safetensors",
                       .optim = "sgd", .schedule = "cosine", .epochs = 3, .batch = 64,
-                      .lr = 0.05f, .momentum = 0.9f, .gamma = 0.1f};
+                      .lr = 0.05f, .momentum = 0.9f, .gamma = 0.1f, .calib_samples = 2048};
 }
 
 static void print_json(const char *what, const qat_train_result *r, const char *ckpt) {
@@ -118,20 +119,33 @@ static void print_json(const char *what, const qat_train_result *r, const char *
            r->seconds, r->samples_per_s, ckpt ? ckpt : "");
 }
 
-/* Runs a whole training job; `demo` prints the demo's summary instead of the plain one. */
-static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool demo) {
+/* Runs a whole training job; with `res` set, it returns the result instead of printing it. */
+static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_train_result *res) {
     qat_error err = {0};
     if (a->threads > 0) openblas_set_num_threads(a->threads);
     cli_model cm;
-    const char *spec = a->resume ? a->resume : a->model;
+    const char *spec = a->resume ? a->resume : a->from ? a->from : a->model;
     if (cli_model_open(&cm, spec, (uint64_t)a->seed, &err)) return cli_fail(cmd, err.msg);
     qat_model *m = cm.m;
+    if (a->from && (!cm.from_checkpoint || m->quant)) {
+        cli_model_close(&cm);
+        return cli_fail(cmd, "--from needs a float checkpoint (from qat train without --quant); "
+                             "to continue a quantized run use --resume");
+    }
     int start_epoch = 0;
     long start_step = 0;
     qat_rng rng;
     qat_rng_init(&rng, (uint64_t)a->seed ^ 0x9e3779b97f4a7c15ULL);
     float mean[3] = {QAT_FASHION_MNIST_MEAN}, std[3] = {QAT_FASHION_MNIST_STD};
     bool have_norm = false;
+    if (a->from) {
+        const char *v;
+        if ((v = qat_checkpoint_extra(&cm.ckpt, "normalize_mean"))) {
+            cli_parse_floats(v, mean, 3);
+            cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
+            have_norm = true;
+        }
+    }
     if (a->resume) {
         start_epoch = (int)cm.ckpt.epoch;
         start_step = cm.ckpt.step;
@@ -152,10 +166,10 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool d
 
     qat_dataset train = {0}, test = {0};
     const char *test_path = a->test_data ? a->test_data : a->data;
-    if (load_split(&train, a->data, a->format, QAT_SPLIT_TRAIN, m, &err) ||
-        check_fit(&train, m, a->data, &err) ||
-        load_split(&test, test_path, a->format, QAT_SPLIT_TEST, m, &err) ||
-        check_fit(&test, m, test_path, &err)) {
+    if (cli_load_split(&train, a->data, a->format, QAT_SPLIT_TRAIN, m, &err) ||
+        cli_check_fit(&train, m, a->data, &err) ||
+        cli_load_split(&test, test_path, a->format, QAT_SPLIT_TEST, m, &err) ||
+        cli_check_fit(&test, m, test_path, &err)) {
         qat_dataset_free(&train);
         return cli_fail(cmd, err.msg);
     }
@@ -184,6 +198,30 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool d
     if (qat_loader_init(&ltrain, &train, &lc, &err) || qat_loader_init(&ltest, &test, &tc, &err)) {
         rc = cli_fail(cmd, err.msg);
         goto done;
+    }
+
+    /* Normalisation as one value per channel of the data, comma-separated. */
+    char smean[64] = "", sstd[64] = "", sseed[32], sclasses[16];
+    int channels = train.kind == QAT_DATASET_KIND_IMAGES ? train.c : 1;
+    for (int c = 0; c < channels; c++) {
+        size_t lm = strlen(smean), ls = strlen(sstd);
+        snprintf(smean + lm, sizeof smean - lm, "%s%.7g", c ? "," : "", (double)mean[c]);
+        snprintf(sstd + ls, sizeof sstd - ls, "%s%.7g", c ? "," : "", (double)std[c]);
+    }
+
+    /* Quantization-aware training: quantize, calibrate the ranges, then train. */
+    char quant_text[512] = "";
+    if (a->quant) {
+        qat_quant_spec qs;
+        if (qat_quant_spec_parse(&qs, a->quant, &err) ||
+            (qat_quant_spec_format(&qs, quant_text, sizeof quant_text),
+             cli_quant_prepare(m, quant_text, smean, sstd, &err)) ||
+            cli_quant_calibrate(m, &ltrain, a->calib_samples, &err)) {
+            rc = cli_fail(cmd, err.msg);
+            goto done;
+        }
+    } else if (m->quant) {
+        qat_quant_spec_format(&m->quant->spec, quant_text, sizeof quant_text);
     }
 
     qat_optim_config oc;
@@ -228,17 +266,9 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool d
         goto done;
     }
 
-    /* Normalisation as one value per channel of the data, comma-separated. */
-    char smean[64] = "", sstd[64] = "", sseed[32], sclasses[16];
-    int channels = train.kind == QAT_DATASET_KIND_IMAGES ? train.c : 1;
-    for (int c = 0; c < channels; c++) {
-        size_t lm = strlen(smean), ls = strlen(sstd);
-        snprintf(smean + lm, sizeof smean - lm, "%s%.7g", c ? "," : "", (double)mean[c]);
-        snprintf(sstd + ls, sizeof sstd - ls, "%s%.7g", c ? "," : "", (double)std[c]);
-    }
     snprintf(sseed, sizeof sseed, "%ld", a->seed);
     snprintf(sclasses, sizeof sclasses, "%d", train.n_classes);
-    qat_st_kv extra[6 + N_RECIPE] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", sseed},
+    qat_st_kv extra[7 + N_RECIPE] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", sseed},
                                      {"data", a->data}, {"classes", sclasses}};
     size_t n_extra = 5;
     char keys[N_RECIPE][32], values[N_RECIPE][256];
@@ -251,6 +281,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool d
         extra[n_extra++] = (qat_st_kv){keys[i], values[i]};
     }
     if (strcmp(a->data, QAT_FASHION_MNIST_DIR) == 0) extra[n_extra++] = (qat_st_kv){"class_names", FASHION_CLASSES};
+    if (quant_text[0]) extra[n_extra++] = (qat_st_kv){"quant", quant_text};
     const char *ckpt = a->out;
     if (a->resume && !a->out) ckpt = a->resume;
     qat_train_config tcfg = {.epochs = a->until > 0 && a->until < a->epochs ? a->until : a->epochs,
@@ -269,21 +300,12 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, bool d
         rc = cli_fail(cmd, err.msg);
         goto done;
     }
-    if (a->json) print_json(cmd, &r, ckpt);
-    else if (demo) {
-        struct stat st;
-        double mib = stat(ckpt, &st) == 0 ? st.st_size / 1048576.0 : 0;
-        printf("\nqat demo: reference CNN on Fashion-MNIST\n");
-        printf("  %-28s %8.2f%%\n", "fp32 test accuracy", 100 * r.test_acc);
-        printf("  %-28s %8.4f\n", "fp32 test loss", r.test_loss);
-        printf("  %-28s %8.1f s (%.0f samples/s)\n", "training time per epoch",
-               r.seconds / (r.epochs_done - start_epoch), r.samples_per_s);
-        printf("  %-28s %s (%.2f MiB)\n", "checkpoint", ckpt, mib);
-    } else {
+    if (res) *res = r;
+    else if (a->json) print_json(cmd, &r, ckpt);
+    else
         printf("test accuracy %.2f%%, test loss %.4f after %d epochs (%.1f s, %.0f samples/s); "
                "checkpoint %s\n",
                100 * r.test_acc, r.test_loss, r.epochs_done, r.seconds, r.samples_per_s, ckpt);
-    }
 done:
     qat_optim_free(&opt);
     qat_loader_free(&ltrain);
@@ -294,7 +316,7 @@ done:
     return rc;
 }
 
-#define N_TRAIN_OPTS 31
+#define N_TRAIN_OPTS 34
 
 static void train_opts(train_args *a, qat_opt *o) {
     qat_opt opts[] = {
@@ -324,6 +346,9 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"threads", QAT_OPT_INT, &a->threads, "N", "OpenBLAS threads (0: its default)"},
         {"out", QAT_OPT_STRING, &a->out, "FILE", "checkpoint written after every epoch"},
         {"resume", QAT_OPT_STRING, &a->resume, "FILE", "continue from a checkpoint"},
+        {"from", QAT_OPT_STRING, &a->from, "FILE", "start from a float checkpoint (its model and weights)"},
+        {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help)"},
+        {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
         {"import", QAT_OPT_STRING, &a->import, "FILE", "start from float weights in a safetensors file (PyTorch names)"},
         {"log", QAT_OPT_STRING, &a->log, "FILE", "append metrics per epoch (.csv or JSON lines)"},
         {"json", QAT_OPT_FLAG, &a->json, NULL, "print the final metrics as one JSON object"},
@@ -348,6 +373,10 @@ int cmd_train(int argc, char **argv) {
     }
     if (n < 0) return cli_fail("train", err.msg);
     if (a.epochs < 1 || a.batch < 1) return cli_fail("train", "--epochs and --batch must be at least 1");
+    if ((a.resume || a.from) && qat_args_seen(opts, "model"))
+        return cli_fail("train", "--resume and --from take the model from the checkpoint; drop --model");
+    if (a.resume && (a.from || a.quant))
+        return cli_fail("train", "--resume continues a run as it was; drop --from and --quant");
     if (a.resume && qat_args_seen(opts, "model"))
         return cli_fail("train", "--resume takes the model from the checkpoint; drop --model");
     if (a.resume && !qat_args_seen(opts, "out")) a.out = NULL; /* continue in the same file */
@@ -372,33 +401,93 @@ int cmd_train(int argc, char **argv) {
         }
         qat_checkpoint_free(&ck);
     }
-    return run_train(&a, opts, "train", false);
+    return run_train(&a, opts, "train", NULL);
 }
 
+static double file_mib(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size / 1048576.0 : 0;
+}
+
+/* The demo: the reference CNN in float, then int8 by calibration alone (PTQ) and by
+ * quantization-aware fine-tuning (QAT), side by side. */
 int cmd_demo(int argc, char **argv) {
     train_args a;
     train_defaults(&a);
-    a.out = "qat-demo.safetensors";
+    const char *dir = ".";
+    bool json = false;
+    int threads = 0, epochs = 3;
+    const char *data = QAT_FASHION_MNIST_DIR;
     qat_opt opts[] = {
-        {"data", QAT_OPT_STRING, &a.data, "DIR", "Fashion-MNIST (or MNIST) IDX directory"},
-        {"epochs", QAT_OPT_INT, &a.epochs, "N", "epochs"},
-        {"out", QAT_OPT_STRING, &a.out, "FILE", "checkpoint"},
-        {"threads", QAT_OPT_INT, &a.threads, "N", "OpenBLAS threads (0: its default)"},
-        {"json", QAT_OPT_FLAG, &a.json, NULL, "print the final metrics as one JSON object"},
+        {"data", QAT_OPT_STRING, &data, "DIR", "Fashion-MNIST (or MNIST) IDX directory"},
+        {"epochs", QAT_OPT_INT, &epochs, "N", "float training epochs"},
+        {"dir", QAT_OPT_STRING, &dir, "DIR", "where the checkpoints go"},
+        {"threads", QAT_OPT_INT, &threads, "N", "OpenBLAS threads (0: its default)"},
+        {"json", QAT_OPT_FLAG, &json, NULL, "print the results as one JSON object"},
         {0},
     };
     qat_error err = {0};
     int n = qat_args_parse(argc, argv, opts, NULL, 0, &err);
     if (n == -2) {
         qat_args_help(stdout, "qat demo [options]",
-                      "Trains the reference CNN on Fashion-MNIST with the default recipe and "
-                      "prints a summary.",
+                      "Trains the reference CNN on Fashion-MNIST with the default recipe, quantizes it "
+                      "to int8 by calibration (PTQ) and by quantization-aware training (QAT), and "
+                      "prints the accuracies side by side.",
                       opts);
         return 0;
     }
     if (n < 0) return cli_fail("demo", err.msg);
-    if (a.epochs < 1) return cli_fail("demo", "--epochs must be at least 1");
-    return run_train(&a, NULL, "demo", true);
+    if (epochs < 1) return cli_fail("demo", "--epochs must be at least 1");
+    char fp32[1024], ptq[1024], qat[1024];
+    snprintf(fp32, sizeof fp32, "%s/qat-demo-fp32.safetensors", dir);
+    snprintf(ptq, sizeof ptq, "%s/qat-demo-ptq.safetensors", dir);
+    snprintf(qat, sizeof qat, "%s/qat-demo-qat.safetensors", dir);
+    double t0 = qat_now();
+
+    /* 1. float training */
+    a.data = data;
+    a.epochs = epochs;
+    a.threads = threads;
+    a.out = fp32;
+    qat_train_result rf, rq;
+    fprintf(stderr, "qat demo 1/3: float training, %d epochs\n", epochs);
+    int rc = run_train(&a, NULL, "demo", &rf);
+    if (rc) return rc;
+    /* 2. post-training quantization */
+    fprintf(stderr, "qat demo 2/3: post-training quantization (w8a8, per-channel weights)\n");
+    double ptq_fp32, ptq_acc, ptq_s;
+    if (cli_ptq(fp32, QAT_DEMO_PTQ_SPEC, 2048, ptq, &ptq_fp32, &ptq_acc, &ptq_s, &err))
+        return cli_fail("demo", err.msg);
+    /* 3. quantization-aware fine-tuning from the float checkpoint */
+    train_defaults(&a);
+    a.data = data;
+    a.threads = threads;
+    a.from = fp32;
+    a.quant = QAT_DEMO_QAT_SPEC;
+    a.epochs = QAT_DEFAULT_EPOCHS;
+    a.lr = QAT_DEFAULT_LR;
+    a.out = qat;
+    fprintf(stderr, "qat demo 3/3: quantization-aware training (w8a8), %d epoch\n", a.epochs);
+    if ((rc = run_train(&a, NULL, "demo", &rq))) return rc;
+    double total = qat_now() - t0;
+    if (json) {
+        printf("{\"command\": \"demo\", \"fp32_accuracy\": %.6f, \"ptq_accuracy\": %.6f, "
+               "\"qat_accuracy\": %.6f, \"fp32_seconds_per_epoch\": %.3f, \"qat_seconds_per_epoch\": %.3f, "
+               "\"seconds\": %.3f}\n",
+               rf.test_acc, ptq_acc, rq.test_acc, rf.seconds / rf.epochs_done, rq.seconds / rq.epochs_done, total);
+        return 0;
+    }
+    printf("\nqat demo: reference CNN on Fashion-MNIST (test set, 10,000 images)\n");
+    printf("  %-34s %9s %12s  %s\n", "", "accuracy", "time", "checkpoint");
+    printf("  %-34s %8.2f%% %10.1f s  %s (%.2f MiB)\n", "fp32, trained", 100 * rf.test_acc, rf.seconds, fp32,
+           file_mib(fp32));
+    printf("  %-34s %8.2f%% %10.1f s  %s\n", "int8 PTQ (" QAT_DEMO_PTQ_SPEC ", 2048 samples)", 100 * ptq_acc,
+           ptq_s, ptq);
+    printf("  %-34s %8.2f%% %10.1f s  %s\n", "int8 QAT (" QAT_DEMO_QAT_SPEC ", 1 epoch)", 100 * rq.test_acc,
+           rq.seconds, qat);
+    printf("  fp32 training %.0f samples/s, QAT %.0f samples/s; the whole demo took %.0f s\n", rf.samples_per_s,
+           rq.samples_per_s, total);
+    return 0;
 }
 
 /* ---- eval ---- */
@@ -444,7 +533,7 @@ int cmd_eval(int argc, char **argv) {
     lc.batch_size = batch;
     lc.shuffle = false;
     for (int c = 0; c < 3; c++) lc.mean[c] = mean[c], lc.std[c] = std[c];
-    if (load_split(&test, data, format, QAT_SPLIT_TEST, cm.m, &err) || check_fit(&test, cm.m, data, &err) ||
+    if (cli_load_split(&test, data, format, QAT_SPLIT_TEST, cm.m, &err) || cli_check_fit(&test, cm.m, data, &err) ||
         qat_loader_init(&l, &test, &lc, &err)) {
         rc = cli_fail("eval", err.msg);
     } else {

@@ -63,6 +63,8 @@ static void seq_free(qat_seq *s) {
 
 void qat_model_free(qat_model *m) {
     if (!m) return;
+    if (m->quant_free) m->quant_free(m);
+    free(m->extra_tensors);
     seq_free(&m->root);
     free(m->params);
     free(m->grads);
@@ -410,39 +412,41 @@ qat_status qat_model_finalize(qat_model *m, qat_rng *rng) {
 
 /* ---- forward ---- */
 
+qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x) {
+    QAT_ASSERT(l->kind != QAT_LAYER_RESIDUAL);
+    qat_tensor *b = l->bias.data ? &l->bias : NULL;
+    switch (l->kind) {
+    case QAT_LAYER_LINEAR: return qat_linear(t, x, &l->weight, b);
+    case QAT_LAYER_CONV2D:
+        return qat_conv2d(t, x, &l->weight, b, l->cfg.conv.stride, l->cfg.conv.pad, l->cfg.conv.groups);
+    case QAT_LAYER_BATCHNORM:
+        return qat_batchnorm(t, x, &l->weight, &l->bias, l->running_mean, l->running_var,
+                             l->cfg.bn.momentum, l->cfg.bn.eps);
+    case QAT_LAYER_RELU: return qat_relu(t, x);
+    case QAT_LAYER_RELU6: return qat_relu6(t, x);
+    case QAT_LAYER_SIGMOID: return qat_sigmoid(t, x);
+    case QAT_LAYER_TANH: return qat_tanh(t, x);
+    case QAT_LAYER_MAXPOOL:
+        return qat_maxpool2d(t, x, l->cfg.pool.kernel, l->cfg.pool.stride, l->cfg.pool.pad);
+    case QAT_LAYER_AVGPOOL:
+        return qat_avgpool2d(t, x, l->cfg.pool.kernel, l->cfg.pool.stride, l->cfg.pool.pad);
+    case QAT_LAYER_GLOBAL_AVGPOOL: return qat_global_avgpool(t, x);
+    case QAT_LAYER_FLATTEN: return qat_flatten(t, x);
+    case QAT_LAYER_DROPOUT: return qat_dropout(t, x, l->cfg.dropout.p);
+    case QAT_LAYER_RESIDUAL: break;
+    }
+    return NULL;
+}
+
 static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x) {
     for (int i = 0; i < s->n && x; i++) {
         qat_layer *l = &s->layers[i];
-        qat_tensor *b = l->bias.data ? &l->bias : NULL;
-        switch (l->kind) {
-        case QAT_LAYER_LINEAR: x = qat_linear(t, x, &l->weight, b); break;
-        case QAT_LAYER_CONV2D:
-            x = qat_conv2d(t, x, &l->weight, b, l->cfg.conv.stride, l->cfg.conv.pad,
-                           l->cfg.conv.groups);
-            break;
-        case QAT_LAYER_BATCHNORM:
-            x = qat_batchnorm(t, x, &l->weight, &l->bias, l->running_mean, l->running_var,
-                              l->cfg.bn.momentum, l->cfg.bn.eps);
-            break;
-        case QAT_LAYER_RELU: x = qat_relu(t, x); break;
-        case QAT_LAYER_RELU6: x = qat_relu6(t, x); break;
-        case QAT_LAYER_SIGMOID: x = qat_sigmoid(t, x); break;
-        case QAT_LAYER_TANH: x = qat_tanh(t, x); break;
-        case QAT_LAYER_MAXPOOL:
-            x = qat_maxpool2d(t, x, l->cfg.pool.kernel, l->cfg.pool.stride, l->cfg.pool.pad);
-            break;
-        case QAT_LAYER_AVGPOOL:
-            x = qat_avgpool2d(t, x, l->cfg.pool.kernel, l->cfg.pool.stride, l->cfg.pool.pad);
-            break;
-        case QAT_LAYER_GLOBAL_AVGPOOL: x = qat_global_avgpool(t, x); break;
-        case QAT_LAYER_FLATTEN: x = qat_flatten(t, x); break;
-        case QAT_LAYER_DROPOUT: x = qat_dropout(t, x, l->cfg.dropout.p); break;
-        case QAT_LAYER_RESIDUAL: {
+        if (l->kind == QAT_LAYER_RESIDUAL) {
             qat_tensor *body = forward_seq(&l->body, t, x);
             qat_tensor *sc = l->shortcut.n ? forward_seq(&l->shortcut, t, x) : x;
             x = qat_add(t, body, sc);
-            break;
-        }
+        } else {
+            x = qat_layer_forward(l, t, x);
         }
     }
     return x;
@@ -463,7 +467,52 @@ qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
                              "(expected (batch, ...))",
                              qat_tensor_shape_str(x, sx, sizeof sx), want);
     }
+    if (m->quant) return m->quant_forward(m, t, x);
     return forward_seq(&m->root, t, x);
+}
+
+static qat_status add_extra(qat_model *m, qat_tensor *x) {
+    qat_tensor **e = realloc(m->extra_tensors, (size_t)(m->n_extra_tensors + 1) * sizeof *e);
+    if (!e) return qat_error_set(&m->err, QAT_STATUS_NOMEM, "model: out of memory");
+    m->extra_tensors = e;
+    e[m->n_extra_tensors++] = x;
+    return QAT_STATUS_OK;
+}
+
+qat_status qat_model_add_param(qat_model *m, qat_tensor *x) {
+    QAT_ASSERT(m != NULL && m->finalized && x != NULL && x->n > 0);
+    size_t np = m->n_params + x->n;
+    float *p = malloc(np * sizeof(float)), *g = calloc(np, sizeof(float));
+    qat_tensor **pt = realloc(m->param_tensors, (size_t)(m->n_param_tensors + 1) * sizeof *pt);
+    if (pt) m->param_tensors = pt;
+    if (!p || !g || !pt || add_extra(m, x)) {
+        free(p);
+        free(g);
+        return qat_error_set(&m->err, QAT_STATUS_NOMEM, "model: out of memory adding %s", x->name);
+    }
+    memcpy(p, m->params, m->n_params * sizeof(float));
+    memcpy(g, m->grads, m->n_params * sizeof(float));
+    for (int i = 0; i < m->n_param_tensors; i++) {
+        qat_tensor *q = m->param_tensors[i];
+        size_t off = (size_t)(q->data - m->params);
+        q->data = p + off;
+        q->grad = g + off;
+    }
+    free(m->params);
+    free(m->grads);
+    m->params = p;
+    m->grads = g;
+    x->data = p + m->n_params;
+    x->grad = g + m->n_params;
+    memset(x->data, 0, x->n * sizeof(float));
+    m->param_tensors[m->n_param_tensors++] = x;
+    m->n_params = np;
+    return QAT_STATUS_OK;
+}
+
+qat_status qat_model_add_buffer(qat_model *m, qat_tensor *x) {
+    QAT_ASSERT(m != NULL && m->finalized && x != NULL && x->data != NULL);
+    return add_extra(m, x);
 }
 
 void qat_model_zero_grad(qat_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }

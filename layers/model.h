@@ -75,6 +75,7 @@ typedef struct qat_layer {
     char weight_name[QAT_NAME_LEN + 16], bias_name[QAT_NAME_LEN + 16];
     float *running_mean, *running_var; /* batch norm, in the model's buffer array */
     qat_seq body, shortcut;            /* residual */
+    struct qat_layer_quant *quant;     /* quantization settings (quant/quant.h), or NULL */
 } qat_layer;
 
 #define QAT_MODEL_MAX_DEPTH 8
@@ -91,6 +92,15 @@ typedef struct qat_model {
     int n_param_tensors;
     bool finalized;
     qat_error err;
+    /* Tensors added after finalize, saved in checkpoints after the layers' own:
+     * quantization parameters (also in param_tensors) and buffers (quant/quant.h). */
+    qat_tensor **extra_tensors;
+    int n_extra_tensors;
+    /* Quantization (quant/quant.h): when set, qat_model_forward runs the fake-quant
+     * graph through quant_forward; quant_free releases it with the model. */
+    struct qat_quant *quant;
+    qat_tensor *(*quant_forward)(struct qat_model *m, qat_tape *t, qat_tensor *x);
+    void (*quant_free)(struct qat_model *m);
     /* Builder state: the sequence being appended to, innermost last. */
     qat_seq *stack[QAT_MODEL_MAX_DEPTH];
     qat_layer *block[QAT_MODEL_MAX_DEPTH]; /* the residual layer of each open level */
@@ -129,6 +139,8 @@ qat_status qat_model_finalize(qat_model *m, qat_rng *rng);
  * t->err set. t->training selects batch statistics and active dropout. */
 qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x);
 void qat_model_zero_grad(qat_model *m);
+/* One layer of the float model (not a residual block), as qat_model_forward runs it. */
+qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x);
 
 /* The reference models of the project, finalized and initialised from rng:
  * MLP: 784-256-ReLU-128-ReLU-10 (input (1, 28, 28) flattened first, so the same data
@@ -137,6 +149,15 @@ void qat_model_zero_grad(qat_model *m);
  *      maxpool 2; flatten 3136 -> linear 128, ReLU -> linear 10. */
 qat_model *qat_model_mlp(qat_rng *rng);
 qat_model *qat_model_cnn(qat_rng *rng);
+
+/* After finalize: adds a parameter `x` (caller-owned struct; shape and name set by the
+ * caller, name kept as a pointer) of x->n floats, zero-initialised, at the end of the
+ * flat arrays, which grow: every parameter's data and grad pointers are re-pointed.
+ * Optimizers must be created after the last call. */
+qat_status qat_model_add_param(qat_model *m, qat_tensor *x);
+/* After finalize: registers a buffer `x` (caller-owned data, saved and restored with the
+ * model, not optimized). */
+qat_status qat_model_add_buffer(qat_model *m, qat_tensor *x);
 
 /* The parameter named `name` ("3.weight"), or NULL. */
 qat_tensor *qat_model_param(qat_model *m, const char *name);

@@ -1026,6 +1026,7 @@ static qat_status model_slots(slot_list *l, const qat_model *m, const char *path
     QAT_ASSERT(m->finalized);
     memset(l, 0, sizeof *l);
     slots_walk(l, &m->root);
+    for (int i = 0; i < m->n_extra_tensors; i++) slots_add_param(l, m->extra_tensors[i]);
     if (l->oom) {
         free(l->s);
         memset(l, 0, sizeof *l);

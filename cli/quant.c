@@ -1,0 +1,215 @@
+/* qat calibrate, and the quantization steps `qat train --quant` shares with it:
+ * preparing a model from a spec string and calibrating it on training samples. */
+#include <cblas.h>
+#include <string.h>
+
+#include "common.h"
+#include "quant/quant.h"
+#include "train/progress.h"
+#include "train/trainer.h"
+
+qat_status cli_quant_prepare(qat_model *m, const char *spec_text, const char *mean, const char *std,
+                             qat_error *err) {
+    qat_quant_spec spec;
+    qat_status s = qat_quant_spec_parse(&spec, spec_text, err);
+    if (s) return s;
+    /* The spec's input mapping needs one mean and one std for uint8 image inputs. */
+    qat_quant_input in = {0};
+    if (mean && std && m->in_ndim == 3) {
+        float mv[3] = {0}, sv[3] = {1, 1, 1};
+        cli_parse_floats(mean, mv, 3);
+        cli_parse_floats(std, sv, 3);
+        in.have = true;
+        for (int c = 1; c < m->in_shape[0] && c < 3; c++) in.have = in.have && mv[c] == mv[0] && sv[c] == sv[0];
+        in.mean = mv[0];
+        in.std = sv[0];
+    }
+    return qat_quant_prepare(m, &spec, &in, err);
+}
+
+/* Forward passes in inference mode over the first `samples` samples of l. */
+static qat_status run_batches(qat_model *m, qat_loader *l, int samples, qat_error *err) {
+    qat_tape t;
+    qat_tape_init(&t, 0);
+    t.grad_enabled = false;
+    t.training = false;
+    qat_status s = qat_loader_seek(l, 0, 0, err);
+    qat_batch b;
+    int seen = 0;
+    while (!s && seen < samples && qat_loader_next(l, &b)) {
+        qat_tape_reset(&t);
+        int n = b.n < samples - seen ? b.n : samples - seen;
+        int shape[4];
+        memcpy(shape, b.shape, sizeof shape);
+        shape[0] = n;
+        qat_tensor *x = qat_tape_input(&t, b.ndim, shape, b.x);
+        if (!qat_model_forward(m, &t, x)) s = qat_error_set(err, t.err.status, "%s", t.err.msg);
+        seen += n;
+    }
+    qat_tape_free(&t);
+    return s;
+}
+
+qat_status cli_quant_calibrate(qat_model *m, qat_loader *l, int samples, qat_error *err) {
+    if (samples < 1) return qat_error_set(err, QAT_STATUS_INVALID_ARG, "calibration needs at least 1 sample");
+    qat_status s = qat_quant_calibrate_begin(m, err);
+    if (!s) s = run_batches(m, l, samples, err);
+    qat_status e = qat_quant_calibrate_end(m, s ? NULL : err);
+    if (!s) s = e;
+    if (!s && m->quant->spec.bias_correction) {
+        qat_quant_bias_correction_begin(m);
+        s = run_batches(m, l, samples, err);
+        qat_quant_bias_correction_end(m);
+    }
+    return s;
+}
+
+/* ---- qat calibrate ---- */
+
+typedef struct ptq_result {
+    double acc_fp32, loss_fp32, acc_q, loss_q, seconds;
+} ptq_result;
+
+/* The whole PTQ job; `table` (may be NULL) receives the per-layer quantization table. */
+static qat_status ptq_run(const char *from, const char *spec_text, int samples, const char *data,
+                          const char *format, long seed, const char *out, FILE *table, ptq_result *res,
+                          qat_error *err) {
+    cli_model cm;
+    qat_status s = cli_model_open(&cm, from, 0, err);
+    if (s) return s;
+    if (!cm.from_checkpoint || cm.m->quant) {
+        cli_model_close(&cm);
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "%s: --from needs a float checkpoint (from qat train without --quant)", from);
+    }
+    const char *v = qat_checkpoint_extra(&cm.ckpt, "data");
+    if (!data) data = v ? v : QAT_FASHION_MNIST_DIR;
+    const char *smean = qat_checkpoint_extra(&cm.ckpt, "normalize_mean");
+    const char *sstd = qat_checkpoint_extra(&cm.ckpt, "normalize_std");
+    float mean[3] = {0}, std[3] = {1, 1, 1};
+    cli_parse_floats(smean, mean, 3);
+    cli_parse_floats(sstd, std, 3);
+
+    qat_dataset train = {0}, test = {0};
+    qat_loader ltrain = {0}, ltest = {0};
+    qat_loader_config lc = qat_loader_config_default();
+    lc.batch_size = 256;
+    lc.seed = (uint64_t)seed;
+    for (int c = 0; c < 3; c++) lc.mean[c] = mean[c], lc.std[c] = std[c];
+    qat_loader_config tc = lc;
+    tc.shuffle = false;
+    qat_tape t;
+    qat_tape_init(&t, 0);
+    qat_st_kv *extra = NULL;
+    double t0;
+    if ((s = cli_load_split(&train, data, format, QAT_SPLIT_TRAIN, cm.m, err)) ||
+        (s = cli_check_fit(&train, cm.m, data, err)) ||
+        (s = cli_load_split(&test, data, format, QAT_SPLIT_TEST, cm.m, err)) ||
+        (s = cli_check_fit(&test, cm.m, data, err)) || (s = qat_loader_init(&ltrain, &train, &lc, err)) ||
+        (s = qat_loader_init(&ltest, &test, &tc, err)) ||
+        (s = qat_evaluate(cm.m, &t, &ltest, &res->loss_fp32, &res->acc_fp32, err)) ||
+        (s = cli_quant_prepare(cm.m, spec_text, smean, sstd, err)))
+        goto done;
+    t0 = qat_now();
+    if ((s = cli_quant_calibrate(cm.m, &ltrain, samples, err))) goto done;
+    res->seconds = qat_now() - t0;
+    if ((s = qat_evaluate(cm.m, &t, &ltest, &res->loss_q, &res->acc_q, err))) goto done;
+    /* The source's metadata (normalisation, data, classes...), plus the spec. */
+    extra = calloc(cm.ckpt.n_extra + 2, sizeof *extra);
+    if (!extra) {
+        s = qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
+        goto done;
+    }
+    size_t ne = 0;
+    char ssamples[32];
+    snprintf(ssamples, sizeof ssamples, "%d", samples);
+    for (size_t i = 0; i < cm.ckpt.n_extra; i++)
+        if (strcmp(cm.ckpt.extra[i].key, "quant") && strcmp(cm.ckpt.extra[i].key, "quant.calibration_samples"))
+            extra[ne++] = cm.ckpt.extra[i];
+    extra[ne++] = (qat_st_kv){"quant", spec_text};
+    extra[ne++] = (qat_st_kv){"quant.calibration_samples", ssamples};
+    qat_checkpoint_meta meta = {.model = cm.text, .epoch = cm.ckpt.epoch, .step = cm.ckpt.step,
+                                .rng = cm.ckpt.rng, .extra = extra, .n_extra = ne};
+    if ((s = qat_checkpoint_save(out, cm.m, NULL, &meta, err))) goto done;
+    if (table) qat_quant_print(cm.m, table);
+done:
+    free(extra);
+    qat_tape_free(&t);
+    qat_loader_free(&ltrain);
+    qat_loader_free(&ltest);
+    qat_dataset_free(&train);
+    qat_dataset_free(&test);
+    cli_model_close(&cm);
+    return s;
+}
+
+qat_status cli_ptq(const char *from, const char *spec, int samples, const char *out, double *acc_fp32,
+                   double *acc_quant, double *seconds, qat_error *err) {
+    ptq_result r = {0};
+    qat_status s = ptq_run(from, spec, samples, NULL, NULL, 0, out, NULL, &r, err);
+    *acc_fp32 = r.acc_fp32;
+    *acc_quant = r.acc_q;
+    *seconds = r.seconds;
+    return s;
+}
+
+int cmd_calibrate(int argc, char **argv) {
+    const char *from = NULL, *spec = "w8a8", *observer = NULL, *data = NULL, *format = NULL;
+    const char *out = "qat-ptq.safetensors";
+    int samples = 2048, threads = 0;
+    long seed = 0;
+    bool bias_correction = false, json = false, quiet = false;
+    qat_opt opts[] = {
+        {"from", QAT_OPT_STRING, &from, "FILE", "the float checkpoint to quantize (required)"},
+        {"quant", QAT_OPT_STRING, &spec, "SPEC", "quantization spec, e.g. w8a8, w4a8,group=32 (quant/quant.h)"},
+        {"observer", QAT_OPT_STRING, &observer, "K", "minmax, ema, percentile, kl or mse (overrides the spec's)"},
+        {"samples", QAT_OPT_INT, &samples, "N", "calibration samples from the training set"},
+        {"bias-correction", QAT_OPT_FLAG, &bias_correction, NULL, "correct each layer's bias for the weight rounding"},
+        {"data", QAT_OPT_STRING, &data, "PATH", "data set (default: the checkpoint's)"},
+        {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
+        {"seed", QAT_OPT_LONG, &seed, "N", "which training samples calibrate (shuffle seed)"},
+        {"threads", QAT_OPT_INT, &threads, "N", "OpenBLAS threads (0: its default)"},
+        {"out", QAT_OPT_STRING, &out, "FILE", "the quantized checkpoint"},
+        {"json", QAT_OPT_FLAG, &json, NULL, "print the metrics as one JSON object"},
+        {"quiet", QAT_OPT_FLAG, &quiet, NULL, "no per-layer table"},
+        {0},
+    };
+    qat_error err = {0};
+    int n = qat_args_parse(argc, argv, opts, NULL, 0, &err);
+    if (n == -2) {
+        qat_args_help(stdout, "qat calibrate --from FP32.safetensors [options]",
+                      "Post-training quantization: calibrates activation ranges on training samples, "
+                      "evaluates the fake-quant model on the test set and writes a quantized "
+                      "checkpoint (qat eval, inspect and train --resume read it).\n"
+                      "SPEC: w<bits>a<bits> then options: per-tensor, per-channel, group=G, pact, lsq, "
+                      "observer=K, momentum=X, percentile=P, freeze-bn=N, freeze-observer=N, "
+                      "pact-decay=X, all, bias-correction.",
+                      opts);
+        return 0;
+    }
+    if (n < 0) return cli_fail("calibrate", err.msg);
+    if (!from) return cli_fail("calibrate", "--from FILE is required (a float checkpoint from qat train)");
+    if (samples < 1) return cli_fail("calibrate", "--samples must be at least 1");
+    if (threads > 0) openblas_set_num_threads(threads);
+    /* The spec, with --observer and --bias-correction folded in, in its canonical form. */
+    qat_quant_spec qs;
+    char spec_text[512];
+    if (qat_quant_spec_parse(&qs, spec, &err)) return cli_fail("calibrate", err.msg);
+    if (observer && !qat_observer_kind_from_str(observer, &qs.observer.kind))
+        return cli_fail("calibrate", "--observer: expected minmax, ema, percentile, kl or mse");
+    qs.bias_correction = qs.bias_correction || bias_correction;
+    qat_quant_spec_format(&qs, spec_text, sizeof spec_text);
+    ptq_result r = {0};
+    if (ptq_run(from, spec_text, samples, data, format, seed, out, json || quiet ? NULL : stdout, &r, &err))
+        return cli_fail("calibrate", err.msg);
+    if (json)
+        printf("{\"command\": \"calibrate\", \"quant\": \"%s\", \"samples\": %d, \"fp32_accuracy\": %.6f, "
+               "\"quant_accuracy\": %.6f, \"fp32_loss\": %.6f, \"quant_loss\": %.6f, "
+               "\"calibration_seconds\": %.3f, \"checkpoint\": \"%s\"}\n",
+               spec_text, samples, r.acc_fp32, r.acc_q, r.loss_fp32, r.loss_q, r.seconds, out);
+    else
+        printf("%s: fp32 accuracy %.2f%%; %s after calibration on %d samples (%.1f s): %.2f%%; "
+               "checkpoint %s\n",
+               from, 100 * r.acc_fp32, spec_text, samples, r.seconds, 100 * r.acc_q, out);
+    return 0;
+}

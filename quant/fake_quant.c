@@ -1,0 +1,132 @@
+#include "fake_quant.h"
+
+#include <string.h>
+
+void qat_qparams_from_range(float lo, float hi, int qmin, int qmax, bool symmetric, float *scale,
+                            int32_t *zero_point) {
+    QAT_ASSERT(qmin < qmax);
+    /* Widen to include 0, so that real 0 (padding, ReLU's floor) is exactly a level.
+     * `!(lo < 0)` also maps a NaN bound to 0. */
+    if (!(lo < 0.0f)) lo = 0.0f;
+    if (!(hi > 0.0f)) hi = 0.0f;
+    float s;
+    int32_t z = 0;
+    if (symmetric) {
+        float m = -lo > hi ? -lo : hi;
+        s = m / (float)qmax;
+    } else {
+        s = (hi - lo) / (float)(qmax - qmin);
+    }
+    /* Degenerate (or overflowing) ranges: any positive scale will do, the spec says 1. */
+    if (!(s > 0.0f) || !isfinite(s)) s = 1.0f;
+    if (!symmetric) {
+        float zf = (float)qmin - roundf(lo / s);
+        zf = zf < (float)qmin ? (float)qmin : zf;
+        zf = zf > (float)qmax ? (float)qmax : zf;
+        z = (int32_t)zf;
+    }
+    *scale = s;
+    *zero_point = z;
+}
+
+size_t qat_fq_n_scales(int rows, size_t inner, int group) {
+    size_t per_row = group > 0 ? (inner + (size_t)group - 1) / (size_t)group : 1;
+    return (size_t)rows * per_row;
+}
+
+/* Visits each group: [begin, begin + len) of the flat array uses scale index k. */
+#define FOR_EACH_GROUP(rows, inner, group, ...)                                     \
+    do {                                                                             \
+        size_t g_len_ = (group) > 0 ? (size_t)(group) : (inner);                     \
+        size_t k = 0;                                                                \
+        for (int r_ = 0; r_ < (rows); r_++)                                          \
+            for (size_t j_ = 0; j_ < (inner); j_ += g_len_, k++) {                   \
+                size_t begin = (size_t)r_ * (inner) + j_;                            \
+                size_t len = (inner) - j_ < g_len_ ? (inner) - j_ : g_len_;          \
+                __VA_ARGS__                                                          \
+            }                                                                        \
+    } while (0)
+
+/* inp, out are (rows, inner); scale, zp are (rows, groups per row) */
+void qat_fake_quant_forward(float *out, const float *inp, const float *scale, const int32_t *zp,
+                            int rows, size_t inner, int group, int qmin, int qmax) {
+    const float fmin = (float)qmin, fmax = (float)qmax;
+    FOR_EACH_GROUP(rows, inner, group, {
+        const float s = scale[k], z = (float)zp[k];
+        const float *x = inp + begin;
+        float *y = out + begin;
+        for (size_t i = 0; i < len; i++) y[i] = qat_fake_quantize(x[i], s, z, fmin, fmax);
+    });
+}
+
+void qat_fake_quant_backward(float *dinp, const float *dout, const float *inp, const float *scale,
+                             const int32_t *zp, int rows, size_t inner, int group, int qmin, int qmax) {
+    const float fmin = (float)qmin, fmax = (float)qmax;
+    FOR_EACH_GROUP(rows, inner, group, {
+        const float s = scale[k], z = (float)zp[k];
+        const float *x = inp + begin, *dy = dout + begin;
+        float *dx = dinp + begin;
+        for (size_t i = 0; i < len; i++) {
+            /* The STE mask: the same integer the forward clamped, before the clamp. */
+            float r = roundf(x[i] / s) + z;
+            float g = dy[i];
+            dx[i] += (r >= fmin) & (r <= fmax) ? g : 0.0f;
+        }
+    });
+}
+
+void qat_fq_weight_scales(float *scale, int32_t *zp, const float *x, int rows, size_t inner, int group,
+                          int qmax) {
+    FOR_EACH_GROUP(rows, inner, group, {
+        float m = 0.0f;
+        for (size_t i = 0; i < len; i++) {
+            float a = fabsf(x[begin + i]);
+            m = a > m ? a : m;
+        }
+        qat_qparams_from_range(-m, m, -qmax, qmax, true, &scale[k], &zp[k]);
+    });
+}
+
+typedef struct fq_ctx {
+    qat_tensor *x, *y;
+    float *scale;
+    int32_t *zp;
+    int rows, group, qmin, qmax;
+} fq_ctx;
+
+static void fq_backward(qat_tape *t, void *p) {
+    fq_ctx *c = p;
+    if (!c->x->grad) return;
+    qat_fake_quant_backward(c->x->grad, c->y->grad, c->x->data, c->scale, c->zp, c->rows,
+                            c->x->n / (size_t)c->rows, c->group, c->qmin, c->qmax);
+}
+
+qat_tensor *qat_fake_quant(qat_tape *t, qat_tensor *x, const float *scale, const int32_t *zp,
+                           int rows, int group, int qmin, int qmax) {
+    if (!x) return NULL;
+    QAT_ASSERT(scale != NULL && zp != NULL && qmin < qmax);
+    if (rows < 1 || x->n % (size_t)rows != 0 || group < 0)
+        return qat_tape_fail(t, QAT_STATUS_SHAPE,
+                             "fake_quant: %d rows (group %d) do not divide a tensor of %zu elements",
+                             rows, group, x->n);
+    size_t inner = x->n / (size_t)rows, ns = qat_fq_n_scales(rows, inner, group);
+    for (size_t k = 0; k < ns; k++)
+        if (!(scale[k] > 0.0f) || !isfinite(scale[k]))
+            return qat_tape_fail(t, QAT_STATUS_NUMERIC,
+                                 "fake_quant: scale %zu of %s is %g (must be positive and finite)", k,
+                                 x->name ? x->name : "a tensor", (double)scale[k]);
+    bool grad = qat_tape_needs_grad(t, x, NULL, NULL);
+    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad);
+    if (!y) return NULL;
+    qat_fake_quant_forward(y->data, x->data, scale, zp, rows, inner, group, qmin, qmax);
+    if (!grad) return y;
+    fq_ctx *c = qat_tape_record(t, fq_backward, sizeof *c, "fake_quant");
+    if (!c) return NULL;
+    c->scale = qat_tape_alloc(t, ns * sizeof(float));
+    c->zp = qat_tape_alloc(t, ns * sizeof(int32_t));
+    if (!c->scale || !c->zp) return NULL;
+    memcpy(c->scale, scale, ns * sizeof(float));
+    memcpy(c->zp, zp, ns * sizeof(int32_t));
+    *c = (fq_ctx){x, y, c->scale, c->zp, rows, group, qmin, qmax};
+    return y;
+}

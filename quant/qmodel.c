@@ -1,0 +1,667 @@
+/* qmodel.c - preparing a model for quantization and its fake-quant forward (quant.h). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "bnfold.h"
+#include "fake_quant.h"
+#include "layers/activation.h"
+#include "layers/batchnorm.h"
+#include "layers/conv2d.h"
+#include "layers/elementwise.h"
+#include "layers/linear.h"
+#include "lsq.h"
+#include "pact.h"
+#include "quant.h"
+
+/* ---- helpers ---- */
+
+static bool is_head(qat_layer_kind k) { return k == QAT_LAYER_LINEAR || k == QAT_LAYER_CONV2D; }
+static bool is_relu(qat_layer_kind k) { return k == QAT_LAYER_RELU || k == QAT_LAYER_RELU6; }
+static int levels(const qat_qpoint *p) { return p->qmax - p->qmin; }
+static bool nonneg(const qat_qpoint *p) { return p->act != QAT_LAYER_LINEAR; }
+
+static int count_layers(const qat_seq *s) {
+    int n = s->n;
+    for (int i = 0; i < s->n; i++) n += count_layers(&s->layers[i].body) + count_layers(&s->layers[i].shortcut);
+    return n;
+}
+
+static void set_vec(qat_tensor *x, float *data, int n, char *name, size_t name_len, const char *layer,
+                    const char *what) {
+    qat_tensor_set_shape(x, 1, (int[]){n});
+    x->data = data;
+    x->grad = NULL;
+    snprintf(name, name_len, "%s.%s", layer, what);
+    x->name = name;
+}
+
+/* ---- prepare ---- */
+
+typedef struct prep {
+    qat_model *m;
+    qat_quant *q;
+    int k;             /* next free unit */
+    bool seen_weights; /* the first weight layer was already met */
+    qat_qpoint *cur;   /* the point that quantized the current activation */
+    qat_error *err;
+} prep;
+
+static qat_status point_init(prep *st, qat_qpoint *p, const char *layer, qat_act_method method, int bits,
+                             qat_layer_kind act) {
+    if (method == QAT_ACT_METHOD_PACT && act == QAT_LAYER_LINEAR) method = QAT_ACT_METHOD_OBSERVER;
+    p->method = method;
+    p->bits = bits;
+    p->qmin = qat_qmin_act(bits);
+    p->qmax = qat_qmax_act(bits);
+    p->act = act;
+    p->scale = 1.0f;
+    p->zp = 0;
+    if (method == QAT_ACT_METHOD_SAME || method == QAT_ACT_METHOD_FIXED) return QAT_STATUS_OK;
+    float *r = calloc(2, sizeof(float));
+    if (!r) return qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: out of memory");
+    set_vec(&p->range, r, 2, p->range_name, sizeof p->range_name, layer, "act_range");
+    if (qat_model_add_buffer(st->m, &p->range)) goto oom;
+    if (method == QAT_ACT_METHOD_PACT || method == QAT_ACT_METHOD_LSQ) {
+        qat_tensor_set_shape(&p->param, 1, (int[]){1});
+        snprintf(p->param_name, sizeof p->param_name, "%s.%s", layer,
+                 method == QAT_ACT_METHOD_PACT ? "pact_alpha" : "act_step");
+        p->param.name = p->param_name;
+        if (qat_model_add_param(st->m, &p->param)) goto oom;
+        p->param.data[0] = 1.0f; /* until calibration or a checkpoint sets it */
+    }
+    return QAT_STATUS_OK;
+oom:
+    return qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: %s", st->m->err.msg);
+}
+
+static qat_status prep_unit(prep *st, qat_seq *s, int i, bool last) {
+    qat_layer *l = &s->layers[i];
+    qat_layer_quant *u = &st->q->units[st->k++];
+    const qat_quant_spec *sp = &st->q->spec;
+    l->quant = u;
+    u->layer = l;
+    int C = l->kind == QAT_LAYER_CONV2D ? l->cfg.conv.out : l->cfg.linear.out;
+    int j = i + 1;
+    if (j < s->n && s->layers[j].kind == QAT_LAYER_BATCHNORM && s->layers[j].cfg.bn.channels == C)
+        u->bn = &s->layers[j++];
+    qat_layer_kind act = QAT_LAYER_LINEAR;
+    if (j < s->n && is_relu(s->layers[j].kind)) act = s->layers[j++].kind;
+    u->n_fused = j - i - 1;
+    last = last && j == s->n;
+    bool ends_at_8 = !sp->all_layers;
+    u->wbits = ends_at_8 && !st->seen_weights ? 8 : sp->wbits;
+    st->seen_weights = true;
+    size_t inner = l->weight.n / (size_t)C;
+    u->wrows = sp->wgran == QAT_GRANULARITY_TENSOR ? 1 : C;
+    u->wgroup = sp->wgran == QAT_GRANULARITY_GROUP ? sp->group : 0;
+    u->n_wscales = qat_fq_n_scales(u->wrows, u->wrows == 1 ? l->weight.n : inner, u->wgroup);
+    u->wscale = calloc(u->n_wscales, sizeof(float));
+    u->wzp = calloc(u->n_wscales, sizeof(int32_t));
+    if (!u->wscale || !u->wzp) return qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: out of memory");
+    for (size_t c = 0; c < u->n_wscales; c++) u->wscale[c] = 1.0f;
+    if (sp->weight_lsq) {
+        qat_tensor_set_shape(&u->wstep, 1, (int[]){(int)u->n_wscales});
+        snprintf(u->wstep_name, sizeof u->wstep_name, "%s.weight_step", l->name);
+        u->wstep.name = u->wstep_name;
+        if (qat_model_add_param(st->m, &u->wstep))
+            return qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: %s", st->m->err.msg);
+        /* The paper's initialisation, 2 mean|w| / sqrt(Qp), on the folded weights
+         * (qat_quant_calibrate_end redoes it with the statistics of that moment). */
+        for (size_t c = 0; c < u->n_wscales; c++) u->wstep.data[c] = 1.0f;
+    }
+    if (sp->bias_correction) {
+        float *bc = calloc((size_t)C, sizeof(float));
+        u->bc_sum = calloc((size_t)C, sizeof(double));
+        if (!bc || !u->bc_sum) {
+            free(bc);
+            return qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: out of memory");
+        }
+        set_vec(&u->bias_corr, bc, C, u->bc_name, sizeof u->bc_name, l->name, "bias_correction");
+        if (qat_model_add_buffer(st->m, &u->bias_corr))
+            return qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: %s", st->m->err.msg);
+    }
+    /* The logits (the model's last output) stay 8-bit, with an observer. */
+    bool logits = last && ends_at_8;
+    qat_status r = point_init(st, &u->out, l->name, logits ? QAT_ACT_METHOD_OBSERVER : sp->act,
+                              logits ? 8 : sp->abits, act);
+    st->cur = &u->out;
+    return r;
+}
+
+static qat_status prep_seq(prep *st, qat_seq *s, bool root) {
+    const qat_quant_spec *sp = &st->q->spec;
+    for (int i = 0; i < s->n; i++) {
+        qat_layer *l = &s->layers[i];
+        qat_status r = QAT_STATUS_OK;
+        if (is_head(l->kind)) {
+            r = prep_unit(st, s, i, root);
+            i += l->quant ? l->quant->n_fused : 0;
+        } else if (l->kind == QAT_LAYER_RESIDUAL) {
+            qat_layer_quant *u = &st->q->units[st->k++];
+            l->quant = u;
+            u->layer = l;
+            qat_qpoint *in = st->cur;
+            if ((r = prep_seq(st, &l->body, false))) return r;
+            st->cur = in;
+            if ((r = prep_seq(st, &l->shortcut, false))) return r;
+            qat_layer_kind act = QAT_LAYER_LINEAR;
+            if (i + 1 < s->n && is_relu(s->layers[i + 1].kind)) act = s->layers[i + 1].kind;
+            u->n_fused = act != QAT_LAYER_LINEAR;
+            bool logits = root && i + u->n_fused == s->n - 1 && !sp->all_layers;
+            r = point_init(st, &u->out, l->name, logits ? QAT_ACT_METHOD_OBSERVER : sp->act,
+                           logits ? 8 : sp->abits, act);
+            st->cur = &u->out;
+            i += u->n_fused;
+        } else if (l->kind == QAT_LAYER_AVGPOOL || l->kind == QAT_LAYER_GLOBAL_AVGPOOL) {
+            qat_layer_quant *u = &st->q->units[st->k++];
+            l->quant = u;
+            u->layer = l;
+            r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_SAME, 8, QAT_LAYER_LINEAR);
+            u->out.same = st->cur;
+            st->cur = &u->out;
+        } else if (l->kind == QAT_LAYER_BATCHNORM || l->kind == QAT_LAYER_SIGMOID ||
+                   l->kind == QAT_LAYER_TANH) {
+            qat_layer_quant *u = &st->q->units[st->k++];
+            l->quant = u;
+            u->layer = l;
+            bool logits = root && i == s->n - 1 && !sp->all_layers;
+            r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_OBSERVER, logits ? 8 : sp->abits,
+                           QAT_LAYER_LINEAR);
+            st->cur = &u->out;
+        }
+        if (r) return r;
+    }
+    return QAT_STATUS_OK;
+}
+
+static void point_free(qat_qpoint *p) {
+    free(p->range.data);
+    if (p->obs) qat_observer_free(p->obs);
+    free(p->obs);
+    p->obs = NULL;
+}
+
+static void quant_free(qat_model *m) {
+    qat_quant *q = m->quant;
+    if (!q) return;
+    for (int i = 0; i < q->n_units; i++) {
+        qat_layer_quant *u = &q->units[i];
+        if (u->layer) u->layer->quant = NULL;
+        free(u->wscale);
+        free(u->wzp);
+        free(u->bias_corr.data);
+        free(u->bc_sum);
+        point_free(&u->out);
+    }
+    point_free(&q->input);
+    free(q->step.data);
+    free(q->units);
+    free(q);
+    m->quant = NULL;
+}
+
+static qat_tensor *quant_forward(qat_model *m, qat_tape *t, qat_tensor *x);
+
+qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat_quant_input *in,
+                             qat_error *err) {
+    QAT_ASSERT(m != NULL && spec != NULL);
+    if (!m->finalized) return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant: the model is not finalized");
+    if (m->quant) return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant: the model is already quantized");
+    qat_quant *q = calloc(1, sizeof *q);
+    int n = count_layers(&m->root);
+    if (q) q->units = calloc((size_t)n, sizeof *q->units);
+    if (!q || !q->units) {
+        free(q);
+        return qat_error_set(err, QAT_STATUS_NOMEM, "quant: out of memory");
+    }
+    q->n_units = n;
+    q->spec = *spec;
+    q->fake_quant = true;
+    m->quant = q;
+    m->quant_free = quant_free;
+    m->quant_forward = quant_forward;
+    prep st = {m, q, 0, false, &q->input, err};
+    qat_status r;
+    if (in && in->have) {
+        /* The spec's input mapping: raw pixels p become q = p - 128 with
+         * s = 1/(255 std), z = round(255 mean) - 128. */
+        r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_FIXED, 8, QAT_LAYER_LINEAR);
+        if (!(in->std > 0.0f) || !isfinite(in->mean))
+            r = qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant: input normalisation mean %g std %g",
+                              (double)in->mean, (double)in->std);
+        q->input.scale = 1.0f / (255.0f * in->std);
+        q->input.zp = (int32_t)roundf(255.0f * in->mean) - 128;
+    } else {
+        r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_OBSERVER, 8, QAT_LAYER_LINEAR);
+    }
+    if (!r) {
+        float *sd = calloc(1, sizeof(float));
+        static char step_name[] = "quant.step";
+        if (!sd) r = qat_error_set(err, QAT_STATUS_NOMEM, "quant: out of memory");
+        else {
+            qat_tensor_set_shape(&q->step, 1, (int[]){1});
+            q->step.data = sd;
+            q->step.name = step_name;
+            if (qat_model_add_buffer(m, &q->step)) r = qat_error_set(err, QAT_STATUS_NOMEM, "quant: out of memory");
+        }
+    }
+    if (!r) r = prep_seq(&st, &m->root, true);
+    if (r) {
+        quant_free(m);
+        m->quant_forward = NULL;
+        m->quant_free = NULL;
+    }
+    return r;
+}
+
+/* ---- scales ---- */
+
+static void point_refresh(qat_qpoint *p) {
+    switch (p->method) {
+    case QAT_ACT_METHOD_OBSERVER:
+        qat_qparams_from_range(p->range.data[0], p->range.data[1], p->qmin, p->qmax, false, &p->scale, &p->zp);
+        break;
+    case QAT_ACT_METHOD_PACT:
+        /* [0, alpha] on 2^b levels: q = qmin .. qmax, real 0 at qmin. */
+        p->scale = p->param.data[0] / (float)levels(p);
+        p->zp = p->qmin;
+        break;
+    case QAT_ACT_METHOD_LSQ:
+        /* LSQ's integers are [0, 2^b - 1] after a ReLU, [qmin, qmax] otherwise; in the
+         * int8 frame the unsigned ones sit at q + qmin. */
+        p->scale = p->param.data[0];
+        p->zp = nonneg(p) ? p->qmin : 0;
+        break;
+    case QAT_ACT_METHOD_SAME:
+        p->scale = p->same->scale;
+        p->zp = p->same->zp;
+        p->qmin = p->same->qmin;
+        p->qmax = p->same->qmax;
+        break;
+    case QAT_ACT_METHOD_FIXED: break;
+    }
+}
+
+static float *folded_weights(const qat_layer_quant *u);
+
+void qat_quant_refresh(qat_model *m) {
+    qat_quant *q = m->quant;
+    if (!q) return;
+    point_refresh(&q->input);
+    for (int i = 0; i < q->n_units; i++) {
+        qat_layer_quant *u = &q->units[i];
+        if (!u->layer) continue;
+        point_refresh(&u->out);
+        if (!u->wscale) continue;
+        if (u->wstep.data) {
+            memcpy(u->wscale, u->wstep.data, u->n_wscales * sizeof(float));
+            continue;
+        }
+        float *wf = folded_weights(u);
+        if (!wf) continue;
+        qat_fq_weight_scales(u->wscale, u->wzp, wf, u->wrows, u->layer->weight.n / (size_t)u->wrows,
+                             u->wgroup, qat_qmax_weight(u->wbits));
+        free(wf);
+    }
+}
+
+/* ---- forward ---- */
+
+typedef struct fwd {
+    qat_quant *q;
+    qat_tape *t;
+    bool update_ranges; /* QAT training before the observers freeze */
+    bool bn_frozen;
+} fwd;
+
+/* EMA of the batch's min and max (PyTorch's MovingAverageMinMaxObserver). */
+static void ema_update(qat_qpoint *p, const float *x, size_t n, float c) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    if (!isfinite(lo) || !isfinite(hi)) return; /* a NaN batch: the loss check stops the run */
+    p->range.data[0] += c * (lo - p->range.data[0]);
+    p->range.data[1] += c * (hi - p->range.data[1]);
+}
+
+/* x: the values before the point's fused activation. */
+static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x) {
+    qat_quant *q = f->q;
+    qat_tape *t = f->t;
+    if (!x) return NULL;
+    if (p->method == QAT_ACT_METHOD_PACT && q->fake_quant) {
+        qat_tensor *y = qat_pact(t, x, &p->param, p->bits, q->spec.pact_decay);
+        point_refresh(p);
+        return y;
+    }
+    if (p->act == QAT_LAYER_RELU) x = qat_relu(t, x);
+    else if (p->act == QAT_LAYER_RELU6) x = qat_relu6(t, x);
+    if (!x) return NULL;
+    if (q->observing && p->obs) qat_observer_update(p->obs, x->data, x->n);
+    if (!q->fake_quant) return x;
+    switch (p->method) {
+    case QAT_ACT_METHOD_LSQ: {
+        int qmin = nonneg(p) ? 0 : p->qmin, qmax = nonneg(p) ? levels(p) : p->qmax;
+        size_t per_sample = x->n / (size_t)x->shape[0];
+        qat_tensor *y = qat_lsq(t, x, &p->param, qmin, qmax, qat_lsq_grad_scale(per_sample, qmax));
+        point_refresh(p);
+        return y;
+    }
+    case QAT_ACT_METHOD_OBSERVER:
+        if (f->update_ranges) ema_update(p, x->data, x->n, q->spec.momentum);
+        /* fall through */
+    default:
+        point_refresh(p);
+        return qat_fake_quant(t, x, &p->scale, &p->zp, 1, 0, p->qmin, p->qmax);
+    }
+}
+
+static qat_tensor *weight_quant(fwd *f, qat_layer_quant *u, qat_tensor *wf) {
+    int qmax = qat_qmax_weight(u->wbits);
+    if (u->wstep.data) {
+        size_t per = wf->n / u->n_wscales;
+        qat_tensor *y = qat_lsq(f->t, wf, &u->wstep, -qmax, qmax, qat_lsq_grad_scale(per, qmax));
+        memcpy(u->wscale, u->wstep.data, u->n_wscales * sizeof(float));
+        return y;
+    }
+    size_t inner = wf->n / (size_t)u->wrows;
+    qat_fq_weight_scales(u->wscale, u->wzp, wf->data, u->wrows, inner, u->wgroup, qmax);
+    return qat_fake_quant(f->t, wf, u->wscale, u->wzp, u->wrows, u->wgroup, -qmax, qmax);
+}
+
+/* The int32 bias grid: scale s_in * s_w[c], zero point 0 (spec, "Affine mapping"). */
+static qat_tensor *bias_quant(fwd *f, qat_layer_quant *u, qat_tensor *b, const qat_qpoint *in) {
+    int C = (int)b->n;
+    float *s = qat_tape_alloc(f->t, (size_t)C * sizeof(float));
+    int32_t *z = qat_tape_alloc(f->t, (size_t)C * sizeof(int32_t));
+    if (!s || !z) return NULL;
+    for (int c = 0; c < C; c++) {
+        s[c] = in->scale * u->wscale[u->wrows == 1 ? 0 : c];
+        z[c] = 0;
+    }
+    return qat_fake_quant(f->t, b, s, z, C, 0, -INT32_MAX, INT32_MAX);
+}
+
+/* x + v, v a constant per-channel vector (C), gradient passing straight to x. */
+typedef struct addc_ctx {
+    qat_tensor *x, *y;
+} addc_ctx;
+static void addc_backward(qat_tape *t, void *p) {
+    addc_ctx *c = p;
+    if (c->x->grad)
+        for (size_t i = 0; i < c->x->n; i++) c->x->grad[i] += c->y->grad[i];
+}
+static qat_tensor *add_const(qat_tape *t, qat_tensor *x, const float *v) {
+    if (!x) return NULL;
+    bool grad = qat_tape_needs_grad(t, x, NULL, NULL);
+    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad);
+    if (!y) return NULL;
+    for (size_t i = 0; i < x->n; i++) y->data[i] = x->data[i] + v[i];
+    if (grad) {
+        addc_ctx *c = qat_tape_record(t, addc_backward, sizeof *c, "add_const");
+        if (!c) return NULL;
+        *c = (addc_ctx){x, y};
+    }
+    return y;
+}
+
+static qat_tensor *layer_op(qat_tape *t, const qat_layer *l, qat_tensor *x, qat_tensor *w, qat_tensor *b) {
+    if (l->kind == QAT_LAYER_LINEAR) return qat_linear(t, x, w, b);
+    return qat_conv2d(t, x, w, b, l->cfg.conv.stride, l->cfg.conv.pad, l->cfg.conv.groups);
+}
+
+/* Accumulates, per output channel, the mean of (float output - quantized output). */
+static void bias_correction_accumulate(qat_layer_quant *u, const qat_tensor *yf, const qat_tensor *yq) {
+    int N = yf->shape[0], C = yf->shape[1];
+    size_t S = yf->n / ((size_t)N * C);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            const float *a = yf->data + ((size_t)n * C + c) * S, *b = yq->data + ((size_t)n * C + c) * S;
+            double d = 0;
+            for (size_t s = 0; s < S; s++) d += (double)a[s] - b[s];
+            u->bc_sum[c] += d / (double)S;
+        }
+    u->bc_count += N;
+}
+
+static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const qat_qpoint *in) {
+    qat_tape *t = f->t;
+    qat_quant *q = f->q;
+    const qat_layer *l = u->layer, *bn = u->bn;
+    qat_tensor *w = (qat_tensor *)&l->weight, *b = l->bias.data ? (qat_tensor *)&l->bias : NULL;
+    qat_tensor *gamma = bn ? (qat_tensor *)&bn->weight : NULL, *beta = bn ? (qat_tensor *)&bn->bias : NULL;
+    float eps = bn ? bn->cfg.bn.eps : 0.0f;
+    qat_tensor *wf = bn ? qat_bnfold_weight(t, w, gamma, bn->running_var, eps) : w;
+    qat_tensor *wq = q->fake_quant ? weight_quant(f, u, wf) : wf;
+    qat_tensor *y;
+    if (bn && t->training && !f->bn_frozen) {
+        /* Before the freeze: batch statistics, as float training (bnfold.h). */
+        y = layer_op(t, l, x, wq, NULL);
+        y = qat_bnfold_unscale(t, y, gamma, bn->running_var, eps, b);
+        y = qat_batchnorm(t, y, gamma, beta, bn->running_mean, bn->running_var, bn->cfg.bn.momentum, eps);
+    } else {
+        qat_tensor *bf = bn ? qat_bnfold_bias(t, b, gamma, beta, bn->running_mean, bn->running_var, eps) : b;
+        if (bf && u->bias_corr.data) bf = add_const(t, bf, u->bias_corr.data);
+        qat_tensor *bq = bf;
+        if (bf && q->fake_quant && u->wgroup == 0) bq = bias_quant(f, u, bf, in);
+        y = layer_op(t, l, x, wq, bq);
+        if (q->bias_correcting && u->bc_sum && y && x) {
+            bool g = t->grad_enabled;
+            t->grad_enabled = false;
+            qat_tensor *yf = layer_op(t, l, x, wf, bf);
+            t->grad_enabled = g;
+            if (yf) bias_correction_accumulate(u, yf, y);
+        }
+    }
+    return point_apply(f, &u->out, y);
+}
+
+static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoint **cur) {
+    for (int i = 0; i < s->n && x; i++) {
+        qat_layer *l = &s->layers[i];
+        qat_layer_quant *u = l->quant;
+        if (is_head(l->kind)) {
+            x = unit_forward(f, u, x, *cur);
+            *cur = &u->out;
+            i += u->n_fused;
+        } else if (l->kind == QAT_LAYER_RESIDUAL) {
+            const qat_qpoint *cb = *cur, *cs = *cur;
+            qat_tensor *body = seq_forward(f, &l->body, x, &cb);
+            qat_tensor *sc = l->shortcut.n ? seq_forward(f, &l->shortcut, x, &cs) : x;
+            x = point_apply(f, &u->out, qat_add(f->t, body, sc));
+            *cur = &u->out;
+            i += u->n_fused;
+        } else {
+            x = qat_layer_forward(l, f->t, x);
+            if (u) {
+                x = point_apply(f, &u->out, x);
+                *cur = &u->out;
+            }
+        }
+    }
+    return x;
+}
+
+static qat_tensor *quant_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
+    qat_quant *q = m->quant;
+    const qat_quant_spec *sp = &q->spec;
+    bool qat_step = t->training && q->fake_quant && !q->observing;
+    float step = q->step.data[0];
+    fwd f = {q, t, qat_step && (sp->freeze_observer < 0 || step < (float)sp->freeze_observer),
+             sp->freeze_bn >= 0 && step >= (float)sp->freeze_bn};
+    if (qat_step) q->step.data[0] = step + 1.0f;
+    const qat_qpoint *cur = &q->input;
+    x = point_apply(&f, &q->input, x);
+    return seq_forward(&f, &m->root, x, &cur);
+}
+
+/* ---- calibration ---- */
+
+static qat_status point_observe(qat_qpoint *p, const qat_observer_config *cfg, qat_error *err) {
+    if (p->method == QAT_ACT_METHOD_SAME || p->method == QAT_ACT_METHOD_FIXED) return QAT_STATUS_OK;
+    p->obs = calloc(1, sizeof *p->obs);
+    if (!p->obs) return qat_error_set(err, QAT_STATUS_NOMEM, "quant: out of memory");
+    qat_status r = qat_observer_init(p->obs, cfg, err);
+    if (r) {
+        free(p->obs);
+        p->obs = NULL;
+    }
+    return r;
+}
+
+qat_status qat_quant_calibrate_begin(qat_model *m, qat_error *err) {
+    qat_quant *q = m->quant;
+    if (!q) return qat_error_set(err, QAT_STATUS_INVALID_ARG, "calibrate: the model is not quantized");
+    qat_status r = point_observe(&q->input, &q->spec.observer, err);
+    for (int i = 0; !r && i < q->n_units; i++)
+        if (q->units[i].layer) r = point_observe(&q->units[i].out, &q->spec.observer, err);
+    q->observing = true;
+    q->fake_quant = false;
+    return r;
+}
+
+/* Sets a point's range, PACT alpha or LSQ step from its observer. */
+static qat_status point_calibrated(qat_qpoint *p, const char *where, qat_error *err) {
+    if (!p->obs) return QAT_STATUS_OK;
+    float lo, hi;
+    qat_observer_range(p->obs, p->qmin, p->qmax, false, &lo, &hi);
+    bool seen = p->obs->seen;
+    qat_observer_free(p->obs);
+    free(p->obs);
+    p->obs = NULL;
+    if (!seen)
+        return qat_error_set(err, QAT_STATUS_NUMERIC,
+                             "calibrate: %s saw no finite values (too few samples, or NaN activations)",
+                             where);
+    p->range.data[0] = lo;
+    p->range.data[1] = hi;
+    if (p->method == QAT_ACT_METHOD_PACT) p->param.data[0] = hi > 0.0f ? hi : 1.0f;
+    if (p->method == QAT_ACT_METHOD_LSQ) {
+        float s;
+        int32_t z;
+        qat_qparams_from_range(lo, hi, p->qmin, p->qmax, false, &s, &z);
+        p->param.data[0] = s;
+    }
+    point_refresh(p);
+    return QAT_STATUS_OK;
+}
+
+/* The weights as the integer model will hold them: folded with the running statistics. */
+static float *folded_weights(const qat_layer_quant *u) {
+    const qat_layer *l = u->layer, *bn = u->bn;
+    size_t n = l->weight.n;
+    float *wf = malloc(n * sizeof(float));
+    if (!wf) return NULL;
+    int C = l->weight.shape[0];
+    size_t K = n / (size_t)C;
+    for (int c = 0; c < C; c++) {
+        float s = bn ? bn->weight.data[c] / sqrtf(bn->running_var[c] + bn->cfg.bn.eps) : 1.0f;
+        for (size_t k = 0; k < K; k++) wf[(size_t)c * K + k] = l->weight.data[(size_t)c * K + k] * s;
+    }
+    return wf;
+}
+
+/* LSQ weight steps: 2 mean|w| / sqrt(Qp) (Esser et al.), from the folded weights. */
+static void init_weight_steps(qat_layer_quant *u) {
+    float *wf = folded_weights(u);
+    if (!wf) return;
+    qat_lsq_init_scale(u->wstep.data, wf, (int)u->n_wscales, u->layer->weight.n / u->n_wscales,
+                       qat_qmax_weight(u->wbits));
+    free(wf);
+}
+
+qat_status qat_quant_calibrate_end(qat_model *m, qat_error *err) {
+    qat_quant *q = m->quant;
+    if (!q) return qat_error_set(err, QAT_STATUS_INVALID_ARG, "calibrate: the model is not quantized");
+    qat_status r = point_calibrated(&q->input, "the input", err);
+    for (int i = 0; i < q->n_units; i++) {
+        qat_layer_quant *u = &q->units[i];
+        if (!u->layer) continue;
+        char where[QAT_NAME_LEN + 16];
+        snprintf(where, sizeof where, "layer %s", u->layer->name);
+        qat_status s = point_calibrated(&u->out, where, err);
+        if (!r) r = s;
+        if (u->wstep.data) init_weight_steps(u);
+    }
+    q->observing = false;
+    q->fake_quant = true;
+    qat_quant_refresh(m);
+    return r;
+}
+
+void qat_quant_bias_correction_begin(qat_model *m) {
+    qat_quant *q = m->quant;
+    if (!q) return;
+    for (int i = 0; i < q->n_units; i++) {
+        qat_layer_quant *u = &q->units[i];
+        if (!u->bc_sum) continue;
+        memset(u->bc_sum, 0, u->bias_corr.n * sizeof(double));
+        u->bc_count = 0;
+    }
+    q->bias_correcting = true;
+}
+
+void qat_quant_bias_correction_end(qat_model *m) {
+    qat_quant *q = m->quant;
+    if (!q) return;
+    for (int i = 0; i < q->n_units; i++) {
+        qat_layer_quant *u = &q->units[i];
+        if (!u->bc_sum || u->bc_count <= 0) continue;
+        for (size_t c = 0; c < u->bias_corr.n; c++) u->bias_corr.data[c] += (float)(u->bc_sum[c] / u->bc_count);
+    }
+    q->bias_correcting = false;
+}
+
+/* ---- inspect ---- */
+
+static const char *method_str(qat_act_method k) {
+    switch (k) {
+    case QAT_ACT_METHOD_OBSERVER: return "range";
+    case QAT_ACT_METHOD_PACT: return "pact";
+    case QAT_ACT_METHOD_LSQ: return "lsq";
+    case QAT_ACT_METHOD_FIXED: return "fixed";
+    case QAT_ACT_METHOD_SAME: return "same";
+    }
+    return "?";
+}
+
+static void print_point(const qat_qpoint *p, FILE *f) {
+    fprintf(f, "a%d %-5s scale %-11.5g zp %4d", p->bits, method_str(p->method), (double)p->scale, p->zp);
+    if (p->method == QAT_ACT_METHOD_PACT) fprintf(f, "  alpha %.4g", (double)p->param.data[0]);
+    else if (p->method == QAT_ACT_METHOD_OBSERVER)
+        fprintf(f, "  range [%.4g, %.4g]", (double)p->range.data[0], (double)p->range.data[1]);
+}
+
+void qat_quant_print(const qat_model *m, FILE *f) {
+    const qat_quant *q = m->quant;
+    if (!q) return;
+    char spec[256];
+    qat_quant_spec_format(&q->spec, spec, sizeof spec);
+    fprintf(f, "quantization: %s, %.0f QAT steps taken\n", spec, (double)q->step.data[0]);
+    fprintf(f, "%-12s %-16s %-26s %s\n", "layer", "fused", "weights", "output");
+    fprintf(f, "%-12s %-16s %-26s ", "input", "", "");
+    print_point(&q->input, f);
+    fputc('\n', f);
+    for (int i = 0; i < q->n_units; i++) {
+        const qat_layer_quant *u = &q->units[i];
+        if (!u->layer) continue;
+        char fused[32], wdesc[64] = "";
+        snprintf(fused, sizeof fused, "%s%s%s", qat_layer_kind_str(u->layer->kind), u->bn ? "+bn" : "",
+                 u->out.act == QAT_LAYER_RELU ? "+relu" : u->out.act == QAT_LAYER_RELU6 ? "+relu6" : "");
+        if (u->wscale) {
+            float lo = INFINITY, hi = 0;
+            for (size_t c = 0; c < u->n_wscales; c++) {
+                lo = u->wscale[c] < lo ? u->wscale[c] : lo;
+                hi = u->wscale[c] > hi ? u->wscale[c] : hi;
+            }
+            snprintf(wdesc, sizeof wdesc, "w%d x%zu %s%.3g..%.3g", u->wbits, u->n_wscales,
+                     u->wstep.data ? "lsq " : "", (double)lo, (double)hi);
+        }
+        fprintf(f, "%-12s %-16s %-26s ", u->layer->name, fused, wdesc);
+        print_point(&u->out, f);
+        fputc('\n', f);
+    }
+}

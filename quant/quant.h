@@ -1,0 +1,172 @@
+/* quant.h - quantizing a model: the settings (a readable spec such as "w4a4,pact"), the
+ * fake-quant graph that QAT trains and PTQ calibrates, and what the exporter reads.
+ *
+ * Preparing a model hangs a qat_layer_quant on every layer where the integer runtime
+ * (../shared/int8-spec.md) will requantize, and nowhere else:
+ *
+ *   - at the input: the spec's fixed mapping of raw uint8 pixels, s = 1/(255 sigma),
+ *     z = round(255 mu) - 128, when the model has one normalisation (mean, std);
+ *   - on every conv and linear layer, a "unit": the layer, the batch norm that follows it
+ *     (folded, quant/bnfold.h) and the ReLU or ReLU6 after that (fused: the runtime's
+ *     clamp). Its weights are fake-quantized (per tensor, per output channel or per group
+ *     of G weights; min/max or LSQ) after folding, its bias is rounded to the int32 grid
+ *     s_in * s_w[c], and its output is fake-quantized at the activation bits;
+ *   - on a residual block (with the ReLU that follows it, if any): the add's output;
+ *   - after an average pool with the input's own scale and zero point (the runtime
+ *     divides in integers and rounds; the scale does not change), and after sigmoid,
+ *     tanh or a batch norm that no conv precedes;
+ *   - max pool, flatten, dropout and a ReLU on quantized values need nothing.
+ * Below 8 bits, the first layer's weights and the logits stay 8-bit unless the spec
+ * says "all" (the spec's "Below 8 bits").
+ *
+ * Activation quantization points choose their range by one of three methods:
+ *   observer - a range from calibration (quant/observer.h), then, during QAT, an EMA of
+ *              each batch's min/max (PyTorch's FakeQuantize does the same) until the
+ *              observers freeze;
+ *   pact     - PACT's learnable clip alpha replaces the ReLU/ReLU6 (quant/pact.h); alpha
+ *              starts at the calibrated upper bound. Points with no ReLU (logits, adds
+ *              without ReLU) fall back to the observer method;
+ *   lsq      - LSQ's learnable step (quant/lsq.h), started from the calibrated range.
+ *
+ * The spec string: "w<bits>a<bits>" then comma-separated options:
+ *     per-tensor | per-channel (default) | group=G     weight granularity
+ *     pact | lsq                                      activation method (lsq: weights too)
+ *     observer=minmax|ema|percentile|kl|mse           calibration observer (default minmax)
+ *     momentum=X  percentile=P                        observer settings
+ *     freeze-bn=N  freeze-observer=N                  steps of QAT after which BN statistics
+ *                                                     / activation ranges freeze (-1: never)
+ *     pact-decay=X                                    L2 decay on PACT alphas
+ *     all                                             first layer and logits at b bits too
+ *     bias-correction                                 PTQ: empirical bias correction
+ * e.g. "w8a8", "w4a4,pact", "w4a8,group=32", "w8a8,observer=kl".
+ *
+ * Use:
+ *     qat_quant_spec spec;
+ *     qat_quant_spec_parse(&spec, "w4a4,pact", &err);
+ *     qat_quant_prepare(m, &spec, &norm, &err);     // m: a finalized float model
+ *     qat_quant_calibrate_begin(m, &err);           // observers on, fake quant off
+ *     ... qat_model_forward on calibration batches, t.training = false ...
+ *     qat_quant_calibrate_end(m, &err);             // ranges, PACT alphas, LSQ steps
+ *     ... train (t.training = true) or evaluate: qat_model_forward is now fake-quant ...
+ * Learnable quantization parameters join the model's flat parameters, and ranges join
+ * its buffers, so checkpoints save them (names "<layer>.act_range", "<layer>.pact_alpha",
+ * "<layer>.act_step", "<layer>.weight_step", "<layer>.bias_correction", "quant.step").
+ */
+#ifndef QAT_QUANT_H
+#define QAT_QUANT_H
+
+#include <stdio.h>
+
+#include "layers/model.h"
+#include "observer.h"
+
+typedef enum qat_granularity {
+    QAT_GRANULARITY_TENSOR,
+    QAT_GRANULARITY_CHANNEL,
+    QAT_GRANULARITY_GROUP,
+} qat_granularity;
+
+typedef enum qat_act_method {
+    QAT_ACT_METHOD_OBSERVER,
+    QAT_ACT_METHOD_PACT,
+    QAT_ACT_METHOD_LSQ,
+    QAT_ACT_METHOD_FIXED, /* the model input's spec mapping */
+    QAT_ACT_METHOD_SAME,  /* average pools: the input's scale and zero point */
+} qat_act_method;
+
+typedef struct qat_quant_spec {
+    int wbits, abits;         /* 2..8 */
+    qat_granularity wgran;
+    int group;                /* QAT_GRANULARITY_GROUP: weights per group */
+    qat_act_method act;       /* OBSERVER, PACT or LSQ */
+    bool weight_lsq;          /* LSQ steps for weights (set by "lsq") */
+    qat_observer_config observer;
+    float momentum;           /* QAT's EMA of activation ranges */
+    long freeze_bn, freeze_observer; /* QAT steps; -1: never */
+    float pact_decay;
+    bool all_layers;
+    bool bias_correction;
+} qat_quant_spec;
+
+/* Defaults: w8a8, per channel, observer minmax, EMA momentum 0.01, no freezing. */
+qat_quant_spec qat_quant_spec_default(void);
+/* Parses a spec string; INVALID_ARG with a message naming the bad part. */
+qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *err);
+/* The canonical spec string (parses back to the same spec). */
+void qat_quant_spec_format(const qat_quant_spec *s, char *buf, size_t len);
+
+/* An activation quantization point. */
+typedef struct qat_qpoint {
+    qat_act_method method;
+    int bits, qmin, qmax;
+    qat_layer_kind act;       /* the fused activation: RELU, RELU6, or LINEAR for none */
+    const struct qat_qpoint *same; /* QAT_ACT_METHOD_SAME: whose parameters */
+    qat_tensor range;         /* buffer [lo, hi] */
+    qat_tensor param;         /* PACT alpha or LSQ step (one element), a model parameter */
+    float scale;              /* current scale and zero point */
+    int32_t zp;
+    qat_observer *obs;        /* during calibration */
+    char range_name[QAT_NAME_LEN + 16], param_name[QAT_NAME_LEN + 16];
+} qat_qpoint;
+
+/* What quantization hangs on a layer: a unit head (conv/linear), a residual block, an
+ * average pool, or a lone sigmoid/tanh/batch norm. */
+typedef struct qat_layer_quant {
+    qat_layer *layer;
+    qat_layer *bn;            /* folded batch norm, or NULL */
+    int n_fused;              /* layers after this one that the unit consumed */
+    /* Weights (conv/linear): */
+    int wbits, wrows, wgroup; /* fake-quant layout, quant/fake_quant.h */
+    size_t n_wscales;
+    float *wscale;            /* current weight scales (n_wscales) */
+    int32_t *wzp;
+    qat_tensor wstep;         /* LSQ weight steps, a model parameter */
+    qat_tensor bias_corr;     /* buffer (C): PTQ bias correction, added to the bias */
+    double *bc_sum;           /* bias correction accumulator (C), during calibration */
+    double bc_count;
+    char wstep_name[QAT_NAME_LEN + 16], bc_name[QAT_NAME_LEN + 24];
+    qat_qpoint out;
+} qat_layer_quant;
+
+typedef struct qat_quant {
+    qat_quant_spec spec;
+    qat_qpoint input;
+    qat_layer_quant *units;   /* one slot per layer of the model, in walk order */
+    int n_units;
+    qat_tensor step;          /* buffer (1): QAT training steps taken */
+    bool observing;           /* calibration: observers see float activations */
+    bool fake_quant;          /* quantization on (off during calibration) */
+    bool bias_correcting;     /* PTQ: accumulate float - quantized output means */
+} qat_quant;
+
+/* Input normalisation of the model's data ((x/255 - mean)/std); have = false when the
+ * inputs are not uint8 images with one mean and std (the input then gets an observer). */
+typedef struct qat_quant_input {
+    bool have;
+    float mean, std;
+} qat_quant_input;
+
+/* Quantizes a finalized float model in place: adds quantization parameters and buffers
+ * (create the optimizer afterwards) and routes qat_model_forward through fake quant.
+ * Ranges start empty (scale 1): calibrate, or restore a quantized checkpoint. */
+qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat_quant_input *in,
+                             qat_error *err);
+
+/* Calibration: observers record float activations (fake quant off); end computes every
+ * range, sets PACT alphas and LSQ steps from them, and turns fake quant on. */
+qat_status qat_quant_calibrate_begin(qat_model *m, qat_error *err);
+qat_status qat_quant_calibrate_end(qat_model *m, qat_error *err);
+/* Empirical bias correction (Nagel et al. 2019, section 4.2): between begin and end,
+ * evaluation forwards record each unit's mean output per channel with float and with
+ * quantized weights (same quantized input); end adds the difference to the bias. */
+void qat_quant_bias_correction_begin(qat_model *m);
+void qat_quant_bias_correction_end(qat_model *m);
+
+/* Recomputes every scale and zero point from the current ranges and parameters (after a
+ * checkpoint restore). */
+void qat_quant_refresh(qat_model *m);
+
+/* Per-layer summary: bits, scales, zero points, PACT alphas. */
+void qat_quant_print(const qat_model *m, FILE *f);
+
+#endif

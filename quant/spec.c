@@ -1,0 +1,115 @@
+/* spec.c - the quantization spec string of quant.h: "w4a4,pact,freeze-bn=2000". */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+
+qat_quant_spec qat_quant_spec_default(void) {
+    return (qat_quant_spec){.wbits = 8,
+                            .abits = 8,
+                            .wgran = QAT_GRANULARITY_CHANNEL,
+                            .act = QAT_ACT_METHOD_OBSERVER,
+                            .observer = {.kind = QAT_OBSERVER_MINMAX},
+                            .momentum = 0.01f,
+                            .freeze_bn = -1,
+                            .freeze_observer = -1};
+}
+
+static bool parse_long(const char *v, long lo, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo) return false;
+    *out = x;
+    return true;
+}
+
+static bool parse_float(const char *v, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) return false;
+    *out = x;
+    return true;
+}
+
+qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *err) {
+    *s = qat_quant_spec_default();
+    char buf[512];
+    if (!text || strlen(text) >= sizeof buf)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec: missing or too long");
+    strcpy(buf, text);
+    char *save = NULL;
+    char *tok = strtok_r(buf, ",", &save);
+    int wb = 0, ab = 0, used = 0;
+    if (!tok || sscanf(tok, "w%da%d%n", &wb, &ab, &used) != 2 || tok[used] != '\0')
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "quant spec '%s': must start with w<bits>a<bits>, e.g. w8a8 or w4a4",
+                             text);
+    if (wb < 2 || wb > 8 || ab < 2 || ab > 8)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "quant spec '%s': bits must be 2..8 (got w%d a%d)", text, wb, ab);
+    s->wbits = wb;
+    s->abits = ab;
+    while ((tok = strtok_r(NULL, ",", &save))) {
+        char *v = strchr(tok, '=');
+        if (v) *v++ = '\0';
+        bool ok = true;
+        if (!strcmp(tok, "per-tensor") && !v) s->wgran = QAT_GRANULARITY_TENSOR;
+        else if (!strcmp(tok, "per-channel") && !v) s->wgran = QAT_GRANULARITY_CHANNEL;
+        else if (!strcmp(tok, "group") && v) {
+            long g = 0;
+            ok = parse_long(v, 1, &g) && g <= 1 << 20;
+            s->wgran = QAT_GRANULARITY_GROUP;
+            s->group = (int)g;
+        } else if (!strcmp(tok, "pact") && !v) s->act = QAT_ACT_METHOD_PACT;
+        else if (!strcmp(tok, "lsq") && !v) {
+            s->act = QAT_ACT_METHOD_LSQ;
+            s->weight_lsq = true;
+        } else if (!strcmp(tok, "observer") && v) ok = qat_observer_kind_from_str(v, &s->observer.kind);
+        else if (!strcmp(tok, "momentum") && v) ok = parse_float(v, 1e-6f, 1.0f, &s->momentum);
+        else if (!strcmp(tok, "percentile") && v) ok = parse_float(v, 1e-3f, 100.0f, &s->observer.percentile);
+        else if (!strcmp(tok, "freeze-bn") && v) ok = parse_long(v, -1, &s->freeze_bn);
+        else if (!strcmp(tok, "freeze-observer") && v) ok = parse_long(v, -1, &s->freeze_observer);
+        else if (!strcmp(tok, "pact-decay") && v) ok = parse_float(v, 0.0f, 1e3f, &s->pact_decay);
+        else if (!strcmp(tok, "all") && !v) s->all_layers = true;
+        else if (!strcmp(tok, "bias-correction") && !v) s->bias_correction = true;
+        else
+            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                                 "quant spec '%s': unknown option '%s%s%s' (options: per-tensor, "
+                                 "per-channel, group=G, pact, lsq, observer=K, momentum=X, "
+                                 "percentile=P, freeze-bn=N, freeze-observer=N, pact-decay=X, all, "
+                                 "bias-correction)",
+                                 text, tok, v ? "=" : "", v ? v : "");
+        if (!ok)
+            return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec '%s': bad value '%s' for %s",
+                                 text, v ? v : "", tok);
+    }
+    if (s->weight_lsq && s->wgran == QAT_GRANULARITY_GROUP)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "quant spec '%s': lsq learns per-tensor or per-channel weight steps, not "
+                             "per-group",
+                             text);
+    return QAT_STATUS_OK;
+}
+
+void qat_quant_spec_format(const qat_quant_spec *s, char *buf, size_t len) {
+    const qat_quant_spec d = qat_quant_spec_default();
+    size_t n = (size_t)snprintf(buf, len, "w%da%d", s->wbits, s->abits);
+#define APPEND(...) \
+    if (n < len) n += (size_t)snprintf(buf + n, len - n, __VA_ARGS__)
+    if (s->wgran == QAT_GRANULARITY_TENSOR) APPEND(",per-tensor");
+    if (s->wgran == QAT_GRANULARITY_GROUP) APPEND(",group=%d", s->group);
+    if (s->act == QAT_ACT_METHOD_PACT) APPEND(",pact");
+    if (s->act == QAT_ACT_METHOD_LSQ) APPEND(",lsq");
+    if (s->observer.kind != d.observer.kind) APPEND(",observer=%s", qat_observer_kind_str(s->observer.kind));
+    if (s->momentum != d.momentum) APPEND(",momentum=%.9g", (double)s->momentum);
+    if (s->observer.percentile > 0) APPEND(",percentile=%.9g", (double)s->observer.percentile);
+    if (s->freeze_bn != d.freeze_bn) APPEND(",freeze-bn=%ld", s->freeze_bn);
+    if (s->freeze_observer != d.freeze_observer) APPEND(",freeze-observer=%ld", s->freeze_observer);
+    if (s->pact_decay > 0) APPEND(",pact-decay=%.9g", (double)s->pact_decay);
+    if (s->all_layers) APPEND(",all");
+    if (s->bias_correction) APPEND(",bias-correction");
+#undef APPEND
+}
