@@ -1,9 +1,10 @@
 /* bench_train.c - training-step throughput of the reference models on random data.
  *
- * For the CNN and the MLP at batch 64: forward, cross-entropy, backward and an SGD
- * momentum step, timed over many steps after a warm-up. The two models alternate in
- * rounds so that drift of this noisy machine hits both alike; the table reports the
- * median of the rounds and the peak resident memory of the whole run.
+ * For the CNN and the MLP at batch 64, in float and with QAT w8a8 fake quantization
+ * (quant/quant.h): forward, cross-entropy, backward and an SGD momentum step, timed over
+ * many steps after a warm-up. The models alternate in rounds so that drift of this noisy
+ * machine hits all alike; the table reports the median of the rounds, the QAT/float time
+ * ratio, and the peak resident memory of the whole run.
  *
  *     bench_train [rounds] [steps_per_round]
  *
@@ -17,6 +18,7 @@
 #include "layers/loss.h"
 #include "layers/model.h"
 #include "optim/optim.h"
+#include "quant/quant.h"
 
 enum { BATCH = 64 };
 
@@ -70,33 +72,52 @@ int main(int argc, char **argv) {
     for (int i = 0; i < BATCH * 784; i++) x[i] = qat_rng_normal(&rng);
     for (int i = 0; i < BATCH; i++) y[i] = (int32_t)qat_rng_below(&rng, 10);
 
-    bench_model models[2] = {{.name = "CNN", .m = qat_model_cnn(&rng)},
-                             {.name = "MLP", .m = qat_model_mlp(&rng)}};
+    enum { NM = 4 };
+    bench_model models[NM] = {{.name = "CNN", .m = qat_model_cnn(&rng)},
+                              {.name = "CNN-QAT", .m = qat_model_cnn(&rng)},
+                              {.name = "MLP", .m = qat_model_mlp(&rng)},
+                              {.name = "MLP-QAT", .m = qat_model_mlp(&rng)}};
     qat_optim_config cfg = qat_optim_config_default(QAT_OPTIM_SGD);
     cfg.momentum = 0.9;
-    for (int i = 0; i < 2; i++) {
-        if (!models[i].m || qat_optim_init(&models[i].opt, &cfg, models[i].m->n_params, NULL)) return 1;
+    for (int i = 0; i < NM; i++) {
+        if (!models[i].m) return 1;
+        if (i % 2) { /* QAT w8a8, ranges calibrated on the benchmark batch */
+            qat_quant_spec spec = qat_quant_spec_default();
+            qat_quant_input in = {true, 0.286f, 0.353f};
+            qat_tape t;
+            qat_tape_init(&t, 0);
+            t.training = false;
+            if (qat_quant_prepare(models[i].m, &spec, &in, NULL) || qat_quant_calibrate_begin(models[i].m, NULL))
+                return 1;
+            qat_model_forward(models[i].m, &t, qat_tape_input(&t, 4, (int[]){BATCH, 1, 28, 28}, x));
+            qat_quant_calibrate_end(models[i].m, NULL);
+            qat_tape_free(&t);
+        }
+        if (qat_optim_init(&models[i].opt, &cfg, models[i].m->n_params, NULL)) return 1;
         qat_tape_init(&models[i].tape, 0);
         models[i].rates = calloc((size_t)rounds, sizeof(double));
         run(&models[i], x, y, 3); /* warm-up: first-step allocations, caches */
     }
     for (int r = 0; r < rounds; r++)
-        for (int i = 0; i < 2; i++) models[i].rates[r] = run(&models[i], x, y, steps);
+        for (int i = 0; i < NM; i++) models[i].rates[r] = run(&models[i], x, y, steps);
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const char *threads = getenv("OPENBLAS_NUM_THREADS");
     printf("training step, batch %d, %d rounds x %d steps, OpenBLAS threads: %s\n", BATCH,
            rounds, steps, threads ? threads : "default");
-    printf("%-5s %12s %12s %12s %14s\n", "model", "median/s", "min/s", "max/s", "step arena MiB");
-    for (int i = 0; i < 2; i++) {
+    printf("%-8s %12s %12s %12s %14s %16s\n", "model", "median/s", "min/s", "max/s", "step arena MiB",
+           "time vs float");
+    for (int i = 0; i < NM; i++) {
         qsort(models[i].rates, (size_t)rounds, sizeof(double), cmp_double);
-        printf("%-5s %12.0f %12.0f %12.0f %14.1f\n", models[i].name, models[i].rates[rounds / 2],
+        printf("%-8s %12.0f %12.0f %12.0f %14.1f", models[i].name, models[i].rates[rounds / 2],
                models[i].rates[0], models[i].rates[rounds - 1],
                (double)models[i].tape.arena.peak / (1 << 20));
+        if (i % 2) printf(" %15.2fx", models[i - 1].rates[rounds / 2] / models[i].rates[rounds / 2]);
+        printf("\n");
     }
     printf("peak resident memory of the run: %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NM; i++) {
         qat_tape_free(&models[i].tape);
         qat_optim_free(&models[i].opt);
         qat_model_free(models[i].m);

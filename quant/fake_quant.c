@@ -2,6 +2,9 @@
 
 #include <string.h>
 
+#include "round.h"
+
+
 void qat_qparams_from_range(float lo, float hi, int qmin, int qmax, bool symmetric, float *scale,
                             int32_t *zero_point) {
     QAT_ASSERT(qmin < qmax);
@@ -47,31 +50,52 @@ size_t qat_fq_n_scales(int rows, size_t inner, int group) {
             }                                                                        \
     } while (0)
 
+/* One group, y = s * round(clamp(x / s, lo, hi)) with lo = qmin - zp <= 0 <= hi = qmax - zp:
+ * clamp(round(t) + zp, qmin, qmax) - zp == round(clamp(t, lo, hi)) because the bounds are
+ * integers and rounding is monotone and fixes integers. The compares are written as
+ * minps/maxps behave (a NaN t becomes hi), so the loop has no calls or branches and
+ * vectorises; "+ (t - t)" then makes the result NaN for a NaN or infinite input, as
+ * qat_fake_quantize does (round.h needs |t| < 2^23 for its conversion; the caller checks
+ * the bounds). */
+static void fq_group(float *y, const float *x, size_t n, float s, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) {
+        float t = x[i] / s;
+        float c = t < hi ? t : hi;
+        c = c > lo ? c : lo;
+        y[i] = s * qat_round_half_away(c) + (t - t);
+    }
+}
+
 /* inp, out are (rows, inner); scale, zp are (rows, groups per row) */
 void qat_fake_quant_forward(float *out, const float *inp, const float *scale, const int32_t *zp,
                             int rows, size_t inner, int group, int qmin, int qmax) {
-    const float fmin = (float)qmin, fmax = (float)qmax;
     FOR_EACH_GROUP(rows, inner, group, {
-        const float s = scale[k], z = (float)zp[k];
-        const float *x = inp + begin;
-        float *y = out + begin;
-        for (size_t i = 0; i < len; i++) y[i] = qat_fake_quantize(x[i], s, z, fmin, fmax);
+        const float s = scale[k], z = (float)zp[k], lo = (float)qmin - z, hi = (float)qmax - z;
+        if (hi < 8388608.0f && lo > -8388608.0f) {
+            fq_group(out + begin, inp + begin, len, s, lo, hi);
+        } else { /* int32 biases: the plain formula */
+            for (size_t i = 0; i < len; i++)
+                out[begin + i] = qat_fake_quantize(inp[begin + i], s, z, (float)qmin, (float)qmax);
+        }
     });
+}
+
+/* The STE mask: round(t) in [lo, hi] <=> lo - 0.5 < t < hi + 0.5 for integer bounds
+ * lo <= 0 <= hi under rounding half away from zero (t = hi + 0.5 > 0 rounds up to
+ * hi + 1, t = lo - 0.5 < 0 down to lo - 1); a NaN fails both compares. */
+static void fq_group_backward(float *dx, const float *dy, const float *x, size_t n, float s, float lo, float hi) {
+    const float a = lo - 0.5f, b = hi + 0.5f;
+    for (size_t i = 0; i < n; i++) {
+        float t = x[i] / s, g = dy[i];
+        dx[i] += (t > a) & (t < b) ? g : 0.0f;
+    }
 }
 
 void qat_fake_quant_backward(float *dinp, const float *dout, const float *inp, const float *scale,
                              const int32_t *zp, int rows, size_t inner, int group, int qmin, int qmax) {
-    const float fmin = (float)qmin, fmax = (float)qmax;
     FOR_EACH_GROUP(rows, inner, group, {
-        const float s = scale[k], z = (float)zp[k];
-        const float *x = inp + begin, *dy = dout + begin;
-        float *dx = dinp + begin;
-        for (size_t i = 0; i < len; i++) {
-            /* The STE mask: the same integer the forward clamped, before the clamp. */
-            float r = roundf(x[i] / s) + z;
-            float g = dy[i];
-            dx[i] += (r >= fmin) & (r <= fmax) ? g : 0.0f;
-        }
+        const float z = (float)zp[k];
+        fq_group_backward(dinp + begin, dout + begin, inp + begin, len, scale[k], (float)qmin - z, (float)qmax - z);
     });
 }
 

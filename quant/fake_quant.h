@@ -54,13 +54,13 @@ static inline int32_t qat_quantize(float x, float scale, int32_t zp, int qmin, i
     return (int32_t)r;
 }
 
-/* x_hat = scale * (clamp(round(x / scale) + zp, qmin, qmax) - zp); NaN stays NaN so
- * the training loop's NaN check still sees it. */
+/* x_hat = scale * (clamp(round(x / scale) + zp, qmin, qmax) - zp). A NaN or infinite x
+ * gives NaN, never a quietly saturated value, so the training loop's NaN check sees it. */
 static inline float qat_fake_quantize(float x, float scale, float zp, float qmin, float qmax) {
-    float r = roundf(x / scale) + zp;
+    float t = x / scale, r = roundf(t) + zp;
     r = r < qmin ? qmin : r;
     r = r > qmax ? qmax : r;
-    return scale * (r - zp);
+    return scale * (r - zp) + (t - t);
 }
 
 /* Number of scales for C rows of `inner` elements in groups of `group` (0: whole row). */

@@ -3,18 +3,7 @@
 #include <math.h>
 #include <stdint.h>
 
-/* Round half away from zero (C roundf) for |t| <= 2^23, vectorisable: roundf(t) =
- * copysign(roundf(|t|), t), and roundf(|t|) is computed as round_half_away_nonneg in
- * pact.c, whose derivation holds for every float in [0, 2^23] (there r < 2^24, so r and
- * r + 1 are exact; Sterbenz makes |t| - r exact). copysignf gives a zero result t's
- * sign, as roundf(-0.3f) is -0.0f. (Truncating t itself and stepping by the sign of
- * the fraction is as exact but gcc does not vectorise it.) */
-static inline float round_half_away(float t) {
-    float a = fabsf(t);
-    float r = (float)(int32_t)a;
-    r += a - r >= 0.5f ? 1.0f : 0.0f;
-    return copysignf(r, t);
-}
+#include "round.h"
 
 static void check_range(int qmin, int qmax) {
     QAT_ASSERT(qmin < qmax);
@@ -47,7 +36,7 @@ void qat_lsq_forward(float *out, const float *inp, const float *s, int n_scales,
             tc = tc < hi ? tc : hi;
             float tn = t < lo ? lo : t;
             tn = tn > hi ? hi : tn;
-            y[i] = round_half_away(tc) * sc * (1.0f + (tn - tn));
+            y[i] = qat_round_half_away(tc) * sc * (1.0f + (tn - tn));
         }
     }
 }
@@ -81,7 +70,7 @@ void qat_lsq_backward(float *dinp, float *ds, const float *dout, const float *in
                 float t = x[i] / sc;
                 float tc = t > lo ? t : lo;
                 tc = tc < hi ? tc : hi;
-                float d = ((t > lo) & (t < hi)) ? round_half_away(tc) - t : tc;
+                float d = ((t > lo) & (t < hi)) ? qat_round_half_away(tc) - t : tc;
                 acc += (double)dy[i] * (double)d;
             }
             ds[c] += (float)((double)grad_scale * acc);

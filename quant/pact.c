@@ -4,24 +4,7 @@
 #include <math.h>
 #include <stdint.h>
 
-/* Round half away from zero (C roundf) for 0 <= t <= 65535, written so that gcc
- * vectorises it: on the x86-64 baseline (SSE2) roundf stays a scalar library call, and
- * even SSE4.1's roundps has no half-away mode.
- *
- * Derivation. i = (int32_t)t truncates toward zero (C11 6.3.1.4), defined because
- * t < 2^31; r = (float)i is exact because i < 2^24. d = t - r is exact: for t < 1, r = 0
- * and d = t; for t >= 1, r = floor(t) > t - 1 >= t / 2, so r <= t <= 2r and Sterbenz's
- * lemma makes the subtraction exact. d is therefore the true fractional part, in [0, 1),
- * and roundf(t) = r + 1 exactly when d >= 0.5 (a tie, d == 0.5, goes up: away from zero,
- * as t >= 0). r + 1 <= 65536 < 2^24 is exact. So this equals roundf(t) for every float
- * in [0, 65535]; test_pact.c checks it against roundf on every tie and its neighbours.
- *
- * The naive t + 0.5 then truncate is wrong: 0.49999997f + 0.5f rounds to 1.0f in float,
- * giving 1 where roundf gives 0. */
-static inline float round_half_away_nonneg(float t) {
-    float r = (float)(int32_t)t;
-    return r + (t - r >= 0.5f ? 1.0f : 0.0f);
-}
+#include "round.h"
 
 /* inp, out are (n)
  *
@@ -63,7 +46,7 @@ void qat_pact_forward(float *out, const float *inp, float alpha, int bits, size_
          * (isnan(x) ? x : ...) would do the same, but gcc will not if-convert it under
          * -ftrapping-math and the loop would stay scalar. q * scale >= +0, so adding +0
          * changes no bit. */
-        out[i] = round_half_away_nonneg(t) * scale + (v - v);
+        out[i] = qat_round_half_away(t) * scale + (v - v);
     }
 }
 

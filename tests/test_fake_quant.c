@@ -157,6 +157,35 @@ static void test_per_channel_op_backward(void **state) {
     qat_tape_free(&t);
 }
 
+/* The vectorised kernel against the spec's formula with roundf, bit for bit: random
+ * values, exact ties k + 0.5 and their float neighbours, clamped values, NaN. */
+static void test_kernel_matches_formula(void **state) {
+    (void)state;
+    enum { N = 4096 };
+    static float x[N], y[N];
+    const float scales[3] = {0.1f, 0.037f, 1.7f / 15};
+    const int32_t zps[3] = {0, -128, 5};
+    for (int c = 0; c < 3; c++) {
+        float s = scales[c];
+        fill_uniform(x, N, -200 * s, 200 * s, 40 + (uint64_t)c);
+        for (int i = 0; i < 1024; i++) { /* ties of x / s and the floats around them */
+            float tie = ((float)(i % 300) - 150.0f + 0.5f) * s;
+            x[i] = i % 3 == 0 ? tie : i % 3 == 1 ? nextafterf(tie, INFINITY) : nextafterf(tie, -INFINITY);
+        }
+        x[N - 1] = NAN;
+        x[N - 2] = INFINITY;
+        x[N - 3] = -INFINITY;
+        x[N - 4] = -0.0f;
+        qat_fake_quant_forward(y, x, &s, &zps[c], 1, N, 0, -128, 127);
+        for (int i = 0; i < N; i++) {
+            float want = qat_fake_quantize(x[i], s, (float)zps[c], -128, 127);
+            if (memcmp(&y[i], &want, sizeof want) != 0 && !(isnan(y[i]) && isnan(want)) &&
+                !(y[i] == 0 && want == 0))
+                fail_msg("scale %g zp %d: x = %a gives %a, the formula %a", s, zps[c], x[i], y[i], want);
+        }
+    }
+}
+
 static void test_errors(void **state) {
     (void)state;
     qat_tape t;
@@ -180,7 +209,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qparams_by_hand),       cmocka_unit_test(test_quantize_ties_and_clamps),
         cmocka_unit_test(test_per_channel_and_group), cmocka_unit_test(test_ste_mask),
-        cmocka_unit_test(test_per_channel_op_backward), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_per_channel_op_backward), cmocka_unit_test(test_kernel_matches_formula),
+        cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
