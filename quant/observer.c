@@ -1,5 +1,7 @@
 #include "observer.h"
 
+#include "fake_quant.h"
+
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -347,6 +349,12 @@ static void range_kl(const qat_observer *o, int qmin, int qmax, bool symmetric, 
      * largest |x| (ours ends at R, up to twice that). */
     const int used = hist_used(o->pos, o->neg, o->cfg.bins);
     for (int j = 0; j < used; j++) o->scratch[j] = (double)o->pos[j] + (double)o->neg[j];
+    /* The zero spike: after a ReLU about half of all values sit in bin 0, and then the
+     * divergence is smallest for the narrowest candidate, whose groups are single bins
+     * that reproduce the spike exactly, whatever it clips (measured: 10% accuracy on the
+     * reference CNN at w4a4, 89.6% at w8a8). NVIDIA's pytorch-quantization entropy
+     * calibrator replaces bin 0 by bin 1 for the same reason; so do we. */
+    if (used > 1) o->scratch[0] = o->scratch[1];
     const int i = qat_observer_kl_threshold_bin(o->scratch, used, nq, NULL);
     const float T = (float)fmin(i * qat_observer_bin_width(o), maxabs);
     *hi = T;
@@ -354,30 +362,6 @@ static void range_kl(const qat_observer *o, int qmin, int qmax, bool symmetric, 
 }
 
 /* ---- MSE ------------------------------------------------------------------------------ */
-
-/* Scale and zero point from [lo, hi] exactly as ../shared/int8-spec.md says (the same
- * formulas as qat_qparams_from_range in quant/fake_quant.c, kept here so the observer
- * depends only on the spec). */
-static void spec_qparams(float lo, float hi, int qmin, int qmax, bool symmetric, float *scale,
-                         int *zp) {
-    lo = fminf(lo, 0.0f);
-    hi = fmaxf(hi, 0.0f);
-    if (symmetric) {
-        *scale = fmaxf(-lo, hi) / (float)qmax;
-        *zp = 0;
-    } else {
-        *scale = (hi - lo) / (float)(qmax - qmin);
-        *zp = 0;
-        if (*scale > 0.0f) {
-            long z = (long)qmin - lroundf(lo / *scale);
-            *zp = (int)(z < qmin ? qmin : z > qmax ? qmax : z);
-        }
-    }
-    if (!(*scale > 0.0f) || !is_finite(*scale)) {
-        *scale = 1.0f; /* the spec's degenerate range */
-        *zp = 0;
-    }
-}
 
 static inline double cube(double v) { return v * v * v; }
 
@@ -411,8 +395,8 @@ double qat_observer_mse_error(const qat_observer *o, float lo, float hi, int qmi
     /* No histogram, nothing seen, or only zeros (which every quantizer keeps exact). */
     if (!o->pos || o->count == 0 || w == 0.0) return 0.0;
     float scale;
-    int zp;
-    spec_qparams(lo, hi, qmin, qmax, symmetric, &scale, &zp);
+    int32_t zp;
+    qat_qparams_from_range(lo, hi, qmin, qmax, symmetric, &scale, &zp);
     const double s = scale;
     const int bins = o->cfg.bins;
     const int np = hist_used(o->pos, NULL, bins), nn = hist_used(o->neg, NULL, bins);
