@@ -31,7 +31,8 @@
  * The spec string: "w<bits>a<bits>" then comma-separated options:
  *     per-tensor | per-channel (default) | group=G     weight granularity
  *     pact | lsq                                      activation method (lsq: weights too)
- *     observer=minmax|ema|percentile|kl|mse           calibration observer (default minmax)
+ *     observer=minmax|ema|percentile|kl|mse           calibration observer (default minmax at
+ *                                                     8-bit activations, mse below)
  *     momentum=X  percentile=P                        observer settings
  *     freeze-bn=N  freeze-observer=N                  steps of QAT after which BN statistics
  *                                                     / activation ranges freeze (-1: never)

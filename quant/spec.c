@@ -16,6 +16,13 @@ qat_quant_spec qat_quant_spec_default(void) {
                             .freeze_observer = -1};
 }
 
+/* Calibration observer by activation bits, chosen by measurement (README, "Quantization"):
+ * min/max keeps int8 within 0.05 points of float, while below 8 bits the MSE range is far
+ * better (DW-CNN w4a4 PTQ: 84.6% against 66.4% with min/max). */
+static qat_observer_kind default_observer(int abits) {
+    return abits < 8 ? QAT_OBSERVER_MSE : QAT_OBSERVER_MINMAX;
+}
+
 static bool parse_long(const char *v, long lo, long *out) {
     char *end;
     errno = 0;
@@ -52,6 +59,7 @@ qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *
                              "quant spec '%s': bits must be 2..8 (got w%d a%d)", text, wb, ab);
     s->wbits = wb;
     s->abits = ab;
+    s->observer.kind = default_observer(ab);
     while ((tok = strtok_r(NULL, ",", &save))) {
         char *v = strchr(tok, '=');
         if (v) *v++ = '\0';
@@ -103,7 +111,7 @@ void qat_quant_spec_format(const qat_quant_spec *s, char *buf, size_t len) {
     if (s->wgran == QAT_GRANULARITY_GROUP) APPEND(",group=%d", s->group);
     if (s->act == QAT_ACT_METHOD_PACT) APPEND(",pact");
     if (s->act == QAT_ACT_METHOD_LSQ) APPEND(",lsq");
-    if (s->observer.kind != d.observer.kind) APPEND(",observer=%s", qat_observer_kind_str(s->observer.kind));
+    if (s->observer.kind != default_observer(s->abits)) APPEND(",observer=%s", qat_observer_kind_str(s->observer.kind));
     if (s->momentum != d.momentum) APPEND(",momentum=%.9g", (double)s->momentum);
     if (s->observer.percentile > 0) APPEND(",percentile=%.9g", (double)s->observer.percentile);
     if (s->freeze_bn != d.freeze_bn) APPEND(",freeze-bn=%ld", s->freeze_bn);

@@ -1,6 +1,7 @@
 /* test_cli.c - the qat command end to end, on small CSV data made here: train with
  * --json, stop with --until and --resume to a byte-identical checkpoint, eval, inspect,
- * --help everywhere, and clear errors for bad input. */
+ * --help everywhere, PTQ and QAT with quantized checkpoints (eval, inspect, exact resume),
+ * and clear errors for bad input. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -107,10 +108,50 @@ static void test_train_json_resume_eval_inspect(void **state) {
     assert_non_null(strstr(out, "linear"));
 }
 
+static double json_number(const char *out, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *p = strstr(out, k);
+    if (!p) fail_msg("no %s in: %s", key, out);
+    return strtod(p + strlen(k), NULL);
+}
+
+/* PTQ and QAT from a float checkpoint; quantized checkpoints evaluate, inspect and resume
+ * byte-identically. */
+static void test_quantization(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    char args[512];
+    snprintf(args, sizeof args, "%s --epochs 3 --out f.safetensors", TRAIN);
+    if (qat(out, sizeof out, args) != 0) fail_msg("train failed: %s", out);
+    if (qat(out, sizeof out, "calibrate --from f.safetensors --data train.csv --samples 64 --out p.safetensors --json") != 0)
+        fail_msg("calibrate failed: %s", out);
+    double f = json_number(out, "fp32_accuracy"), q = json_number(out, "quant_accuracy");
+    if (!(q > f - 0.1)) fail_msg("w8a8 PTQ lost too much: %g -> %g", f, q);
+    if (qat(out, sizeof out, "eval p.safetensors --data test.csv --json") != 0) fail_msg("eval of PTQ failed: %s", out);
+    if (json_number(out, "test_accuracy") != q) fail_msg("eval of the PTQ checkpoint differs: %s", out);
+    if (qat(out, sizeof out, "inspect p.safetensors") != 0) fail_msg("inspect failed: %s", out);
+    if (!strstr(out, "quantization: w8a8") || !strstr(out, "linear+relu")) fail_msg("no quantization table: %s", out);
+
+    const char *QAT = "train --from f.safetensors --data train.csv --test-data test.csv --batch 16 --quiet "
+                      "--quant w4a4,pact --calib-samples 64 --epochs 2";
+    snprintf(args, sizeof args, "%s --out q.safetensors --json", QAT);
+    if (qat(out, sizeof out, args) != 0) fail_msg("QAT failed: %s", out);
+    double a = json_number(out, "test_accuracy");
+    if (!(a > 0.7)) fail_msg("QAT w4a4 did not keep accuracy: %g", a);
+    snprintf(args, sizeof args, "%s --until 1 --out r.safetensors", QAT);
+    if (qat(out, sizeof out, args) != 0) fail_msg("QAT --until failed: %s", out);
+    if (qat(out, sizeof out, "train --resume r.safetensors --quiet") != 0) fail_msg("QAT resume failed: %s", out);
+    if (!same_file("q.safetensors", "r.safetensors")) fail_msg("QAT 2 epochs and 1 + resume 1 differ");
+    if (qat(out, sizeof out, "inspect q.safetensors") != 0 || !strstr(out, "pact") || !strstr(out, "alpha"))
+        fail_msg("inspect of a PACT checkpoint: %s", out);
+}
+
 static void test_help_everywhere(void **state) {
     (void)state;
     static char out[1 << 14];
-    const char *cmds[] = {"--help", "train --help", "eval --help", "predict --help", "inspect --help", "demo --help"};
+    const char *cmds[] = {"--help",         "train --help",   "eval --help",     "predict --help",
+                          "inspect --help", "demo --help",    "calibrate --help"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         if (qat(out, sizeof out, cmds[i]) != 0) fail_msg("qat %s: nonzero exit: %s", cmds[i], out);
         assert_non_null(strstr(out, "usage"));
@@ -141,11 +182,16 @@ static void test_errors(void **state) {
     expect_fail("train --model mlp.model --data train.csv --test-data test.csv --optim lion", "--optim");
     expect_fail("eval mlp.model", "needs a checkpoint");
     expect_fail("inspect missing.safetensors", "missing.safetensors");
+    expect_fail("calibrate --data train.csv", "--from");
+    expect_fail("calibrate --from mlp.model", "float checkpoint");
+    expect_fail("train --model mlp.model --data train.csv --test-data test.csv --quant w9a9", "bits must be 2..8");
+    expect_fail("train --model mlp.model --data train.csv --test-data test.csv --quant w8a8,frob", "unknown option 'frob'");
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_json_resume_eval_inspect),
+        cmocka_unit_test(test_quantization),
         cmocka_unit_test(test_help_everywhere),
         cmocka_unit_test(test_errors),
     };
