@@ -52,7 +52,7 @@ qat_status cli_ptq(const char *from, const char *spec, int samples, const char *
 #define QAT_DEMO_PTQ_SPEC "w8a8"
 #define QAT_DEMO_QAT_SPEC "w8a8"
 #define QAT_DEFAULT_EPOCHS 1
-#define QAT_DEFAULT_LR 0.005f
+#define QAT_DEFAULT_LR 0.01f
 
 /* Prints "qat <cmd>: <msg>" to stderr and returns 1 (the process exit status). */
 int cli_fail(const char *cmd, const char *msg);

@@ -347,7 +347,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"out", QAT_OPT_STRING, &a->out, "FILE", "checkpoint written after every epoch"},
         {"resume", QAT_OPT_STRING, &a->resume, "FILE", "continue from a checkpoint"},
         {"from", QAT_OPT_STRING, &a->from, "FILE", "start from a float checkpoint (its model and weights)"},
-        {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help)"},
+        {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help); with --from, lr 0.01 and 1 epoch unless given"},
         {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
         {"import", QAT_OPT_STRING, &a->import, "FILE", "start from float weights in a safetensors file (PyTorch names)"},
         {"log", QAT_OPT_STRING, &a->log, "FILE", "append metrics per epoch (.csv or JSON lines)"},
@@ -375,6 +375,9 @@ int cmd_train(int argc, char **argv) {
     if (a.epochs < 1 || a.batch < 1) return cli_fail("train", "--epochs and --batch must be at least 1");
     if ((a.resume || a.from) && qat_args_seen(opts, "model"))
         return cli_fail("train", "--resume and --from take the model from the checkpoint; drop --model");
+    /* QAT fine-tunes: its own defaults (README, "Quantization"), unless given. */
+    if (a.quant && a.from && !qat_args_seen(opts, "lr")) a.lr = QAT_DEFAULT_LR;
+    if (a.quant && a.from && !qat_args_seen(opts, "epochs")) a.epochs = QAT_DEFAULT_EPOCHS;
     if (a.resume && (a.from || a.quant))
         return cli_fail("train", "--resume continues a run as it was; drop --from and --quant");
     if (a.resume && qat_args_seen(opts, "model"))
