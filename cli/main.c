@@ -14,6 +14,7 @@ static const struct {
     {"predict", cmd_predict, "classify image files with a checkpoint"},
     {"inspect", cmd_inspect, "layers, shapes, parameters and MACs of a model or checkpoint"},
     {"calibrate", cmd_calibrate, "post-training quantization of a float checkpoint"},
+    {"export", cmd_export, "write a quantized checkpoint as an integer-only model"},
     {"demo", cmd_demo, "train the reference CNN on Fashion-MNIST and summarise"},
 };
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "quant/export.h"
 #include "quant/quant.h"
 #include "train/progress.h"
 #include "train/trainer.h"
@@ -212,4 +213,66 @@ int cmd_calibrate(int argc, char **argv) {
                "checkpoint %s\n",
                from, 100 * r.acc_fp32, spec_text, samples, r.seconds, 100 * r.acc_q, out);
     return 0;
+}
+
+/* ---- qat export ---- */
+
+int cmd_export(int argc, char **argv) {
+    const char *out = "model.int8.safetensors";
+    bool json = false;
+    qat_opt opts[] = {
+        {"out", QAT_OPT_STRING, &out, "FILE", "the integer model file"},
+        {"json", QAT_OPT_FLAG, &json, NULL, "print the sizes as one JSON object"},
+        {0},
+    };
+    char *pos[1];
+    qat_error err = {0};
+    int n = qat_args_parse(argc, argv, opts, pos, 1, &err);
+    if (n == -2 || n == 0) {
+        qat_args_help(n == -2 ? stdout : stderr, "qat export CHECKPOINT [--out FILE]",
+                      "Writes a quantized checkpoint (from qat calibrate or qat train --quant) as an "
+                      "integer-only model for the int8 runtime (docs/int8-format.md): int8 or packed "
+                      "4-bit weights, int32 biases, fixed-point multipliers, zero points.",
+                      opts);
+        return n == -2 ? 0 : 2;
+    }
+    if (n < 0) return cli_fail("export", err.msg);
+    cli_model cm;
+    if (cli_model_open(&cm, pos[0], 0, &err)) return cli_fail("export", err.msg);
+    if (!cm.m->quant) {
+        cli_model_close(&cm);
+        return cli_fail("export", "needs a quantized checkpoint (qat calibrate or qat train --quant)");
+    }
+    /* For people and tools: where it came from, the class names, the normalisation. */
+    qat_st_kv meta[8];
+    size_t nm = 0;
+    meta[nm++] = (qat_st_kv){"source", pos[0]};
+    const char *keys[] = {"quant", "class_names", "normalize_mean", "normalize_std", "data", "classes"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        const char *v = qat_checkpoint_extra(&cm.ckpt, keys[i]);
+        if (v) meta[nm++] = (qat_st_kv){keys[i], v};
+    }
+    qat_export_report rep;
+    int rc = 0;
+    if (qat_export(cm.m, out, meta, nm, &rep, &err)) {
+        rc = cli_fail("export", err.msg);
+    } else {
+        /* The float model's weights: every parameter but the quantization's own. */
+        size_t fp32 = 0;
+        for (int i = 0; i < cm.m->n_param_tensors; i++) {
+            const char *nm2 = cm.m->param_tensors[i]->name;
+            if (!strstr(nm2, "pact_alpha") && !strstr(nm2, "_step")) fp32 += 4 * cm.m->param_tensors[i]->n;
+        }
+        if (json)
+            printf("{\"command\": \"export\", \"model\": \"%s\", \"ops\": %d, \"file_bytes\": %zu, "
+                   "\"weight_bytes\": %zu, \"fp32_weight_bytes\": %zu, \"ratio\": %.4f}\n",
+                   out, rep.n_ops, rep.file_bytes, rep.weight_bytes, fp32, (double)rep.file_bytes / (double)fp32);
+        else
+            printf("%s: %d ops, %zu bytes (weights %zu, biases and multipliers %zu); the fp32 weights are %zu "
+                   "bytes: %.3fx\n",
+                   out, rep.n_ops, rep.file_bytes, rep.weight_bytes, rep.other_bytes, fp32,
+                   (double)rep.file_bytes / (double)fp32);
+    }
+    cli_model_close(&cm);
+    return rc;
 }

@@ -283,7 +283,6 @@ static void point_refresh(qat_qpoint *p) {
     }
 }
 
-static float *folded_weights(const qat_layer_quant *u);
 
 void qat_quant_refresh(qat_model *m) {
     qat_quant *q = m->quant;
@@ -298,7 +297,7 @@ void qat_quant_refresh(qat_model *m) {
             memcpy(u->wscale, u->wstep.data, u->n_wscales * sizeof(float));
             continue;
         }
-        float *wf = folded_weights(u);
+        float *wf = qat_quant_folded_weights(u);
         if (!wf) continue;
         qat_fq_weight_scales(u->wscale, u->wzp, wf, u->wrows, u->layer->weight.n / (size_t)u->wrows,
                              u->wgroup, qat_qmax_weight(u->wbits));
@@ -550,7 +549,7 @@ static qat_status point_calibrated(qat_qpoint *p, const char *where, qat_error *
 }
 
 /* The weights as the integer model will hold them: folded with the running statistics. */
-static float *folded_weights(const qat_layer_quant *u) {
+float *qat_quant_folded_weights(const qat_layer_quant *u) {
     const qat_layer *l = u->layer, *bn = u->bn;
     size_t n = l->weight.n;
     float *wf = malloc(n * sizeof(float));
@@ -564,9 +563,19 @@ static float *folded_weights(const qat_layer_quant *u) {
     return wf;
 }
 
+void qat_quant_folded_bias(const qat_layer_quant *u, float *out) {
+    const qat_layer *l = u->layer, *bn = u->bn;
+    int C = l->weight.shape[0];
+    for (int c = 0; c < C; c++) {
+        float b = l->bias.data ? l->bias.data[c] : 0.0f;
+        if (bn) b = bn->bias.data[c] + (b - bn->running_mean[c]) * (bn->weight.data[c] / sqrtf(bn->running_var[c] + bn->cfg.bn.eps));
+        out[c] = b + (u->bias_corr.data ? u->bias_corr.data[c] : 0.0f);
+    }
+}
+
 /* LSQ weight steps: 2 mean|w| / sqrt(Qp) (Esser et al.), from the folded weights. */
 static void init_weight_steps(qat_layer_quant *u) {
-    float *wf = folded_weights(u);
+    float *wf = qat_quant_folded_weights(u);
     if (!wf) return;
     qat_lsq_init_scale(u->wstep.data, wf, (int)u->n_wscales, u->layer->weight.n / u->n_wscales,
                        qat_qmax_weight(u->wbits));

@@ -167,6 +167,12 @@ void qat_quant_bias_correction_end(qat_model *m);
  * checkpoint restore). */
 void qat_quant_refresh(qat_model *m);
 
+/* A unit's weights and bias as the integer model holds them (BN folded with the running
+ * statistics, PTQ bias correction added): weights malloc'ed (layer->weight.n floats,
+ * NULL if out of memory), bias into out (C floats). */
+float *qat_quant_folded_weights(const qat_layer_quant *u);
+void qat_quant_folded_bias(const qat_layer_quant *u, float *out);
+
 /* Per-layer summary: bits, scales, zero points, PACT alphas. */
 void qat_quant_print(const qat_model *m, FILE *f);
 
