@@ -31,22 +31,6 @@ static float ref_lsq(float x, float s, int qmin, int qmax) {
     return q * s;
 }
 
-static qat_tensor *new_from(int ndim, const int *shape, const float *v) {
-    qat_tensor *t = test_tensor_new(ndim, shape);
-    memcpy(t->data, v, t->n * sizeof(float));
-    return t;
-}
-
-static void assert_same(const float *got, const float *want, const float *inp, size_t n,
-                        const char *what) {
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(got[i]) && isnan(want[i])) continue;
-        if (!(got[i] == want[i]))
-            fail_msg("%s: first mismatch at [%zu] (x = %.9g): got %.9g, expected %.9g", what, i,
-                     (double)inp[i], (double)got[i], (double)want[i]);
-    }
-}
-
 /* ---- forward values ----------------------------------------------------------------- */
 
 /* x is (n_scales, n / n_scales); checks the kernel and the tape op. */
@@ -58,8 +42,8 @@ static void check_forward(const float *x, const float *want, int n, const float 
     assert_same(out, want, x, (size_t)n, what);
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
-    qat_tensor *xt = new_from(2, (int[]){n_scales, n / n_scales}, x);
-    qat_tensor *st = new_from(1, (int[]){n_scales}, s);
+    qat_tensor *xt = test_tensor_from(2, (int[]){n_scales, n / n_scales}, x);
+    qat_tensor *st = test_tensor_from(1, (int[]){n_scales}, s);
     qat_tensor *y = qat_lsq(&t, xt, st, qmin, qmax, 1.0f);
     if (!y) fail_msg("%s: qat_lsq failed: %s", what, t.err.msg);
     assert_shape(y, 2, xt->shape, what);
@@ -170,7 +154,7 @@ static void test_lsq_backward_per_tensor(void **state) {
                128 * 0.5);
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
-    qat_tensor *xt = new_from(1, (int[]){N}, x), *st = new_from(1, (int[]){1}, (float[]){0.5f});
+    qat_tensor *xt = test_tensor_from(1, (int[]){N}, x), *st = test_tensor_from(1, (int[]){1}, (float[]){0.5f});
     qat_tensor *y = qat_lsq(&t, xt, st, -4, 3, 0.5f);
     assert_non_null(y);
     assert_int_equal(t.n_nodes, 1);
@@ -206,8 +190,8 @@ static void test_lsq_backward_per_channel(void **state) {
     const float want_ds[2] = {-1.875f, -3.0f};
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
-    qat_tensor *xt = new_from(2, (int[]){2, 4}, x);
-    qat_tensor *st = new_from(1, (int[]){2}, (float[]){0.5f, 2.0f});
+    qat_tensor *xt = test_tensor_from(2, (int[]){2, 4}, x);
+    qat_tensor *st = test_tensor_from(1, (int[]){2}, (float[]){0.5f, 2.0f});
     qat_tensor *y = qat_lsq(&t, xt, st, -4, 3, 0.5f);
     assert_non_null(y);
     assert_int_equal(qat_tape_backward_seeded(&t, y, dout), QAT_STATUS_OK);
@@ -234,7 +218,7 @@ static void test_lsq_ds_against_fd(void **state) {
     const float s0[C] = {0.3f, 0.11f, 0.5f};
     const float eps_rel = 1e-3f, gap = 0.1f;
     qat_tensor *x = test_tensor_filled(2, (int[]){C, NP}, -4, 4, 61);
-    qat_tensor *s = new_from(1, (int[]){C}, s0);
+    qat_tensor *s = test_tensor_from(1, (int[]){C}, s0);
     /* Keep every t = x / s at least `gap` from the ties and from qmin and qmax; a relative
      * change eps_rel of s moves t by at most |t| eps_rel <= 0.04 < gap (|t| <= 40). */
     for (int c = 0; c < C; c++)
@@ -389,7 +373,7 @@ static void expect_error(qat_tensor *x, qat_tensor *s, int qmin, int qmax, float
 static void test_lsq_errors(void **state) {
     (void)state;
     qat_tensor *x = test_tensor_filled(2, (int[]){4, 3}, -1, 1, 71);
-    qat_tensor *s = new_from(1, (int[]){4}, (float[]){0.1f, 0.1f, -0.2f, 0.1f});
+    qat_tensor *s = test_tensor_from(1, (int[]){4}, (float[]){0.1f, 0.1f, -0.2f, 0.1f});
     expect_error(x, s, -7, 7, 1, QAT_STATUS_NUMERIC, "channel 2|-0.2", "lsq, negative step");
     s->data[2] = 0.0f;
     expect_error(x, s, -7, 7, 1, QAT_STATUS_NUMERIC, "channel 2", "lsq, zero step");
@@ -401,7 +385,7 @@ static void test_lsq_errors(void **state) {
     expect_error(x, s, -7, 7, 1, QAT_STATUS_NUMERIC, "channel 3|inf", "lsq, infinite step");
     s->data[3] = 0.1f;
 
-    qat_tensor *s3 = new_from(1, (int[]){3}, (float[]){0.1f, 0.1f, 0.1f});
+    qat_tensor *s3 = test_tensor_from(1, (int[]){3}, (float[]){0.1f, 0.1f, 0.1f});
     expect_error(x, s3, -7, 7, 1, QAT_STATUS_SHAPE, "(3)|(4, 3)",
                  "lsq, step per column instead of per channel");
     expect_error(x, s, 7, 7, 1, QAT_STATUS_INVALID_ARG, NULL, "lsq, qmin == qmax");
@@ -427,7 +411,7 @@ static void test_lsq_inference_and_partial_grads(void **state) {
     const float one = 1;
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
-    qat_tensor *x = new_from(2, (int[]){2, 3}, xv), *s = new_from(1, (int[]){1}, &one);
+    qat_tensor *x = test_tensor_from(2, (int[]){2, 3}, xv), *s = test_tensor_from(1, (int[]){1}, &one);
 
     t.grad_enabled = false;
     qat_tensor *y = qat_lsq(&t, x, s, 0, 3, 1);

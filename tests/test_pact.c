@@ -52,16 +52,6 @@ static qat_tensor *new_from(const float *v, int n) {
     return t;
 }
 
-/* Exact float equality (NaN equal to NaN), first mismatch reported. */
-static void assert_same(const float *got, const float *want, const float *inp, size_t n,
-                        const char *what) {
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(got[i]) && isnan(want[i])) continue;
-        if (!(got[i] == want[i]))
-            fail_msg("%s: first mismatch at [%zu] (x = %.9g): got %.9g, expected %.9g", what, i,
-                     (double)inp[i], (double)got[i], (double)want[i]);
-    }
-}
 
 /* ---- forward values ----------------------------------------------------------------- */
 

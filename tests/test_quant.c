@@ -298,21 +298,28 @@ static void train_steps(qat_model *m, qat_optim *o, qat_tape *t, const float *x,
     }
 }
 
+/* small_cnn(seed) quantized with `spec_text` and calibrated on x (TN samples). */
+static qat_model *calibrated_cnn(uint64_t seed, const char *spec_text, qat_tape *t, const float *x) {
+    qat_error err = {0};
+    qat_quant_spec spec;
+    qat_model *m = small_cnn(seed);
+    assert_int_equal(qat_quant_spec_parse(&spec, spec_text, &err), QAT_STATUS_OK);
+    assert_int_equal(qat_quant_prepare(m, &spec, NULL, &err), QAT_STATUS_OK);
+    assert_int_equal(qat_quant_calibrate_begin(m, &err), QAT_STATUS_OK);
+    forward_eval(m, t, x, TN);
+    assert_int_equal(qat_quant_calibrate_end(m, &err), QAT_STATUS_OK);
+    return m;
+}
+
 static void test_freezing(void **state) {
     (void)state;
     qat_error err = {0};
-    qat_quant_spec spec;
-    qat_model *m = small_cnn(3);
-    qat_quant_spec_parse(&spec, "w8a8,freeze-bn=2,freeze-observer=3,momentum=0.5", &err);
-    assert_int_equal(qat_quant_prepare(m, &spec, NULL, &err), QAT_STATUS_OK);
     float x[TN * 64];
     int32_t y[TN];
     tiny_data(x, y, TN, 5);
     qat_tape t;
     qat_tape_init(&t, 0);
-    qat_quant_calibrate_begin(m, &err);
-    forward_eval(m, &t, x, TN);
-    assert_int_equal(qat_quant_calibrate_end(m, &err), QAT_STATUS_OK);
+    qat_model *m = calibrated_cnn(3, "w8a8,freeze-bn=2,freeze-observer=3,momentum=0.5", &t, x);
     qat_optim_config oc = qat_optim_config_default(QAT_OPTIM_SGD);
     oc.lr = 0.01f;
     qat_optim o;
@@ -380,16 +387,12 @@ static void test_checkpoint_round_trip(void **state) {
     qat_error err = {0};
     qat_quant_spec spec;
     qat_quant_spec_parse(&spec, "w4a4,pact", &err);
-    qat_model *m = small_cnn(5);
-    assert_int_equal(qat_quant_prepare(m, &spec, NULL, &err), QAT_STATUS_OK);
     float x[TN * 64];
     int32_t y[TN];
     tiny_data(x, y, TN, 9);
     qat_tape t;
     qat_tape_init(&t, 0);
-    qat_quant_calibrate_begin(m, &err);
-    forward_eval(m, &t, x, TN);
-    qat_quant_calibrate_end(m, &err);
+    qat_model *m = calibrated_cnn(5, "w4a4,pact", &t, x);
     m->quant->step.data[0] = 17;
     float want[TN * 4];
     memcpy(want, forward_eval(m, &t, x, TN)->data, sizeof want);

@@ -211,3 +211,18 @@ void fd_check(qat_tape *t, fd_forward_fn forward, void *user, qat_tensor *x, flo
     free(analytic);
     free(w);
 }
+
+qat_tensor *test_tensor_from(int ndim, const int *shape, const float *v) {
+    qat_tensor *t = test_tensor_new(ndim, shape);
+    memcpy(t->data, v, t->n * sizeof(float));
+    return t;
+}
+
+void assert_same(const float *got, const float *want, const float *inp, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(got[i]) && isnan(want[i])) continue;
+        if (!(got[i] == want[i]))
+            fail_msg("%s: first mismatch at [%zu] (x = %.9g): got %.9g, expected %.9g", what, i,
+                     (double)inp[i], (double)got[i], (double)want[i]);
+    }
+}

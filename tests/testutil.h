@@ -91,6 +91,13 @@ void assert_shape(const qat_tensor *y, int ndim, const int *shape, const char *w
  * '|'-separated spellings in `ops` ("maxpool|max_pool"), case-insensitively. */
 void assert_op_failed(const qat_tape *t, const qat_tensor *y, const char *ops, const char *what);
 
+/* A heap tensor holding a copy of `v` (zeroed grad); free with test_tensor_free. */
+qat_tensor *test_tensor_from(int ndim, const int *shape, const float *v);
+
+/* Fails unless got == want exactly everywhere (NaN equals NaN); the message gives the
+ * first mismatch with its input inp[i]. */
+void assert_same(const float *got, const float *want, const float *inp, size_t n, const char *what);
+
 /* Fill with uniform values in [lo, hi) from a seeded generator. */
 void fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 
