@@ -54,6 +54,17 @@ qat_status cli_ptq(const char *from, const char *spec, int samples, const char *
 #define QAT_DEFAULT_EPOCHS 1
 #define QAT_DEFAULT_LR 0.01f
 
+/* int8 model files (cli/int8.c): is `path` one, and eval / predict / inspect on one. */
+bool cli_is_int8(const char *path);
+typedef struct cli_int8_result {
+    double accuracy, images_per_s, agreement; /* agreement: -1 without a comparison */
+} cli_int8_result;
+/* With `res`, the results are returned instead of printed. */
+int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, bool json,
+                  cli_int8_result *res);
+int cli_int8_predict(const char *path, char **images, int n_images, int top, bool json);
+int cli_int8_inspect(const char *path);
+
 /* Prints "qat <cmd>: <msg>" to stderr and returns 1 (the process exit status). */
 int cli_fail(const char *cmd, const char *msg);
 

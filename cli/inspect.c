@@ -13,12 +13,14 @@ int cmd_inspect(int argc, char **argv) {
     if (n == -2 || n == 0) {
         qat_args_help(n == -2 ? stdout : stderr, "qat inspect MODEL",
                       "Shows a model's layers, output shapes, parameters, multiply-accumulates "
-                      "and sizes.\nMODEL is cnn, mlp, a model file (examples/*.model) or a "
-                      "checkpoint.",
+                      "and sizes.\nMODEL is cnn, mlp, a model file (examples/*.model), a "
+                      "checkpoint (quantized ones show bits, scales, zero points, PACT alphas) or an "
+                      "int8 model from qat export (its ops, zero points, clamps).",
                       opts);
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("inspect", err.msg);
+    if (cli_is_int8(pos[0])) return cli_int8_inspect(pos[0]);
     cli_model cm;
     if (cli_model_open(&cm, pos[0], 0, &err) != QAT_STATUS_OK) return cli_fail("inspect", err.msg);
     printf("model: %s\n", pos[0]);

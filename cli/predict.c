@@ -32,13 +32,15 @@ int cmd_predict(int argc, char **argv) {
     qat_error err = {0};
     int n = qat_args_parse(argc, argv, opts, pos, MAX_IMAGES + 1, &err);
     if (n == -2 || (n >= 0 && n < 2)) {
-        qat_args_help(n == -2 ? stdout : stderr, "qat predict CHECKPOINT IMAGE...",
-                      "Classifies PNG, JPEG or BMP images with a trained checkpoint; each image is "
-                      "converted to the model's channels and size.",
+        qat_args_help(n == -2 ? stdout : stderr, "qat predict CHECKPOINT|INT8_MODEL IMAGE...",
+                      "Classifies PNG, JPEG or BMP images with a trained checkpoint or an int8 model "
+                      "(integer-only, through runtime/); each image is converted to the model's "
+                      "channels and size.",
                       opts);
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("predict", err.msg);
+    if (cli_is_int8(pos[0])) return cli_int8_predict(pos[0], pos + 1, n - 1, top, json);
     cli_model cm;
     if (cli_model_open(&cm, pos[0], 0, &err)) return cli_fail("predict", err.msg);
     qat_model *m = cm.m;

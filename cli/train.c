@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "common.h"
+#include "quant/export.h"
 #include "quant/quant.h"
 #include "data/loader.h"
 #include "train/progress.h"
@@ -435,16 +436,18 @@ int cmd_demo(int argc, char **argv) {
         qat_args_help(stdout, "qat demo [options]",
                       "Trains the reference CNN on Fashion-MNIST with the default recipe, quantizes it "
                       "to int8 by calibration (PTQ) and by quantization-aware training (QAT), and "
-                      "prints the accuracies side by side.",
+                      "exports the QAT model to an integer-only int8 file, runs it with the int8 runtime "
+                      "on the test set, and prints the accuracies side by side.",
                       opts);
         return 0;
     }
     if (n < 0) return cli_fail("demo", err.msg);
     if (epochs < 1) return cli_fail("demo", "--epochs must be at least 1");
-    char fp32[1024], ptq[1024], qat[1024];
+    char fp32[1024], ptq[1024], qat[1024], int8[1024];
     snprintf(fp32, sizeof fp32, "%s/qat-demo-fp32.safetensors", dir);
     snprintf(ptq, sizeof ptq, "%s/qat-demo-ptq.safetensors", dir);
     snprintf(qat, sizeof qat, "%s/qat-demo-qat.safetensors", dir);
+    snprintf(int8, sizeof int8, "%s/qat-demo-int8.safetensors", dir);
     double t0 = qat_now();
 
     /* 1. float training */
@@ -453,11 +456,11 @@ int cmd_demo(int argc, char **argv) {
     a.threads = threads;
     a.out = fp32;
     qat_train_result rf, rq;
-    fprintf(stderr, "qat demo 1/3: float training, %d epochs\n", epochs);
+    fprintf(stderr, "qat demo 1/4: float training, %d epochs\n", epochs);
     int rc = run_train(&a, NULL, "demo", &rf);
     if (rc) return rc;
     /* 2. post-training quantization */
-    fprintf(stderr, "qat demo 2/3: post-training quantization (w8a8, per-channel weights)\n");
+    fprintf(stderr, "qat demo 2/4: post-training quantization (w8a8, per-channel weights)\n");
     double ptq_fp32, ptq_acc, ptq_s;
     if (cli_ptq(fp32, QAT_DEMO_PTQ_SPEC, 2048, ptq, &ptq_fp32, &ptq_acc, &ptq_s, &err))
         return cli_fail("demo", err.msg);
@@ -470,14 +473,29 @@ int cmd_demo(int argc, char **argv) {
     a.epochs = QAT_DEFAULT_EPOCHS;
     a.lr = QAT_DEFAULT_LR;
     a.out = qat;
-    fprintf(stderr, "qat demo 3/3: quantization-aware training (w8a8), %d epoch\n", a.epochs);
+    fprintf(stderr, "qat demo 3/4: quantization-aware training (w8a8), %d epoch\n", a.epochs);
     if ((rc = run_train(&a, NULL, "demo", &rq))) return rc;
+    /* 4. export, and the integer-only model on the test set */
+    fprintf(stderr, "qat demo 4/4: export to int8 and integer-only evaluation\n");
+    cli_int8_result ri;
+    {
+        cli_model cm;
+        qat_export_report rep;
+        if (cli_model_open(&cm, qat, 0, &err)) return cli_fail("demo", err.msg);
+        qat_st_kv meta[2] = {{"source", qat}, {"class_names", FASHION_CLASSES}};
+        qat_status st = qat_export(cm.m, int8, meta, 2, &rep, &err);
+        cli_model_close(&cm);
+        if (st) return cli_fail("demo", err.msg);
+    }
+    if ((rc = cli_int8_eval(int8, data, NULL, qat, false, &ri))) return rc;
     double total = qat_now() - t0;
     if (json) {
         printf("{\"command\": \"demo\", \"fp32_accuracy\": %.6f, \"ptq_accuracy\": %.6f, "
-               "\"qat_accuracy\": %.6f, \"fp32_seconds_per_epoch\": %.3f, \"qat_seconds_per_epoch\": %.3f, "
-               "\"seconds\": %.3f}\n",
-               rf.test_acc, ptq_acc, rq.test_acc, rf.seconds / rf.epochs_done, rq.seconds / rq.epochs_done, total);
+               "\"qat_accuracy\": %.6f, \"int8_accuracy\": %.6f, \"int8_top1_agreement\": %.6f, "
+               "\"fp32_seconds_per_epoch\": %.3f, \"qat_seconds_per_epoch\": %.3f, "
+               "\"fp32_bytes\": %.0f, \"int8_bytes\": %.0f, \"seconds\": %.3f}\n",
+               rf.test_acc, ptq_acc, rq.test_acc, ri.accuracy, ri.agreement, rf.seconds / rf.epochs_done,
+               rq.seconds / rq.epochs_done, file_mib(fp32) * 1048576, file_mib(int8) * 1048576, total);
         return 0;
     }
     printf("\nqat demo: reference CNN on Fashion-MNIST (test set, 10,000 images)\n");
@@ -488,6 +506,10 @@ int cmd_demo(int argc, char **argv) {
            ptq_s, ptq);
     printf("  %-34s %8.2f%% %10.1f s  %s\n", "int8 QAT (" QAT_DEMO_QAT_SPEC ", 1 epoch)", 100 * rq.test_acc,
            rq.seconds, qat);
+    printf("  %-34s %8.2f%% %10.0f/s  %s (%.2f MiB)\n", "int8 integer-only runtime", 100 * ri.accuracy,
+           ri.images_per_s, int8, file_mib(int8));
+    printf("  the int8 runtime agrees with QAT's fake quantization on %.2f%% of the test images\n",
+           100 * ri.agreement);
     printf("  fp32 training %.0f samples/s, QAT %.0f samples/s; the whole demo took %.0f s\n", rf.samples_per_s,
            rq.samples_per_s, total);
     return 0;
@@ -496,11 +518,12 @@ int cmd_demo(int argc, char **argv) {
 /* ---- eval ---- */
 
 int cmd_eval(int argc, char **argv) {
-    const char *data = NULL, *format = NULL;
+    const char *data = NULL, *format = NULL, *compare = NULL;
     int batch = 256, threads = 0;
     bool json = false;
     qat_opt opts[] = {
         {"data", QAT_OPT_STRING, &data, "PATH", "test data (default: the checkpoint's data set)"},
+        {"compare", QAT_OPT_STRING, &compare, "CKPT", "int8 model: also run this fake-quant checkpoint and report top-1 agreement"},
         {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
         {"batch", QAT_OPT_INT, &batch, "N", "batch size"},
         {"threads", QAT_OPT_INT, &threads, "N", "OpenBLAS threads (0: its default)"},
@@ -511,11 +534,16 @@ int cmd_eval(int argc, char **argv) {
     qat_error err = {0};
     int n = qat_args_parse(argc, argv, opts, pos, 1, &err);
     if (n == -2 || n == 0) {
-        qat_args_help(n == -2 ? stdout : stderr, "qat eval CHECKPOINT [options]",
-                      "Accuracy and loss of a checkpoint on the test split of its data set.", opts);
+        qat_args_help(n == -2 ? stdout : stderr, "qat eval CHECKPOINT|INT8_MODEL [options]",
+                      "Accuracy and loss of a checkpoint on the test split of its data set (quantized "
+                      "checkpoints: fake quant), or the integer-only accuracy and speed of an int8 model "
+                      "from qat export, run by runtime/.",
+                      opts);
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("eval", err.msg);
+    if (cli_is_int8(pos[0])) return cli_int8_eval(pos[0], data, format, compare, json, NULL);
+    if (compare) return cli_fail("eval", "--compare goes with an int8 model from qat export");
     if (batch < 1) return cli_fail("eval", "--batch must be at least 1");
     if (threads > 0) openblas_set_num_threads(threads);
     cli_model cm;

@@ -1,0 +1,293 @@
+/* The int8 model files of qat export, through runtime/: qat eval, predict and inspect on
+ * them. Everything that touches integers here is the runtime's; the CLI only reads files,
+ * loops over images and prints (dequantising logits for probabilities, for people). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "data/image.h"
+#include "quant/export.h"
+#include "runtime/runtime.h"
+#include "train/progress.h"
+#include "train/trainer.h"
+
+bool cli_is_int8(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    unsigned char b[9];
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    if (n != 9 || b[8] != '{') return false;
+    qat_st_file st;
+    if (qat_safetensors_read(&st, path, NULL)) return false;
+    const char *format = qat_safetensors_meta(&st, "format");
+    bool yes = format && !strcmp(format, QAT_INT8_FORMAT);
+    qat_safetensors_free(&st);
+    return yes;
+}
+
+typedef struct int8_model {
+    uint8_t *file;
+    void *mem, *arena;
+    qrt_model m;
+    char *class_names, *data;
+} int8_model;
+
+static void int8_close(int8_model *h) {
+    free(h->file);
+    free(h->mem);
+    free(h->arena);
+    free(h->class_names);
+    free(h->data);
+    memset(h, 0, sizeof *h);
+}
+
+/* The metadata value of `key` in a qat-int8 file (for people: class names, data set). */
+static char *meta_dup(const char *path, const char *key) {
+    qat_st_file st;
+    if (qat_safetensors_read(&st, path, NULL)) return NULL;
+    const char *v = qat_safetensors_meta(&st, key);
+    char *r = v ? strdup(v) : NULL;
+    qat_safetensors_free(&st);
+    return r;
+}
+
+static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
+    memset(h, 0, sizeof *h);
+    FILE *f = fopen(path, "rb");
+    if (!f) return qat_error_set(err, QAT_STATUS_IO, "%s: cannot open", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    h->file = malloc(len > 0 ? (size_t)len : 1);
+    if (!h->file || len <= 0 || fread(h->file, 1, (size_t)len, f) != (size_t)len) {
+        fclose(f);
+        int8_close(h);
+        return qat_error_set(err, QAT_STATUS_IO, "%s: cannot read", path);
+    }
+    fclose(f);
+    size_t ms = qrt_model_mem_size(h->file, (size_t)len);
+    h->mem = malloc(ms ? ms : 1);
+    qrt_error re = {0};
+    if (!h->mem || qrt_model_load(&h->m, h->file, (size_t)len, h->mem, ms, &re)) {
+        int8_close(h);
+        return qat_error_set(err, QAT_STATUS_FORMAT, "%s: %s", path, re.msg[0] ? re.msg : "out of memory");
+    }
+    h->arena = malloc(qrt_arena_size(&h->m) ? qrt_arena_size(&h->m) : 1);
+    if (!h->arena) {
+        int8_close(h);
+        return qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
+    }
+    h->class_names = meta_dup(path, "class_names");
+    h->data = meta_dup(path, "data");
+    return QAT_STATUS_OK;
+}
+
+/* ---- eval ---- */
+
+int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, bool json,
+                  cli_int8_result *res) {
+    qat_error err = {0};
+    int8_model h;
+    if (int8_open(&h, path, &err)) return cli_fail("eval", err.msg);
+    if (!data) data = h.data ? h.data : QAT_FASHION_MNIST_DIR;
+    const qrt_value *in = qrt_model_input(&h.m);
+    /* A float model of the same input shape only to let the data loader check the fit. */
+    qat_model *shape = qat_model_new(3, in->shape);
+    qat_dataset test = {0};
+    int rc = 0;
+    cli_model cm = {0};
+    int K = qrt_model_n_outputs(&h.m);
+    int8_t *logits = malloc((size_t)K);
+    if (!shape || !logits || cli_load_split(&test, data, format, QAT_SPLIT_TEST, shape, &err)) {
+        rc = cli_fail("eval", err.msg[0] ? err.msg : "out of memory");
+        goto done;
+    }
+    if (test.kind != QAT_DATASET_KIND_IMAGES || test.c != in->shape[0] || test.h != in->shape[1] ||
+        test.w != in->shape[2]) {
+        rc = cli_fail("eval", "the data's images do not fit the model's input");
+        goto done;
+    }
+    if (test.n_classes > K) {
+        rc = cli_fail("eval", "the data has more classes than the model has outputs");
+        goto done;
+    }
+    /* --compare: the fake-quant checkpoint this file was exported from, on the same images. */
+    int *fq_pred = NULL;
+    double fq_acc = -1;
+    if (compare) {
+        if (cli_model_open(&cm, compare, 0, &err) || !cm.m->quant) {
+            rc = cli_fail("eval", cm.m ? "--compare needs the quantized checkpoint that was exported" : err.msg);
+            goto done;
+        }
+        float mean[3] = {0}, std[3] = {1, 1, 1};
+        cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_mean"), mean, 3);
+        cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
+        qat_loader_config lc = qat_loader_config_default();
+        lc.batch_size = 256;
+        lc.shuffle = false;
+        for (int c = 0; c < 3; c++) lc.mean[c] = mean[c], lc.std[c] = std[c];
+        qat_loader l;
+        fq_pred = malloc((size_t)test.n * sizeof(int));
+        if (!fq_pred || qat_loader_init(&l, &test, &lc, &err)) {
+            rc = cli_fail("eval", err.msg);
+            goto done;
+        }
+        qat_tape t;
+        qat_tape_init(&t, 0);
+        t.training = t.grad_enabled = false;
+        qat_batch b;
+        int correct = 0;
+        while (qat_loader_next(&l, &b)) {
+            qat_tape_reset(&t);
+            qat_tensor *z = qat_model_forward(cm.m, &t, qat_tape_input(&t, b.ndim, b.shape, b.x));
+            if (!z) break;
+            int C = (int)(z->n / (size_t)b.n);
+            for (int i = 0; i < b.n; i++) {
+                int best = 0;
+                for (int k = 1; k < C; k++)
+                    if (z->data[i * C + k] > z->data[i * C + best]) best = k;
+                fq_pred[b.idx[i]] = best;
+                correct += best == b.y[i];
+            }
+        }
+        fq_acc = (double)correct / test.n;
+        qat_tape_free(&t);
+        qat_loader_free(&l);
+    }
+    size_t per = (size_t)test.dim;
+    int correct = 0, agree = 0;
+    double t0 = qat_now();
+    for (int i = 0; i < test.n; i++) {
+        int am;
+        qrt_run(&h.m, test.pixels + (size_t)i * per, h.arena, logits, &am);
+        correct += am == test.labels[i];
+        if (fq_pred) agree += am == fq_pred[i];
+    }
+    double secs = qat_now() - t0, acc = (double)correct / test.n;
+    if (res) {
+        res->accuracy = acc;
+        res->images_per_s = test.n / secs;
+        res->agreement = fq_pred ? (double)agree / test.n : -1;
+    } else if (json) {
+        printf("{\"command\": \"eval\", \"model\": \"%s\", \"int8\": true, \"samples\": %d, \"test_accuracy\": %.6f, "
+               "\"images_per_s\": %.1f",
+               path, test.n, acc, test.n / secs);
+        if (fq_pred)
+            printf(", \"fake_quant_accuracy\": %.6f, \"top1_agreement\": %.6f", fq_acc, (double)agree / test.n);
+        printf("}\n");
+    } else {
+        printf("%s on %s: integer-only accuracy %.2f%% (%d samples), %.0f images/s (batch 1, one thread)\n", path,
+               data, 100 * acc, test.n, test.n / secs);
+        if (fq_pred)
+            printf("fake-quant %s: %.2f%%; top-1 agreement %.2f%%\n", compare, 100 * fq_acc,
+                   100.0 * agree / test.n);
+    }
+    free(fq_pred);
+done:
+    if (cm.m) cli_model_close(&cm);
+    free(logits);
+    qat_model_free(shape);
+    qat_dataset_free(&test);
+    int8_close(&h);
+    return rc;
+}
+
+/* ---- predict ---- */
+
+/* The i-th name of a comma-separated list into out, or the number. */
+static void nth_name(const char *list, int i, char *out, size_t n) {
+    const char *p = list;
+    for (int k = 0; p && k < i; k++) {
+        p = strchr(p, ',');
+        if (p) p++;
+    }
+    if (p) snprintf(out, n, "%.*s", (int)strcspn(p, ","), p);
+    else snprintf(out, n, "%d", i);
+}
+
+int cli_int8_predict(const char *path, char **images, int n_images, int top, bool json) {
+    qat_error err = {0};
+    int8_model h;
+    if (int8_open(&h, path, &err)) return cli_fail("predict", err.msg);
+    const qrt_value *in = qrt_model_input(&h.m), *out = qrt_model_output(&h.m);
+    int C = in->shape[0], H = in->shape[1], W = in->shape[2], K = qrt_model_n_outputs(&h.m);
+    if (K < 1) K = 1;
+    double s = out->s ? strtod(out->s, NULL) : 1.0; /* the logits' scale, for probabilities */
+    uint8_t *pix = malloc((size_t)C * H * W);
+    int8_t *logits = malloc((size_t)K);
+    bool *used = malloc((size_t)K);
+    int rc = 0;
+    for (int i = 0; pix && logits && used && i < n_images; i++) {
+        qat_error_clear(&err);
+        if (qat_image_load(pix, images[i], C, H, W, &err)) {
+            fprintf(stderr, "qat predict: %s\n", err.msg);
+            rc = 1;
+            continue;
+        }
+        int am;
+        qrt_run(&h.m, pix, h.arena, logits, &am);
+        double mx = logits[am], sum = 0;
+        for (int k = 0; k < K; k++) sum += exp(s * (logits[k] - mx));
+        memset(used, 0, (size_t)K);
+        int shown = top < K ? top : K;
+        if (json) printf("{\"image\": \"%s\", \"int8_logits\": [", images[i]);
+        for (int k = 0; json && k < K; k++) printf("%s%d", k ? ", " : "", logits[k]);
+        if (json) printf("], \"top\": [");
+        else printf("%s:", images[i]);
+        for (int r = 0; r < shown; r++) {
+            int best = -1;
+            for (int k = 0; k < K; k++)
+                if (!used[k] && (best < 0 || logits[k] > logits[best])) best = k;
+            used[best] = true;
+            char name[64];
+            nth_name(h.class_names, best, name, sizeof name);
+            double p = exp(s * (logits[best] - mx)) / sum;
+            if (json) printf("%s{\"class\": %d, \"name\": \"%s\", \"probability\": %.6f}", r ? ", " : "", best, name, p);
+            else printf("  %d %s %.1f%%", best, name, 100 * p);
+        }
+        printf(json ? "]}\n" : "\n");
+    }
+    free(pix);
+    free(logits);
+    free(used);
+    int8_close(&h);
+    return rc;
+}
+
+/* ---- inspect ---- */
+
+int cli_int8_inspect(const char *path) {
+    qat_error err = {0};
+    int8_model h;
+    if (int8_open(&h, path, &err)) return cli_fail("inspect", err.msg);
+    printf("int8 model: %s (%zu bytes; inference arena %zu bytes)\n", path, h.m.file_len, qrt_arena_size(&h.m));
+    printf("%-4s %-15s %-14s %-6s %5s %5s %11s  %s\n", "op", "kind", "output", "wbits", "z_in", "z_out",
+           "clamp", "scale");
+    size_t weights = 0;
+    for (int i = 0; i < qrt_model_n_ops(&h.m); i++) {
+        const qrt_op *op = qrt_model_op(&h.m, i);
+        char shape[32] = "", clamp[24] = "", wb[8] = "";
+        if (op->out >= 0) {
+            const qrt_value *v = qrt_model_value(&h.m, op->out);
+            if (v->ndim == 3) snprintf(shape, sizeof shape, "%d,%d,%d", v->shape[0], v->shape[1], v->shape[2]);
+            else snprintf(shape, sizeof shape, "%d", v->shape[0]);
+        }
+        bool mac = op->kind == QRT_OP_CONV2D || op->kind == QRT_OP_LINEAR;
+        if (mac || op->kind == QRT_OP_ADD) snprintf(clamp, sizeof clamp, "[%d, %d]", op->act_min, op->act_max);
+        if (mac) {
+            snprintf(wb, sizeof wb, "%d", op->wbits);
+            weights += op->weight->nbytes;
+        }
+        char zin[12] = "", zout[12] = "";
+        if (mac) snprintf(zin, sizeof zin, "%d", op->z_in);
+        if (mac || op->kind == QRT_OP_ADD || op->kind == QRT_OP_INPUT) snprintf(zout, sizeof zout, "%d", op->z_out);
+        printf("%-4d %-15s %-14s %-6s %5s %5s %11s  %s\n", i, qrt_op_kind_str(op->kind), shape, wb, zin, zout, clamp,
+               op->s ? op->s : "");
+    }
+    printf("weights %zu bytes; %d outputs\n", weights, qrt_model_n_outputs(&h.m));
+    if (h.class_names) printf("classes: %s\n", h.class_names);
+    int8_close(&h);
+    return 0;
+}

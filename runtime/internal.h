@@ -1,0 +1,100 @@
+/* internal.h - what the loader's source files share (json.c, safetensors.c, graph.c,
+ * model.c). Not part of the API: include runtime.h instead. */
+#ifndef QRT_INTERNAL_H
+#define QRT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime.h"
+
+#if defined(__GNUC__)
+#define QRT_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define QRT_PRINTF(f, a)
+#endif
+
+/* Fills *err (status, line, formatted message) and returns st. */
+qrt_status qrt_fail(qrt_error *err, qrt_status st, int line, const char *fmt, ...)
+    QRT_PRINTF(4, 5);
+
+/* Returns the status of x if it is not QRT_STATUS_OK. */
+#define TRY(x)                                                                           \
+    do {                                                                                 \
+        qrt_status st_ = (x);                                                            \
+        if (st_ != QRT_STATUS_OK) return st_;                                            \
+    } while (0)
+
+/* Limits: refuse what cannot be a sensible model before it costs time or memory. */
+#define QRT_MAX_HEADER 100000000u /* the safetensors reference implementation's limit */
+#define QRT_MAX_LINES 10000       /* graph lines; keeps load time bounded */
+#define QRT_MAX_DIM (1 << 24)     /* one dimension of a graph value */
+#define QRT_MAX_NUMEL (1 << 28)   /* elements of one graph value */
+#define QRT_MAX_KERNEL 1024       /* k, stride, pad */
+#define QRT_ALIGN 16              /* model memory blocks and arena offsets */
+
+static inline size_t qrt_align_up(size_t n) { return (n + (QRT_ALIGN - 1)) & ~(size_t)(QRT_ALIGN - 1); }
+
+/* ---- JSON reader (json.c): a cursor over the header bytes, no allocation ---------- */
+
+typedef struct qrt_json {
+    const uint8_t *begin, *p, *end; /* the header; p is the cursor */
+    qrt_error *err;
+} qrt_json;
+
+/* Skips JSON whitespace (space, tab, CR, LF). */
+void qrt_json_ws(qrt_json *j);
+/* True if the next byte is c (no whitespace skipping). */
+bool qrt_json_peek(const qrt_json *j, char c);
+/* Consumes c or fails with "expected <what>". */
+qrt_status qrt_json_expect(qrt_json *j, char c, const char *what);
+/* At an opening quote: decodes the string (escapes, \uXXXX with surrogate pairs, UTF-8
+ * validated; NUL and raw control characters refused). If out is not NULL, writes up to
+ * cap - 1 bytes of it and a NUL. *len gets the full decoded length, *newlines (may be
+ * NULL) the number of decoded '\n'. */
+qrt_status qrt_json_string(qrt_json *j, char *out, size_t cap, size_t *len, size_t *newlines);
+/* An integer: -?(0|[1-9][0-9]*), |v| <= 2^53; fractions and exponents are refused. */
+qrt_status qrt_json_int(qrt_json *j, int64_t *v);
+/* Fails with "header byte <offset>: <message>". */
+qrt_status qrt_json_fail(qrt_json *j, const char *fmt, ...) QRT_PRINTF(2, 3);
+
+/* ---- the container (safetensors.c) ------------------------------------------------- */
+
+typedef struct qrt_header_scan {
+    size_t header_len;          /* N */
+    const uint8_t *data;        /* the data buffer, file + 8 + N */
+    size_t data_len;
+    size_t n_tensors;
+    uint64_t i32_bytes, u8_bytes; /* totals over the I32 and U8 tensors */
+    /* __metadata__ values, at their opening quote, or NULL if absent */
+    const uint8_t *format, *format_version, *graph;
+    size_t graph_lines;         /* decoded '\n' in the graph + 1 */
+} qrt_header_scan;
+
+/* Parses and checks the header (all container rules but coverage and duplicate names,
+ * which need the table). With tensors != NULL also stores each entry, its name decoded
+ * into names (names_cap bytes; header_len + 1 always suffice). */
+qrt_status qrt_st_parse(const uint8_t *file, size_t len, qrt_header_scan *scan,
+                        qrt_tensor *tensors, char *names, size_t names_cap, qrt_error *err);
+
+/* Element size of a dtype in bytes. */
+int qrt_dtype_size(qrt_dtype d);
+
+/* ---- the graph (graph.c) ----------------------------------------------------------- */
+
+typedef struct qrt_graph_mem {
+    qrt_op *ops;         /* max_lines entries */
+    qrt_value *values;   /* max_lines entries */
+    int *live;           /* max_lines entries: the arena planner's live list */
+    size_t max_lines;
+    int8_t *unpacked;    /* room for unpacked 4-bit weights */
+    size_t unpacked_cap;
+} qrt_graph_mem;
+
+/* Parses the decoded graph text (modified in place: fields are NUL-terminated), checks
+ * it against the tensors (sorted by name) and fills m's ops, values, output and arena. */
+qrt_status qrt_graph_load(qrt_model *m, qrt_tensor *tensors, int n_tensors, char *text,
+                          qrt_graph_mem *gm, qrt_error *err);
+
+#endif

@@ -1,0 +1,281 @@
+/* model.c - qrt_model_load and qrt_model_mem_size: the container is parsed twice, once
+ * to measure (safetensors.c fills a qrt_header_scan with counts and byte totals, from
+ * which the model-memory layout below follows), once to store the tensor table into
+ * the caller's memory. Then: int32 tensors converted to native order, the coverage and
+ * duplicate-name checks that need the table, the metadata (format, version), the graph
+ * decoded and loaded (graph.c). Container errors thus come first, then metadata, then
+ * graph errors; a too-small memory is reported once the container parses.
+ *
+ * Model memory, in this order, each block aligned to QRT_ALIGN:
+ *   tensors   n_tensors qrt_tensor
+ *   strings   header_len + 1 bytes: the decoded tensor names and graph text (each decodes
+ *             to fewer bytes than its quoted JSON form, so they all fit)
+ *   ops       graph_lines qrt_op      (a line holds at most one op)
+ *   values    graph_lines qrt_value   (an op writes at most one value)
+ *   live      graph_lines int         (the arena planner's list)
+ *   int32     i32_bytes               (every I32 tensor as native int32)
+ *   unpacked  2 * u8_bytes            (U8 packed weights, one int8 per nibble)
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+qrt_status qrt_fail(qrt_error *err, qrt_status st, int line, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->status = st;
+        err->line = line;
+    }
+    return st;
+}
+
+const char *qrt_status_str(qrt_status s) {
+    switch (s) {
+    case QRT_STATUS_OK: return "ok";
+    case QRT_STATUS_INVALID_ARG: return "invalid argument";
+    case QRT_STATUS_FORMAT: return "bad model file";
+    case QRT_STATUS_GRAPH: return "bad model graph";
+    case QRT_STATUS_NO_MEMORY: return "model memory too small";
+    }
+    return "unknown status";
+}
+
+/* ---- memory layout ----------------------------------------------------------------- */
+
+enum { BLOCK_TENSORS, BLOCK_STRINGS, BLOCK_OPS, BLOCK_VALUES, BLOCK_LIVE, BLOCK_I32,
+       BLOCK_UNPACKED, N_BLOCKS };
+
+/* Block sizes and their aligned total (plus QRT_ALIGN - 1 to align the caller's base);
+ * computed in 64 bits and saturated at SIZE_MAX, which no caller can provide. */
+static size_t layout(const qrt_header_scan *s, uint64_t size[N_BLOCKS]) {
+    uint64_t lines = s->graph_lines < QRT_MAX_LINES ? s->graph_lines : QRT_MAX_LINES;
+    size[BLOCK_TENSORS] = (uint64_t)s->n_tensors * sizeof(qrt_tensor);
+    size[BLOCK_STRINGS] = (uint64_t)s->header_len + 1;
+    size[BLOCK_OPS] = lines * sizeof(qrt_op);
+    size[BLOCK_VALUES] = lines * sizeof(qrt_value);
+    size[BLOCK_LIVE] = lines * sizeof(int);
+    size[BLOCK_I32] = s->i32_bytes;
+    size[BLOCK_UNPACKED] = 2 * s->u8_bytes;
+    uint64_t total = QRT_ALIGN - 1;
+    for (int i = 0; i < N_BLOCKS; i++) total += (size[i] + QRT_ALIGN - 1) / QRT_ALIGN * QRT_ALIGN;
+    return total > SIZE_MAX ? SIZE_MAX : (size_t)total;
+}
+
+size_t qrt_model_mem_size(const uint8_t *file, size_t len) {
+    qrt_header_scan s;
+    uint64_t size[N_BLOCKS];
+    if (!file || qrt_st_parse(file, len, &s, NULL, NULL, 0, NULL) != QRT_STATUS_OK) return 0;
+    return layout(&s, size);
+}
+
+/* ---- checks that need the table ---------------------------------------------------- */
+
+typedef int (*tensor_cmp)(const qrt_tensor *, const qrt_tensor *);
+
+static int by_offset(const qrt_tensor *a, const qrt_tensor *b) {
+    if (a->begin != b->begin) return a->begin < b->begin ? -1 : 1;
+    return a->nbytes < b->nbytes ? -1 : a->nbytes > b->nbytes;
+}
+
+static int by_name(const qrt_tensor *a, const qrt_tensor *b) { return strcmp(a->name, b->name); }
+
+static void swap_tensors(qrt_tensor *a, qrt_tensor *b) {
+    qrt_tensor t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void sift_down(qrt_tensor *t, size_t i, size_t n, tensor_cmp cmp) {
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && cmp(&t[c], &t[c + 1]) < 0) c++;
+        if (cmp(&t[i], &t[c]) >= 0) return;
+        swap_tensors(&t[i], &t[c]);
+        i = c;
+    }
+}
+
+/* Heapsort: O(n log n) on any header, in place, no allocation (libc's qsort would do,
+ * but stdlib.h is kept out of the float-free library). */
+static void sort_tensors(qrt_tensor *t, size_t n, tensor_cmp cmp) {
+    for (size_t i = n / 2; i-- > 0;) sift_down(t, i, n, cmp);
+    for (size_t e = n; e-- > 1;) {
+        swap_tensors(&t[0], &t[e]);
+        sift_down(t, 0, e, cmp);
+    }
+}
+
+/* Sorted by offset, the tensors must tile the data buffer exactly. */
+static qrt_status check_coverage(qrt_tensor *t, size_t n, size_t data_len, qrt_error *err) {
+    sort_tensors(t, n, by_offset);
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i].begin < pos)
+            return qrt_fail(err, QRT_STATUS_FORMAT, 0, "tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) "
+                            "overlap", t[i - 1].name, t[i - 1].begin, t[i - 1].begin + t[i - 1].nbytes,
+                            t[i].name, t[i].begin, t[i].begin + t[i].nbytes);
+        if (t[i].begin > pos)
+            return qrt_fail(err, QRT_STATUS_FORMAT, 0, "data buffer bytes [%zu, %zu) belong to no "
+                            "tensor (a hole before '%s')", pos, t[i].begin, t[i].name);
+        pos = t[i].begin + t[i].nbytes;
+    }
+    if (pos != data_len)
+        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "data buffer bytes [%zu, %zu) after the last "
+                        "tensor belong to no tensor", pos, data_len);
+    return QRT_STATUS_OK;
+}
+
+static qrt_status check_names(qrt_tensor *t, size_t n, qrt_error *err) {
+    sort_tensors(t, n, by_name);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(t[i - 1].name, t[i].name))
+            return qrt_fail(err, QRT_STATUS_FORMAT, 0, "tensor name '%s' appears twice in the header",
+                            t[i].name);
+    return QRT_STATUS_OK;
+}
+
+/* A metadata string (located by the scan) decoded into buf; false if longer than buf. */
+static bool meta_string(const qrt_header_scan *s, const uint8_t *file, const uint8_t *at,
+                        char *buf, size_t cap) {
+    qrt_json j = {file + 8, at, file + 8 + s->header_len, NULL};
+    size_t len = 0;
+    return qrt_json_string(&j, buf, cap, &len, NULL) == QRT_STATUS_OK && len < cap;
+}
+
+static qrt_status check_metadata(const qrt_header_scan *s, const uint8_t *file, qrt_error *err) {
+    char buf[40];
+    if (!s->format)
+        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "__metadata__ has no 'format' (not a qat int8 "
+                        "model file; `qat export` writes them)");
+    if (!meta_string(s, file, s->format, buf, sizeof buf)) strcpy(buf, "(too long)");
+    if (strcmp(buf, "qat-int8"))
+        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "format is '%s', expected 'qat-int8' (not an int8 "
+                        "model file; `qat export` writes them)", buf);
+    if (!s->format_version)
+        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "__metadata__ has no 'format_version'");
+    if (!meta_string(s, file, s->format_version, buf, sizeof buf)) strcpy(buf, "(too long)");
+    if (strcmp(buf, "1"))
+        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "format_version '%s' is not supported (this "
+                        "runtime reads version 1)", buf);
+    if (!s->graph) return qrt_fail(err, QRT_STATUS_FORMAT, 0, "__metadata__ has no 'graph'");
+    if (s->graph_lines > QRT_MAX_LINES)
+        return qrt_fail(err, QRT_STATUS_GRAPH, 0, "the graph has %zu lines, more than the limit of %d",
+                        s->graph_lines, QRT_MAX_LINES);
+    return QRT_STATUS_OK;
+}
+
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- load -------------------------------------------------------------------------- */
+
+static qrt_status load(qrt_model *m, const uint8_t *file, size_t len, void *mem, size_t mem_len,
+                       qrt_error *err) {
+    qrt_header_scan s;
+    uint64_t size[N_BLOCKS];
+    uint8_t *block[N_BLOCKS];
+    TRY(qrt_st_parse(file, len, &s, NULL, NULL, 0, err));
+    const size_t need = layout(&s, size);
+    if (!mem || mem_len < need)
+        return qrt_fail(err, QRT_STATUS_NO_MEMORY, 0, "model memory of %zu bytes is too small: this "
+                        "file needs %zu (qrt_model_mem_size)", mem ? mem_len : 0, need);
+    uint8_t *p = (uint8_t *)mem + ((QRT_ALIGN - (uintptr_t)mem % QRT_ALIGN) % QRT_ALIGN);
+    for (int i = 0; i < N_BLOCKS; i++) {
+        block[i] = p;
+        p += (size[i] + QRT_ALIGN - 1) / QRT_ALIGN * QRT_ALIGN;
+    }
+    qrt_tensor *tensors = (qrt_tensor *)(void *)block[BLOCK_TENSORS];
+    char *strings = (char *)block[BLOCK_STRINGS];
+    const size_t strings_cap = (size_t)size[BLOCK_STRINGS];
+    TRY(qrt_st_parse(file, len, &s, tensors, strings, strings_cap, err));
+    const size_t n = s.n_tensors;
+
+    /* Native int32 copies (the file is little-endian and may be unaligned). */
+    int32_t *i32 = (int32_t *)(void *)block[BLOCK_I32];
+    size_t names_used = 0;
+    for (size_t i = 0; i < n; i++) {
+        names_used += strlen(tensors[i].name) + 1;
+        if (tensors[i].dtype != QRT_DTYPE_I32) continue;
+        size_t count = tensors[i].nbytes / 4;
+        for (size_t k = 0; k < count; k++) i32[k] = (int32_t)le32(tensors[i].data + 4 * k);
+        tensors[i].s32 = i32;
+        i32 += count;
+    }
+    TRY(check_coverage(tensors, n, s.data_len, err));
+    TRY(check_names(tensors, n, err));
+    TRY(check_metadata(&s, file, err));
+
+    /* The graph text, decoded after the names. */
+    char *text = strings + names_used;
+    qrt_json j = {file + 8, s.graph, file + 8 + s.header_len, err};
+    TRY(qrt_json_string(&j, text, strings_cap - names_used, NULL, NULL));
+
+    qrt_graph_mem gm = {
+        .ops = (qrt_op *)(void *)block[BLOCK_OPS],
+        .values = (qrt_value *)(void *)block[BLOCK_VALUES],
+        .live = (int *)(void *)block[BLOCK_LIVE],
+        .max_lines = (size_t)(size[BLOCK_OPS] / sizeof(qrt_op)),
+        .unpacked = (int8_t *)block[BLOCK_UNPACKED],
+        .unpacked_cap = (size_t)size[BLOCK_UNPACKED],
+    };
+    TRY(qrt_graph_load(m, tensors, (int)n, text, &gm, err));
+    m->file = file;
+    m->file_len = len;
+    m->tensors = tensors;
+    m->n_tensors = (int)n;
+    return QRT_STATUS_OK;
+}
+
+qrt_status qrt_model_load(qrt_model *m, const uint8_t *file, size_t len, void *mem, size_t mem_len,
+                          qrt_error *err) {
+    qrt_error local;
+    if (!err) err = &local;
+    memset(err, 0, sizeof *err);
+    if (!m) return qrt_fail(err, QRT_STATUS_INVALID_ARG, 0, "qrt_model_load: the model is NULL");
+    memset(m, 0, sizeof *m);
+    if (!file) return qrt_fail(err, QRT_STATUS_INVALID_ARG, 0, "qrt_model_load: the file is NULL");
+    qrt_status st = load(m, file, len, mem, mem_len, err);
+    if (st != QRT_STATUS_OK) memset(m, 0, sizeof *m);
+    return st;
+}
+
+/* ---- accessors --------------------------------------------------------------------- */
+
+size_t qrt_arena_size(const qrt_model *m) { return m ? m->arena_size : 0; }
+
+const qrt_value *qrt_model_input(const qrt_model *m) { return m && m->n_values ? &m->values[0] : NULL; }
+
+const qrt_value *qrt_model_output(const qrt_model *m) {
+    return m && m->n_values ? &m->values[m->output] : NULL;
+}
+
+int qrt_model_n_outputs(const qrt_model *m) { return m && m->n_values ? m->values[m->output].numel : 0; }
+
+int qrt_model_n_ops(const qrt_model *m) { return m ? m->n_ops : 0; }
+
+const qrt_op *qrt_model_op(const qrt_model *m, int i) {
+    return m && i >= 0 && i < m->n_ops ? &m->ops[i] : NULL;
+}
+
+const qrt_value *qrt_model_value(const qrt_model *m, int i) {
+    return m && i >= 0 && i < m->n_values ? &m->values[i] : NULL;
+}
+
+const qrt_tensor *qrt_model_tensor(const qrt_model *m, const char *name) {
+    if (!m || !name) return NULL;
+    int lo = 0, hi = m->n_tensors - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(m->tensors[mid].name, name);
+        if (!c) return &m->tensors[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return NULL;
+}

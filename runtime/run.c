@@ -1,0 +1,74 @@
+/* run.c - qrt_run: the ops in graph order, each value at its planned arena offset.
+ * Everything was validated at load time (runtime.h), so nothing here can fail or
+ * overflow; there is no allocation and no floating point. */
+#include <string.h>
+
+#include "internal.h"
+
+qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_t *logits,
+                   int *argmax) {
+    if (!m || !m->ops || !pixels || !arena) return QRT_STATUS_INVALID_ARG;
+    int8_t *A = arena;
+    const qrt_value *V = m->values;
+    for (int i = 0; i < m->n_ops; i++) {
+        const qrt_op *op = &m->ops[i];
+        const qrt_value *x = op->n_in ? &V[op->in[0]] : NULL, *y = op->out >= 0 ? &V[op->out] : NULL;
+        switch (op->kind) {
+        case QRT_OP_INPUT:
+            qrt_input_u8(A + y->offset, pixels, (size_t)y->numel);
+            break;
+        case QRT_OP_CONV2D: {
+            const qrt_conv_params p = {
+                .C = x->shape[0], .H = x->shape[1], .W = x->shape[2],
+                .OC = y->shape[0], .OH = y->shape[1], .OW = y->shape[2],
+                .k = op->k, .stride = op->stride, .pad = op->pad, .groups = op->groups,
+                .z_in = op->z_in, .z_out = op->z_out, .act_min = op->act_min, .act_max = op->act_max,
+            };
+            qrt_conv2d_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
+                          op->mult->s32, op->shift->s32, &p);
+            break;
+        }
+        case QRT_OP_LINEAR: {
+            const qrt_linear_params p = {
+                .F_in = x->numel, .F_out = y->numel, .z_in = op->z_in, .z_out = op->z_out,
+                .act_min = op->act_min, .act_max = op->act_max,
+            };
+            qrt_linear_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
+                          op->mult->s32, op->shift->s32, &p);
+            break;
+        }
+        case QRT_OP_MAXPOOL:
+        case QRT_OP_AVGPOOL: {
+            const qrt_pool_params p = {
+                .C = x->shape[0], .H = x->shape[1], .W = x->shape[2],
+                .OH = y->shape[1], .OW = y->shape[2],
+                .k = op->k, .stride = op->stride, .pad = op->pad, .z_in = x->z,
+            };
+            if (op->kind == QRT_OP_MAXPOOL) qrt_maxpool_s8(A + y->offset, A + x->offset, &p);
+            else qrt_avgpool_s8(A + y->offset, A + x->offset, &p);
+            break;
+        }
+        case QRT_OP_GLOBAL_AVGPOOL:
+            qrt_global_avgpool_s8(A + y->offset, A + x->offset, x->shape[0], x->shape[1] * x->shape[2]);
+            break;
+        case QRT_OP_ADD: {
+            const qrt_add_params p = {
+                .z_a = op->z_a, .z_b = op->z_b, .z_out = op->z_out,
+                .mult_a = op->mult_a, .shift_a = op->shift_a,
+                .mult_b = op->mult_b, .shift_b = op->shift_b,
+                .mult_out = op->mult_out, .shift_out = op->shift_out,
+                .act_min = op->act_min, .act_max = op->act_max,
+            };
+            qrt_add_s8(A + y->offset, A + x->offset, A + V[op->in[1]].offset, (size_t)y->numel, &p);
+            break;
+        }
+        case QRT_OP_FLATTEN: /* the same bytes: the planner gave y x's offset */
+            break;
+        case QRT_OP_OUTPUT:
+            if (logits) memcpy(logits, A + x->offset, (size_t)x->numel);
+            if (argmax) *argmax = qrt_argmax_s8(A + x->offset, x->numel);
+            break;
+        }
+    }
+    return QRT_STATUS_OK;
+}

@@ -1,0 +1,223 @@
+/* runtime.h - the integer-only inference runtime: loads a model file written by
+ * `qat export` (docs/int8-format.md) and runs it with int8/int32 arithmetic alone
+ * (../shared/int8-spec.md), bit-exactly as training modelled it.
+ *
+ * Dependency-free: C99 and libc (string.h, stdio.h's vsnprintf for error messages), no
+ * other file of this tree. The inference path has no float or double at all: on x86-64
+ * the library is compiled with -mgeneral-regs-only, so a float that sneaks in breaks the
+ * build. The `s=` scales of the graph are kept as text, never parsed.
+ *
+ * Use:
+ *
+ *     #include "runtime/runtime.h"
+ *
+ *     // file: the whole model file in memory (read or mmap it); it must outlive the model
+ *     size_t mem_len = qrt_model_mem_size(file, file_len);    // 0: unreadable file
+ *     void *mem = malloc(mem_len ? mem_len : 1);              // or a static buffer
+ *     qrt_model m;
+ *     qrt_error err;
+ *     if (qrt_model_load(&m, file, file_len, mem, mem_len, &err) != QRT_STATUS_OK) {
+ *         fprintf(stderr, "%s: %s\n", path, err.msg);          // names line/field/tensor
+ *         ...
+ *     }
+ *     void *arena = malloc(qrt_arena_size(&m));               // activations, reused
+ *     int8_t *logits = malloc(qrt_model_n_outputs(&m));
+ *     int label;
+ *     qrt_run(&m, pixels, arena, logits, &label);             // pixels: uint8, C*H*W
+ *
+ *     // qat inspect: qrt_model_input(&m)->shape, and for each i < qrt_model_n_ops(&m)
+ *     // the op qrt_model_op(&m, i): kind, line, values read/written (qrt_model_value
+ *     // gives shape, z, s text), k/stride/pad/groups, wbits, weight->name/shape,
+ *     // z_in/z_out, act_min/act_max, the raw s= text
+ *
+ * Memory. The runtime never allocates. Two caller buffers:
+ *   - model memory (`mem`, qrt_model_mem_size() bytes, any alignment): the tensor table,
+ *     the decoded tensor names and graph text, the op and value tables, int32 tensors
+ *     converted to native int32, and 4-bit packed weights unpacked to int8. int8 weights
+ *     stay in the file buffer: the model points into both, so both must outlive it.
+ *     qrt_model_mem_size() is computed from a scan of the header alone (counts and byte
+ *     totals): an upper bound (strings are sized by the header length, the op tables by
+ *     the graph's line count, unpacking by all U8 bytes). A smaller mem_len is refused
+ *     with QRT_STATUS_NO_MEMORY and a message giving the size needed.
+ *   - the activation arena (qrt_arena_size() bytes, any alignment): every value of the
+ *     graph at an offset planned at load time from value lifetimes (first fit; a value
+ *     is freed after its last reader, flatten shares its input's bytes). One arena per
+ *     concurrent qrt_run; the model itself is read-only during inference, so threads can
+ *     share it.
+ *
+ * What qrt_model_load validates (and refuses with a message naming the problem), before
+ * anything runs:
+ *   - the container (safetensors): at least 8 bytes; header length N in [2, 10^8] and
+ *     within the file ("truncated file?"); the header is exactly one JSON object (objects,
+ *     strings with escapes and valid UTF-8, integers; no floats, no NUL, no duplicate
+ *     keys), followed only by whitespace; each tensor entry has exactly dtype (a
+ *     safetensors dtype), shape (at most 8 dims >= 0) and data_offsets [begin, end] with
+ *     end - begin = element size * numel and end within the data buffer; the tensors
+ *     cover the data buffer without holes or overlaps; __metadata__ is an object of
+ *     strings with format "qat-int8", format_version "1" and a graph;
+ *   - the graph: one op per line, known op kinds, every field present, none unknown or
+ *     repeated, each integer in range; value 0 written by the first line (`input`), each
+ *     op writing the next value and reading only values already written; one `output`,
+ *     the last line; declared shapes equal to the shapes the op computes; zero points
+ *     z_in/z_a/z_b equal to those of the values read; act_min <= act_max in [-128, 127];
+ *   - tensors named by the graph: present, of the right dtype (I8 weights, or U8 packed
+ *     with wbits <= 4; I32 bias/mult/shift) and shape; weights within
+ *     [-(2^(wbits-1) - 1), 2^(wbits-1) - 1]; M0 0 or in [2^30, 2^31); shift in [-31, 30];
+ *   - overflow: the accumulator bound K * 255 * max|w| + max|bias| <= 2^31 - 1 for each
+ *     conv2d/linear, and for every requantization the bound of its int32 input times
+ *     2^max(shift, 0) <= 2^31 - 1 (so the spec's x * 2^left never wraps), likewise for
+ *     add's rescaled inputs and their sum. A file that passes runs without overflow;
+ *   - limits: header <= 10^8 bytes, graph <= 10000 lines, a value <= 2^28 elements with
+ *     dimensions <= 2^24, k, stride and pad <= 1024.
+ *
+ * How this runtime reads the places where docs/int8-format.md leaves a choice:
+ *   - every op that writes a value has `shape=`; `s=` is optional everywhere (kept as
+ *     text); pools, global_avgpool and flatten pass their input's zero point on;
+ *   - global_avgpool may declare C or C,1,1; linear reads any shape (K = its elements);
+ *   - a U8 weight is packed (and needs wbits <= 4); an I8 weight may have any wbits;
+ *     with an odd count of packed weights the unused high nibble must be 0;
+ *   - pools need pad <= k/2 (PyTorch's rule: no window is padding only); conv padding
+ *     only needs H + 2 pad >= k;
+ *   - blank lines are skipped (and counted in line numbers); unknown or repeated
+ *     fields are refused; unknown tensors and other metadata keys are ignored.
+ */
+#ifndef QRT_RUNTIME_H
+#define QRT_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+typedef enum qrt_status {
+    QRT_STATUS_OK = 0,
+    QRT_STATUS_INVALID_ARG, /* a NULL pointer where one is required */
+    QRT_STATUS_FORMAT,      /* the container: lengths, JSON header, tensor table, metadata */
+    QRT_STATUS_GRAPH,       /* the graph text, or a tensor it names */
+    QRT_STATUS_NO_MEMORY,   /* mem_len below qrt_model_mem_size() */
+} qrt_status;
+
+const char *qrt_status_str(qrt_status s);
+
+typedef struct qrt_error {
+    qrt_status status;
+    int line;      /* 1-based graph line of a QRT_STATUS_GRAPH error, else 0 */
+    char msg[320]; /* what is wrong, naming the line, field, tensor or header byte */
+} qrt_error;
+
+/* The safetensors dtypes (the container accepts them all; the graph uses I8, U8, I32). */
+typedef enum qrt_dtype {
+    QRT_DTYPE_BOOL, QRT_DTYPE_U8, QRT_DTYPE_I8, QRT_DTYPE_F8_E5M2, QRT_DTYPE_F8_E4M3,
+    QRT_DTYPE_I16, QRT_DTYPE_U16, QRT_DTYPE_F16, QRT_DTYPE_BF16, QRT_DTYPE_I32,
+    QRT_DTYPE_U32, QRT_DTYPE_F32, QRT_DTYPE_I64, QRT_DTYPE_U64, QRT_DTYPE_F64,
+} qrt_dtype;
+
+const char *qrt_dtype_str(qrt_dtype d);
+
+#define QRT_MAX_DIMS 8
+
+typedef struct qrt_tensor {
+    const char *name;              /* decoded, NUL-terminated (model memory) */
+    qrt_dtype dtype;
+    int ndim;
+    uint64_t shape[QRT_MAX_DIMS];
+    const uint8_t *data;           /* the raw little-endian bytes, in the file buffer */
+    size_t nbytes;
+    size_t begin;                  /* data_offsets[0], relative to the data buffer */
+    const int32_t *s32;            /* I32: the values as native int32 (model memory) */
+    const int8_t *s8;              /* a weight: int8 values (the file's I8 bytes, or the
+                                      U8 packed nibbles unpacked into model memory) */
+} qrt_tensor;
+
+typedef enum qrt_op_kind {
+    QRT_OP_INPUT,
+    QRT_OP_CONV2D,
+    QRT_OP_LINEAR,
+    QRT_OP_MAXPOOL,
+    QRT_OP_AVGPOOL,
+    QRT_OP_GLOBAL_AVGPOOL,
+    QRT_OP_ADD,
+    QRT_OP_FLATTEN,
+    QRT_OP_OUTPUT,
+} qrt_op_kind;
+
+/* The graph spelling: "input", "conv2d", "linear", "maxpool", "avgpool",
+ * "global_avgpool", "add", "flatten", "output". */
+const char *qrt_op_kind_str(qrt_op_kind k);
+
+/* A value: one int8 tensor of the graph (per sample). */
+typedef struct qrt_value {
+    int ndim;         /* 1: (F) or 3: (C, H, W) */
+    int shape[3];
+    int32_t numel;    /* = its size in bytes */
+    int32_t z;        /* zero point */
+    const char *s;    /* the `s=` text of the op that wrote it (pools and flatten: their
+                         input's), or NULL; for people, never parsed */
+    int producer;     /* index of the op that writes it */
+    int last_use;     /* index of the last op that reads it (its producer if none); for
+                         a value a flatten shares, also its flattens' readers */
+    int alias;        /* the value whose bytes it shares (flatten), else itself */
+    size_t offset;    /* its place in the activation arena */
+} qrt_value;
+
+/* One graph line. Fields an op kind does not have are 0 (tensors NULL). */
+typedef struct qrt_op {
+    qrt_op_kind kind;
+    int line;                  /* 1-based line in the graph text */
+    int n_in, in[2];           /* values read (add: 2; input: 0) */
+    int out;                   /* value written, -1 for output */
+    int k, stride, pad, groups;            /* conv2d (groups), maxpool, avgpool */
+    int wbits;                             /* conv2d, linear: weight bits, 2..8 */
+    const qrt_tensor *weight, *bias, *mult, *shift; /* conv2d, linear */
+    int32_t z_in, z_out, act_min, act_max; /* conv2d, linear; add: z_out, act_*;
+                                              input: z_out is its `z=` */
+    int32_t z_a, z_b, mult_a, shift_a, mult_b, shift_b, mult_out, shift_out; /* add */
+    const char *s;                         /* the op's `s=` text, or NULL */
+} qrt_op;
+
+/* A loaded model. All pointers are into the caller's file buffer and model memory;
+ * read-only after qrt_model_load. */
+typedef struct qrt_model {
+    const uint8_t *file;
+    size_t file_len;
+    const qrt_tensor *tensors; /* sorted by name */
+    int n_tensors;
+    const qrt_op *ops;         /* in graph order: ops[0] is input, the last is output */
+    int n_ops;
+    const qrt_value *values;   /* values[0] is the input */
+    int n_values;
+    int output;                /* the value the output op reads: the logits */
+    size_t arena_size;
+} qrt_model;
+
+/* Bytes of model memory qrt_model_load needs for this file: an upper bound computed
+ * from a scan of the container. 0 if the container is unreadable (qrt_model_load then
+ * says why). */
+size_t qrt_model_mem_size(const uint8_t *file, size_t len);
+
+/* Validates the file (see the top of this header) and fills *m. On failure returns the
+ * status, fills *err (may be NULL) and leaves *m zeroed. */
+qrt_status qrt_model_load(qrt_model *m, const uint8_t *file, size_t len, void *mem,
+                          size_t mem_len, qrt_error *err);
+
+/* Bytes of activation arena qrt_run needs. */
+size_t qrt_arena_size(const qrt_model *m);
+
+/* Runs one image: pixels are raw uint8, qrt_model_input(m)->numel of them, (C, H, W).
+ * Writes qrt_model_n_outputs(m) int8 logits (logits may be NULL) and the index of the
+ * largest, ties to the lowest (argmax may be NULL). No allocation, no floating point.
+ * QRT_STATUS_INVALID_ARG if m, pixels or arena is NULL or m is not loaded. */
+qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_t *logits,
+                   int *argmax);
+
+/* Inspection (`qat inspect`). */
+const qrt_value *qrt_model_input(const qrt_model *m);  /* shape, z, s of the input */
+const qrt_value *qrt_model_output(const qrt_model *m); /* the logits value */
+int qrt_model_n_outputs(const qrt_model *m);           /* number of logits */
+int qrt_model_n_ops(const qrt_model *m);
+const qrt_op *qrt_model_op(const qrt_model *m, int i);       /* NULL if out of range */
+const qrt_value *qrt_model_value(const qrt_model *m, int i); /* NULL if out of range */
+/* The tensor of that name, or NULL (binary search). */
+const qrt_tensor *qrt_model_tensor(const qrt_model *m, const char *name);
+
+#endif

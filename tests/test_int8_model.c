@@ -1,0 +1,104 @@
+/* test_int8_model.c - a whole model through the command, on Fashion-MNIST (Debian's
+ * dataset-fashion-mnist, which the bootstrap installs): train a small CNN (BN, ReLU,
+ * ReLU6, max pool, a residual add, global average pool), fine-tune it with QAT w8a8, export
+ * it, and run the integer-only runtime on the 10,000 test images. Its predictions must
+ * agree with the fake-quant model's on at least 99.5% of them, and its accuracy stay
+ * within 0.5 points. Then the exported file is damaged in several ways and every load must
+ * fail with a message. Takes about a minute on 2 cores. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "data/dataset.h"
+#include "testutil.h"
+
+static char dir[64];
+
+static int qat(char *out, size_t n, const char *args) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, QAT_CLI_PATH, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static double json_number(const char *out, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *p = strstr(out, k);
+    if (!p) fail_msg("no %s in: %s", key, out);
+    return strtod(p + strlen(k), NULL);
+}
+
+static const char *MODEL = "input 1 28 28\n"
+                           "conv2d out=8 kernel=3 pad=1\nbatchnorm\nrelu\nmaxpool kernel=2\n"
+                           "residual\n  conv2d out=8 kernel=3 pad=1 groups=8\n  batchnorm\n  relu6\n"
+                           "  conv2d out=8 kernel=1\n  batchnorm\nend\nrelu\n"
+                           "conv2d out=16 kernel=3 stride=2 pad=1\nbatchnorm\nrelu\n"
+                           "global_avgpool\nlinear out=10\n";
+
+static void test_exported_model_agrees(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    char p[128];
+    snprintf(p, sizeof p, "%s/small.model", dir);
+    FILE *f = fopen(p, "w");
+    fputs(MODEL, f);
+    fclose(f);
+    if (qat(out, sizeof out, "train --model small.model --epochs 1 --out f.st --quiet") != 0)
+        fail_msg("float training failed (is dataset-fashion-mnist installed?): %s", out);
+    if (qat(out, sizeof out, "train --from f.st --quant w8a8 --out q.st --quiet --json") != 0)
+        fail_msg("QAT failed: %s", out);
+    double fq = json_number(out, "test_accuracy");
+    if (qat(out, sizeof out, "export q.st --out m.int8") != 0) fail_msg("export failed: %s", out);
+    if (qat(out, sizeof out, "eval m.int8 --compare q.st --json") != 0) fail_msg("int8 eval failed: %s", out);
+    double acc = json_number(out, "test_accuracy"), agree = json_number(out, "top1_agreement");
+    print_message("fake quant %.4f, int8 %.4f, top-1 agreement %.4f\n", fq, acc, agree);
+    if (json_number(out, "fake_quant_accuracy") != fq) fail_msg("--compare recomputed another accuracy: %s", out);
+    if (agree < 0.995) fail_msg("integer-only predictions agree with fake quant on only %.2f%%", 100 * agree);
+    if (acc < fq - 0.005) fail_msg("int8 accuracy %.4f is more than 0.5 points under fake quant %.4f", acc, fq);
+    if (qat(out, sizeof out, "inspect m.int8") != 0 || !strstr(out, "add") || !strstr(out, "global_avgpool"))
+        fail_msg("inspect of the int8 model: %s", out);
+
+    /* Damaged copies are refused with a message, never run. */
+    snprintf(p, sizeof p, "%s/m.int8", dir);
+    f = fopen(p, "rb");
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)len);
+    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    const long cuts[] = {4, 8, 100, len / 2, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        snprintf(p, sizeof p, "%s/cut.int8", dir);
+        f = fopen(p, "wb");
+        fwrite(buf, 1, (size_t)cuts[i], f);
+        fclose(f);
+        if (qat(out, sizeof out, "eval cut.int8 --json") == 0) fail_msg("a file cut at %ld bytes ran: %s", cuts[i], out);
+        if (!strstr(out, "cut.int8")) fail_msg("the message does not name the file: %s", out);
+    }
+    free(buf);
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/qat_test_int8_XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_exported_model_agrees)};
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
