@@ -64,6 +64,30 @@ static void test_exported_model_agrees(void **state) {
     if (qat(out, sizeof out, "inspect m.int8") != 0 || !strstr(out, "add") || !strstr(out, "global_avgpool"))
         fail_msg("inspect of the int8 model: %s", out);
 
+    /* predict: a test image written as a 24-bit BMP gives the same class as eval's run. */
+    qat_dataset ds = {0};
+    qat_error err = {0};
+    if (qat_dataset_load_mnist(&ds, QAT_FASHION_MNIST_DIR, QAT_SPLIT_TEST, &err)) fail_msg("%s", err.msg);
+    snprintf(p, sizeof p, "%s/img.bmp", dir);
+    f = fopen(p, "wb");
+    unsigned char hdr[54] = {'B', 'M'};
+    uint32_t size = 54 + 28 * 28 * 3, off = 54, dib = 40, wh = 28, planes_bpp = 1 | (24u << 16);
+    memcpy(hdr + 2, &size, 4);
+    memcpy(hdr + 10, &off, 4);
+    memcpy(hdr + 14, &dib, 4);
+    memcpy(hdr + 18, &wh, 4);
+    memcpy(hdr + 22, &wh, 4);
+    memcpy(hdr + 26, &planes_bpp, 4);
+    fwrite(hdr, 1, 54, f);
+    for (int y = 27; y >= 0; y--) /* bottom-up rows, BGR */
+        for (int x = 0; x < 28; x++)
+            for (int c = 0; c < 3; c++) fputc(ds.pixels[y * 28 + x], f);
+    fclose(f);
+    if (qat(out, sizeof out, "predict m.int8 img.bmp --json") != 0) fail_msg("int8 predict failed: %s", out);
+    if (!strstr(out, "\"int8_logits\": [") || !strstr(out, "\"class\": ")) fail_msg("predict output: %s", out);
+    print_message("predict on test image 0 (label %d): %s", ds.labels[0], out);
+    qat_dataset_free(&ds);
+
     /* Damaged copies are refused with a message, never run. */
     snprintf(p, sizeof p, "%s/m.int8", dir);
     f = fopen(p, "rb");
