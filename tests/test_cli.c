@@ -14,16 +14,7 @@ static char dir[64];
 static void path(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
 
 /* Runs `qat ARGS` with the output captured; returns the exit status. */
-static int qat(char *out, size_t n, const char *args) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, QAT_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int qat(char *out, size_t n, const char *args) { return test_run_cli(dir, QAT_CLI_PATH, out, n, args); }
 
 static void write_csv(const char *name, int n, uint64_t seed) {
     char p[256];
@@ -108,13 +99,6 @@ static void test_train_json_resume_eval_inspect(void **state) {
     assert_non_null(strstr(out, "linear"));
 }
 
-static double json_number(const char *out, const char *key) {
-    char k[64];
-    snprintf(k, sizeof k, "\"%s\": ", key);
-    const char *p = strstr(out, k);
-    if (!p) fail_msg("no %s in: %s", key, out);
-    return strtod(p + strlen(k), NULL);
-}
 
 /* PTQ and QAT from a float checkpoint; quantized checkpoints evaluate, inspect and resume
  * byte-identically. */
@@ -126,10 +110,10 @@ static void test_quantization(void **state) {
     if (qat(out, sizeof out, args) != 0) fail_msg("train failed: %s", out);
     if (qat(out, sizeof out, "calibrate --from f.safetensors --data train.csv --samples 64 --out p.safetensors --json") != 0)
         fail_msg("calibrate failed: %s", out);
-    double f = json_number(out, "fp32_accuracy"), q = json_number(out, "quant_accuracy");
+    double f = test_json_number(out, "fp32_accuracy"), q = test_json_number(out, "quant_accuracy");
     if (!(q > f - 0.1)) fail_msg("w8a8 PTQ lost too much: %g -> %g", f, q);
     if (qat(out, sizeof out, "eval p.safetensors --data test.csv --json") != 0) fail_msg("eval of PTQ failed: %s", out);
-    if (json_number(out, "test_accuracy") != q) fail_msg("eval of the PTQ checkpoint differs: %s", out);
+    if (test_json_number(out, "test_accuracy") != q) fail_msg("eval of the PTQ checkpoint differs: %s", out);
     if (qat(out, sizeof out, "inspect p.safetensors") != 0) fail_msg("inspect failed: %s", out);
     if (!strstr(out, "quantization: w8a8") || !strstr(out, "linear+relu")) fail_msg("no quantization table: %s", out);
 
@@ -137,7 +121,7 @@ static void test_quantization(void **state) {
                       "--quant w4a4,pact --calib-samples 64 --epochs 2";
     snprintf(args, sizeof args, "%s --out q.safetensors --json", QAT);
     if (qat(out, sizeof out, args) != 0) fail_msg("QAT failed: %s", out);
-    double a = json_number(out, "test_accuracy");
+    double a = test_json_number(out, "test_accuracy");
     if (!(a > 0.7)) fail_msg("QAT w4a4 did not keep accuracy: %g", a);
     snprintf(args, sizeof args, "%s --until 1 --out r.safetensors", QAT);
     if (qat(out, sizeof out, args) != 0) fail_msg("QAT --until failed: %s", out);

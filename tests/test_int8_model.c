@@ -15,24 +15,8 @@
 
 static char dir[64];
 
-static int qat(char *out, size_t n, const char *args) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, QAT_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int qat(char *out, size_t n, const char *args) { return test_run_cli(dir, QAT_CLI_PATH, out, n, args); }
 
-static double json_number(const char *out, const char *key) {
-    char k[64];
-    snprintf(k, sizeof k, "\"%s\": ", key);
-    const char *p = strstr(out, k);
-    if (!p) fail_msg("no %s in: %s", key, out);
-    return strtod(p + strlen(k), NULL);
-}
 
 static const char *MODEL = "input 1 28 28\n"
                            "conv2d out=8 kernel=3 pad=1\nbatchnorm\nrelu\nmaxpool kernel=2\n"
@@ -53,12 +37,12 @@ static void test_exported_model_agrees(void **state) {
         fail_msg("float training failed (is dataset-fashion-mnist installed?): %s", out);
     if (qat(out, sizeof out, "train --from f.st --quant w8a8 --out q.st --quiet --json") != 0)
         fail_msg("QAT failed: %s", out);
-    double fq = json_number(out, "test_accuracy");
+    double fq = test_json_number(out, "test_accuracy");
     if (qat(out, sizeof out, "export q.st --out m.int8") != 0) fail_msg("export failed: %s", out);
     if (qat(out, sizeof out, "eval m.int8 --compare q.st --json") != 0) fail_msg("int8 eval failed: %s", out);
-    double acc = json_number(out, "test_accuracy"), agree = json_number(out, "top1_agreement");
+    double acc = test_json_number(out, "test_accuracy"), agree = test_json_number(out, "top1_agreement");
     print_message("fake quant %.4f, int8 %.4f, top-1 agreement %.4f\n", fq, acc, agree);
-    if (json_number(out, "fake_quant_accuracy") != fq) fail_msg("--compare recomputed another accuracy: %s", out);
+    if (test_json_number(out, "fake_quant_accuracy") != fq) fail_msg("--compare recomputed another accuracy: %s", out);
     if (agree < 0.995) fail_msg("integer-only predictions agree with fake quant on only %.2f%%", 100 * agree);
     if (acc < fq - 0.005) fail_msg("int8 accuracy %.4f is more than 0.5 points under fake quant %.4f", acc, fq);
     if (qat(out, sizeof out, "inspect m.int8") != 0 || !strstr(out, "add") || !strstr(out, "global_avgpool"))

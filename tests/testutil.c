@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "autograd/rng.h"
 
@@ -225,4 +226,23 @@ void assert_same(const float *got, const float *want, const float *inp, size_t n
             fail_msg("%s: first mismatch at [%zu] (x = %.9g): got %.9g, expected %.9g", what, i,
                      (double)inp[i], (double)got[i], (double)want[i]);
     }
+}
+
+int test_run_cli(const char *dir, const char *cli, char *out, size_t n, const char *args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, cli, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+double test_json_number(const char *json, const char *key) {
+    char k[128];
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *p = strstr(json, k);
+    if (!p) fail_msg("no %s in: %s", key, json);
+    return strtod(p + strlen(k), NULL);
 }

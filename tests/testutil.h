@@ -98,6 +98,12 @@ qat_tensor *test_tensor_from(int ndim, const int *shape, const float *v);
  * first mismatch with its input inp[i]. */
 void assert_same(const float *got, const float *want, const float *inp, size_t n, const char *what);
 
+/* Runs `cli ARGS` in directory `dir` with stdout and stderr captured into out (n bytes);
+ * returns the exit status (-1 if it did not exit). For tests of the qat command. */
+int test_run_cli(const char *dir, const char *cli, char *out, size_t n, const char *args);
+/* The number after "key": in a JSON text; fails the test if the key is absent. */
+double test_json_number(const char *json, const char *key);
+
 /* Fill with uniform values in [lo, hi) from a seeded generator. */
 void fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 
