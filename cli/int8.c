@@ -43,14 +43,15 @@ static void int8_close(int8_model *h) {
     memset(h, 0, sizeof *h);
 }
 
-/* The metadata value of `key` in a qat-int8 file (for people: class names, data set). */
-static char *meta_dup(const char *path, const char *key) {
+/* The metadata for people (class names, data set), read once with the container checks. */
+static void read_meta(int8_model *h, const char *path) {
     qat_st_file st;
-    if (qat_safetensors_read(&st, path, NULL)) return NULL;
-    const char *v = qat_safetensors_meta(&st, key);
-    char *r = v ? strdup(v) : NULL;
+    if (qat_safetensors_read(&st, path, NULL)) return;
+    const char *v = qat_safetensors_meta(&st, "class_names");
+    h->class_names = v ? strdup(v) : NULL;
+    v = qat_safetensors_meta(&st, "data");
+    h->data = v ? strdup(v) : NULL;
     qat_safetensors_free(&st);
-    return r;
 }
 
 static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
@@ -79,8 +80,7 @@ static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
         int8_close(h);
         return qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
     }
-    h->class_names = meta_dup(path, "class_names");
-    h->data = meta_dup(path, "data");
+    read_meta(h, path);
     return QAT_STATUS_OK;
 }
 
