@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "int8_batch.h"
 #include "data/image.h"
 #include "quant/export.h"
 #include "runtime/runtime.h"
@@ -156,16 +157,26 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
         qat_tape_free(&t);
         qat_loader_free(&l);
     }
-    size_t per = (size_t)test.dim;
+    /* Every image on the runtime, one thread per CPU (results do not depend on it). */
+    cli_int8_runner runner;
+    int *pred = malloc((size_t)test.n * sizeof(int));
+    if (!pred || cli_int8_runner_init(&runner, &h.m, 0)) {
+        free(pred);
+        rc = cli_fail("eval", "out of memory");
+        goto done;
+    }
     int correct = 0, agree = 0;
     double t0 = qat_now();
+    cli_int8_runner_run(&runner, test.pixels, test.n, pred, NULL);
+    double secs = qat_now() - t0, acc;
     for (int i = 0; i < test.n; i++) {
-        int am;
-        qrt_run(&h.m, test.pixels + (size_t)i * per, h.arena, logits, &am);
-        correct += am == test.labels[i];
-        if (fq_pred) agree += am == fq_pred[i];
+        correct += pred[i] == test.labels[i];
+        if (fq_pred) agree += pred[i] == fq_pred[i];
     }
-    double secs = qat_now() - t0, acc = (double)correct / test.n;
+    acc = (double)correct / test.n;
+    int threads = runner.threads;
+    cli_int8_runner_free(&runner);
+    free(pred);
     if (res) {
         res->accuracy = acc;
         res->images_per_s = test.n / secs;
@@ -178,8 +189,8 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
             printf(", \"fake_quant_accuracy\": %.6f, \"top1_agreement\": %.6f", fq_acc, (double)agree / test.n);
         printf("}\n");
     } else {
-        printf("%s on %s: integer-only accuracy %.2f%% (%d samples), %.0f images/s (batch 1, one thread)\n", path,
-               data, 100 * acc, test.n, test.n / secs);
+        printf("%s on %s: integer-only accuracy %.2f%% (%d samples), %.0f images/s (%d thread%s)\n", path,
+               data, 100 * acc, test.n, test.n / secs, threads, threads > 1 ? "s" : "");
         if (fq_pred)
             printf("fake-quant %s: %.2f%%; top-1 agreement %.2f%%\n", compare, 100 * fq_acc,
                    100.0 * agree / test.n);

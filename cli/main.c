@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "blas.h"
 #include "common.h"
 
 static const struct {
@@ -25,6 +26,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    cli_blas_select_core(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
