@@ -1,26 +1,56 @@
 /* bench_train.c - training-step throughput of the reference models on random data.
  *
- * For the CNN and the MLP at batch 64, in float and with QAT w8a8 fake quantization
- * (quant/quant.h): forward, cross-entropy, backward and an SGD momentum step, timed over
- * many steps after a warm-up. The models alternate in rounds so that drift of this noisy
- * machine hits all alike; the table reports the median of the rounds, the QAT/float time
- * ratio, and the peak resident memory of the whole run.
+ * For the CNN, the DW-CNN (examples/dwcnn.model) and the MLP at batch 64, in float and
+ * with QAT w8a8 fake quantization (quant/quant.h): forward, cross-entropy, backward and
+ * an SGD momentum step, timed over many steps after a warm-up. The models alternate in
+ * rounds so that drift of this noisy machine hits all alike; the table reports the
+ * median of the rounds, the QAT/float time ratio, the step arena's peak, and the peak
+ * resident memory (getrusage ru_maxrss) of the whole process.
  *
- *     bench_train [rounds] [steps_per_round]
+ *     bench_train [rounds] [steps_per_round] [threads] [--only NAME]
  *
- * Thread count: OpenBLAS's (OPENBLAS_NUM_THREADS; all cores by default).
+ * threads: the pool's and OpenBLAS's (qat_set_num_threads); default QAT_NUM_THREADS from
+ * the environment, else all cores. --only NAME trains that model alone (CNN, CNN-QAT,
+ * DW-CNN, ...), so the peak resident memory printed is that of a process training it.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
 
+#include <string.h>
+
+#include "autograd/parallel.h"
 #include "layers/loss.h"
 #include "layers/model.h"
+#include "layers/model_file.h"
 #include "optim/optim.h"
 #include "quant/quant.h"
 
 enum { BATCH = 64 };
+
+/* examples/dwcnn.model, without its comments. */
+static const char DWCNN[] =
+    "input 1 28 28\n"
+    "conv2d out=16 kernel=3 pad=1\nbatchnorm\nrelu6\n"
+    "conv2d out=16 kernel=3 stride=2 pad=1 groups=16\nbatchnorm\nrelu6\n"
+    "conv2d out=32 kernel=1\nbatchnorm\nrelu6\n"
+    "conv2d out=32 kernel=3 stride=2 pad=1 groups=32\nbatchnorm\nrelu6\n"
+    "conv2d out=64 kernel=1\nbatchnorm\nrelu6\n"
+    "conv2d out=64 kernel=3 pad=1 groups=64\nbatchnorm\nrelu6\n"
+    "conv2d out=128 kernel=1\nbatchnorm\nrelu6\n"
+    "global_avgpool\nlinear out=10\n";
+
+static qat_model *dwcnn(qat_rng *rng) {
+    qat_model *m = NULL;
+    qat_error err = {0};
+    if (qat_model_parse(DWCNN, "<dwcnn>", &m, &err) || qat_model_finalize(m, rng)) {
+        fprintf(stderr, "bench_train: %s\n", err.status ? err.msg : m->err.msg);
+        qat_model_free(m);
+        return NULL;
+    }
+    return m;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -34,6 +64,7 @@ typedef struct bench_model {
     qat_optim opt;
     qat_tape tape;
     double *rates;
+    bool qat;
 } bench_model;
 
 static int cmp_double(const void *a, const void *b) {
@@ -59,12 +90,20 @@ static double run(bench_model *b, const float *x, const int32_t *y, int steps) {
 }
 
 int main(int argc, char **argv) {
-    int rounds = argc > 1 ? atoi(argv[1]) : 5;
-    int steps = argc > 2 ? atoi(argv[2]) : 20;
-    if (rounds < 1 || steps < 1) {
-        fprintf(stderr, "usage: %s [rounds >= 1] [steps_per_round >= 1]\n", argv[0]);
+    int pos[3] = {5, 20, 0}, npos = 0;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+        else if (npos < 3) pos[npos++] = atoi(argv[i]);
+        else pos[0] = 0;
+    }
+    int rounds = pos[0], steps = pos[1], threads = pos[2];
+    if (rounds < 1 || steps < 1 || threads < 0) {
+        fprintf(stderr, "usage: %s [rounds >= 1] [steps_per_round >= 1] [threads] [--only NAME]\n",
+                argv[0]);
         return 2;
     }
+    if (threads > 0) qat_set_num_threads(threads);
     qat_rng rng;
     qat_rng_init(&rng, 7);
     float *x = malloc(sizeof(float) * BATCH * 784);
@@ -72,16 +111,26 @@ int main(int argc, char **argv) {
     for (int i = 0; i < BATCH * 784; i++) x[i] = qat_rng_normal(&rng);
     for (int i = 0; i < BATCH; i++) y[i] = (int32_t)qat_rng_below(&rng, 10);
 
-    enum { NM = 4 };
-    bench_model models[NM] = {{.name = "CNN", .m = qat_model_cnn(&rng)},
-                              {.name = "CNN-QAT", .m = qat_model_cnn(&rng)},
-                              {.name = "MLP", .m = qat_model_mlp(&rng)},
-                              {.name = "MLP-QAT", .m = qat_model_mlp(&rng)}};
+    enum { NALL = 6 };
+    const char *names[NALL] = {"CNN", "CNN-QAT", "DW-CNN", "DW-CNN-QAT", "MLP", "MLP-QAT"};
+    bench_model models[NALL];
+    int nm = 0;
+    for (int k = 0; k < NALL; k++) {
+        /* --only X keeps X alone; a QAT model keeps its float twin out of the process. */
+        if (only && strcmp(only, names[k]) != 0) continue;
+        qat_model *m = k < 2 ? qat_model_cnn(&rng) : k < 4 ? dwcnn(&rng) : qat_model_mlp(&rng);
+        models[nm++] = (bench_model){.name = names[k], .m = m, .qat = k % 2 == 1};
+    }
+    if (nm == 0) {
+        fprintf(stderr, "bench_train: --only %s names no model (CNN, CNN-QAT, DW-CNN, DW-CNN-QAT, "
+                        "MLP, MLP-QAT)\n", only);
+        return 2;
+    }
     qat_optim_config cfg = qat_optim_config_default(QAT_OPTIM_SGD);
     cfg.momentum = 0.9;
-    for (int i = 0; i < NM; i++) {
+    for (int i = 0; i < nm; i++) {
         if (!models[i].m) return 1;
-        if (i % 2) { /* QAT w8a8, ranges calibrated on the benchmark batch */
+        if (models[i].qat) { /* QAT w8a8, ranges calibrated on the benchmark batch */
             qat_quant_spec spec = qat_quant_spec_default();
             qat_quant_input in = {true, 0.286f, 0.353f};
             qat_tape t;
@@ -99,25 +148,25 @@ int main(int argc, char **argv) {
         run(&models[i], x, y, 3); /* warm-up: first-step allocations, caches */
     }
     for (int r = 0; r < rounds; r++)
-        for (int i = 0; i < NM; i++) models[i].rates[r] = run(&models[i], x, y, steps);
+        for (int i = 0; i < nm; i++) models[i].rates[r] = run(&models[i], x, y, steps);
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    const char *threads = getenv("OPENBLAS_NUM_THREADS");
-    printf("training step, batch %d, %d rounds x %d steps, OpenBLAS threads: %s\n", BATCH,
-           rounds, steps, threads ? threads : "default");
-    printf("%-8s %12s %12s %12s %14s %16s\n", "model", "median/s", "min/s", "max/s", "step arena MiB",
-           "time vs float");
-    for (int i = 0; i < NM; i++) {
+    printf("training step, batch %d, %d rounds x %d steps, threads: %d\n", BATCH, rounds, steps,
+           qat_num_threads());
+    printf("%-10s %10s %10s %10s %14s %14s\n", "model", "median/s", "min/s", "max/s",
+           "step arena MiB", "time vs float");
+    for (int i = 0; i < nm; i++) {
         qsort(models[i].rates, (size_t)rounds, sizeof(double), cmp_double);
-        printf("%-8s %12.0f %12.0f %12.0f %14.1f", models[i].name, models[i].rates[rounds / 2],
+        printf("%-10s %10.0f %10.0f %10.0f %14.1f", models[i].name, models[i].rates[rounds / 2],
                models[i].rates[0], models[i].rates[rounds - 1],
                (double)models[i].tape.arena.peak / (1 << 20));
-        if (i % 2) printf(" %15.2fx", models[i - 1].rates[rounds / 2] / models[i].rates[rounds / 2]);
+        if (models[i].qat && i > 0 && !models[i - 1].qat)
+            printf(" %13.2fx", models[i - 1].rates[rounds / 2] / models[i].rates[rounds / 2]);
         printf("\n");
     }
-    printf("peak resident memory of the run: %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
-    for (int i = 0; i < NM; i++) {
+    printf("peak resident memory of the process: %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
+    for (int i = 0; i < nm; i++) {
         qat_tape_free(&models[i].tape);
         qat_optim_free(&models[i].opt);
         qat_model_free(models[i].m);

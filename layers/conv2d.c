@@ -3,6 +3,8 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "autograd/parallel.h"
+
 bool qat_conv2d_shape_init(qat_conv2d_shape *s) {
     if (s->groups < 1 || s->stride < 1 || s->pad < 0 || s->KH < 1 || s->KW < 1) return false;
     if (s->C % s->groups || s->OC % s->groups) return false;
@@ -18,9 +20,44 @@ static bool is_pointwise(const qat_conv2d_shape *s) {
     return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
 }
 
-size_t qat_conv2d_scratch_floats(const qat_conv2d_shape *s) {
-    if (is_pointwise(s)) return 0;
+/* One input and one output channel per group (groups == C == OC): a direct loop beats a
+ * GEMM with one row. */
+static bool is_depthwise(const qat_conv2d_shape *s) {
+    return s->groups == s->C && s->groups == s->OC;
+}
+
+/* Backward sums the weight gradient over images in QAT_CONV2D_CHUNKS fixed chunks of
+ * consecutive images (partial sums added in chunk order), so the result depends on the
+ * batch only, not on how many threads share the chunks. */
+static size_t n_chunks(const qat_conv2d_shape *s) {
+    return (size_t)QAT_MIN(s->N, QAT_CONV2D_CHUNKS);
+}
+
+static size_t col_floats(const qat_conv2d_shape *s) {
+    if (is_pointwise(s) || is_depthwise(s)) return 0;
     return (size_t)(s->C / s->groups) * s->KH * s->KW * s->OH * s->OW;
+}
+
+static size_t weight_floats(const qat_conv2d_shape *s) {
+    return (size_t)s->OC * (s->C / s->groups) * s->KH * s->KW;
+}
+
+size_t qat_conv2d_scratch_floats(const qat_conv2d_shape *s) {
+    size_t cols = col_floats(s) * (size_t)qat_num_threads();
+    size_t partials = is_depthwise(s) ? 0 : n_chunks(s) * (weight_floats(s) + (size_t)s->OC);
+    /* Rounded up so the partial sums start on a cache line. */
+    return ((cols + 15) & ~(size_t)15) + partials;
+}
+
+/* The valid output range [*lo, *hi) of a row of im2col: the ox whose input column
+ * ox * stride - pad + j falls inside [0, W). */
+static void valid_cols(int *lo, int *hi, int j, const qat_conv2d_shape *s) {
+    int a = s->pad - j; /* ox * stride >= a */
+    int l = a <= 0 ? 0 : (a + s->stride - 1) / s->stride;
+    int b = s->W + s->pad - j; /* ox * stride < b */
+    int h = b <= 0 ? 0 : (b + s->stride - 1) / s->stride;
+    *lo = QAT_MIN(l, s->OW);
+    *hi = QAT_MAX(*lo, QAT_MIN(h, s->OW));
 }
 
 /* x: the Cg channels of one group of one image, (Cg, H, W).
@@ -33,6 +70,8 @@ static void im2col(float *col, const float *x, int Cg, const qat_conv2d_shape *s
             for (int j = 0; j < s->KW; j++) {
                 float *row = col + ((size_t)(c * s->KH + i) * s->KW + j) * OHW;
                 const float *plane = x + (size_t)c * s->H * s->W;
+                int lo, hi;
+                valid_cols(&lo, &hi, j, s);
                 for (int oy = 0; oy < s->OH; oy++) {
                     int iy = oy * s->stride - s->pad + i;
                     float *r = row + oy * s->OW;
@@ -40,11 +79,13 @@ static void im2col(float *col, const float *x, int Cg, const qat_conv2d_shape *s
                         memset(r, 0, (size_t)s->OW * sizeof(float));
                         continue;
                     }
-                    const float *line = plane + (size_t)iy * s->W;
-                    for (int ox = 0; ox < s->OW; ox++) {
-                        int ix = ox * s->stride - s->pad + j;
-                        r[ox] = (ix >= 0 && ix < s->W) ? line[ix] : 0.0f;
-                    }
+                    const float *line = plane + (size_t)iy * s->W - s->pad + j;
+                    for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                    if (s->stride == 1)
+                        memcpy(r + lo, line + lo, (size_t)(hi - lo) * sizeof(float));
+                    else
+                        for (int ox = lo; ox < hi; ox++) r[ox] = line[ox * s->stride];
+                    for (int ox = hi; ox < s->OW; ox++) r[ox] = 0.0f;
                 }
             }
 }
@@ -57,86 +98,226 @@ static void col2im(float *dx, const float *col, int Cg, const qat_conv2d_shape *
             for (int j = 0; j < s->KW; j++) {
                 const float *row = col + ((size_t)(c * s->KH + i) * s->KW + j) * OHW;
                 float *plane = dx + (size_t)c * s->H * s->W;
+                int lo, hi;
+                valid_cols(&lo, &hi, j, s);
                 for (int oy = 0; oy < s->OH; oy++) {
                     int iy = oy * s->stride - s->pad + i;
                     if (iy < 0 || iy >= s->H) continue;
-                    float *line = plane + (size_t)iy * s->W;
+                    float *line = plane + (size_t)iy * s->W - s->pad + j;
                     const float *r = row + oy * s->OW;
-                    for (int ox = 0; ox < s->OW; ox++) {
-                        int ix = ox * s->stride - s->pad + j;
-                        if (ix >= 0 && ix < s->W) line[ix] += r[ox];
-                    }
+                    if (s->stride == 1)
+                        for (int ox = lo; ox < hi; ox++) line[ox] += r[ox];
+                    else
+                        for (int ox = lo; ox < hi; ox++) line[ox * s->stride] += r[ox];
                 }
             }
 }
 
-/* inp (N, C, H, W), weight (OC, C/g, KH, KW), bias (OC) or NULL, out (N, OC, OH, OW) */
-void qat_conv2d_forward(float *out, float *scratch, const float *inp, const float *weight,
-                        const float *bias, const qat_conv2d_shape *s) {
+/* ---- depthwise: direct loops, one plane at a time ---- */
+
+/* x, y: one channel's planes (H, W) and (OH, OW); w: its KH x KW kernel. */
+static void dw_forward_plane(float *y, const float *x, const float *w, float bias,
+                             const qat_conv2d_shape *s) {
+    const int OHW = s->OH * s->OW;
+    for (int p = 0; p < OHW; p++) y[p] = 0.0f;
+    for (int i = 0; i < s->KH; i++)
+        for (int j = 0; j < s->KW; j++) {
+            const float wv = w[i * s->KW + j];
+            int lo, hi;
+            valid_cols(&lo, &hi, j, s);
+            for (int oy = 0; oy < s->OH; oy++) {
+                int iy = oy * s->stride - s->pad + i;
+                if (iy < 0 || iy >= s->H) continue;
+                const float *line = x + (size_t)iy * s->W - s->pad + j;
+                float *r = y + oy * s->OW;
+                if (s->stride == 1)
+                    for (int ox = lo; ox < hi; ox++) r[ox] += wv * line[ox];
+                else
+                    for (int ox = lo; ox < hi; ox++) r[ox] += wv * line[ox * s->stride];
+            }
+        }
+    for (int p = 0; p < OHW; p++) y[p] += bias;
+}
+
+/* Accumulates one plane's contribution: dw (KH*KW) += dy . x-window, dx += w * dy. */
+static void dw_backward_plane(float *dx, float *dw, const float *dy, const float *x,
+                              const float *w, const qat_conv2d_shape *s) {
+    for (int i = 0; i < s->KH; i++)
+        for (int j = 0; j < s->KW; j++) {
+            const float wv = w[i * s->KW + j];
+            float acc = 0.0f;
+            int lo, hi;
+            valid_cols(&lo, &hi, j, s);
+            for (int oy = 0; oy < s->OH; oy++) {
+                int iy = oy * s->stride - s->pad + i;
+                if (iy < 0 || iy >= s->H) continue;
+                const size_t off = (size_t)iy * s->W - s->pad + j;
+                const float *r = dy + oy * s->OW;
+                const float *line = x + off;
+                const int st = s->stride;
+                if (dw)
+                    for (int ox = lo; ox < hi; ox++) acc += r[ox] * line[ox * st];
+                if (dx) {
+                    float *dline = dx + off;
+                    for (int ox = lo; ox < hi; ox++) dline[ox * st] += wv * r[ox];
+                }
+            }
+            if (dw) dw[i * s->KW + j] += acc;
+        }
+}
+
+typedef struct conv_job {
+    float *out, *dinp, *dweight, *dbias, *scratch;
+    const float *inp, *weight, *bias, *dout;
+    const qat_conv2d_shape *s;
+} conv_job;
+
+/* Forward of images [n0, n1). */
+static void forward_images(void *p, size_t n0, size_t n1) {
+    const conv_job *j = p;
+    const qat_conv2d_shape *s = j->s;
     const int G = s->groups, Cg = s->C / G, OCg = s->OC / G;
     const int K = Cg * s->KH * s->KW, OHW = s->OH * s->OW;
-    for (int n = 0; n < s->N; n++) {
-        const float *x = inp + (size_t)n * s->C * s->H * s->W;
-        float *y = out + (size_t)n * s->OC * OHW;
+    float *col = j->scratch + col_floats(s) * (size_t)qat_parallel_thread_id();
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = j->inp + n * s->C * s->H * s->W;
+        float *y = j->out + n * s->OC * OHW;
+        if (is_depthwise(s)) {
+            for (int c = 0; c < s->C; c++)
+                dw_forward_plane(y + (size_t)c * OHW, x + (size_t)c * s->H * s->W,
+                                 j->weight + (size_t)c * s->KH * s->KW,
+                                 j->bias ? j->bias[c] : 0.0f, s);
+            continue;
+        }
         for (int g = 0; g < G; g++) {
             const float *xg = x + (size_t)g * Cg * s->H * s->W;
-            const float *col = xg;
+            const float *cm = xg;
             if (!is_pointwise(s)) {
-                im2col(scratch, xg, Cg, s);
-                col = scratch;
+                im2col(col, xg, Cg, s);
+                cm = col;
             }
             /* y_g (OCg, OHW) = W_g (OCg, K) * col (K, OHW) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, OHW, K, 1.0f,
-                        weight + (size_t)g * OCg * K, K, col, OHW, 0.0f,
+                        j->weight + (size_t)g * OCg * K, K, cm, OHW, 0.0f,
                         y + (size_t)g * OCg * OHW, OHW);
         }
-        if (bias)
+        if (j->bias)
             for (int o = 0; o < s->OC; o++) {
                 float *yo = y + (size_t)o * OHW;
-                for (int i = 0; i < OHW; i++) yo[i] += bias[o];
+                for (int i = 0; i < OHW; i++) yo[i] += j->bias[o];
             }
+    }
+}
+
+/* inp (N, C, H, W), weight (OC, C/g, KH, KW), bias (OC) or NULL, out (N, OC, OH, OW).
+ * Images are independent: the threads share them out. */
+void qat_conv2d_forward(float *out, float *scratch, const float *inp, const float *weight,
+                        const float *bias, const qat_conv2d_shape *s) {
+    conv_job j = {.out = out, .scratch = scratch, .inp = inp, .weight = weight, .bias = bias, .s = s};
+    qat_parallel_for((size_t)s->N, 1, forward_images, &j);
+}
+
+/* Depthwise backward of channels [c0, c1): every image's plane of channel c, in image
+ * order, so each weight's sum has one fixed order. */
+static void dw_backward_channels(void *p, size_t c0, size_t c1) {
+    const conv_job *j = p;
+    const qat_conv2d_shape *s = j->s;
+    const size_t HW = (size_t)s->H * s->W, OHW = (size_t)s->OH * s->OW, KK = (size_t)s->KH * s->KW;
+    for (size_t c = c0; c < c1; c++) {
+        float db = 0.0f;
+        for (int n = 0; n < s->N; n++) {
+            const size_t plane = (size_t)n * s->C + c;
+            const float *dy = j->dout + plane * OHW;
+            if (j->dbias) {
+                float acc = 0.0f;
+                for (size_t i = 0; i < OHW; i++) acc += dy[i];
+                db += acc;
+            }
+            if (j->dweight || j->dinp)
+                dw_backward_plane(j->dinp ? j->dinp + plane * HW : NULL,
+                                  j->dweight ? j->dweight + c * KK : NULL, dy,
+                                  j->inp + plane * HW, j->weight + c * KK, s);
+        }
+        if (j->dbias) j->dbias[c] += db;
+    }
+}
+
+/* General backward of chunk `ch`: its images' weight and bias gradients into the chunk's
+ * partial sums (first image with beta 0), their input gradients straight into dinp. */
+static void backward_chunk(void *p, size_t ch) {
+    const conv_job *j = p;
+    const qat_conv2d_shape *s = j->s;
+    const int G = s->groups, Cg = s->C / G, OCg = s->OC / G;
+    const int K = Cg * s->KH * s->KW, OHW = s->OH * s->OW;
+    const bool pw = is_pointwise(s);
+    const size_t nch = n_chunks(s), wn = weight_floats(s);
+    const size_t n0 = (size_t)s->N * ch / nch, n1 = (size_t)s->N * (ch + 1) / nch;
+    float *col = j->scratch + col_floats(s) * (size_t)qat_parallel_thread_id();
+    size_t cols_all = (col_floats(s) * (size_t)qat_num_threads() + 15) & ~(size_t)15;
+    float *pdw = j->scratch + cols_all + ch * (wn + (size_t)s->OC), *pdb = pdw + wn;
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = j->inp + n * s->C * s->H * s->W;
+        const float *dy = j->dout + n * s->OC * OHW;
+        if (j->dbias)
+            for (int o = 0; o < s->OC; o++) {
+                const float *d = dy + (size_t)o * OHW;
+                float acc = 0.0f;
+                for (int i = 0; i < OHW; i++) acc += d[i];
+                pdb[o] = n == n0 ? acc : pdb[o] + acc;
+            }
+        for (int g = 0; g < G; g++) {
+            const float *xg = x + (size_t)g * Cg * s->H * s->W;
+            const float *dyg = dy + (size_t)g * OCg * OHW;
+            const float *wg = j->weight + (size_t)g * OCg * K;
+            if (j->dweight) {
+                const float *cm = xg;
+                if (!pw) {
+                    im2col(col, xg, Cg, s);
+                    cm = col;
+                }
+                /* dW_g (OCg, K) += dy_g (OCg, OHW) * col^T (OHW, K) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, K, OHW, 1.0f, dyg, OHW,
+                            cm, OHW, n == n0 ? 0.0f : 1.0f, pdw + (size_t)g * OCg * K, K);
+            }
+            if (j->dinp) {
+                float *dxg = j->dinp + (n * s->C + (size_t)g * Cg) * s->H * s->W;
+                /* dcol (K, OHW) = W_g^T (K, OCg) * dy_g (OCg, OHW); pointwise: dcol is dx. */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, OHW, OCg, 1.0f, wg, K, dyg,
+                            OHW, pw ? 1.0f : 0.0f, pw ? dxg : col, OHW);
+                if (!pw) col2im(dxg, col, Cg, s);
+            }
+        }
+    }
+}
+
+/* dweight, dbias += the chunks' partial sums, in chunk order, element by element. */
+static void add_partials(void *p, size_t i0, size_t i1) {
+    const conv_job *j = p;
+    const qat_conv2d_shape *s = j->s;
+    const size_t nch = n_chunks(s), wn = weight_floats(s), stride = wn + (size_t)s->OC;
+    size_t cols_all = (col_floats(s) * (size_t)qat_num_threads() + 15) & ~(size_t)15;
+    const float *part = j->scratch + cols_all;
+    for (size_t i = i0; i < i1; i++) {
+        float *dst = i < wn ? (j->dweight ? j->dweight + i : NULL) : (j->dbias ? j->dbias + (i - wn) : NULL);
+        if (!dst) continue;
+        float acc = part[i];
+        for (size_t c = 1; c < nch; c++) acc += part[c * stride + i];
+        *dst += acc;
     }
 }
 
 void qat_conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch,
                          const float *dout, const float *inp, const float *weight,
                          const qat_conv2d_shape *s) {
-    const int G = s->groups, Cg = s->C / G, OCg = s->OC / G;
-    const int K = Cg * s->KH * s->KW, OHW = s->OH * s->OW;
-    const bool pw = is_pointwise(s);
-    for (int n = 0; n < s->N; n++) {
-        const float *x = inp + (size_t)n * s->C * s->H * s->W;
-        const float *dy = dout + (size_t)n * s->OC * OHW;
-        if (dbias)
-            for (int o = 0; o < s->OC; o++) {
-                const float *d = dy + (size_t)o * OHW;
-                float acc = 0.0f;
-                for (int i = 0; i < OHW; i++) acc += d[i];
-                dbias[o] += acc;
-            }
-        for (int g = 0; g < G; g++) {
-            const float *xg = x + (size_t)g * Cg * s->H * s->W;
-            const float *dyg = dy + (size_t)g * OCg * OHW;
-            const float *wg = weight + (size_t)g * OCg * K;
-            if (dweight) {
-                const float *col = xg;
-                if (!pw) {
-                    im2col(scratch, xg, Cg, s);
-                    col = scratch;
-                }
-                /* dW_g (OCg, K) += dy_g (OCg, OHW) * col^T (OHW, K) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, K, OHW, 1.0f, dyg, OHW,
-                            col, OHW, 1.0f, dweight + (size_t)g * OCg * K, K);
-            }
-            if (dinp) {
-                float *dxg = dinp + ((size_t)n * s->C + (size_t)g * Cg) * s->H * s->W;
-                /* dcol (K, OHW) = W_g^T (K, OCg) * dy_g (OCg, OHW); pointwise: dcol is dx. */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, OHW, OCg, 1.0f, wg, K, dyg,
-                            OHW, pw ? 1.0f : 0.0f, pw ? dxg : scratch, OHW);
-                if (!pw) col2im(dxg, scratch, Cg, s);
-            }
-        }
+    conv_job j = {.dinp = dinp, .dweight = dweight, .dbias = dbias, .scratch = scratch,
+                  .inp = inp, .weight = weight, .dout = dout, .s = s};
+    if (is_depthwise(s)) {
+        qat_parallel_for((size_t)s->C, 1, dw_backward_channels, &j);
+        return;
     }
+    qat_parallel_tasks(n_chunks(s), backward_chunk, &j);
+    if (dweight || dbias)
+        qat_parallel_for(weight_floats(s) + (size_t)s->OC, 4096, add_partials, &j);
 }
 
 void qat_conv2d_forward_ref(float *out, const float *inp, const float *weight,

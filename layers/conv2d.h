@@ -10,12 +10,22 @@
  * of the OH*OW output positions into a column matrix col (C/g*KH*KW, OH*OW); then
  * out_g (OC/g, OH*OW) = W_g (OC/g, C/g*KH*KW) * col. Backward:
  *   dW_g += dout_g * col^T;  dcol = W_g^T * dout_g;  dinp += col2im(dcol).
- * The scratch buffer holds one col matrix: qat_conv2d_scratch_floats() floats.
+ * A depthwise convolution (groups == C == OC) runs as direct loops instead (a GEMM with
+ * one row wastes the kernel), and a 1x1, stride 1, unpadded one needs no im2col.
+ *
+ * Threads (autograd/parallel.h): forward shares the images out; backward splits the batch
+ * into QAT_CONV2D_CHUNKS fixed chunks of consecutive images whose weight and bias
+ * gradients are summed separately and then added in chunk order (depthwise: each channel
+ * owned by one thread), so results do not depend on the thread count.
+ * The scratch buffer holds one col matrix per thread and the chunks' partial sums:
+ * qat_conv2d_scratch_floats() floats, for the thread count at the time of the call.
  */
 #ifndef QAT_CONV2D_H
 #define QAT_CONV2D_H
 
 #include "autograd/tape.h"
+
+#define QAT_CONV2D_CHUNKS 8
 
 typedef struct qat_conv2d_shape {
     int N, C, H, W;   /* input */
