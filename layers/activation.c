@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "autograd/parallel.h"
+
 void qat_relu_forward(float *out, const float *inp, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
@@ -52,45 +54,101 @@ void qat_tanh_backward(float *dinp, const float *dout, const float *out, size_t 
 }
 
 /* The four autograd wrappers differ only in their kernels and in what backward reads:
- * relu/relu6 need the input, sigmoid/tanh the output. */
+ * relu/relu6 need the input, sigmoid/tanh the output. Large tensors are split across the
+ * threads (elementwise: any split gives the same bits). */
 typedef void (*act_fwd)(float *, const float *, size_t);
 typedef void (*act_bwd)(float *, const float *, const float *, size_t);
+
+#define ACT_GRAIN 16384
+
+typedef struct act_job {
+    act_fwd fwd;
+    act_bwd bwd;
+    float *out;
+    const float *inp, *dout;
+} act_job;
+
+static void fwd_part(void *p, size_t b, size_t e) {
+    const act_job *j = p;
+    j->fwd(j->out + b, j->inp + b, e - b);
+}
+static void bwd_part(void *p, size_t b, size_t e) {
+    const act_job *j = p;
+    j->bwd(j->out + b, j->dout + b, j->inp + b, e - b);
+}
 
 typedef struct act_ctx {
     qat_tensor *x, *y;
     act_bwd bwd;
     bool uses_output;
+    bool in_place; /* relu/relu6 in place: x and y share data and gradient */
 } act_ctx;
+
+/* In place, y = x (data overwritten, gradient shared): dx = [0 < y (< 6)] dy, written
+ * over dy. The masks of relu and relu6 read the same from the output as from the input
+ * (y > 0 <=> x > 0; 0 < y < 6 <=> 0 < x < 6). */
+static void relu_mask_inplace(float *g, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = g[i];
+        g[i] = y[i] > 0.0f ? v : 0.0f;
+    }
+}
+static void relu6_mask_inplace(float *g, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = g[i], x = y[i];
+        g[i] = (x > 0.0f) & (x < 6.0f) ? v : 0.0f;
+    }
+}
+static void mask_part(void *p, size_t b, size_t e) {
+    const act_job *j = p;
+    if (j->bwd == qat_relu6_backward) relu6_mask_inplace(j->out + b, j->inp + b, e - b);
+    else relu_mask_inplace(j->out + b, j->inp + b, e - b);
+}
 
 static void act_backward(qat_tape *t, void *p) {
     act_ctx *c = p;
-    c->bwd(c->x->grad, c->y->grad, c->uses_output ? c->y->data : c->x->data, c->x->n);
+    act_job j = {.bwd = c->bwd, .out = c->x->grad, .dout = c->y->grad,
+                 .inp = c->uses_output ? c->y->data : c->x->data};
+    qat_parallel_for(c->x->n, ACT_GRAIN, c->in_place ? mask_part : bwd_part, &j);
 }
 
 static qat_tensor *activation(qat_tape *t, qat_tensor *x, act_fwd fwd, act_bwd bwd,
-                              bool uses_output, const char *name) {
+                              bool uses_output, bool in_place, const char *name) {
     if (!x) return NULL;
     bool grad = qat_tape_needs_grad(t, x, NULL, NULL);
-    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad);
-    if (!y) return NULL;
-    fwd(y->data, x->data, x->n);
+    qat_tensor *y;
+    if (in_place) {
+        y = qat_tape_view(t, x, x->ndim, x->shape); /* same data, same gradient */
+        if (!y) return NULL;
+    } else {
+        y = qat_tape_tensor(t, x->ndim, x->shape, grad);
+        if (!y) return NULL;
+    }
+    act_job j = {.fwd = fwd, .out = y->data, .inp = x->data};
+    qat_parallel_for(x->n, ACT_GRAIN, fwd_part, &j);
     if (grad) {
         act_ctx *c = qat_tape_record(t, act_backward, sizeof *c, name);
         if (!c) return NULL;
-        *c = (act_ctx){x, y, bwd, uses_output};
+        *c = (act_ctx){x, y, bwd, uses_output, in_place};
     }
     return y;
 }
 
 qat_tensor *qat_relu(qat_tape *t, qat_tensor *x) {
-    return activation(t, x, qat_relu_forward, qat_relu_backward, false, "relu");
+    return activation(t, x, qat_relu_forward, qat_relu_backward, false, false, "relu");
 }
 qat_tensor *qat_relu6(qat_tape *t, qat_tensor *x) {
-    return activation(t, x, qat_relu6_forward, qat_relu6_backward, false, "relu6");
+    return activation(t, x, qat_relu6_forward, qat_relu6_backward, false, false, "relu6");
+}
+qat_tensor *qat_relu_inplace(qat_tape *t, qat_tensor *x) {
+    return activation(t, x, qat_relu_forward, qat_relu_backward, false, true, "relu_");
+}
+qat_tensor *qat_relu6_inplace(qat_tape *t, qat_tensor *x) {
+    return activation(t, x, qat_relu6_forward, qat_relu6_backward, false, true, "relu6_");
 }
 qat_tensor *qat_sigmoid(qat_tape *t, qat_tensor *x) {
-    return activation(t, x, qat_sigmoid_forward, qat_sigmoid_backward, true, "sigmoid");
+    return activation(t, x, qat_sigmoid_forward, qat_sigmoid_backward, true, false, "sigmoid");
 }
 qat_tensor *qat_tanh(qat_tape *t, qat_tensor *x) {
-    return activation(t, x, qat_tanh_forward, qat_tanh_backward, true, "tanh");
+    return activation(t, x, qat_tanh_forward, qat_tanh_backward, true, false, "tanh");
 }

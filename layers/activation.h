@@ -22,6 +22,12 @@ void qat_tanh_backward(float *dinp, const float *dout, const float *out, size_t 
 
 qat_tensor *qat_relu(qat_tape *t, qat_tensor *x);
 qat_tensor *qat_relu6(qat_tape *t, qat_tensor *x);
+/* In place: x's data becomes relu(x) and the result shares x's data and gradient, so no
+ * new memory is used. The caller promises that x feeds nothing else and that its
+ * producer's backward does not read x's data (true after conv, linear, batch norm,
+ * pooling, add; not after sigmoid or tanh, which read their output). */
+qat_tensor *qat_relu_inplace(qat_tape *t, qat_tensor *x);
+qat_tensor *qat_relu6_inplace(qat_tape *t, qat_tensor *x);
 qat_tensor *qat_sigmoid(qat_tape *t, qat_tensor *x);
 qat_tensor *qat_tanh(qat_tape *t, qat_tensor *x);
 

@@ -2,76 +2,218 @@
 
 #include <math.h>
 
-/* inp/out (N, C, HW). Statistics in double: sums of 10^5 floats drift otherwise. */
+#include "autograd/parallel.h"
+
+/* Layout: inp/out (N, C, HW); channel c of image n starts at (n C + c) HW.
+ *
+ * Every channel is owned by one thread (qat_parallel_for over channels), and its sums
+ * run in a fixed order, so results do not depend on the thread count. Sums are in
+ * double (sums of 10^5 floats drift otherwise), over LANES independent accumulators
+ * (element i of a segment goes to lane i mod LANES, lanes added pairwise at the end):
+ * one accumulator is a chain of dependent additions, 4 cycles each; LANES of them
+ * vectorise.
+ *
+ * The optional pre-affine x' = x * a[c] + b[c] (a, b NULL: x' = x) is batch norm folding's
+ * unscale step (quant/bnfold.h), computed on the fly so x' is never stored. */
+#define LANES 8
+
+typedef struct bn_job {
+    float *out, *mean, *rstd, *running_mean, *running_var;
+    float *dinp, *dgamma, *dbeta, *dpre_a, *dpre_b;
+    const float *inp, *dout, *gamma, *beta, *pre_a, *pre_b;
+    const float *rmean, *rvar; /* eval */
+    int N, C, HW;
+    float momentum, eps;
+    bool overwrite; /* backward: dinp = dx (dinp may equal dout) instead of += */
+} bn_job;
+
+static double lanes_sum(const double *acc) {
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* sum over the channel of x' (pass 1) */
+static double channel_sum(const bn_job *j, int c, float a, float b, bool pre) {
+    double acc[LANES] = {0};
+    for (int n = 0; n < j->N; n++) {
+        const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+        int i = 0;
+        for (; i + LANES <= j->HW; i += LANES)
+            for (int k = 0; k < LANES; k++) acc[k] += pre ? x[i + k] * a + b : x[i + k];
+        for (; i < j->HW; i++) acc[i % LANES] += pre ? x[i] * a + b : x[i];
+    }
+    return lanes_sum(acc);
+}
+
+/* sum over the channel of (x' - mu)^2 (pass 2) */
+static double channel_sq(const bn_job *j, int c, float a, float b, bool pre, double mu) {
+    double acc[LANES] = {0};
+    for (int n = 0; n < j->N; n++) {
+        const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+        int i = 0;
+        for (; i + LANES <= j->HW; i += LANES)
+            for (int k = 0; k < LANES; k++) {
+                double d = (double)(pre ? x[i + k] * a + b : x[i + k]) - mu;
+                acc[k] += d * d;
+            }
+        for (; i < j->HW; i++) {
+            double d = (double)(pre ? x[i] * a + b : x[i]) - mu;
+            acc[i % LANES] += d * d;
+        }
+    }
+    return lanes_sum(acc);
+}
+
+static void forward_train_channels(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    const size_t M = (size_t)j->N * j->HW;
+    const bool pre = j->pre_a != NULL;
+    for (size_t c = c0; c < c1; c++) {
+        const float a = pre ? j->pre_a[c] : 1.0f, b = pre ? j->pre_b[c] : 0.0f;
+        double mu = channel_sum(j, (int)c, a, b, pre) / (double)M;
+        double sq = channel_sq(j, (int)c, a, b, pre, mu);
+        double var = sq / (double)M;
+        float rs = (float)(1.0 / sqrt(var + j->eps));
+        float m = (float)mu;
+        j->mean[c] = m;
+        j->rstd[c] = rs;
+        float g = j->gamma[c] * rs, be = j->beta[c];
+        for (int n = 0; n < j->N; n++) {
+            const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+            float *y = j->out + ((size_t)n * j->C + c) * j->HW;
+            if (pre)
+                for (int i = 0; i < j->HW; i++) y[i] = ((x[i] * a + b) - m) * g + be;
+            else
+                for (int i = 0; i < j->HW; i++) y[i] = (x[i] - m) * g + be;
+        }
+        if (j->running_mean && j->running_var) {
+            double unbiased = M > 1 ? sq / (double)(M - 1) : var;
+            j->running_mean[c] = (1.0f - j->momentum) * j->running_mean[c] + j->momentum * m;
+            j->running_var[c] =
+                (1.0f - j->momentum) * j->running_var[c] + j->momentum * (float)unbiased;
+        }
+    }
+}
+
+/* Channels per part: about 32K values per part at least. */
+static size_t channel_grain(int N, int HW) {
+    size_t per = (size_t)N * HW;
+    return per >= 32768 ? 1 : (32768 + per - 1) / per;
+}
+
+void qat_batchnorm_forward_train_pre(float *out, float *mean, float *rstd, float *running_mean,
+                                     float *running_var, const float *inp, const float *pre_a,
+                                     const float *pre_b, const float *gamma, const float *beta,
+                                     int N, int C, int HW, float momentum, float eps) {
+    QAT_ASSERT((pre_a == NULL) == (pre_b == NULL));
+    bn_job j = {.out = out, .mean = mean, .rstd = rstd, .running_mean = running_mean,
+                .running_var = running_var, .inp = inp, .pre_a = pre_a, .pre_b = pre_b,
+                .gamma = gamma, .beta = beta, .N = N, .C = C, .HW = HW, .momentum = momentum,
+                .eps = eps};
+    qat_parallel_for((size_t)C, channel_grain(N, HW), forward_train_channels, &j);
+}
+
 void qat_batchnorm_forward_train(float *out, float *mean, float *rstd, float *running_mean,
                                  float *running_var, const float *inp, const float *gamma,
                                  const float *beta, int N, int C, int HW, float momentum,
                                  float eps) {
-    const size_t M = (size_t)N * HW;
-    for (int c = 0; c < C; c++) {
-        double sum = 0.0;
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) sum += x[i];
-        }
-        double mu = sum / (double)M;
-        double sq = 0.0;
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) {
-                double d = x[i] - mu;
-                sq += d * d;
+    qat_batchnorm_forward_train_pre(out, mean, rstd, running_mean, running_var, inp, NULL, NULL,
+                                    gamma, beta, N, C, HW, momentum, eps);
+}
+
+static void backward_train_channels(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    const double M = (double)j->N * j->HW;
+    const bool pre = j->pre_a != NULL;
+    for (size_t c = c0; c < c1; c++) {
+        const float a = pre ? j->pre_a[c] : 1.0f, b = pre ? j->pre_b[c] : 0.0f;
+        const float m = j->mean[c], rs = j->rstd[c];
+        /* sum dy and sum dy * xhat over the channel */
+        double sdy[LANES] = {0}, sdyx[LANES] = {0};
+        for (int n = 0; n < j->N; n++) {
+            const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+            const float *dy = j->dout + ((size_t)n * j->C + c) * j->HW;
+            int i = 0;
+            for (; i + LANES <= j->HW; i += LANES)
+                for (int k = 0; k < LANES; k++) {
+                    float xv = pre ? x[i + k] * a + b : x[i + k];
+                    sdy[k] += dy[i + k];
+                    sdyx[k] += (double)dy[i + k] * ((xv - m) * rs);
+                }
+            for (; i < j->HW; i++) {
+                float xv = pre ? x[i] * a + b : x[i];
+                sdy[i % LANES] += dy[i];
+                sdyx[i % LANES] += (double)dy[i] * ((xv - m) * rs);
             }
         }
-        double var = sq / (double)M;
-        float rs = (float)(1.0 / sqrt(var + eps));
-        float m = (float)mu;
-        mean[c] = m;
-        rstd[c] = rs;
-        float g = gamma[c] * rs, b = beta[c];
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * HW;
-            float *y = out + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) y[i] = (x[i] - m) * g + b;
+        const double s_dy = lanes_sum(sdy), s_dyx = lanes_sum(sdyx);
+        if (j->dgamma) j->dgamma[c] += (float)s_dyx;
+        if (j->dbeta) j->dbeta[c] += (float)s_dy;
+        if (!j->dinp && !j->dpre_a && !j->dpre_b) continue;
+        /* dxhat = dy gamma; dx' = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat));
+         * with the pre-affine, dx = dx' a, da += sum dx' x, db += sum dx'. */
+        const float g = j->gamma[c];
+        const float mdy = (float)(s_dy / M) * g, mdyx = (float)(s_dyx / M) * g;
+        double sa[LANES] = {0}, sb[LANES] = {0};
+        for (int n = 0; n < j->N; n++) {
+            const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+            const float *dy = j->dout + ((size_t)n * j->C + c) * j->HW;
+            float *dx = j->dinp ? j->dinp + ((size_t)n * j->C + c) * j->HW : NULL;
+            if (!pre) {
+                if (j->overwrite)
+                    for (int i = 0; i < j->HW; i++) {
+                        float xhat = (x[i] - m) * rs;
+                        dx[i] = rs * (dy[i] * g - mdy - xhat * mdyx);
+                    }
+                else
+                    for (int i = 0; i < j->HW; i++) {
+                        float xhat = (x[i] - m) * rs;
+                        dx[i] += rs * (dy[i] * g - mdy - xhat * mdyx);
+                    }
+                continue;
+            }
+            for (int i = 0; i < j->HW; i++) {
+                float xhat = ((x[i] * a + b) - m) * rs;
+                float d = rs * (dy[i] * g - mdy - xhat * mdyx);
+                sa[i % LANES] += (double)d * x[i];
+                sb[i % LANES] += d;
+                if (dx) dx[i] = j->overwrite ? d * a : dx[i] + d * a;
+            }
         }
-        if (running_mean && running_var) {
-            double unbiased = M > 1 ? sq / (double)(M - 1) : var;
-            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * m;
-            running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
-        }
+        if (pre && j->dpre_a) j->dpre_a[c] = (float)lanes_sum(sa);
+        if (pre && j->dpre_b) j->dpre_b[c] = (float)lanes_sum(sb);
     }
+}
+
+void qat_batchnorm_backward_train_pre(float *dinp, float *dpre_a, float *dpre_b, float *dgamma,
+                                      float *dbeta, const float *dout, const float *inp,
+                                      const float *pre_a, const float *pre_b,
+                                      const float *gamma, const float *mean, const float *rstd,
+                                      int N, int C, int HW, bool overwrite) {
+    QAT_ASSERT((pre_a == NULL) == (pre_b == NULL));
+    QAT_ASSERT(overwrite || dinp != dout || dinp == NULL);
+    bn_job j = {.dinp = dinp, .dgamma = dgamma, .dbeta = dbeta, .dpre_a = dpre_a,
+                .dpre_b = dpre_b, .dout = dout, .inp = inp, .pre_a = pre_a, .pre_b = pre_b,
+                .gamma = gamma, .mean = (float *)mean, .rstd = (float *)rstd, .N = N, .C = C,
+                .HW = HW, .overwrite = overwrite};
+    qat_parallel_for((size_t)C, channel_grain(N, HW), backward_train_channels, &j);
 }
 
 void qat_batchnorm_backward_train(float *dinp, float *dgamma, float *dbeta, const float *dout,
                                   const float *inp, const float *gamma, const float *mean,
                                   const float *rstd, int N, int C, int HW) {
-    const double M = (double)N * HW;
-    for (int c = 0; c < C; c++) {
-        /* sum dy and sum dy * xhat over the channel */
-        double sdy = 0.0, sdyx = 0.0;
-        const float m = mean[c], rs = rstd[c];
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * HW;
-            const float *dy = dout + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) {
-                sdy += dy[i];
-                sdyx += (double)dy[i] * ((x[i] - m) * rs);
-            }
-        }
-        if (dgamma) dgamma[c] += (float)sdyx;
-        if (dbeta) dbeta[c] += (float)sdy;
-        if (!dinp) continue;
-        /* dxhat = dy gamma; dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) */
-        const float g = gamma[c];
-        const float mdy = (float)(sdy / M) * g, mdyx = (float)(sdyx / M) * g;
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * HW;
-            const float *dy = dout + ((size_t)n * C + c) * HW;
-            float *dx = dinp + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) {
-                float xhat = (x[i] - m) * rs;
-                dx[i] += rs * (dy[i] * g - mdy - xhat * mdyx);
-            }
+    qat_batchnorm_backward_train_pre(dinp, NULL, NULL, dgamma, dbeta, dout, inp, NULL, NULL, gamma,
+                                     mean, rstd, N, C, HW, false);
+}
+
+static void forward_eval_channels(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    for (size_t c = c0; c < c1; c++) {
+        float rs = 1.0f / sqrtf(j->rvar[c] + j->eps);
+        float g = j->gamma[c] * rs, m = j->rmean[c], b = j->beta[c];
+        for (int n = 0; n < j->N; n++) {
+            const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+            float *y = j->out + ((size_t)n * j->C + c) * j->HW;
+            for (int i = 0; i < j->HW; i++) y[i] = (x[i] - m) * g + b;
         }
     }
 }
@@ -79,38 +221,48 @@ void qat_batchnorm_backward_train(float *dinp, float *dgamma, float *dbeta, cons
 void qat_batchnorm_forward_eval(float *out, const float *inp, const float *gamma,
                                 const float *beta, const float *running_mean,
                                 const float *running_var, int N, int C, int HW, float eps) {
-    for (int c = 0; c < C; c++) {
-        float rs = 1.0f / sqrtf(running_var[c] + eps);
-        float g = gamma[c] * rs, m = running_mean[c], b = beta[c];
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * HW;
-            float *y = out + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) y[i] = (x[i] - m) * g + b;
+    bn_job j = {.out = out, .inp = inp, .gamma = gamma, .beta = beta, .rmean = running_mean,
+                .rvar = running_var, .N = N, .C = C, .HW = HW, .eps = eps};
+    qat_parallel_for((size_t)C, channel_grain(N, HW), forward_eval_channels, &j);
+}
+
+static void backward_eval_channels(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    for (size_t c = c0; c < c1; c++) {
+        float rs = 1.0f / sqrtf(j->rvar[c] + j->eps);
+        float m = j->rmean[c], g = j->gamma[c] * rs;
+        double sdy[LANES] = {0}, sdyx[LANES] = {0};
+        for (int n = 0; n < j->N; n++) {
+            const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+            const float *dy = j->dout + ((size_t)n * j->C + c) * j->HW;
+            float *dx = j->dinp ? j->dinp + ((size_t)n * j->C + c) * j->HW : NULL;
+            for (int i = 0; i < j->HW; i++) {
+                sdy[i % LANES] += dy[i];
+                sdyx[i % LANES] += (double)dy[i] * ((x[i] - m) * rs);
+                if (dx) dx[i] = j->overwrite ? dy[i] * g : dx[i] + dy[i] * g;
+            }
         }
+        if (j->dgamma) j->dgamma[c] += (float)lanes_sum(sdyx);
+        if (j->dbeta) j->dbeta[c] += (float)lanes_sum(sdy);
     }
+}
+
+static void backward_eval(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                          const float *inp, const float *gamma, const float *running_mean,
+                          const float *running_var, int N, int C, int HW, float eps,
+                          bool overwrite) {
+    bn_job j = {.dinp = dinp, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .inp = inp,
+                .gamma = gamma, .rmean = running_mean, .rvar = running_var, .N = N, .C = C,
+                .HW = HW, .eps = eps, .overwrite = overwrite};
+    qat_parallel_for((size_t)C, channel_grain(N, HW), backward_eval_channels, &j);
 }
 
 void qat_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta, const float *dout,
                                  const float *inp, const float *gamma,
                                  const float *running_mean, const float *running_var, int N,
                                  int C, int HW, float eps) {
-    for (int c = 0; c < C; c++) {
-        float rs = 1.0f / sqrtf(running_var[c] + eps);
-        float m = running_mean[c], g = gamma[c] * rs;
-        double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * HW;
-            const float *dy = dout + ((size_t)n * C + c) * HW;
-            float *dx = dinp ? dinp + ((size_t)n * C + c) * HW : NULL;
-            for (int i = 0; i < HW; i++) {
-                sdy += dy[i];
-                sdyx += (double)dy[i] * ((x[i] - m) * rs);
-                if (dx) dx[i] += dy[i] * g;
-            }
-        }
-        if (dgamma) dgamma[c] += (float)sdyx;
-        if (dbeta) dbeta[c] += (float)sdy;
-    }
+    backward_eval(dinp, dgamma, dbeta, dout, inp, gamma, running_mean, running_var, N, C, HW, eps,
+                  false);
 }
 
 typedef struct bn_ctx {
@@ -120,21 +272,29 @@ typedef struct bn_ctx {
     float eps;
     int N, C, HW;
     bool training;
+    bool shared; /* y->grad is x->grad: backward turns dy into dx in place */
 } bn_ctx;
 
 static void bn_backward(qat_tape *t, void *p) {
     bn_ctx *c = p;
     float *dg = c->gamma->grad, *db = c->beta->grad;
     if (c->training)
-        qat_batchnorm_backward_train(c->x->grad, dg, db, c->y->grad, c->x->data, c->gamma->data,
-                                     c->mean, c->rstd, c->N, c->C, c->HW);
+        qat_batchnorm_backward_train_pre(c->x->grad, NULL, NULL, dg, db, c->y->grad, c->x->data,
+                                         NULL, NULL, c->gamma->data, c->mean, c->rstd, c->N, c->C,
+                                         c->HW, c->shared);
     else
-        qat_batchnorm_backward_eval(c->x->grad, dg, db, c->y->grad, c->x->data, c->gamma->data,
-                                    c->running_mean, c->running_var, c->N, c->C, c->HW, c->eps);
+        backward_eval(c->x->grad, dg, db, c->y->grad, c->x->data, c->gamma->data,
+                      c->running_mean, c->running_var, c->N, c->C, c->HW, c->eps, c->shared);
 }
 
 qat_tensor *qat_batchnorm(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
                           float *running_mean, float *running_var, float momentum, float eps) {
+    return qat_batchnorm_ex(t, x, gamma, beta, running_mean, running_var, momentum, eps, false);
+}
+
+qat_tensor *qat_batchnorm_ex(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                             float *running_mean, float *running_var, float momentum, float eps,
+                             bool reuse_grad) {
     if (!x || !gamma || !beta) return NULL;
     char sx[64];
     if (x->ndim != 2 && x->ndim != 4)
@@ -155,8 +315,11 @@ qat_tensor *qat_batchnorm(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_ten
                              "input %s",
                              qat_tensor_shape_str(x, sx, sizeof sx));
     bool grad = qat_tape_needs_grad(t, x, gamma, beta);
-    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad);
+    /* Sharing needs x's gradient buffer, and x feeding nothing else (the caller's word). */
+    bool shared = grad && reuse_grad && x->grad;
+    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad && !shared);
     if (!y) return NULL;
+    if (shared) y->grad = x->grad;
     float *mean = NULL, *rstd = NULL;
     if (t->training) {
         mean = qat_tape_alloc(t, (size_t)C * sizeof(float));
@@ -172,7 +335,7 @@ qat_tensor *qat_batchnorm(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_ten
         bn_ctx *c = qat_tape_record(t, bn_backward, sizeof *c, "batchnorm");
         if (!c) return NULL;
         *c = (bn_ctx){x, gamma, beta, y, mean, rstd, running_mean, running_var, eps,
-                      N, C, HW, t->training};
+                      N, C, HW, t->training, shared};
     }
     return y;
 }

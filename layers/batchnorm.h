@@ -35,9 +35,29 @@ void qat_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta, const
                                  const float *running_mean, const float *running_var, int N,
                                  int C, int HW, float eps);
 
+/* The training kernels with a per-channel pre-affine: they normalise x' = x * pre_a[c] +
+ * pre_b[c] without storing it (pre_a, pre_b both NULL: x' = x). Backward also gives
+ * dpre_a[c] = sum dx' x and dpre_b[c] = sum dx' (written, not accumulated; may be NULL)
+ * and dinp = dx' * pre_a, accumulated (+=), or written when `overwrite` (then dinp may be
+ * the same buffer as dout: each element is read before it is written). */
+void qat_batchnorm_forward_train_pre(float *out, float *mean, float *rstd, float *running_mean,
+                                     float *running_var, const float *inp, const float *pre_a,
+                                     const float *pre_b, const float *gamma, const float *beta,
+                                     int N, int C, int HW, float momentum, float eps);
+void qat_batchnorm_backward_train_pre(float *dinp, float *dpre_a, float *dpre_b, float *dgamma,
+                                      float *dbeta, const float *dout, const float *inp,
+                                      const float *pre_a, const float *pre_b,
+                                      const float *gamma, const float *mean, const float *rstd,
+                                      int N, int C, int HW, bool overwrite);
+
 /* x (N, C) or (N, C, H, W); gamma, beta (C); running_mean, running_var: C floats owned
  * by the caller (the layer), updated in training mode. t->training picks the mode. */
 qat_tensor *qat_batchnorm(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
                           float *running_mean, float *running_var, float momentum, float eps);
+/* The same; with reuse_grad, the caller promises that x feeds nothing else, and y shares
+ * x's gradient buffer: backward overwrites dy with dx in place (one buffer, not two). */
+qat_tensor *qat_batchnorm_ex(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                             float *running_mean, float *running_var, float momentum, float eps,
+                             bool reuse_grad);
 
 #endif

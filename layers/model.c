@@ -438,13 +438,36 @@ qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x) {
     return NULL;
 }
 
+bool qat_layer_output_private(const qat_layer *l) {
+    switch (l->kind) {
+    case QAT_LAYER_LINEAR:
+    case QAT_LAYER_CONV2D:
+    case QAT_LAYER_BATCHNORM:
+    case QAT_LAYER_MAXPOOL:
+    case QAT_LAYER_AVGPOOL:
+    case QAT_LAYER_GLOBAL_AVGPOOL:
+    case QAT_LAYER_RESIDUAL: return true;
+    default: return false;
+    }
+}
+
 static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x) {
     for (int i = 0; i < s->n && x; i++) {
         qat_layer *l = &s->layers[i];
+        /* x is the previous layer's own output, feeding only this layer: ReLUs may work
+         * in place and batch norm may reuse its gradient buffer (memory, not math). */
+        bool priv = i > 0 && qat_layer_output_private(&s->layers[i - 1]);
         if (l->kind == QAT_LAYER_RESIDUAL) {
             qat_tensor *body = forward_seq(&l->body, t, x);
             qat_tensor *sc = l->shortcut.n ? forward_seq(&l->shortcut, t, x) : x;
             x = qat_add(t, body, sc);
+        } else if (priv && l->kind == QAT_LAYER_RELU) {
+            x = qat_relu_inplace(t, x);
+        } else if (priv && l->kind == QAT_LAYER_RELU6) {
+            x = qat_relu6_inplace(t, x);
+        } else if (priv && l->kind == QAT_LAYER_BATCHNORM) {
+            x = qat_batchnorm_ex(t, x, &l->weight, &l->bias, l->running_mean, l->running_var,
+                                 l->cfg.bn.momentum, l->cfg.bn.eps, true);
         } else {
             x = qat_layer_forward(l, t, x);
         }

@@ -139,6 +139,10 @@ qat_status qat_model_finalize(qat_model *m, qat_rng *rng);
  * t->err set. t->training selects batch statistics and active dropout. */
 qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x);
 void qat_model_zero_grad(qat_model *m);
+/* Whether a layer's forward output is a tensor of its own whose data its backward does
+ * not read (conv, linear, batch norm, pools, residual add), so that the next layer of
+ * the same sequence, its only consumer, may overwrite it or reuse its gradient. */
+bool qat_layer_output_private(const qat_layer *l);
 /* One layer of the float model (not a residual block), as qat_model_forward runs it. */
 qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x);
 
