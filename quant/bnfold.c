@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "layers/batchnorm.h"
+
 /* The running statistics change later in the same step (training-mode batch norm updates
  * them in its forward), so each backward works from a copy taken at forward time. */
 static const float *saved(qat_tape *t, const float *v, int n) {
@@ -159,6 +161,66 @@ qat_tensor *qat_bnfold_unscale(qat_tape *t, qat_tensor *x, qat_tensor *gamma, co
         if (!c) return NULL;
         *c = (uctx){x, gamma, b, y, saved(t, var, C), eps};
         if (!c->var) return NULL;
+    }
+    return y;
+}
+
+/* ---- unscale + training batch norm in one op: y (N, C, S) ---- */
+
+typedef struct ubctx {
+    qat_tensor *x, *gamma, *beta, *b, *y;
+    float *r, *bb;      /* the unscale's per-channel factor and shift, at forward time */
+    float *mean, *rstd; /* batch statistics of x * r + bb */
+    float *da, *db;     /* scratch (C): sum dx' x and sum dx' */
+    int N, C, S;
+    bool shared;
+} ubctx;
+
+static void unscale_bn_backward(qat_tape *t, void *p) {
+    ubctx *c = p;
+    qat_batchnorm_backward_train_pre(c->x->grad, c->da, c->db, c->gamma->grad, c->beta->grad,
+                                     c->y->grad, c->x->data, c->r, c->bb, c->gamma->data, c->mean,
+                                     c->rstd, c->N, c->C, c->S, c->shared);
+    for (int o = 0; o < c->C; o++) {
+        /* The unscale's own terms, as unscale_backward: d(std / gamma) / d gamma =
+         * -std / gamma^2 = -r / gamma. */
+        float g = c->gamma->data[o];
+        if (c->gamma->grad) c->gamma->grad[o] += (float)((double)c->da[o] * (-c->r[o] / g));
+        if (c->b && c->b->grad) c->b->grad[o] += c->db[o];
+    }
+}
+
+qat_tensor *qat_bnfold_batchnorm(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                                 float *running_mean, float *running_var, float momentum,
+                                 float eps, qat_tensor *b, bool reuse_grad) {
+    if (!x || !gamma || !beta) return NULL;
+    if (x->ndim < 2) return qat_tape_fail(t, QAT_STATUS_SHAPE, "bnfold_batchnorm: input needs (N, C, ...)");
+    int N = x->shape[0], C = x->shape[1];
+    if (!check_channels(t, "bnfold_batchnorm", gamma, C) || !check_channels(t, "bnfold_batchnorm", beta, C))
+        return NULL;
+    if (b && !check_channels(t, "bnfold_batchnorm", b, C)) return NULL;
+    size_t S = x->n / ((size_t)N * C);
+    if ((size_t)N * S < 2)
+        return qat_tape_fail(t, QAT_STATUS_SHAPE,
+                             "bnfold_batchnorm: training needs more than one value per channel");
+    bool grad = qat_tape_needs_grad(t, x, gamma, b) || (beta->grad && t->grad_enabled);
+    bool shared = grad && reuse_grad && x->grad;
+    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad && !shared);
+    float *buf = qat_tape_alloc(t, 6 * (size_t)C * sizeof(float));
+    if (!y || !buf) return NULL;
+    if (shared) y->grad = x->grad;
+    float *r = buf, *bb = buf + C, *mean = buf + 2 * C, *rstd = buf + 3 * C;
+    for (int o = 0; o < C; o++) {
+        r[o] = sqrtf(running_var[o] + eps) / gamma->data[o];
+        bb[o] = b ? b->data[o] : 0.0f;
+    }
+    qat_batchnorm_forward_train_pre(y->data, mean, rstd, running_mean, running_var, x->data, r, bb,
+                                    gamma->data, beta->data, N, C, (int)S, momentum, eps);
+    if (grad) {
+        ubctx *c = qat_tape_record(t, unscale_bn_backward, sizeof *c, "bnfold_batchnorm");
+        if (!c) return NULL;
+        *c = (ubctx){x, gamma, beta, b, y, r, bb, mean, rstd, buf + 4 * C, buf + 5 * C,
+                     N, C, (int)S, shared};
     }
     return y;
 }

@@ -41,5 +41,13 @@ qat_tensor *qat_bnfold_bias(qat_tape *t, qat_tensor *b, qat_tensor *gamma, qat_t
 /* y * sqrt(var + eps) / gamma + b per channel on axis 1; b may be NULL. */
 qat_tensor *qat_bnfold_unscale(qat_tape *t, qat_tensor *y, qat_tensor *gamma, const float *var, float eps,
                                qat_tensor *b);
+/* The training phase's two steps in one op, without storing the unscaled tensor:
+ * qat_batchnorm(qat_bnfold_unscale(x, gamma, var, eps, b), gamma, beta, running_mean,
+ * running_var, momentum, eps) in training mode, with the same gradients. reuse_grad: the
+ * caller promises x feeds nothing else; y then shares x's gradient buffer
+ * (layers/batchnorm.h). */
+qat_tensor *qat_bnfold_batchnorm(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                                 float *running_mean, float *running_var, float momentum,
+                                 float eps, qat_tensor *b, bool reuse_grad);
 
 #endif

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "autograd/parallel.h"
 #include "round.h"
 
 
@@ -66,20 +67,6 @@ static void fq_group(float *y, const float *x, size_t n, float s, float lo, floa
     }
 }
 
-/* inp, out are (rows, inner); scale, zp are (rows, groups per row) */
-void qat_fake_quant_forward(float *out, const float *inp, const float *scale, const int32_t *zp,
-                            int rows, size_t inner, int group, int qmin, int qmax) {
-    FOR_EACH_GROUP(rows, inner, group, {
-        const float s = scale[k], z = (float)zp[k], lo = (float)qmin - z, hi = (float)qmax - z;
-        if (hi < 8388608.0f && lo > -8388608.0f) {
-            fq_group(out + begin, inp + begin, len, s, lo, hi);
-        } else { /* int32 biases: the plain formula */
-            for (size_t i = 0; i < len; i++)
-                out[begin + i] = qat_fake_quantize(inp[begin + i], s, z, (float)qmin, (float)qmax);
-        }
-    });
-}
-
 /* The STE mask: round(t) in [lo, hi] <=> lo - 0.5 < t < hi + 0.5 for integer bounds
  * lo <= 0 <= hi under rounding half away from zero (t = hi + 0.5 > 0 rounds up to
  * hi + 1, t = lo - 0.5 < 0 down to lo - 1); a NaN fails both compares. */
@@ -90,13 +77,90 @@ static void fq_group_backward(float *dx, const float *dy, const float *x, size_t
         dx[i] += (t > a) & (t < b) ? g : 0.0f;
     }
 }
+/* The same mask, written over dy (dx may be dy). */
+static void fq_group_mask(float *dx, const float *dy, const float *x, size_t n, float s, float lo, float hi) {
+    const float a = lo - 0.5f, b = hi + 0.5f;
+    for (size_t i = 0; i < n; i++) {
+        float t = x[i] / s, g = dy[i];
+        dx[i] = (t > a) & (t < b) ? g : 0.0f;
+    }
+}
+
+/* The groups are walked in parts of the flat array, so large tensors (activations: one
+ * group of the whole batch) are split across threads; elementwise, so any split gives
+ * the same bits. */
+typedef struct fq_job {
+    float *out;
+    const float *inp, *dout, *scale;
+    const int32_t *zp;
+    size_t inner, glen, gpr; /* elements per row, per group, groups per row */
+    int qmin, qmax;
+    bool overwrite; /* backward: dinp = masked dout (dinp may equal dout) */
+} fq_job;
+
+static void fq_forward_span(const fq_job *j, size_t begin, size_t len, size_t k) {
+    const float s = j->scale[k], z = (float)j->zp[k];
+    const float lo = (float)j->qmin - z, hi = (float)j->qmax - z;
+    if (hi < 8388608.0f && lo > -8388608.0f) {
+        fq_group(j->out + begin, j->inp + begin, len, s, lo, hi);
+    } else { /* int32 biases: the plain formula */
+        for (size_t i = 0; i < len; i++)
+            j->out[begin + i] =
+                qat_fake_quantize(j->inp[begin + i], s, z, (float)j->qmin, (float)j->qmax);
+    }
+}
+
+/* Visits the groups that meet [b, e): span [i, stop) of group k. */
+static void fq_walk(const fq_job *j, size_t b, size_t e, bool backward) {
+    size_t i = b;
+    while (i < e) {
+        size_t r = i / j->inner, in = i % j->inner, g = in / j->glen;
+        size_t gend = r * j->inner + QAT_MIN((g + 1) * j->glen, j->inner);
+        size_t stop = QAT_MIN(gend, e), k = r * j->gpr + g;
+        if (backward) {
+            const float z = (float)j->zp[k];
+            if (j->overwrite)
+                fq_group_mask(j->out + i, j->dout + i, j->inp + i, stop - i, j->scale[k],
+                              (float)j->qmin - z, (float)j->qmax - z);
+            else
+                fq_group_backward(j->out + i, j->dout + i, j->inp + i, stop - i, j->scale[k],
+                                  (float)j->qmin - z, (float)j->qmax - z);
+        } else {
+            fq_forward_span(j, i, stop - i, k);
+        }
+        i = stop;
+    }
+}
+
+static void fq_forward_part(void *p, size_t b, size_t e) { fq_walk(p, b, e, false); }
+static void fq_backward_part(void *p, size_t b, size_t e) { fq_walk(p, b, e, true); }
+
+#define FQ_GRAIN 16384
+
+/* inp, out are (rows, inner); scale, zp are (rows, groups per row) */
+void qat_fake_quant_forward(float *out, const float *inp, const float *scale, const int32_t *zp,
+                            int rows, size_t inner, int group, int qmin, int qmax) {
+    if (rows < 1 || inner == 0) return;
+    size_t glen = group > 0 ? (size_t)group : inner;
+    fq_job j = {.out = out, .inp = inp, .scale = scale, .zp = zp, .inner = inner, .glen = glen,
+                .gpr = qat_fq_n_scales(1, inner, group), .qmin = qmin, .qmax = qmax};
+    qat_parallel_for((size_t)rows * inner, FQ_GRAIN, fq_forward_part, &j);
+}
+
+static void fake_quant_backward(float *dinp, const float *dout, const float *inp,
+                                const float *scale, const int32_t *zp, int rows, size_t inner,
+                                int group, int qmin, int qmax, bool overwrite) {
+    if (rows < 1 || inner == 0) return;
+    size_t glen = group > 0 ? (size_t)group : inner;
+    fq_job j = {.out = dinp, .dout = dout, .inp = inp, .scale = scale, .zp = zp, .inner = inner,
+                .glen = glen, .gpr = qat_fq_n_scales(1, inner, group), .qmin = qmin,
+                .qmax = qmax, .overwrite = overwrite};
+    qat_parallel_for((size_t)rows * inner, FQ_GRAIN, fq_backward_part, &j);
+}
 
 void qat_fake_quant_backward(float *dinp, const float *dout, const float *inp, const float *scale,
                              const int32_t *zp, int rows, size_t inner, int group, int qmin, int qmax) {
-    FOR_EACH_GROUP(rows, inner, group, {
-        const float z = (float)zp[k];
-        fq_group_backward(dinp + begin, dout + begin, inp + begin, len, scale[k], (float)qmin - z, (float)qmax - z);
-    });
+    fake_quant_backward(dinp, dout, inp, scale, zp, rows, inner, group, qmin, qmax, false);
 }
 
 void qat_fq_weight_scales(float *scale, int32_t *zp, const float *x, int rows, size_t inner, int group,
@@ -116,17 +180,23 @@ typedef struct fq_ctx {
     float *scale;
     int32_t *zp;
     int rows, group, qmin, qmax;
+    bool shared; /* y->grad is x->grad: backward masks it in place */
 } fq_ctx;
 
 static void fq_backward(qat_tape *t, void *p) {
     fq_ctx *c = p;
     if (!c->x->grad) return;
-    qat_fake_quant_backward(c->x->grad, c->y->grad, c->x->data, c->scale, c->zp, c->rows,
-                            c->x->n / (size_t)c->rows, c->group, c->qmin, c->qmax);
+    fake_quant_backward(c->x->grad, c->y->grad, c->x->data, c->scale, c->zp, c->rows,
+                        c->x->n / (size_t)c->rows, c->group, c->qmin, c->qmax, c->shared);
 }
 
 qat_tensor *qat_fake_quant(qat_tape *t, qat_tensor *x, const float *scale, const int32_t *zp,
                            int rows, int group, int qmin, int qmax) {
+    return qat_fake_quant_ex(t, x, scale, zp, rows, group, qmin, qmax, false);
+}
+
+qat_tensor *qat_fake_quant_ex(qat_tape *t, qat_tensor *x, const float *scale, const int32_t *zp,
+                              int rows, int group, int qmin, int qmax, bool reuse_grad) {
     if (!x) return NULL;
     QAT_ASSERT(scale != NULL && zp != NULL && qmin < qmax);
     if (rows < 1 || x->n % (size_t)rows != 0 || group < 0)
@@ -140,8 +210,10 @@ qat_tensor *qat_fake_quant(qat_tape *t, qat_tensor *x, const float *scale, const
                                  "fake_quant: scale %zu of %s is %g (must be positive and finite)", k,
                                  x->name ? x->name : "a tensor", (double)scale[k]);
     bool grad = qat_tape_needs_grad(t, x, NULL, NULL);
-    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad);
+    bool shared = grad && reuse_grad;
+    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad && !shared);
     if (!y) return NULL;
+    if (shared) y->grad = x->grad;
     qat_fake_quant_forward(y->data, x->data, scale, zp, rows, inner, group, qmin, qmax);
     if (!grad) return y;
     fq_ctx *c = qat_tape_record(t, fq_backward, sizeof *c, "fake_quant");
@@ -151,6 +223,6 @@ qat_tensor *qat_fake_quant(qat_tape *t, qat_tensor *x, const float *scale, const
     if (!c->scale || !c->zp) return NULL;
     memcpy(c->scale, scale, ns * sizeof(float));
     memcpy(c->zp, zp, ns * sizeof(int32_t));
-    *c = (fq_ctx){x, y, c->scale, c->zp, rows, group, qmin, qmax};
+    *c = (fq_ctx){x, y, c->scale, c->zp, rows, group, qmin, qmax, shared};
     return y;
 }

@@ -79,6 +79,10 @@ void qat_fake_quant_backward(float *dinp, const float *dout, const float *inp, c
  * rows does not divide x, or a scale is not positive and finite. */
 qat_tensor *qat_fake_quant(qat_tape *t, qat_tensor *x, const float *scale, const int32_t *zp,
                            int rows, int group, int qmin, int qmax);
+/* The same; with reuse_grad the caller promises x feeds nothing else, and y shares x's
+ * gradient buffer (backward masks it in place: one buffer, not two). */
+qat_tensor *qat_fake_quant_ex(qat_tape *t, qat_tensor *x, const float *scale, const int32_t *zp,
+                              int rows, int group, int qmin, int qmax, bool reuse_grad);
 
 /* Symmetric scales from the max |x| of each group (weights): scale = max|x| / qmax, 1
  * for an all-zero group; zp = 0. */

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "autograd/parallel.h"
 #include "bnfold.h"
 #include "fake_quant.h"
 #include "layers/activation.h"
@@ -314,20 +315,47 @@ typedef struct fwd {
     bool bn_frozen;
 } fwd;
 
-/* EMA of the batch's min and max (PyTorch's MovingAverageMinMaxObserver). */
-static void ema_update(qat_qpoint *p, const float *x, size_t n, float c) {
+/* EMA of the batch's min and max (PyTorch's MovingAverageMinMaxObserver). The batch's
+ * extremes are found by the threads in parts and combined; min and max do not depend on
+ * how the values are split. */
+typedef struct minmax_job {
+    const float *x;
+    float lo[QAT_PARALLEL_MAX_THREADS], hi[QAT_PARALLEL_MAX_THREADS];
+} minmax_job;
+
+static void minmax_part(void *p, size_t b, size_t e) {
+    minmax_job *j = p;
     float lo = INFINITY, hi = -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        lo = x[i] < lo ? x[i] : lo;
-        hi = x[i] > hi ? x[i] : hi;
+    for (size_t i = b; i < e; i++) {
+        lo = j->x[i] < lo ? j->x[i] : lo;
+        hi = j->x[i] > hi ? j->x[i] : hi;
+    }
+    int k = qat_parallel_thread_id();
+    j->lo[k] = lo;
+    j->hi[k] = hi;
+}
+
+static void ema_update(qat_qpoint *p, const float *x, size_t n, float c) {
+    minmax_job j = {.x = x};
+    for (int k = 0; k < QAT_PARALLEL_MAX_THREADS; k++) {
+        j.lo[k] = INFINITY;
+        j.hi[k] = -INFINITY;
+    }
+    qat_parallel_for(n, 32768, minmax_part, &j);
+    float lo = INFINITY, hi = -INFINITY;
+    for (int k = 0; k < QAT_PARALLEL_MAX_THREADS; k++) {
+        lo = j.lo[k] < lo ? j.lo[k] : lo;
+        hi = j.hi[k] > hi ? j.hi[k] : hi;
     }
     if (!isfinite(lo) || !isfinite(hi)) return; /* a NaN batch: the loss check stops the run */
     p->range.data[0] += c * (lo - p->range.data[0]);
     p->range.data[1] += c * (hi - p->range.data[1]);
 }
 
-/* x: the values before the point's fused activation. */
-static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x) {
+/* x: the values before the point's fused activation. priv: x is a fresh output that feeds
+ * only this point, so the activation may work in place and fake quantization may reuse
+ * x's gradient buffer (layers/activation.h, quant/fake_quant.h). */
+static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x, bool priv) {
     qat_quant *q = f->q;
     qat_tape *t = f->t;
     if (!x) return NULL;
@@ -336,8 +364,8 @@ static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x) {
         point_refresh(p);
         return y;
     }
-    if (p->act == QAT_LAYER_RELU) x = qat_relu(t, x);
-    else if (p->act == QAT_LAYER_RELU6) x = qat_relu6(t, x);
+    if (p->act == QAT_LAYER_RELU) x = priv ? qat_relu_inplace(t, x) : qat_relu(t, x);
+    else if (p->act == QAT_LAYER_RELU6) x = priv ? qat_relu6_inplace(t, x) : qat_relu6(t, x);
     if (!x) return NULL;
     if (q->observing && p->obs) qat_observer_update(p->obs, x->data, x->n);
     if (!q->fake_quant) return x;
@@ -354,7 +382,7 @@ static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x) {
         /* fall through */
     default:
         point_refresh(p);
-        return qat_fake_quant(t, x, &p->scale, &p->zp, 1, 0, p->qmin, p->qmax);
+        return qat_fake_quant_ex(t, x, &p->scale, &p->zp, 1, 0, p->qmin, p->qmax, priv);
     }
 }
 
@@ -439,8 +467,8 @@ static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const
     if (bn && t->training && !f->bn_frozen) {
         /* Before the freeze: batch statistics, as float training (bnfold.h). */
         y = layer_op(t, l, x, wq, NULL);
-        y = qat_bnfold_unscale(t, y, gamma, bn->running_var, eps, b);
-        y = qat_batchnorm(t, y, gamma, beta, bn->running_mean, bn->running_var, bn->cfg.bn.momentum, eps);
+        y = qat_bnfold_batchnorm(t, y, gamma, beta, bn->running_mean, bn->running_var,
+                                 bn->cfg.bn.momentum, eps, b, true);
     } else {
         qat_tensor *bf = bn ? qat_bnfold_bias(t, b, gamma, beta, bn->running_mean, bn->running_var, eps) : b;
         if (bf && u->bias_corr.data) bf = add_const(t, bf, u->bias_corr.data);
@@ -455,7 +483,7 @@ static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const
             if (yf) bias_correction_accumulate(u, yf, y);
         }
     }
-    return point_apply(f, &u->out, y);
+    return point_apply(f, &u->out, y, true);
 }
 
 static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoint **cur) {
@@ -470,13 +498,13 @@ static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoi
             const qat_qpoint *cb = *cur, *cs = *cur;
             qat_tensor *body = seq_forward(f, &l->body, x, &cb);
             qat_tensor *sc = l->shortcut.n ? seq_forward(f, &l->shortcut, x, &cs) : x;
-            x = point_apply(f, &u->out, qat_add(f->t, body, sc));
+            x = point_apply(f, &u->out, qat_add(f->t, body, sc), true);
             *cur = &u->out;
             i += u->n_fused;
         } else {
             x = qat_layer_forward(l, f->t, x);
             if (u) {
-                x = point_apply(f, &u->out, x);
+                x = point_apply(f, &u->out, x, false);
                 *cur = &u->out;
             }
         }
@@ -493,7 +521,7 @@ static qat_tensor *quant_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
              sp->freeze_bn >= 0 && step >= (float)sp->freeze_bn};
     if (qat_step) q->step.data[0] = step + 1.0f;
     const qat_qpoint *cur = &q->input;
-    x = point_apply(&f, &q->input, x);
+    x = point_apply(&f, &q->input, x, false);
     return seq_forward(&f, &m->root, x, &cur);
 }
 
