@@ -15,12 +15,15 @@
  *   live      graph_lines int         (the arena planner's list)
  *   int32     i32_bytes               (every I32 tensor as native int32)
  *   unpacked  2 * u8_bytes            (U8 packed weights, one int8 per nibble)
+ *   simd      the SIMD packed forms of conv2d/linear (simd.c sizes them from the graph
+ *             text; 0 without SIMD kernels, so the portable layout is unchanged)
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
+#include "simd_impl.h"
 
 qrt_status qrt_fail(qrt_error *err, qrt_status st, int line, const char *fmt, ...) {
     if (err) {
@@ -48,7 +51,7 @@ const char *qrt_status_str(qrt_status s) {
 /* ---- memory layout ----------------------------------------------------------------- */
 
 enum { BLOCK_TENSORS, BLOCK_STRINGS, BLOCK_OPS, BLOCK_VALUES, BLOCK_LIVE, BLOCK_I32,
-       BLOCK_UNPACKED, N_BLOCKS };
+       BLOCK_UNPACKED, BLOCK_SIMD, N_BLOCKS };
 
 /* Block sizes and their aligned total (plus QRT_ALIGN - 1 to align the caller's base);
  * computed in 64 bits and saturated at SIZE_MAX, which no caller can provide. */
@@ -61,6 +64,7 @@ static size_t layout(const qrt_header_scan *s, uint64_t size[N_BLOCKS]) {
     size[BLOCK_LIVE] = lines * sizeof(int);
     size[BLOCK_I32] = s->i32_bytes;
     size[BLOCK_UNPACKED] = 2 * s->u8_bytes;
+    size[BLOCK_SIMD] = qrt_simd_mem_bound(s->graph, s->data);
     uint64_t total = QRT_ALIGN - 1;
     for (int i = 0; i < N_BLOCKS; i++) total += (size[i] + QRT_ALIGN - 1) / QRT_ALIGN * QRT_ALIGN;
     return total > SIZE_MAX ? SIZE_MAX : (size_t)total;
@@ -174,6 +178,49 @@ static uint32_t le32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* ---- SIMD packing ------------------------------------------------------------------ */
+
+/* Packs each conv2d/linear into the SIMD block (in graph order, while it fits: the block
+ * is sized from the same shapes, so all fit unless the graph is beyond what the size
+ * scan remembers; an op left unpacked runs the portable kernel) and sizes the scratch. */
+static void pack_ops(qrt_model *m, qrt_op *ops, uint8_t *mem, size_t cap) {
+    size_t used = 0, scratch = 0;
+    m->isa = qrt_isa_default();
+    for (int i = 0; i < m->n_ops; i++) {
+        qrt_op *op = &ops[i];
+        const qrt_value *x = op->n_in ? &m->values[op->in[0]] : NULL, *y = op->out >= 0 ? &m->values[op->out] : NULL;
+        size_t need = 0, sc = 0;
+        if (op->kind == QRT_OP_CONV2D) {
+            const qrt_conv_params p = {
+                .C = x->shape[0], .H = x->shape[1], .W = x->shape[2],
+                .OC = y->shape[0], .OH = y->shape[1], .OW = y->shape[2],
+                .k = op->k, .stride = op->stride, .pad = op->pad, .groups = op->groups,
+                .z_in = op->z_in, .z_out = op->z_out, .act_min = op->act_min, .act_max = op->act_max,
+            };
+            need = qrt_round_up(qrt_conv2d_pack_size(&p), QRT_SIMD_ALIGN);
+            if (need && used + need <= cap) {
+                op->packed = qrt_conv2d_pack(mem + used, op->weight->s8, op->bias->s32, op->mult->s32,
+                                             op->shift->s32, &p);
+                sc = qrt_conv2d_scratch_size(&p);
+            }
+        } else if (op->kind == QRT_OP_LINEAR) {
+            const qrt_linear_params p = {
+                .F_in = x->numel, .F_out = y->numel, .z_in = op->z_in, .z_out = op->z_out,
+                .act_min = op->act_min, .act_max = op->act_max,
+            };
+            need = qrt_round_up(qrt_linear_pack_size(&p), QRT_SIMD_ALIGN);
+            if (need && used + need <= cap) {
+                op->packed = qrt_linear_pack(mem + used, op->weight->s8, op->bias->s32, op->mult->s32,
+                                             op->shift->s32, &p);
+                sc = qrt_linear_scratch_size(&p);
+            }
+        }
+        if (op->packed) used += need;
+        if (sc > scratch) scratch = sc;
+    }
+    m->scratch_size = scratch;
+}
+
 /* ---- load -------------------------------------------------------------------------- */
 
 static qrt_status load(qrt_model *m, const uint8_t *file, size_t len, void *mem, size_t mem_len,
@@ -226,6 +273,7 @@ static qrt_status load(qrt_model *m, const uint8_t *file, size_t len, void *mem,
         .unpacked_cap = (size_t)size[BLOCK_UNPACKED],
     };
     TRY(qrt_graph_load(m, tensors, (int)n, text, &gm, err));
+    pack_ops(m, gm.ops, block[BLOCK_SIMD], (size_t)size[BLOCK_SIMD]);
     m->file = file;
     m->file_len = len;
     m->tensors = tensors;
@@ -248,7 +296,12 @@ qrt_status qrt_model_load(qrt_model *m, const uint8_t *file, size_t len, void *m
 
 /* ---- accessors --------------------------------------------------------------------- */
 
-size_t qrt_arena_size(const qrt_model *m) { return m ? m->arena_size : 0; }
+/* The scratch starts at the first QRT_SIMD_ALIGN boundary after the activations (run.c),
+ * whatever the arena's alignment: hence the slack. */
+size_t qrt_arena_size(const qrt_model *m) {
+    if (!m) return 0;
+    return m->scratch_size ? m->arena_size + QRT_SIMD_ALIGN + m->scratch_size : m->arena_size;
+}
 
 const qrt_value *qrt_model_input(const qrt_model *m) { return m && m->n_values ? &m->values[0] : NULL; }
 

@@ -1,21 +1,32 @@
 /* run.c - qrt_run: the ops in graph order, each value at its planned arena offset.
  * Everything was validated at load time (runtime.h), so nothing here can fail or
- * overflow; there is no allocation and no floating point. */
+ * overflow; there is no allocation and no floating point. With SIMD kernels (simd.h) a
+ * packed conv2d/linear and the pools and elementwise ops go through the _isa entry
+ * points, whose portable case is the plain kernel: every path gives the same bytes. */
 #include <string.h>
 
 #include "internal.h"
+#include "simd_impl.h"
 
 qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_t *logits,
                    int *argmax) {
+    if (!m) return QRT_STATUS_INVALID_ARG;
+    return qrt_run_isa(m, m->isa, pixels, arena, logits, argmax);
+}
+
+qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, void *arena,
+                       int8_t *logits, int *argmax) {
     if (!m || !m->ops || !pixels || !arena) return QRT_STATUS_INVALID_ARG;
     int8_t *A = arena;
+    /* The kernels' scratch: after the activations, aligned (qrt_arena_size has the slack). */
+    void *scratch = m->scratch_size ? qrt_align_ptr(A + m->arena_size) : NULL;
     const qrt_value *V = m->values;
     for (int i = 0; i < m->n_ops; i++) {
         const qrt_op *op = &m->ops[i];
         const qrt_value *x = op->n_in ? &V[op->in[0]] : NULL, *y = op->out >= 0 ? &V[op->out] : NULL;
         switch (op->kind) {
         case QRT_OP_INPUT:
-            qrt_input_u8(A + y->offset, pixels, (size_t)y->numel);
+            qrt_input_u8_isa(isa, A + y->offset, pixels, (size_t)y->numel);
             break;
         case QRT_OP_CONV2D: {
             const qrt_conv_params p = {
@@ -24,8 +35,11 @@ qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_
                 .k = op->k, .stride = op->stride, .pad = op->pad, .groups = op->groups,
                 .z_in = op->z_in, .z_out = op->z_out, .act_min = op->act_min, .act_max = op->act_max,
             };
-            qrt_conv2d_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
-                          op->mult->s32, op->shift->s32, &p);
+            if (op->packed && isa != QRT_ISA_PORTABLE)
+                qrt_conv2d_s8_isa(isa, A + y->offset, A + x->offset, op->packed, &p, scratch);
+            else
+                qrt_conv2d_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
+                              op->mult->s32, op->shift->s32, &p);
             break;
         }
         case QRT_OP_LINEAR: {
@@ -33,8 +47,11 @@ qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_
                 .F_in = x->numel, .F_out = y->numel, .z_in = op->z_in, .z_out = op->z_out,
                 .act_min = op->act_min, .act_max = op->act_max,
             };
-            qrt_linear_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
-                          op->mult->s32, op->shift->s32, &p);
+            if (op->packed && isa != QRT_ISA_PORTABLE)
+                qrt_linear_s8_isa(isa, A + y->offset, A + x->offset, op->packed, &p, scratch);
+            else
+                qrt_linear_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
+                              op->mult->s32, op->shift->s32, &p);
             break;
         }
         case QRT_OP_MAXPOOL:
@@ -44,7 +61,7 @@ qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_
                 .OH = y->shape[1], .OW = y->shape[2],
                 .k = op->k, .stride = op->stride, .pad = op->pad, .z_in = x->z,
             };
-            if (op->kind == QRT_OP_MAXPOOL) qrt_maxpool_s8(A + y->offset, A + x->offset, &p);
+            if (op->kind == QRT_OP_MAXPOOL) qrt_maxpool_s8_isa(isa, A + y->offset, A + x->offset, &p);
             else qrt_avgpool_s8(A + y->offset, A + x->offset, &p);
             break;
         }
@@ -59,7 +76,7 @@ qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_
                 .mult_out = op->mult_out, .shift_out = op->shift_out,
                 .act_min = op->act_min, .act_max = op->act_max,
             };
-            qrt_add_s8(A + y->offset, A + x->offset, A + V[op->in[1]].offset, (size_t)y->numel, &p);
+            qrt_add_s8_isa(isa, A + y->offset, A + x->offset, A + V[op->in[1]].offset, (size_t)y->numel, &p);
             break;
         }
         case QRT_OP_FLATTEN: /* the same bytes: the planner gave y x's offset */

@@ -38,10 +38,15 @@
  *     qrt_model_mem_size() is computed from a scan of the header alone (counts and byte
  *     totals): an upper bound (strings are sized by the header length, the op tables by
  *     the graph's line count, unpacking by all U8 bytes). A smaller mem_len is refused
- *     with QRT_STATUS_NO_MEMORY and a message giving the size needed.
+ *     with QRT_STATUS_NO_MEMORY and a message giving the size needed. With SIMD kernels
+ *     (x86-64, QRT_SIMD=ON) it also holds each conv2d/linear's packed weights and
+ *     requantization records (simd.h), sized from the graph text in the header: about
+ *     the weight bytes again plus padding to 16 channels (docs/runtime-simd.md).
  *   - the activation arena (qrt_arena_size() bytes, any alignment): every value of the
  *     graph at an offset planned at load time from value lifetimes (first fit; a value
- *     is freed after its last reader, flatten shares its input's bytes). One arena per
+ *     is freed after its last reader, flatten shares its input's bytes), then, with SIMD
+ *     kernels, the largest scratch of an op (the padded HWC input and output of a conv,
+ *     the u8 input of a linear). One arena per
  *     concurrent qrt_run; the model itself is read-only during inference, so threads can
  *     share it.
  *
@@ -88,6 +93,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "simd.h"
 
 typedef enum qrt_status {
     QRT_STATUS_OK = 0,
@@ -173,6 +179,8 @@ typedef struct qrt_op {
                                               input: z_out is its `z=` */
     int32_t z_a, z_b, mult_a, shift_a, mult_b, shift_b, mult_out, shift_out; /* add */
     const char *s;                         /* the op's `s=` text, or NULL */
+    const void *packed;                    /* conv2d, linear: the SIMD packed form in model
+                                              memory (simd.h), or NULL: portable kernel */
 } qrt_op;
 
 /* A loaded model. All pointers are into the caller's file buffer and model memory;
@@ -187,7 +195,9 @@ typedef struct qrt_model {
     const qrt_value *values;   /* values[0] is the input */
     int n_values;
     int output;                /* the value the output op reads: the logits */
-    size_t arena_size;
+    size_t arena_size;         /* the activations' part of the arena */
+    size_t scratch_size;       /* the SIMD kernels' scratch after it (0 without SIMD) */
+    qrt_isa isa;               /* the path qrt_run takes: qrt_isa_default() at load time */
 } qrt_model;
 
 /* Bytes of model memory qrt_model_load needs for this file: an upper bound computed
@@ -200,7 +210,8 @@ size_t qrt_model_mem_size(const uint8_t *file, size_t len);
 qrt_status qrt_model_load(qrt_model *m, const uint8_t *file, size_t len, void *mem,
                           size_t mem_len, qrt_error *err);
 
-/* Bytes of activation arena qrt_run needs. */
+/* Bytes of activation arena qrt_run needs (the activations, plus the SIMD kernels'
+ * scratch when the build has them). */
 size_t qrt_arena_size(const qrt_model *m);
 
 /* Runs one image: pixels are raw uint8, qrt_model_input(m)->numel of them, (C, H, W).
@@ -209,6 +220,11 @@ size_t qrt_arena_size(const qrt_model *m);
  * QRT_STATUS_INVALID_ARG if m, pixels or arena is NULL or m is not loaded. */
 qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_t *logits,
                    int *argmax);
+
+/* qrt_run on a given path (simd.h; one the CPU lacks falls back to the best below it):
+ * every path gives the same logits, byte for byte. */
+qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, void *arena,
+                       int8_t *logits, int *argmax);
 
 /* Inspection (`qat inspect`). */
 const qrt_value *qrt_model_input(const qrt_model *m);  /* shape, z, s of the input */

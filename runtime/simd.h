@@ -1,0 +1,90 @@
+/* simd.h - SIMD versions of the int8 kernels (x86-64: AVX2 and AVX-512 VNNI), chosen at
+ * run time, each equal to the portable kernel of kernels.h byte for byte. The design,
+ * the layouts and the exactness argument are in docs/runtime-simd.md.
+ *
+ * The portable kernels stay the reference (and the path of every non-x86 build and of a
+ * build with -DQRT_SIMD=OFF, where everything here still links: qrt_isa_best() is then
+ * QRT_ISA_PORTABLE, the pack sizes are 0 and the _isa kernels call the portable ones).
+ *
+ * qrt_run picks its path from the model (qrt_model_load stores qrt_isa_default() in it):
+ * the best the CPU has, or the one the environment variable QRT_ISA names
+ * (portable | avx2 | avx512vnni; a path the CPU lacks falls back to the best below it).
+ * qrt_run_isa runs one image on a given path, so that tests and benchmarks can compare
+ * paths in one process.
+ *
+ * Kernel use, outside a model (tests, benchmarks):
+ *
+ *     size_t n = qrt_conv2d_pack_size(&p);                    // 0: no SIMD in this build
+ *     void *mem = malloc(n ? n : 1);
+ *     const void *packed = qrt_conv2d_pack(mem, w, bias, mult, shift, &p);
+ *     void *scratch = malloc(qrt_conv2d_scratch_size(&p));
+ *     qrt_conv2d_s8_isa(QRT_ISA_AVX512VNNI, out, in, packed, &p, scratch);
+ *
+ * pack() keeps pointers to w, bias, mult and shift (the portable path reads them), so
+ * they must outlive the packed form; `p` given to the kernel must be the `p` given to
+ * pack() (the packed bias folds in z_in). Memory of any alignment; the kernels never
+ * allocate. A packed form is read-only: threads may share it, each with its scratch.
+ */
+#ifndef QRT_SIMD_H
+#define QRT_SIMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+typedef enum qrt_isa {
+    QRT_ISA_PORTABLE = 0, /* kernels.h, plain C */
+    QRT_ISA_AVX2,         /* int16 products with vpmaddwd */
+    QRT_ISA_AVX512VNNI,   /* u8 x s8 dot products with vpdpbusd */
+    QRT_ISA_COUNT,
+} qrt_isa;
+
+/* "portable", "avx2", "avx512vnni" (the spellings QRT_ISA accepts). */
+const char *qrt_isa_str(qrt_isa isa);
+/* Parses one of those spellings; false if unknown. */
+bool qrt_isa_parse(const char *s, qrt_isa *isa);
+/* Compiled in and supported by this CPU (and OS). QRT_ISA_PORTABLE always is. */
+bool qrt_isa_supported(qrt_isa isa);
+/* The fastest supported path. */
+qrt_isa qrt_isa_best(void);
+/* QRT_ISA from the environment if set and known (lowered to the best supported path at
+ * or below it), else qrt_isa_best(). */
+qrt_isa qrt_isa_default(void);
+/* qrt_isa_str(qrt_isa_default()): the path a model loaded now runs on. */
+const char *qrt_isa_name(void);
+
+/* ---- conv2d: dense, grouped and depthwise, any k/stride/pad kernels.h allows ------- */
+
+/* Bytes pack() needs (0 when this build has no SIMD kernels). */
+size_t qrt_conv2d_pack_size(const qrt_conv_params *p);
+/* Packs weights (OC, C/groups, k, k) and the per-channel integers into mem (pack_size
+ * bytes, any alignment); returns the packed form (inside mem), NULL if pack_size is 0. */
+const void *qrt_conv2d_pack(void *mem, const int8_t *w, const int32_t *bias, const int32_t *mult,
+                            const int32_t *shift, const qrt_conv_params *p);
+/* Bytes of scratch the SIMD conv needs (any alignment): the padded HWC input and the HWC
+ * output. 0 when this build has no SIMD kernels. */
+size_t qrt_conv2d_scratch_size(const qrt_conv_params *p);
+/* out = qrt_conv2d_s8(in, ...) on the given path (an unsupported one falls back to the
+ * best supported below it). scratch may be NULL for QRT_ISA_PORTABLE. */
+void qrt_conv2d_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
+                       const qrt_conv_params *p, void *scratch);
+
+/* ---- linear ------------------------------------------------------------------------ */
+
+size_t qrt_linear_pack_size(const qrt_linear_params *p);
+const void *qrt_linear_pack(void *mem, const int8_t *w, const int32_t *bias, const int32_t *mult,
+                            const int32_t *shift, const qrt_linear_params *p);
+size_t qrt_linear_scratch_size(const qrt_linear_params *p);
+void qrt_linear_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
+                       const qrt_linear_params *p, void *scratch);
+
+/* ---- elementwise and pooling: no packing, no scratch ------------------------------- */
+
+void qrt_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_pool_params *p);
+void qrt_add_s8_isa(qrt_isa isa, int8_t *out, const int8_t *a, const int8_t *b, size_t n,
+                    const qrt_add_params *p);
+void qrt_input_u8_isa(qrt_isa isa, int8_t *out, const uint8_t *pixels, size_t n);
+
+#endif

@@ -1,0 +1,276 @@
+/* simd_avx2.c - the AVX2 kernels (simd.h), compiled with -mavx2 and called only when
+ * the CPU has AVX2. Same packed layouts and scratch as the AVX-512 VNNI path
+ * (simd_impl.h), so a model packed once runs on either; each kernel equals its portable
+ * one byte for byte (docs/runtime-simd.md).
+ *
+ * AVX2 has no exact u8 x s8 dot product (vpmaddubsw saturates its int16 pair sums:
+ * 2 * 255 * 127 > 32767), so products are formed in int16 with vpmaddwd, which is exact
+ * (|u * w| <= 255 * 127; a pair sum fits int32): one dword of 4 input bytes u0..u3 is
+ * widened to int16 and broadcast as (u0,u1),(u2,u3) pairs; 16 weight bytes (4 channels x
+ * 4) are sign-extended to int16, so vpmaddwd leaves u0w0 + u1w1 and u2w2 + u3w3 of each
+ * channel in two adjacent lanes; a final vphaddd joins them. The accumulators start at
+ * 0 and get bias' at the end: the same int32 sum modulo 2^32.
+ */
+#include "simd_x86.h"
+
+#define NP 2 /* output positions per conv tile: 8 accumulators, 4 weight registers */
+
+/* ---- requantization on 8 lanes (the AVX-512 file has the derivation) ---------------- */
+
+static inline __m256i mbqm(__m256i x, __m256i m0, __m256i left, __m256i right, __m256i mask, __m256i half) {
+    const __m256i nudge = _mm256_set1_epi64x((int64_t)1 << 30);
+    x = _mm256_sllv_epi32(x, left);
+    const __m256i pe = _mm256_add_epi64(_mm256_mul_epi32(x, m0), nudge);
+    const __m256i po = _mm256_add_epi64(
+        _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(m0, 32)), nudge);
+    const __m256i y = _mm256_blend_epi32(_mm256_srli_epi64(pe, 31), _mm256_slli_epi64(po, 1), 0xAA);
+    const __m256i rem = _mm256_and_si256(y, mask);
+    const __m256i thr = _mm256_sub_epi32(half, _mm256_srai_epi32(y, 31));
+    const __m256i q = _mm256_srav_epi32(y, right);
+    return _mm256_sub_epi32(q, _mm256_cmpgt_epi32(rem, thr));
+}
+
+typedef struct outq {
+    __m256i lo, hi, z;
+} outq;
+
+static inline outq outq_make(int32_t z_out, int32_t act_min, int32_t act_max) {
+    outq o = {_mm256_set1_epi32(act_min - z_out), _mm256_set1_epi32(act_max - z_out), _mm256_set1_epi32(z_out)};
+    return o;
+}
+
+/* acc (including bias') of the 8 channels at r (a record pointer offset by 0 or 8) -> 8
+ * int8 in the low half. */
+static inline __m128i requant(__m256i acc, const int32_t *r, const outq *o) {
+#define L(f) _mm256_loadu_si256((const __m256i *)(r + (f)))
+    __m256i v = mbqm(acc, L(QRT_RQ_M0), L(QRT_RQ_LEFT), L(QRT_RQ_RIGHT), L(QRT_RQ_MASK), L(QRT_RQ_HALF));
+#undef L
+    v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, o->lo), o->hi), o->z);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return _mm_packs_epi16(w, w); /* in [-128, 127]: the packs do not saturate */
+}
+
+/* Four accumulators of (channel, pair) lanes for 16 channels -> 16 int32 channel sums
+ * (lo: channels 0..7, hi: 8..15). vphaddd works within 128-bit halves: [c0 c1 c4 c5 |
+ * c2 c3 c6 c7], put in order by a qword permute. */
+static inline void join16(const __m256i a[4], __m256i *lo, __m256i *hi) {
+    *lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a[0], a[1]), _MM_SHUFFLE(3, 1, 2, 0));
+    *hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a[2], a[3]), _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+/* 4 bytes u0..u3 -> (u0,u1),(u2,u3) as int16 pairs in every qword. */
+static inline __m256i bcast_u4(const uint8_t *p) {
+    return _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(ld32(p))));
+}
+
+/* 16 weight bytes (4 channels x 4) -> int16. */
+static inline __m256i w16(const int8_t *p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)); }
+
+/* ---- dense and grouped conv ---------------------------------------------------------- */
+
+static inline __attribute__((always_inline)) void conv_tile(const uint8_t *const *x, size_t rs, const int8_t *w,
+                                                            int k, int nj, const int32_t *r, uint8_t *dst,
+                                                            size_t ocs, int nvalid, const outq *o) {
+    __m256i acc[NP][4];
+#pragma GCC unroll 8
+    for (int n = 0; n < NP; n++)
+        for (int q = 0; q < 4; q++) acc[n][q] = _mm256_setzero_si256();
+    for (int ky = 0; ky < k; ky++) {
+        const int8_t *wr = w + (size_t)ky * nj * 64;
+        const size_t ro = (size_t)ky * rs;
+        for (int j = 0; j < nj; j++) {
+            __m256i wv[4];
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) wv[q] = w16(wr + 64 * (size_t)j + 16 * q);
+#pragma GCC unroll 8
+            for (int n = 0; n < NP; n++) {
+                const __m256i xv = bcast_u4(x[n] + ro + 4 * (size_t)j);
+#pragma GCC unroll 4
+                for (int q = 0; q < 4; q++) acc[n][q] = _mm256_add_epi32(acc[n][q], _mm256_madd_epi16(xv, wv[q]));
+            }
+        }
+    }
+    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
+    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8));
+    for (int n = 0; n < nvalid; n++) {
+        __m256i lo, hi;
+        join16(acc[n], &lo, &hi);
+        const __m128i v = _mm_unpacklo_epi64(requant(_mm256_add_epi32(lo, b0), r, o),
+                                             requant(_mm256_add_epi32(hi, b1), r + 8, o));
+        _mm_storeu_si128((__m128i *)(dst + (size_t)n * ocs), v);
+    }
+}
+
+static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                       uint8_t *scratch) {
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    const int G = p->groups, Cg = pk->Cg, OCg = pk->OCg, k = p->k, S = p->stride, nj = pk->nj, nob = pk->nob;
+    const int Wp = sl.Wp, OW = p->OW, npos = p->OH * p->OW;
+    const size_t gplane = (size_t)sl.Hp * Wp * Cg, rs = (size_t)Wp * Cg, wblock = (size_t)k * nj * 64;
+    const size_t ocs = (size_t)pk->ocs;
+    uint8_t *ob = scratch + sl.ob_off;
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    for (int g = 0; g < G; g++) {
+        uint8_t *xg = scratch + (size_t)g * gplane;
+        fill_hwc(xg, Cg, in, g * Cg, Cg, p->H, p->W, p->pad, p->z_in);
+        for (int b = 0; b < nob; b++) {
+            const int8_t *w = pk->wp + (size_t)g * pk->wgroup + (size_t)b * wblock;
+            const int32_t *r = pk->rq + ((size_t)g * nob + b) * QRT_RQ_WORDS;
+            uint8_t *dst = ob + (size_t)g * OCg + (size_t)b * 16;
+            for (int p0 = 0; p0 < npos; p0 += NP) {
+                const uint8_t *x[NP];
+                for (int n = 0; n < NP; n++) {
+                    const int pos = p0 + n < npos ? p0 + n : npos - 1, oy = pos / OW, ox = pos % OW;
+                    x[n] = xg + ((size_t)oy * S * Wp + (size_t)ox * S) * Cg;
+                }
+                conv_tile(x, rs, w, k, nj, r, dst + (size_t)p0 * ocs, ocs, npos - p0 < NP ? npos - p0 : NP, &o);
+            }
+        }
+    }
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, ocs, npos, p->OC, 0);
+}
+
+/* ---- depthwise conv ------------------------------------------------------------------ */
+
+static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                           const qrt_conv_params *p, uint8_t *scratch) {
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    const int k = p->k, S = p->stride, nob = pk->nob, Wp = sl.Wp, OW = p->OW, npos = p->OH * p->OW;
+    const size_t Cp = (size_t)nob * 16;
+    uint8_t *ob = scratch + sl.ob_off;
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    fill_hwc(scratch, (int)Cp, in, 0, p->C, p->H, p->W, p->pad, p->z_in);
+    for (int b = 0; b < 2 * nob; b++) { /* 8 channels at a time */
+        const int32_t *r = pk->rq + (size_t)(b / 2) * QRT_RQ_WORDS + (b % 2) * 8;
+        const int32_t *wd = pk->wd + (size_t)b * 8;
+        const __m256i bias = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
+        for (int pos = 0; pos < npos; pos++) {
+            const int oy = pos / OW, ox = pos % OW;
+            const uint8_t *x = scratch + ((size_t)oy * S * Wp + (size_t)ox * S) * Cp + (size_t)b * 8;
+            __m256i acc = bias;
+            for (int ky = 0; ky < k; ky++) {
+                const uint8_t *xr = x + (size_t)ky * Wp * Cp;
+                const int32_t *wr = wd + (size_t)ky * k * Cp;
+                for (int kx = 0; kx < k; kx++)
+                    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(
+                        _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(xr + (size_t)kx * Cp))),
+                        _mm256_loadu_si256((const __m256i *)(wr + (size_t)kx * Cp))));
+            }
+            _mm_storel_epi64((__m128i *)(ob + (size_t)pos * Cp + (size_t)b * 8), requant(acc, r, &o));
+        }
+    }
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
+}
+
+void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                     uint8_t *scratch) {
+    if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
+    else conv_dense(out, in, pk, p, scratch);
+}
+
+/* ---- linear --------------------------------------------------------------------------- */
+
+void qrt_avx2_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk, const qrt_linear_params *p,
+                     uint8_t *scratch) {
+    const int nj = pk->nj, nob = pk->nob;
+    xor_copy(scratch, (const uint8_t *)in, (size_t)p->F_in, 0x80);
+    memset(scratch + p->F_in, 0, 4);
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    for (int b = 0; b < nob; b++) {
+        const int8_t *w = pk->wp + (size_t)b * nj * 64;
+        const int32_t *r = pk->rq + (size_t)b * QRT_RQ_WORDS;
+        __m256i a[4], c[4];
+        for (int q = 0; q < 4; q++) a[q] = c[q] = _mm256_setzero_si256();
+        int j = 0;
+        for (; j + 2 <= nj; j += 2) {
+            const __m256i x0 = bcast_u4(scratch + 4 * (size_t)j), x1 = bcast_u4(scratch + 4 * (size_t)j + 4);
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) {
+                a[q] = _mm256_add_epi32(a[q], _mm256_madd_epi16(x0, w16(w + 64 * (size_t)j + 16 * q)));
+                c[q] = _mm256_add_epi32(c[q], _mm256_madd_epi16(x1, w16(w + 64 * (size_t)j + 64 + 16 * q)));
+            }
+        }
+        if (j < nj) {
+            const __m256i x0 = bcast_u4(scratch + 4 * (size_t)j);
+            for (int q = 0; q < 4; q++)
+                a[q] = _mm256_add_epi32(a[q], _mm256_madd_epi16(x0, w16(w + 64 * (size_t)j + 16 * q)));
+        }
+        for (int q = 0; q < 4; q++) a[q] = _mm256_add_epi32(a[q], c[q]);
+        __m256i lo, hi;
+        join16(a, &lo, &hi);
+        const __m128i v = _mm_unpacklo_epi64(
+            requant(_mm256_add_epi32(lo, _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS))), r, &o),
+            requant(_mm256_add_epi32(hi, _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8))), r + 8, &o));
+        const int n = p->F_out - 16 * b;
+        if (n >= 16) _mm_storeu_si128((__m128i *)(out + 16 * b), v);
+        else {
+            int8_t buf[16];
+            _mm_storeu_si128((__m128i *)buf, v);
+            memcpy(out + 16 * b, buf, (size_t)n);
+        }
+    }
+}
+
+/* ---- max pool 2x2 stride 2, elementwise ---------------------------------------------- */
+
+int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p) {
+    if (p->k != 2 || p->stride != 2 || p->pad != 0) return 0;
+    const int H = p->H, W = p->W, OH = p->OH, OW = p->OW;
+    const __m256i lowbytes = _mm256_set1_epi16(0x00FF);
+    for (int c = 0; c < p->C; c++)
+        for (int oy = 0; oy < OH; oy++) {
+            const int8_t *r0 = in + ((size_t)c * H + 2 * oy) * W, *r1 = r0 + W;
+            int8_t *y = out + ((size_t)c * OH + oy) * OW;
+            int ox = 0;
+            for (; ox + 16 <= OW; ox += 16) {
+                const __m256i m = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(r0 + 2 * ox)),
+                                                  _mm256_loadu_si256((const __m256i *)(r1 + 2 * ox)));
+                /* byte 2i of each word: max(x[2i], x[2i+1]); packus of 0..255 keeps the bits */
+                const __m256i m2 = _mm256_and_si256(_mm256_max_epi8(m, _mm256_srli_epi16(m, 8)), lowbytes);
+                const __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi16(m2, m2), _MM_SHUFFLE(3, 1, 2, 0));
+                _mm_storeu_si128((__m128i *)(y + ox), _mm256_castsi256_si128(pk));
+            }
+            for (; ox < OW; ox++) {
+                int8_t a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+                int8_t b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+                y[ox] = a > b ? a : b;
+            }
+        }
+    return 1;
+}
+
+void qrt_avx2_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const qrt_add_params *p) {
+#define SHIFT_VECS(s, M)                                                                                \
+    const __m256i M##_m0 = _mm256_set1_epi32(p->mult_##s),                                            \
+                  M##_l = _mm256_set1_epi32(p->shift_##s > 0 ? p->shift_##s : 0),                     \
+                  M##_r = _mm256_set1_epi32(p->shift_##s > 0 ? 0 : -p->shift_##s),                    \
+                  M##_mask = _mm256_set1_epi32((int32_t)((1u << (p->shift_##s > 0 ? 0 : -p->shift_##s)) - 1u)), \
+                  M##_half = _mm256_srli_epi32(M##_mask, 1)
+    SHIFT_VECS(a, A);
+    SHIFT_VECS(b, B);
+    SHIFT_VECS(out, O);
+#undef SHIFT_VECS
+    const __m256i za = _mm256_set1_epi32(p->z_a), zb = _mm256_set1_epi32(p->z_b);
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    for (size_t i = 0; i < n; i += 8) {
+        int8_t ba[8] = {0}, bb[8] = {0}, bo[8];
+        const size_t m = n - i < 8 ? n - i : 8;
+        memcpy(ba, a + i, m);
+        memcpy(bb, b + i, m);
+        const __m256i xa = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)ba)), za), QRT_ADD_LEFT_SHIFT);
+        const __m256i xb = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)bb)), zb), QRT_ADD_LEFT_SHIFT);
+        const __m256i s = _mm256_add_epi32(mbqm(xa, A_m0, A_l, A_r, A_mask, A_half),
+                                           mbqm(xb, B_m0, B_l, B_r, B_mask, B_half));
+        __m256i v = mbqm(s, O_m0, O_l, O_r, O_mask, O_half);
+        v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, o.lo), o.hi), o.z);
+        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        _mm_storel_epi64((__m128i *)bo, _mm_packs_epi16(w, w));
+        memcpy(out + i, bo, m);
+    }
+}
+
+void qrt_avx2_input(int8_t *out, const uint8_t *pixels, size_t n) {
+    xor_copy((uint8_t *)out, pixels, n, 0x80);
+}

@@ -1,0 +1,280 @@
+/* simd_avx512.c - the AVX-512 VNNI kernels (simd.h), compiled with -mavx512f -mavx512bw
+ * -mavx512vl -mavx512vnni and called only when the CPU has them. Each equals its
+ * portable kernel (kernels.c) byte for byte; docs/runtime-simd.md has the argument.
+ *
+ * Dense/grouped conv: the input plane, padded, goes to an HWC scratch as u = q + 128
+ * (padding: z_in + 128); a tile of 8 output positions x 32 output channels (two zmm per
+ * position, 16 int32 lanes = 16 channels each) accumulates vpdpbusd(u dword broadcast,
+ * 16 x 4 weights): one dword of a kernel row is 4 consecutive bytes of the HWC row, so
+ * a 3x3 conv over C = 1 costs 3 dwords, not 9. The accumulators start at bias', so they
+ * hold acc exactly (simd.c); requantization is the spec's MBQM on 16 lanes; the HWC
+ * int8 result is transposed back to (C, H, W).
+ * Depthwise: lanes are channels, u widened to int32 times int32 weights per tap.
+ * Linear: GEMV, 4 blocks of 16 outputs share each broadcast input dword.
+ */
+#include "simd_x86.h"
+
+#define NP 8 /* output positions per conv tile */
+
+/* ---- requantization: MultiplyByQuantizedMultiplier on 16 lanes ---------------------- */
+
+/* x * 2^left, then SaturatingRoundingDoublingHighMul(x, M0) = floor((x*M0 + 2^30) / 2^31)
+ * (fixedpoint.h: both of the spec's nudge branches are this floor). M0 >= 0 (0 or in
+ * [2^30, 2^31)), so the saturating case INT32_MIN * INT32_MIN cannot occur. vpmuldq forms
+ * the exact 64-bit products of the even lanes, and of the odd ones after a 32-bit shift;
+ * bits 31..62 of p + 2^30 are the result (|p| < 2^62): a logical right shift by 31 puts
+ * them in the low dword of an even lane, a left shift by 1 in the high dword of an odd
+ * lane. Then RoundingDivideByPOT(y, right): (y >> right) + (rem > (mask >> 1) + (y < 0)),
+ * the spec's formula with an arithmetic per-lane shift. */
+static inline __m512i mbqm(__m512i x, __m512i m0, __m512i left, __m512i right, __m512i mask,
+                           __m512i half) {
+    const __m512i nudge = _mm512_set1_epi64((int64_t)1 << 30);
+    x = _mm512_sllv_epi32(x, left);
+    const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(x, m0), nudge);
+    const __m512i po = _mm512_add_epi64(
+        _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m0, 32)), nudge);
+    const __m512i y = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 31), _mm512_slli_epi64(po, 1));
+    const __m512i rem = _mm512_and_si512(y, mask);
+    const __m512i thr = _mm512_sub_epi32(half, _mm512_srai_epi32(y, 31));
+    const __m512i q = _mm512_srav_epi32(y, right);
+    return _mm512_mask_sub_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, _mm512_set1_epi32(-1));
+}
+
+/* clamp(v + z_out, act_min, act_max) = clamp(v, act_min - z_out, act_max - z_out) + z_out,
+ * which cannot overflow (the spec adds in int64). */
+typedef struct outq {
+    __m512i lo, hi, z;
+} outq;
+
+static inline outq outq_make(int32_t z_out, int32_t act_min, int32_t act_max) {
+    outq o = {_mm512_set1_epi32(act_min - z_out), _mm512_set1_epi32(act_max - z_out), _mm512_set1_epi32(z_out)};
+    return o;
+}
+
+/* acc (already including bias') -> 16 int8 for the channels of record r. */
+static inline __m128i requant(__m512i acc, const int32_t *r, const outq *o) {
+    const __m512i v = mbqm(acc, _mm512_loadu_si512(r + QRT_RQ_M0), _mm512_loadu_si512(r + QRT_RQ_LEFT),
+                           _mm512_loadu_si512(r + QRT_RQ_RIGHT), _mm512_loadu_si512(r + QRT_RQ_MASK),
+                           _mm512_loadu_si512(r + QRT_RQ_HALF));
+    return _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, o->lo), o->hi), o->z));
+}
+
+/* ---- dense and grouped conv ---------------------------------------------------------- */
+
+/* NB (1 or 2) blocks of 16 channels x NP positions; x[n] is position n's window corner
+ * in the HWC plane (rs bytes per row), w the first block's weights (the second follows
+ * at wblock), r its requantization record. Writes nvalid positions of dst (ocs apart). */
+static inline __attribute__((always_inline)) void conv_tile(const int NB, const uint8_t *const *x,
+                                                            size_t rs, const int8_t *w, size_t wblock,
+                                                            int k, int nj, const int32_t *r,
+                                                            uint8_t *dst, size_t ocs, int nvalid,
+                                                            const outq *o) {
+    __m512i acc[NP][2];
+    const __m512i b0 = _mm512_loadu_si512(r + QRT_RQ_BIAS);
+    const __m512i b1 = NB == 2 ? _mm512_loadu_si512(r + QRT_RQ_WORDS + QRT_RQ_BIAS) : b0;
+#pragma GCC unroll 8
+    for (int n = 0; n < NP; n++) acc[n][0] = b0, acc[n][1] = b1;
+    for (int ky = 0; ky < k; ky++) {
+        const int8_t *wa = w + (size_t)ky * nj * 64, *wb = wa + wblock;
+        const size_t ro = (size_t)ky * rs;
+        for (int j = 0; j < nj; j++) {
+            const __m512i w0 = _mm512_loadu_si512(wa + 64 * j);
+            const __m512i w1 = NB == 2 ? _mm512_loadu_si512(wb + 64 * j) : w0;
+#pragma GCC unroll 8
+            for (int n = 0; n < NP; n++) {
+                const __m512i xv = _mm512_set1_epi32(ld32(x[n] + ro + 4 * (size_t)j));
+                acc[n][0] = _mm512_dpbusd_epi32(acc[n][0], xv, w0);
+                if (NB == 2) acc[n][1] = _mm512_dpbusd_epi32(acc[n][1], xv, w1);
+            }
+        }
+    }
+    for (int n = 0; n < nvalid; n++) {
+        _mm_storeu_si128((__m128i *)(dst + (size_t)n * ocs), requant(acc[n][0], r, o));
+        if (NB == 2)
+            _mm_storeu_si128((__m128i *)(dst + (size_t)n * ocs + 16), requant(acc[n][1], r + QRT_RQ_WORDS, o));
+    }
+}
+
+static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                       uint8_t *scratch) {
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    const int G = p->groups, Cg = pk->Cg, OCg = pk->OCg, k = p->k, S = p->stride, nj = pk->nj, nob = pk->nob;
+    const int Wp = sl.Wp, OW = p->OW, npos = p->OH * p->OW;
+    const size_t gplane = (size_t)sl.Hp * Wp * Cg, rs = (size_t)Wp * Cg, wblock = (size_t)k * nj * 64;
+    const size_t ocs = (size_t)pk->ocs;
+    uint8_t *ob = scratch + sl.ob_off;
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    for (int g = 0; g < G; g++) {
+        uint8_t *xg = scratch + (size_t)g * gplane;
+        fill_hwc(xg, Cg, in, g * Cg, Cg, p->H, p->W, p->pad, p->z_in);
+        for (int b = 0; b < nob; b += 2) {
+            const int8_t *w = pk->wp + (size_t)g * pk->wgroup + (size_t)b * wblock;
+            const int32_t *r = pk->rq + ((size_t)g * nob + b) * QRT_RQ_WORDS;
+            uint8_t *dst = ob + (size_t)g * OCg + (size_t)b * 16;
+            for (int p0 = 0; p0 < npos; p0 += NP) {
+                const uint8_t *x[NP];
+                for (int n = 0; n < NP; n++) {
+                    const int pos = p0 + n < npos ? p0 + n : npos - 1, oy = pos / OW, ox = pos % OW;
+                    x[n] = xg + ((size_t)oy * S * Wp + (size_t)ox * S) * Cg;
+                }
+                const int nvalid = npos - p0 < NP ? npos - p0 : NP;
+                if (nob - b >= 2) conv_tile(2, x, rs, w, wblock, k, nj, r, dst + (size_t)p0 * ocs, ocs, nvalid, &o);
+                else conv_tile(1, x, rs, w, wblock, k, nj, r, dst + (size_t)p0 * ocs, ocs, nvalid, &o);
+            }
+        }
+    }
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, ocs, npos, p->OC, 0);
+}
+
+/* ---- depthwise conv ------------------------------------------------------------------ */
+
+static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                           const qrt_conv_params *p, uint8_t *scratch) {
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    const int k = p->k, S = p->stride, nob = pk->nob, Wp = sl.Wp, OW = p->OW, npos = p->OH * p->OW;
+    const size_t Cp = (size_t)nob * 16;
+    uint8_t *ob = scratch + sl.ob_off;
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    fill_hwc(scratch, (int)Cp, in, 0, p->C, p->H, p->W, p->pad, p->z_in);
+    for (int b = 0; b < nob; b++) {
+        const int32_t *r = pk->rq + (size_t)b * QRT_RQ_WORDS;
+        const int32_t *wd = pk->wd + (size_t)b * 16;
+        const __m512i bias = _mm512_loadu_si512(r + QRT_RQ_BIAS);
+        for (int pos = 0; pos < npos; pos++) {
+            const int oy = pos / OW, ox = pos % OW;
+            const uint8_t *x = scratch + ((size_t)oy * S * Wp + (size_t)ox * S) * Cp + (size_t)b * 16;
+            __m512i acc = bias, acc2 = _mm512_setzero_si512();
+            for (int ky = 0; ky < k; ky++) {
+                const uint8_t *xr = x + (size_t)ky * Wp * Cp;
+                const int32_t *wr = wd + (size_t)ky * k * Cp;
+                int kx = 0;
+                for (; kx + 2 <= k; kx += 2) {
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(
+                        _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(xr + (size_t)kx * Cp))),
+                        _mm512_loadu_si512(wr + (size_t)kx * Cp)));
+                    acc2 = _mm512_add_epi32(acc2, _mm512_mullo_epi32(
+                        _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(xr + (size_t)(kx + 1) * Cp))),
+                        _mm512_loadu_si512(wr + (size_t)(kx + 1) * Cp)));
+                }
+                if (kx < k)
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(
+                        _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(xr + (size_t)kx * Cp))),
+                        _mm512_loadu_si512(wr + (size_t)kx * Cp)));
+            }
+            _mm_storeu_si128((__m128i *)(ob + (size_t)pos * Cp + (size_t)b * 16),
+                             requant(_mm512_add_epi32(acc, acc2), r, &o));
+        }
+    }
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
+}
+
+void qrt_avx512_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                       uint8_t *scratch) {
+    if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
+    else conv_dense(out, in, pk, p, scratch);
+}
+
+/* ---- linear --------------------------------------------------------------------------- */
+
+/* NB blocks of 16 outputs; two accumulators per block (even and odd dwords) hide the
+ * vpdpbusd latency. */
+static inline __attribute__((always_inline)) void linear_tile(const int NB, const uint8_t *u, int nj,
+                                                              const int8_t *w, const int32_t *r,
+                                                              int8_t *dst, int nout, const outq *o) {
+    __m512i a[4], c[4];
+    const size_t wb = (size_t)nj * 64;
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; i++) a[i] = _mm512_loadu_si512(r + (size_t)i * QRT_RQ_WORDS + QRT_RQ_BIAS), c[i] = _mm512_setzero_si512();
+    int j = 0;
+    for (; j + 2 <= nj; j += 2) {
+        const __m512i x0 = _mm512_set1_epi32(ld32(u + 4 * (size_t)j)), x1 = _mm512_set1_epi32(ld32(u + 4 * (size_t)j + 4));
+#pragma GCC unroll 4
+        for (int i = 0; i < NB; i++) {
+            a[i] = _mm512_dpbusd_epi32(a[i], x0, _mm512_loadu_si512(w + i * wb + 64 * (size_t)j));
+            c[i] = _mm512_dpbusd_epi32(c[i], x1, _mm512_loadu_si512(w + i * wb + 64 * (size_t)j + 64));
+        }
+    }
+    if (j < nj) {
+        const __m512i x0 = _mm512_set1_epi32(ld32(u + 4 * (size_t)j));
+#pragma GCC unroll 4
+        for (int i = 0; i < NB; i++) a[i] = _mm512_dpbusd_epi32(a[i], x0, _mm512_loadu_si512(w + i * wb + 64 * (size_t)j));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; i++) {
+        const int n = nout - 16 * i;
+        if (n <= 0) break;
+        const __m128i v = requant(_mm512_add_epi32(a[i], c[i]), r + (size_t)i * QRT_RQ_WORDS, o);
+        _mm_mask_storeu_epi8(dst + 16 * i, n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1), v);
+    }
+}
+
+void qrt_avx512_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk, const qrt_linear_params *p,
+                       uint8_t *scratch) {
+    const int nj = pk->nj, nob = pk->nob;
+    xor_copy(scratch, (const uint8_t *)in, (size_t)p->F_in, 0x80);
+    memset(scratch + p->F_in, 0, 4); /* the last dword's padding (weights 0 there) */
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    const size_t wb = (size_t)nj * 64;
+    int b = 0;
+    for (; b + 4 <= nob; b += 4)
+        linear_tile(4, scratch, nj, pk->wp + (size_t)b * wb, pk->rq + (size_t)b * QRT_RQ_WORDS, out + 16 * b,
+                    p->F_out - 16 * b, &o);
+    for (; b < nob; b++)
+        linear_tile(1, scratch, nj, pk->wp + (size_t)b * wb, pk->rq + (size_t)b * QRT_RQ_WORDS, out + 16 * b,
+                    p->F_out - 16 * b, &o);
+}
+
+/* ---- max pool 2x2 stride 2, elementwise ---------------------------------------------- */
+
+int qrt_avx512_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p) {
+    if (p->k != 2 || p->stride != 2 || p->pad != 0) return 0;
+    const int H = p->H, W = p->W, OH = p->OH, OW = p->OW;
+    for (int c = 0; c < p->C; c++)
+        for (int oy = 0; oy < OH; oy++) {
+            const int8_t *r0 = in + ((size_t)c * H + 2 * oy) * W, *r1 = r0 + W;
+            int8_t *y = out + ((size_t)c * OH + oy) * OW;
+            for (int ox = 0; ox < OW; ox += 32) {
+                const int n = OW - ox < 32 ? OW - ox : 32;
+                const __mmask64 lm = n == 32 ? ~(__mmask64)0 : (((__mmask64)1 << (2 * n)) - 1);
+                const __m512i m = _mm512_max_epi8(_mm512_maskz_loadu_epi8(lm, r0 + 2 * ox),
+                                                  _mm512_maskz_loadu_epi8(lm, r1 + 2 * ox));
+                /* byte 2i of each word: max(x[2i], x[2i+1]) */
+                const __m512i m2 = _mm512_max_epi8(m, _mm512_srli_epi16(m, 8));
+                _mm256_mask_storeu_epi8(y + ox, n == 32 ? ~(__mmask32)0 : (((__mmask32)1 << n) - 1),
+                                        _mm512_cvtepi16_epi8(m2));
+            }
+        }
+    return 1;
+}
+
+void qrt_avx512_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const qrt_add_params *p) {
+#define SHIFT_VECS(s, M)                                                                                \
+    const __m512i M##_m0 = _mm512_set1_epi32(p->mult_##s),                                            \
+                  M##_l = _mm512_set1_epi32(p->shift_##s > 0 ? p->shift_##s : 0),                     \
+                  M##_r = _mm512_set1_epi32(p->shift_##s > 0 ? 0 : -p->shift_##s),                    \
+                  M##_mask = _mm512_set1_epi32((int32_t)((1u << (p->shift_##s > 0 ? 0 : -p->shift_##s)) - 1u)), \
+                  M##_half = _mm512_srli_epi32(M##_mask, 1)
+    SHIFT_VECS(a, A);
+    SHIFT_VECS(b, B);
+    SHIFT_VECS(out, O);
+#undef SHIFT_VECS
+    const __m512i za = _mm512_set1_epi32(p->z_a), zb = _mm512_set1_epi32(p->z_b);
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        /* (q - z) * 2^20: |q - z| <= 255, no overflow */
+        const __m512i xa = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + i)), za), QRT_ADD_LEFT_SHIFT);
+        const __m512i xb = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + i)), zb), QRT_ADD_LEFT_SHIFT);
+        const __m512i s = _mm512_add_epi32(mbqm(xa, A_m0, A_l, A_r, A_mask, A_half),
+                                           mbqm(xb, B_m0, B_l, B_r, B_mask, B_half));
+        const __m512i v = mbqm(s, O_m0, O_l, O_r, O_mask, O_half);
+        _mm_mask_storeu_epi8(out + i, m,
+                             _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, o.lo), o.hi), o.z)));
+    }
+}
+
+void qrt_avx512_input(int8_t *out, const uint8_t *pixels, size_t n) {
+    xor_copy((uint8_t *)out, pixels, n, 0x80);
+}

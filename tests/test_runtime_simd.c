@@ -1,0 +1,556 @@
+/* test_runtime_simd.c - the SIMD kernels of the int8 runtime (runtime/simd.h) against
+ * the portable ones (runtime/kernels.h), zero tolerance (memcmp), on every path this CPU
+ * has (a missing one is skipped with a note):
+ *
+ *  - conv2d on random shapes: dense, grouped, depthwise (and channel multipliers), odd
+ *    C, k*C not a multiple of 4, k 1..5, stride 1..3, pad 0..k, OC not a multiple of 16,
+ *    planes from 1x1 to 40x40; and on extremes: inputs and weights all at -128/127 and
+ *    +-127, zero points at both ends, M0 = 2^30 and 2^31 - 1, every shift from -31 to 30
+ *    with the bias at the loader's overflow bound (K*255*max|w| + |bias| times 2^left
+ *    = 2^31 - 1), clamps;
+ *  - linear (GEMV) likewise, F_in up to 3200 and F_out up to 300;
+ *  - max pool (the 2x2 fast path and the fallback), add (TFLite scheme) and the input
+ *    conversion on random data and parameters;
+ *  - whole models built here (safetensors bytes + graph text): qrt_run_isa on every path
+ *    gives the portable logits; every conv/linear got packed; QRT_ISA forces a path.
+ * A mismatch prints its position, got and expected.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#include "runtime/kernels.h"
+#include "runtime/runtime.h"
+#include "runtime/simd.h"
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+typedef struct trng {
+    uint64_t s;
+} trng;
+
+static uint64_t rnext(trng *r) { /* splitmix64 */
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int64_t rint_in(trng *r, int64_t lo, int64_t hi) {
+    return lo + (int64_t)(rnext(r) % (uint64_t)(hi - lo + 1));
+}
+
+static void fill_s8(trng *r, int8_t *x, size_t n, int lo, int hi) {
+    for (size_t i = 0; i < n; i++) x[i] = (int8_t)rint_in(r, lo, hi);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) fail_msg("out of memory (%zu bytes)", n);
+    return p;
+}
+
+/* The SIMD paths this CPU has; prints a note for the others (once). */
+static int simd_paths(qrt_isa *out) {
+    static bool noted;
+    int n = 0;
+    for (int i = QRT_ISA_AVX2; i < QRT_ISA_COUNT; i++) {
+        if (qrt_isa_supported((qrt_isa)i)) out[n++] = (qrt_isa)i;
+        else if (!noted) printf("note: this CPU (or build) has no %s: its tests are skipped\n", qrt_isa_str((qrt_isa)i));
+    }
+    noted = true;
+    return n;
+}
+
+static void expect_chw(const int8_t *got, const int8_t *want, int C, int H, int W, const char *what) {
+    if (!memcmp(got, want, (size_t)C * H * W)) return;
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                size_t i = ((size_t)c * H + y) * W + x;
+                if (got[i] != want[i])
+                    fail_msg("%s: first mismatch at (c=%d, y=%d, x=%d) of (%d, %d, %d): got %d, expected %d",
+                             what, c, y, x, C, H, W, got[i], want[i]);
+            }
+}
+
+static void expect_vec(const int8_t *got, const int8_t *want, size_t n, const char *what) {
+    if (!memcmp(got, want, n)) return;
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i])
+            fail_msg("%s: first mismatch at element %zu of %zu: got %d, expected %d", what, i, n, got[i], want[i]);
+}
+
+/* Per-channel integers within the loader's guarantees: |w| <= 127 (wbits 8), M0 in
+ * [2^30, 2^31), shift in [-31, 30], B_c = K*255*max|w_c| + |bias_c| <= 2^31 - 1 and
+ * B_c * 2^max(shift, 0) <= 2^31 - 1. extreme: weights at +-127, the bias at the bound. */
+static void gen_params(trng *r, int OC, size_t K, int8_t *w, int32_t *b, int32_t *m, int32_t *s, bool extreme) {
+    if (extreme) {
+        for (size_t i = 0; i < (size_t)OC * K; i++) w[i] = rnext(r) & 1 ? 127 : -127;
+    } else {
+        fill_s8(r, w, (size_t)OC * K, -127, 127);
+    }
+    for (int c = 0; c < OC; c++) {
+        int mw = 0;
+        for (size_t i = 0; i < K; i++) {
+            int v = w[(size_t)c * K + i] < 0 ? -w[(size_t)c * K + i] : w[(size_t)c * K + i];
+            if (v > mw) mw = v;
+        }
+        const int64_t B = (int64_t)K * 255 * mw;
+        int sh;
+        /* a shift whose left part keeps B * 2^left within int32 */
+        do sh = extreme ? (int)rint_in(r, -31, 30) : -(int)rint_in(r, 4, 18);
+        while (sh > 0 && (B << sh) > INT32_MAX);
+        const int64_t lim = (int64_t)INT32_MAX >> (sh > 0 ? sh : 0);
+        const int64_t room = lim - B; /* >= 0 */
+        b[c] = (int32_t)(extreme ? (rnext(r) & 1 ? room : -room) : rint_in(r, -(room < 5000 ? room : 5000), room < 5000 ? room : 5000));
+        switch (rnext(r) % 4) {
+        case 0: m[c] = 1 << 30; break;
+        case 1: m[c] = INT32_MAX; break;
+        default: m[c] = (int32_t)rint_in(r, (int64_t)1 << 30, INT32_MAX);
+        }
+        s[c] = sh;
+    }
+}
+
+/* ---- conv2d ------------------------------------------------------------------------- */
+
+static void conv_case(trng *r, qrt_conv_params p, int in_mode, bool extreme, const char *tag) {
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = simd_paths(paths);
+    p.OH = (p.H + 2 * p.pad - p.k) / p.stride + 1;
+    p.OW = (p.W + 2 * p.pad - p.k) / p.stride + 1;
+    const size_t K = (size_t)(p.C / p.groups) * p.k * p.k, nin = (size_t)p.C * p.H * p.W,
+                 nout = (size_t)p.OC * p.OH * p.OW;
+    int8_t *in = xmalloc(nin), *w = xmalloc((size_t)p.OC * K), *want = xmalloc(nout), *got = xmalloc(nout);
+    int32_t *b = xmalloc((size_t)p.OC * 4), *m = xmalloc((size_t)p.OC * 4), *s = xmalloc((size_t)p.OC * 4);
+    if (in_mode == 0) fill_s8(r, in, nin, -128, 127);
+    else memset(in, in_mode < 0 ? -128 : 127, nin);
+    gen_params(r, p.OC, K, w, b, m, s, extreme);
+    qrt_conv2d_s8(want, in, w, b, m, s, &p);
+    /* Unaligned packed memory and scratch: the kernels align them. */
+    const size_t psz = qrt_conv2d_pack_size(&p), ssz = qrt_conv2d_scratch_size(&p);
+    uint8_t *pmem = xmalloc(psz + 1), *scratch = xmalloc(ssz + 3);
+    const void *packed = qrt_conv2d_pack(pmem + 1, w, b, m, s, &p);
+    char what[256];
+    for (int i = 0; i < np + 1; i++) {
+        const qrt_isa isa = i < np ? paths[i] : QRT_ISA_PORTABLE;
+        memset(got, 0x5a, nout);
+        memset(scratch, 0xa5, ssz + 3); /* stale scratch must not matter */
+        qrt_conv2d_s8_isa(isa, got, in, packed, &p, scratch + 3);
+        snprintf(what, sizeof what, "conv2d %s [%s] C=%d H=%d W=%d OC=%d k=%d stride=%d pad=%d groups=%d "
+                 "z_in=%d z_out=%d clamp [%d, %d]", tag, qrt_isa_str(isa), p.C, p.H, p.W, p.OC, p.k,
+                 p.stride, p.pad, p.groups, p.z_in, p.z_out, p.act_min, p.act_max);
+        expect_chw(got, want, p.OC, p.OH, p.OW, what);
+    }
+    free(in), free(w), free(want), free(got), free(b), free(m), free(s), free(pmem), free(scratch);
+}
+
+static qrt_conv_params conv_p(int C, int H, int W, int OC, int k, int S, int P, int G, int z_in, int z_out,
+                              int lo, int hi) {
+    return (qrt_conv_params){.C = C, .H = H, .W = W, .OC = OC, .k = k, .stride = S, .pad = P,
+                             .groups = G, .z_in = z_in, .z_out = z_out, .act_min = lo, .act_max = hi};
+}
+
+static void test_conv2d_named(void **state) {
+    (void)state;
+    trng r = {1};
+    conv_case(&r, conv_p(1, 28, 28, 32, 3, 1, 1, 1, -55, -128, -128, 127), 0, false, "cnn conv1");
+    conv_case(&r, conv_p(32, 14, 14, 64, 3, 1, 1, 1, -128, -128, -128, 127), 0, false, "cnn conv2");
+    conv_case(&r, conv_p(16, 28, 28, 16, 3, 2, 1, 16, -128, -128, -128, 127), 0, false, "dw stride 2");
+    conv_case(&r, conv_p(64, 7, 7, 128, 1, 1, 0, 1, -128, -128, -128, 127), 0, false, "pointwise");
+    conv_case(&r, conv_p(3, 40, 37, 5, 3, 1, 1, 1, 3, 0, -128, 127), 0, false, "rgb large plane");
+    conv_case(&r, conv_p(6, 9, 9, 18, 3, 1, 1, 3, 0, 0, -128, 127), 0, false, "grouped");
+    conv_case(&r, conv_p(4, 6, 6, 8, 3, 1, 1, 4, 10, 0, -128, 127), 0, false, "channel multiplier 2");
+    conv_case(&r, conv_p(2, 3, 3, 3, 5, 1, 1, 1, 0, 0, -128, 127), 0, false, "k > H");
+    conv_case(&r, conv_p(2, 4, 3, 3, 2, 1, 3, 1, 7, 1, -128, 127), 0, false, "pad > k");
+    conv_case(&r, conv_p(1, 1, 1, 1, 1, 1, 0, 1, 0, 0, -128, 127), 0, false, "1x1x1");
+    conv_case(&r, conv_p(33, 5, 5, 33, 3, 1, 1, 33, -7, 9, -20, 50), 0, false, "depthwise 33");
+}
+
+static void test_conv2d_random(void **state) {
+    (void)state;
+    trng r = {2};
+    for (int it = 0; it < 400; it++) {
+        int G, Cg, OCg;
+        switch (it % 4) {
+        case 0: G = 1, Cg = (int)rint_in(&r, 1, 40), OCg = (int)rint_in(&r, 1, 70); break;
+        case 1: G = (int)rint_in(&r, 2, 5), Cg = (int)rint_in(&r, 1, 9), OCg = (int)rint_in(&r, 1, 20); break;
+        case 2: G = (int)rint_in(&r, 1, 70), Cg = 1, OCg = 1; break; /* depthwise */
+        default: G = 1, Cg = 2 * (int)rint_in(&r, 0, 4) + 1, OCg = (int)rint_in(&r, 1, 40); break; /* odd C */
+        }
+        const int k = (int)rint_in(&r, 1, 5), S = (int)rint_in(&r, 1, 3);
+        const int P = it % 8 == 7 ? (int)rint_in(&r, 0, k) : (int)rint_in(&r, 0, k / 2);
+        int H = (int)rint_in(&r, 1, it % 10 == 0 ? 40 : 12), W = (int)rint_in(&r, 1, it % 10 == 0 ? 40 : 12);
+        if (H + 2 * P < k) H = k;
+        if (W + 2 * P < k) W = k;
+        int lo = (int)rint_in(&r, -128, 127), hi = (int)rint_in(&r, -128, 127);
+        if (it % 2) lo = -128, hi = 127;
+        if (lo > hi) { int t = lo; lo = hi; hi = t; }
+        conv_case(&r, conv_p(G * Cg, H, W, G * OCg, k, S, P, G, (int)rint_in(&r, -128, 127),
+                             (int)rint_in(&r, -128, 127), lo, hi), 0, false, "random");
+    }
+}
+
+static void test_conv2d_extremes(void **state) {
+    (void)state;
+    trng r = {3};
+    const int zs[] = {-128, 127, 0};
+    for (int it = 0; it < 60; it++) {
+        const int z_in = zs[it % 3], z_out = zs[(it / 3) % 3], mode = it % 3 == 0 ? 0 : it % 3 == 1 ? -1 : 1;
+        const int G = it % 5 == 0 ? 24 : it % 5 == 1 ? 3 : 1;
+        const int C = G == 24 ? 24 : G * (int)rint_in(&r, 1, 7), OC = G == 24 ? 24 : G * (int)rint_in(&r, 1, 20);
+        conv_case(&r, conv_p(C, (int)rint_in(&r, 3, 9), (int)rint_in(&r, 3, 9), OC, 3, (int)rint_in(&r, 1, 2), 1,
+                             G, z_in, z_out, -128, 127), mode, true, "extreme");
+    }
+}
+
+/* ---- linear ------------------------------------------------------------------------- */
+
+static void linear_case(trng *r, qrt_linear_params p, int in_mode, bool extreme) {
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = simd_paths(paths);
+    int8_t *in = xmalloc((size_t)p.F_in), *w = xmalloc((size_t)p.F_in * p.F_out), *want = xmalloc((size_t)p.F_out),
+           *got = xmalloc((size_t)p.F_out);
+    int32_t *b = xmalloc((size_t)p.F_out * 4), *m = xmalloc((size_t)p.F_out * 4), *s = xmalloc((size_t)p.F_out * 4);
+    if (in_mode == 0) fill_s8(r, in, (size_t)p.F_in, -128, 127);
+    else memset(in, in_mode < 0 ? -128 : 127, (size_t)p.F_in);
+    gen_params(r, p.F_out, (size_t)p.F_in, w, b, m, s, extreme);
+    qrt_linear_s8(want, in, w, b, m, s, &p);
+    const size_t psz = qrt_linear_pack_size(&p), ssz = qrt_linear_scratch_size(&p);
+    uint8_t *pmem = xmalloc(psz + 5), *scratch = xmalloc(ssz + 1);
+    const void *packed = qrt_linear_pack(pmem + 5, w, b, m, s, &p);
+    char what[160];
+    for (int i = 0; i < np + 1; i++) {
+        const qrt_isa isa = i < np ? paths[i] : QRT_ISA_PORTABLE;
+        memset(got, 0x5a, (size_t)p.F_out);
+        qrt_linear_s8_isa(isa, got, in, packed, &p, scratch + 1);
+        snprintf(what, sizeof what, "linear [%s] F_in=%d F_out=%d z_in=%d z_out=%d clamp [%d, %d]%s",
+                 qrt_isa_str(isa), p.F_in, p.F_out, p.z_in, p.z_out, p.act_min, p.act_max,
+                 extreme ? " extreme" : "");
+        expect_vec(got, want, (size_t)p.F_out, what);
+    }
+    free(in), free(w), free(want), free(got), free(b), free(m), free(s), free(pmem), free(scratch);
+}
+
+static void test_linear(void **state) {
+    (void)state;
+    trng r = {4};
+    const qrt_linear_params named[] = {
+        {.F_in = 3136, .F_out = 128, .z_in = -128, .z_out = -128, .act_min = -128, .act_max = 127},
+        {.F_in = 128, .F_out = 10, .z_in = -128, .z_out = -53, .act_min = -128, .act_max = 127},
+        {.F_in = 784, .F_out = 256, .z_in = -55, .z_out = -128, .act_min = -128, .act_max = 127},
+        {.F_in = 1, .F_out = 1, .z_in = 0, .z_out = 0, .act_min = -128, .act_max = 127},
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) linear_case(&r, named[i], 0, false);
+    for (int it = 0; it < 300; it++) {
+        qrt_linear_params p = {.F_in = (int)rint_in(&r, 1, it % 20 == 0 ? 3200 : 300),
+                               .F_out = (int)rint_in(&r, 1, it % 20 == 0 ? 300 : 70),
+                               .z_in = (int32_t)rint_in(&r, -128, 127), .z_out = (int32_t)rint_in(&r, -128, 127),
+                               .act_min = -128, .act_max = 127};
+        if (it % 3 == 0) p.act_min = p.z_out; /* fused ReLU */
+        const bool extreme = it % 4 == 1;
+        if (extreme) {
+            p.z_in = it % 8 == 1 ? -128 : 127;
+            p.z_out = it % 16 == 1 ? -128 : 127;
+        }
+        linear_case(&r, p, extreme ? (it % 3) - 1 : 0, extreme);
+    }
+}
+
+/* ---- pools, add, input -------------------------------------------------------------- */
+
+static void test_maxpool(void **state) {
+    (void)state;
+    trng r = {5};
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = simd_paths(paths);
+    for (int it = 0; it < 200; it++) {
+        qrt_pool_params p = {.C = (int)rint_in(&r, 1, 20), .H = (int)rint_in(&r, 2, 70), .W = (int)rint_in(&r, 2, 140),
+                             .k = 2, .stride = 2, .pad = 0};
+        if (it % 4 == 3) { /* another window: the fallback */
+            p.k = (int)rint_in(&r, 1, 3), p.stride = (int)rint_in(&r, 1, 3), p.pad = (int)rint_in(&r, 0, p.k / 2);
+            if (p.H < p.k) p.H = p.k;
+            if (p.W < p.k) p.W = p.k;
+        }
+        p.OH = (p.H + 2 * p.pad - p.k) / p.stride + 1;
+        p.OW = (p.W + 2 * p.pad - p.k) / p.stride + 1;
+        const size_t nin = (size_t)p.C * p.H * p.W, nout = (size_t)p.C * p.OH * p.OW;
+        int8_t *in = xmalloc(nin), *want = xmalloc(nout), *got = xmalloc(nout);
+        fill_s8(&r, in, nin, -128, 127);
+        qrt_maxpool_s8(want, in, &p);
+        for (int i = 0; i < np; i++) {
+            char what[128];
+            memset(got, 0x5a, nout);
+            qrt_maxpool_s8_isa(paths[i], got, in, &p);
+            snprintf(what, sizeof what, "maxpool [%s] C=%d H=%d W=%d k=%d stride=%d pad=%d", qrt_isa_str(paths[i]),
+                     p.C, p.H, p.W, p.k, p.stride, p.pad);
+            expect_chw(got, want, p.C, p.OH, p.OW, what);
+        }
+        free(in), free(want), free(got);
+    }
+}
+
+static void test_add_input(void **state) {
+    (void)state;
+    trng r = {6};
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = simd_paths(paths);
+    for (int it = 0; it < 300; it++) {
+        qrt_add_params p;
+        /* shifts within the loader's add bounds (runtime/graph.c op_add) */
+        for (;;) {
+            p.shift_a = (int32_t)rint_in(&r, -31, 2), p.shift_b = (int32_t)rint_in(&r, -31, 2);
+            p.shift_out = (int32_t)rint_in(&r, -31, 2);
+            const int la = p.shift_a > 0 ? p.shift_a : 0, lb = p.shift_b > 0 ? p.shift_b : 0;
+            const int lo = p.shift_out > 0 ? p.shift_out : 0;
+            const uint64_t x = (uint64_t)255 << QRT_ADD_LEFT_SHIFT, A = x << la, B = x << lb;
+            if (A <= INT32_MAX && B <= INT32_MAX && A + B <= INT32_MAX && ((A + B) << lo) <= INT32_MAX) break;
+        }
+        if (it % 2) p.shift_out = -(int32_t)rint_in(&r, 18, 22); /* a realistic output scale */
+        p.mult_a = it % 5 == 0 ? 1 << 30 : it % 5 == 1 ? INT32_MAX : (int32_t)rint_in(&r, 1 << 30, INT32_MAX);
+        p.mult_b = (int32_t)rint_in(&r, 1 << 30, INT32_MAX);
+        p.mult_out = it % 7 == 0 ? 0 : (int32_t)rint_in(&r, 1 << 30, INT32_MAX);
+        p.z_a = (int32_t)rint_in(&r, -128, 127), p.z_b = (int32_t)rint_in(&r, -128, 127);
+        p.z_out = (int32_t)rint_in(&r, -128, 127);
+        p.act_min = -128, p.act_max = 127;
+        if (it % 3 == 0) p.act_min = p.z_out;
+        const size_t n = (size_t)rint_in(&r, 1, 1000);
+        int8_t *a = xmalloc(n), *b = xmalloc(n), *want = xmalloc(n), *got = xmalloc(n);
+        fill_s8(&r, a, n, -128, 127);
+        fill_s8(&r, b, n, -128, 127);
+        qrt_add_s8(want, a, b, n, &p);
+        for (int i = 0; i < np; i++) {
+            char what[160];
+            qrt_add_s8_isa(paths[i], got, a, b, n, &p);
+            snprintf(what, sizeof what, "add [%s] n=%zu shifts %d/%d/%d", qrt_isa_str(paths[i]), n, p.shift_a,
+                     p.shift_b, p.shift_out);
+            expect_vec(got, want, n, what);
+            qrt_add_s8_isa(paths[i], got, a, a, n, &p); /* a == b */
+            qrt_add_s8(want, a, a, n, &p);
+            expect_vec(got, want, n, what);
+            qrt_add_s8(want, a, b, n, &p);
+        }
+        /* the input conversion */
+        qrt_input_u8(want, (const uint8_t *)a, n);
+        for (int i = 0; i < np; i++) {
+            qrt_input_u8_isa(paths[i], got, (const uint8_t *)a, n);
+            expect_vec(got, want, n, qrt_isa_str(paths[i]));
+        }
+        free(a), free(b), free(want), free(got);
+    }
+}
+
+/* ---- whole models ------------------------------------------------------------------- */
+
+typedef struct mfile {
+    char header[16384];
+    char graph[8192];
+    uint8_t data[1 << 20];
+    size_t data_len;
+    char tensors[8192]; /* the header's tensor entries */
+} mfile;
+
+static void add_tensor(mfile *f, const char *name, const char *dtype, const char *shape, const void *p, size_t n) {
+    size_t used = strlen(f->tensors);
+    snprintf(f->tensors + used, sizeof f->tensors - used, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}",
+             name, dtype, shape, f->data_len, f->data_len + n);
+    if (f->data_len + n > sizeof f->data) fail_msg("test bug: model data too large");
+    memcpy(f->data + f->data_len, p, n);
+    f->data_len += n;
+}
+
+static void gline(mfile *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void gline(mfile *f, const char *fmt, ...) {
+    size_t used = strlen(f->graph);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->graph + used, sizeof f->graph - used, fmt, ap);
+    va_end(ap);
+}
+
+/* A conv2d (C, H, W) -> (OC, ...) or, with k == 0, a linear F_in -> OC: random weights
+ * and per-channel integers, the graph line. Returns the output zero point. */
+static int layer(mfile *f, trng *r, const char *name, int in, int out, int C, int H, int W, int OC, int k, int S,
+                 int P, int G, int z_in, bool relu) {
+    const size_t K = k ? (size_t)(C / G) * k * k : (size_t)C * H * W;
+    int8_t *w = xmalloc((size_t)OC * K);
+    int32_t *b = xmalloc((size_t)OC * 4), *m = xmalloc((size_t)OC * 4), *s = xmalloc((size_t)OC * 4);
+    gen_params(r, OC, K, w, b, m, s, false);
+    for (int c = 0; c < OC; c++) s[c] = -(int)rint_in(r, 8, 11) - (K > 100) - (K > 1000); /* keep outputs inside */
+    char n[64], shape[64];
+    const int z_out = (int)rint_in(r, -128, 0);
+    if (k) snprintf(shape, sizeof shape, "%d,%d,%d,%d", OC, C / G, k, k);
+    else snprintf(shape, sizeof shape, "%d,%zu", OC, K);
+    snprintf(n, sizeof n, "%s.weight", name), add_tensor(f, n, "I8", shape, w, (size_t)OC * K);
+    snprintf(shape, sizeof shape, "%d", OC);
+    snprintf(n, sizeof n, "%s.bias", name), add_tensor(f, n, "I32", shape, b, (size_t)OC * 4);
+    snprintf(n, sizeof n, "%s.mult", name), add_tensor(f, n, "I32", shape, m, (size_t)OC * 4);
+    snprintf(n, sizeof n, "%s.shift", name), add_tensor(f, n, "I32", shape, s, (size_t)OC * 4);
+    if (k)
+        gline(f, "conv2d in=%d out=%d shape=%d,%d,%d k=%d stride=%d pad=%d groups=%d weight=%s.weight "
+              "bias=%s.bias mult=%s.mult shift=%s.shift wbits=8 z_in=%d z_out=%d act_min=%d act_max=127\n",
+              in, out, OC, (H + 2 * P - k) / S + 1, (W + 2 * P - k) / S + 1, k, S, P, G, name, name, name, name,
+              z_in, z_out, relu ? z_out : -128);
+    else
+        gline(f, "linear in=%d out=%d shape=%d weight=%s.weight bias=%s.bias mult=%s.mult shift=%s.shift "
+              "wbits=8 z_in=%d z_out=%d act_min=%d act_max=127\n",
+              in, out, OC, name, name, name, name, z_in, z_out, relu ? z_out : -128);
+    free(w), free(b), free(m), free(s);
+    return z_out;
+}
+
+static uint8_t *mfile_bytes(mfile *f, size_t *len) {
+    size_t used = (size_t)snprintf(f->header, sizeof f->header,
+                                   "{\"__metadata__\":{\"format\":\"qat-int8\",\"format_version\":\"1\",\"graph\":\"");
+    for (const char *p = f->graph; *p; p++) {
+        if (*p == '\n') f->header[used++] = '\\', f->header[used++] = 'n';
+        else f->header[used++] = *p;
+    }
+    used += (size_t)snprintf(f->header + used, sizeof f->header - used, "\"}%s}", f->tensors);
+    const size_t N = (used + 7) / 8 * 8;
+    uint8_t *b = xmalloc(8 + N + f->data_len);
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)N >> (8 * i));
+    memcpy(b + 8, f->header, used);
+    memset(b + 8 + used, ' ', N - used);
+    memcpy(b + 8 + N, f->data, f->data_len);
+    *len = 8 + N + f->data_len;
+    return b;
+}
+
+/* Model 0: the reference CNN's shapes (conv, maxpool, conv, maxpool, flatten, linear x2).
+ * Model 1: a DW-CNN with a residual add, avgpool, a grouped conv, global avgpool. */
+static uint8_t *build_model(int which, uint64_t seed, size_t *len) {
+    mfile *f = xmalloc(sizeof *f);
+    memset(f, 0, sizeof *f);
+    trng r = {seed};
+    int z;
+    if (which == 0) {
+        gline(f, "input out=0 shape=1,28,28 z=-55\n");
+        z = layer(f, &r, "c1", 0, 1, 1, 28, 28, 32, 3, 1, 1, 1, -55, true);
+        gline(f, "maxpool in=1 out=2 shape=32,14,14 k=2 stride=2 pad=0\n");
+        z = layer(f, &r, "c2", 2, 3, 32, 14, 14, 64, 3, 1, 1, 1, z, true);
+        gline(f, "maxpool in=3 out=4 shape=64,7,7 k=2 stride=2 pad=0\n");
+        gline(f, "flatten in=4 out=5 shape=3136\n");
+        z = layer(f, &r, "fc1", 5, 6, 3136, 1, 1, 128, 0, 1, 0, 1, z, true);
+        layer(f, &r, "fc2", 6, 7, 128, 1, 1, 10, 0, 1, 0, 1, z, false);
+        gline(f, "output in=7\n");
+    } else {
+        gline(f, "input out=0 shape=3,20,20 z=10\n");
+        const int z1 = layer(f, &r, "stem", 0, 1, 3, 20, 20, 16, 3, 1, 1, 1, 10, true);
+        const int z2 = layer(f, &r, "dw", 1, 2, 16, 20, 20, 16, 3, 1, 1, 16, z1, true);
+        gline(f, "add in=1,2 out=3 shape=16,20,20 z_a=%d z_b=%d z_out=-3 mult_a=1073741824 shift_a=0 "
+              "mult_b=1518500250 shift_b=-1 mult_out=1800000000 shift_out=-20 act_min=-128 act_max=127\n", z1, z2);
+        gline(f, "avgpool in=3 out=4 shape=16,10,10 k=3 stride=2 pad=1\n");
+        z = layer(f, &r, "g", 4, 5, 16, 10, 10, 24, 3, 1, 1, 4, -3, true);
+        z = layer(f, &r, "dw2", 5, 6, 24, 10, 10, 24, 3, 2, 1, 24, z, true);
+        const int zpw = layer(f, &r, "pw", 6, 7, 24, 5, 5, 40, 1, 1, 0, 1, z, true);
+        gline(f, "maxpool in=7 out=8 shape=40,3,3 k=3 stride=2 pad=1\n");
+        gline(f, "global_avgpool in=7 out=9 shape=40,1,1\n");
+        gline(f, "flatten in=9 out=10 shape=40\n");
+        z = layer(f, &r, "fc", 10, 11, 40, 1, 1, 10, 0, 1, 0, 1, zpw, false);
+        gline(f, "flatten in=8 out=12 shape=360\n");
+        layer(f, &r, "fc2", 12, 13, 360, 1, 1, 10, 0, 1, 0, 1, zpw, false);
+        (void)z;
+        gline(f, "output in=13\n");
+        (void)z2;
+    }
+    uint8_t *b = mfile_bytes(f, len);
+    free(f);
+    return b;
+}
+
+static void test_models(void **state) {
+    (void)state;
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = simd_paths(paths);
+    for (int which = 0; which < 2; which++) {
+        size_t len;
+        uint8_t *file = build_model(which, 100 + (uint64_t)which, &len);
+        const size_t need = qrt_model_mem_size(file, len);
+        uint8_t *mem = xmalloc(need + 1);
+        qrt_model m;
+        qrt_error err;
+        if (qrt_model_load(&m, file, len, mem + 1, need, &err) != QRT_STATUS_OK)
+            fail_msg("model %d: load failed: %s", which, err.msg);
+        for (int i = 0; np && i < qrt_model_n_ops(&m); i++) {
+            const qrt_op *op = qrt_model_op(&m, i);
+            if ((op->kind == QRT_OP_CONV2D || op->kind == QRT_OP_LINEAR) && !op->packed)
+                fail_msg("model %d: op %d (line %d, %s) was not packed", which, i, op->line, qrt_op_kind_str(op->kind));
+        }
+        const size_t alen = qrt_arena_size(&m);
+        uint8_t *arena = xmalloc(alen + 7);
+        const int in_n = qrt_model_input(&m)->numel, n_out = qrt_model_n_outputs(&m);
+        uint8_t *px = xmalloc((size_t)in_n);
+        trng r = {7 + (uint64_t)which};
+        int differ = 0;
+        int8_t first[16];
+        for (int it = 0; it < 20; it++) {
+            for (int i = 0; i < in_n; i++) px[i] = it == 0 ? 0 : it == 1 ? 255 : (uint8_t)rint_in(&r, 0, 255);
+            int8_t want[16], got[16];
+            int warg, garg;
+            memset(arena, 0x33, alen + 7);
+            if (qrt_run_isa(&m, QRT_ISA_PORTABLE, px, arena, want, &warg) != QRT_STATUS_OK) fail_msg("run failed");
+            if (it == 2) memcpy(first, want, (size_t)n_out);
+            if (it > 2) differ += memcmp(first, want, (size_t)n_out) != 0;
+            for (int i = 0; i < np; i++) {
+                char what[96];
+                memset(arena, it & 1 ? 0x80 : 0x7f, alen + 7); /* stale arena must not matter */
+                if (qrt_run_isa(&m, paths[i], px, arena + 7, got, &garg) != QRT_STATUS_OK) fail_msg("run failed");
+                snprintf(what, sizeof what, "model %d image %d [%s] logits", which, it, qrt_isa_str(paths[i]));
+                expect_vec(got, want, (size_t)n_out, what);
+                if (garg != warg) fail_msg("%s: argmax %d, expected %d", what, garg, warg);
+            }
+            if (qrt_run(&m, px, arena + 3, got, NULL) != QRT_STATUS_OK) fail_msg("qrt_run failed");
+            expect_vec(got, want, (size_t)n_out, "qrt_run (default path)");
+        }
+        if (differ < 12) fail_msg("model %d: degenerate, only %d of 17 images change the logits", which, differ);
+        free(px), free(arena), free(mem), free(file);
+    }
+}
+
+static void test_isa_selection(void **state) {
+    (void)state;
+    qrt_isa isa;
+    if (!qrt_isa_parse("avx512vnni", &isa) || isa != QRT_ISA_AVX512VNNI || qrt_isa_parse("sse9", &isa))
+        fail_msg("qrt_isa_parse");
+    if (!qrt_isa_supported(QRT_ISA_PORTABLE)) fail_msg("portable must always be supported");
+    const char *old = getenv("QRT_ISA");
+    char saved[64] = "";
+    if (old) snprintf(saved, sizeof saved, "%s", old);
+    setenv("QRT_ISA", "portable", 1);
+    if (qrt_isa_default() != QRT_ISA_PORTABLE || strcmp(qrt_isa_name(), "portable"))
+        fail_msg("QRT_ISA=portable: default %s", qrt_isa_name());
+    setenv("QRT_ISA", "avx512vnni", 1);
+    if (qrt_isa_default() != qrt_isa_best()) fail_msg("QRT_ISA=avx512vnni: default %s", qrt_isa_name());
+    size_t len;
+    uint8_t *file = build_model(0, 5, &len);
+    const size_t need = qrt_model_mem_size(file, len);
+    uint8_t *mem = xmalloc(need);
+    qrt_model m;
+    setenv("QRT_ISA", "avx2", 1);
+    if (qrt_model_load(&m, file, len, mem, need, NULL) != QRT_STATUS_OK) fail_msg("load");
+    if (m.isa != (qrt_isa_supported(QRT_ISA_AVX2) ? QRT_ISA_AVX2 : QRT_ISA_PORTABLE))
+        fail_msg("QRT_ISA=avx2: the model runs %s", qrt_isa_str(m.isa));
+    if (old) setenv("QRT_ISA", saved, 1);
+    else unsetenv("QRT_ISA");
+    printf("note: best path %s, default %s\n", qrt_isa_str(qrt_isa_best()), qrt_isa_name());
+    free(mem), free(file);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_isa_selection),
+        cmocka_unit_test(test_conv2d_named),
+        cmocka_unit_test(test_conv2d_random),
+        cmocka_unit_test(test_conv2d_extremes),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_add_input),
+        cmocka_unit_test(test_models),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
