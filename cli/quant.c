@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "autograd/parallel.h"
 #include "common.h"
 #include "quant/export.h"
 #include "quant/quant.h"
@@ -191,7 +192,7 @@ int cmd_calibrate(int argc, char **argv) {
     if (n < 0) return cli_fail("calibrate", err.msg);
     if (!from) return cli_fail("calibrate", "--from FILE is required (a float checkpoint from qat train)");
     if (samples < 1) return cli_fail("calibrate", "--samples must be at least 1");
-    if (threads > 0) openblas_set_num_threads(threads);
+    if (threads > 0) qat_set_num_threads(threads);
     /* The spec, with --observer and --bias-correction folded in, in its canonical form. */
     qat_quant_spec qs;
     char spec_text[512];

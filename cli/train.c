@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "autograd/parallel.h"
 #include "common.h"
 #include "quant/export.h"
 #include "quant/quant.h"
@@ -123,7 +124,7 @@ static void print_json(const char *what, const qat_train_result *r, const char *
 /* Runs a whole training job; with `res` set, it returns the result instead of printing it. */
 static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_train_result *res) {
     qat_error err = {0};
-    if (a->threads > 0) openblas_set_num_threads(a->threads);
+    if (a->threads > 0) qat_set_num_threads(a->threads);
     cli_model cm;
     const char *spec = a->resume ? a->resume : a->from ? a->from : a->model;
     if (cli_model_open(&cm, spec, (uint64_t)a->seed, &err)) return cli_fail(cmd, err.msg);
@@ -545,7 +546,7 @@ int cmd_eval(int argc, char **argv) {
     if (cli_is_int8(pos[0])) return cli_int8_eval(pos[0], data, format, compare, json, NULL);
     if (compare) return cli_fail("eval", "--compare goes with an int8 model from qat export");
     if (batch < 1) return cli_fail("eval", "--batch must be at least 1");
-    if (threads > 0) openblas_set_num_threads(threads);
+    if (threads > 0) qat_set_num_threads(threads);
     cli_model cm;
     if (cli_model_open(&cm, pos[0], 0, &err)) return cli_fail("eval", err.msg);
     if (!cm.from_checkpoint) {

@@ -34,17 +34,44 @@
 
 #include <math.h>
 
+#include "autograd/parallel.h"
+
+typedef struct adam_job {
+    float *p, *m, *v;
+    const float *g;
+    float b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size, decay, wd;
+    bool adamw, l2;
+} adam_job;
+
+/* Elementwise, so the threads share the parameters out (any split, the same bits). The
+ * AdamW decay comes first for each element, as PyTorch's whole-tensor mul_ comes first. */
+static void adam_part(void *ctx, size_t b, size_t e) {
+    const adam_job *j = ctx;
+    float *restrict p = j->p;
+    const float *restrict g = j->g;
+    float *restrict m = j->m;
+    float *restrict v = j->v;
+    if (j->adamw)
+        for (size_t i = b; i < e; i++) p[i] = p[i] * j->decay;
+    const float b1 = j->b1, one_minus_b1 = j->one_minus_b1, b2 = j->b2;
+    const float one_minus_b2 = j->one_minus_b2, bc2_sqrt = j->bc2_sqrt, eps = j->eps;
+    const float neg_step_size = j->neg_step_size, wd = j->wd;
+    const bool l2 = j->l2;
+    for (size_t i = b; i < e; i++) {
+        const float gi = l2 ? g[i] + wd * p[i] : g[i];
+        m[i] = m[i] * b1 + one_minus_b1 * gi;
+        v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
+        const float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        p[i] = p[i] + neg_step_size * m[i] / denom;
+    }
+}
+
 /* params, grads, exp_avg, exp_avg_sq: (n) */
 void qat_optim_adam_update(qat_optim *o, float *params, const float *grads, float lr) {
     const qat_optim_config *c = &o->cfg;
     QAT_ASSERT(c->kind == QAT_OPTIM_ADAM || c->kind == QAT_OPTIM_ADAMW);
     QAT_ASSERT(o->exp_avg != NULL && o->exp_avg_sq != NULL);
     const size_t n = o->n;
-    float *restrict p = params;
-    const float *restrict g = grads;
-    float *restrict m = o->exp_avg;
-    float *restrict v = o->exp_avg_sq;
-
     const double t = (double)(o->step + 1); /* PyTorch increments step_t first */
     const double bias_correction1 = 1.0 - pow(c->beta1, t);
     const double bias_correction2 = 1.0 - pow(c->beta2, t);
@@ -57,20 +84,14 @@ void qat_optim_adam_update(qat_optim *o, float *params, const float *grads, floa
     const float eps = (float)c->eps;
     const float neg_step_size = (float)(-step_size);
 
-    if (c->kind == QAT_OPTIM_ADAMW) {
-        /* param.mul_(1 - lr * weight_decay): PyTorch does this even for wd = 0 (a
-         * multiplication by 1, exact), so no special case. */
-        const float decay = (float)(1.0 - (double)lr * c->weight_decay);
-        for (size_t i = 0; i < n; i++) p[i] = p[i] * decay;
-    }
-    const bool l2 = c->kind == QAT_OPTIM_ADAM && c->weight_decay != 0.0;
-    const float wd = (float)c->weight_decay;
-
-    for (size_t i = 0; i < n; i++) {
-        const float gi = l2 ? g[i] + wd * p[i] : g[i];
-        m[i] = m[i] * b1 + one_minus_b1 * gi;
-        v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
-        const float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        p[i] = p[i] + neg_step_size * m[i] / denom;
-    }
+    adam_job j = {.p = params, .g = grads, .m = o->exp_avg, .v = o->exp_avg_sq, .b1 = b1,
+                  .one_minus_b1 = one_minus_b1, .b2 = b2, .one_minus_b2 = one_minus_b2,
+                  .bc2_sqrt = bc2_sqrt, .eps = eps, .neg_step_size = neg_step_size,
+                  .adamw = c->kind == QAT_OPTIM_ADAMW,
+                  /* param.mul_(1 - lr * weight_decay): PyTorch does this even for wd = 0 (a
+                   * multiplication by 1, exact), so no special case. */
+                  .decay = (float)(1.0 - (double)lr * c->weight_decay),
+                  .l2 = c->kind == QAT_OPTIM_ADAM && c->weight_decay != 0.0,
+                  .wd = (float)c->weight_decay};
+    qat_parallel_for(n, QAT_OPTIM_GRAIN, adam_part, &j);
 }

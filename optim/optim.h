@@ -61,6 +61,9 @@
 
 #include "autograd/common.h"
 
+/* Parameters per thread's part of an update, at least (autograd/parallel.h). */
+#define QAT_OPTIM_GRAIN 16384
+
 typedef enum qat_optim_kind {
     QAT_OPTIM_SGD = 0,
     QAT_OPTIM_ADAM,

@@ -23,36 +23,56 @@
 #include <math.h>
 #include <string.h>
 
-void qat_optim_sgd_update(qat_optim *o, float *params, const float *grads, float lr) {
-    QAT_ASSERT(o->cfg.kind == QAT_OPTIM_SGD);
-    const size_t n = o->n;
-    float *restrict p = params;
-    const float *restrict g = grads;
-    /* Each scalar rounded to float once, as ATen does when it scales a float tensor;
-     * 1 - dampening is computed in double first (a Python float expression). */
-    const float wd = (float)o->cfg.weight_decay;
-    const float mom = (float)o->cfg.momentum;
-    const float one_minus_damp = (float)(1.0 - o->cfg.dampening);
-    const float neg_lr = -lr;
-    const bool has_wd = o->cfg.weight_decay != 0.0;
+#include "autograd/parallel.h"
 
-    if (o->cfg.momentum == 0.0) {
-        for (size_t i = 0; i < n; i++) {
-            float d = has_wd ? g[i] + wd * p[i] : g[i];
-            p[i] = p[i] + neg_lr * d;
-        }
-        return;
+typedef struct sgd_job {
+    float *p, *buf;
+    const float *g;
+    float wd, mom, one_minus_damp, neg_lr;
+    bool has_wd, first, nesterov;
+} sgd_job;
+
+static void sgd_plain_part(void *ctx, size_t b, size_t e) {
+    const sgd_job *j = ctx;
+    float *restrict p = j->p;
+    const float *restrict g = j->g;
+    for (size_t i = b; i < e; i++) {
+        float d = j->has_wd ? g[i] + j->wd * p[i] : g[i];
+        p[i] = p[i] + j->neg_lr * d;
     }
+}
 
-    float *restrict buf = o->momentum_buffer;
-    QAT_ASSERT(buf != NULL);
-    const bool first = o->step == 0; /* PyTorch: momentum_buffer is None */
-    const bool nesterov = o->cfg.nesterov;
-    for (size_t i = 0; i < n; i++) {
+static void sgd_momentum_part(void *ctx, size_t b, size_t e) {
+    const sgd_job *j = ctx;
+    float *restrict p = j->p;
+    float *restrict buf = j->buf;
+    const float *restrict g = j->g;
+    const float wd = j->wd, mom = j->mom, one_minus_damp = j->one_minus_damp, neg_lr = j->neg_lr;
+    const bool has_wd = j->has_wd, first = j->first, nesterov = j->nesterov;
+    for (size_t i = b; i < e; i++) {
         float d = has_wd ? g[i] + wd * p[i] : g[i];
-        float b = first ? d : buf[i] * mom + one_minus_damp * d;
-        buf[i] = b;
-        d = nesterov ? d + mom * b : b;
+        float bv = first ? d : buf[i] * mom + one_minus_damp * d;
+        buf[i] = bv;
+        d = nesterov ? d + mom * bv : bv;
         p[i] = p[i] + neg_lr * d;
     }
+}
+
+/* Elementwise, so the threads share the parameters out (any split, the same bits). */
+void qat_optim_sgd_update(qat_optim *o, float *params, const float *grads, float lr) {
+    QAT_ASSERT(o->cfg.kind == QAT_OPTIM_SGD);
+    /* Each scalar rounded to float once, as ATen does when it scales a float tensor;
+     * 1 - dampening is computed in double first (a Python float expression). */
+    sgd_job j = {.p = params, .g = grads, .buf = o->momentum_buffer,
+                 .wd = (float)o->cfg.weight_decay, .mom = (float)o->cfg.momentum,
+                 .one_minus_damp = (float)(1.0 - o->cfg.dampening), .neg_lr = -lr,
+                 .has_wd = o->cfg.weight_decay != 0.0,
+                 .first = o->step == 0, /* PyTorch: momentum_buffer is None */
+                 .nesterov = o->cfg.nesterov};
+    if (o->cfg.momentum == 0.0) {
+        qat_parallel_for(o->n, QAT_OPTIM_GRAIN, sgd_plain_part, &j);
+        return;
+    }
+    QAT_ASSERT(j.buf != NULL);
+    qat_parallel_for(o->n, QAT_OPTIM_GRAIN, sgd_momentum_part, &j);
 }

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/parallel.h"
 #include "layers/loss.h"
 
 long qat_count_correct(const float *logits, const int32_t *y, int n, int C) {
@@ -14,6 +15,53 @@ long qat_count_correct(const float *logits, const int32_t *y, int n, int C) {
         correct += best == y[i];
     }
     return correct;
+}
+
+/* The squared L2 norm in double, over fixed blocks of NORM_BLOCK gradients (each summed
+ * in order, blocks added in order), so it does not depend on the thread count. */
+#define NORM_BLOCK 65536
+#define NORM_MAX_BLOCKS 4096
+
+typedef struct norm_job {
+    const float *g;
+    size_t n;
+    double *partial;
+} norm_job;
+
+static void norm_block(void *p, size_t k) {
+    const norm_job *j = p;
+    size_t b = k * NORM_BLOCK, e = QAT_MIN(j->n, b + NORM_BLOCK);
+    double acc[4] = {0};
+    size_t i = b;
+    for (; i + 4 <= e; i += 4)
+        for (int l = 0; l < 4; l++) acc[l] += (double)j->g[i + l] * j->g[i + l];
+    for (; i < e; i++) acc[i % 4] += (double)j->g[i] * j->g[i];
+    j->partial[k] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+static double grad_sq_norm(const float *g, size_t n) {
+    double partial[NORM_MAX_BLOCKS];
+    size_t blocks = (n + NORM_BLOCK - 1) / NORM_BLOCK, done = 0;
+    double sq = 0.0;
+    /* Batches of at most NORM_MAX_BLOCKS blocks keep the partial sums on the stack. */
+    while (done < blocks) {
+        size_t nb = QAT_MIN(blocks - done, (size_t)NORM_MAX_BLOCKS);
+        norm_job j = {g + done * NORM_BLOCK, n - done * NORM_BLOCK, partial};
+        qat_parallel_tasks(nb, norm_block, &j);
+        for (size_t k = 0; k < nb; k++) sq += partial[k];
+        done += nb;
+    }
+    return sq;
+}
+
+typedef struct scale_job {
+    float *g;
+    float s;
+} scale_job;
+
+static void scale_part(void *p, size_t b, size_t e) {
+    const scale_job *j = p;
+    for (size_t i = b; i < e; i++) j->g[i] *= j->s;
 }
 
 static qat_tensor *forward_batch(qat_model *m, qat_tape *t, const qat_batch *b) {
@@ -39,9 +87,7 @@ qat_status qat_train_step(qat_model *m, qat_tape *t, qat_optim *o, float lr, flo
     qat_model_zero_grad(m);
     if (qat_tape_backward(t, loss) != QAT_STATUS_OK)
         return qat_error_set(err, t->err.status, "%s", t->err.msg);
-    double sq = 0.0;
-    for (size_t i = 0; i < m->n_params; i++) sq += (double)m->grads[i] * m->grads[i];
-    r->grad_norm = sqrt(sq);
+    r->grad_norm = sqrt(grad_sq_norm(m->grads, m->n_params));
     if (!isfinite(r->grad_norm))
         return qat_error_set(err, QAT_STATUS_NUMERIC,
                              "a gradient became non-finite (loss %g): try a lower learning rate "
@@ -50,7 +96,8 @@ qat_status qat_train_step(qat_model *m, qat_tape *t, qat_optim *o, float lr, flo
     if (clip_norm > 0 && r->grad_norm > clip_norm) {
         /* As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6). */
         float scale = (float)(clip_norm / (r->grad_norm + 1e-6));
-        for (size_t i = 0; i < m->n_params; i++) m->grads[i] *= scale;
+        scale_job sj = {m->grads, scale};
+        qat_parallel_for(m->n_params, 65536, scale_part, &sj);
     }
     qat_optim_step(o, m->params, m->grads, lr);
     return QAT_STATUS_OK;
