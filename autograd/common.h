@@ -53,6 +53,17 @@ void qat_error_clear(qat_error *err);
         }                                                                             \
     } while (0)
 
+/* QAT_HOT marks a hot elementwise or reduction loop: gcc compiles it for AVX-512
+ * (x86-64-v4), AVX2 (x86-64-v3) and the baseline, and the loader picks the best the CPU
+ * has (target_clones, an ifunc). All give the same bits: the build never contracts
+ * a * b + c into an FMA (-ffp-contract=off) and does not reassociate (no -ffast-math),
+ * and the reductions spell out their lanes, so only the vector width changes. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define QAT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define QAT_HOT
+#endif
+
 #define QAT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define QAT_MIN(a, b) ((a) < (b) ? (a) : (b))
 

@@ -63,7 +63,7 @@ static double channel_sq(const bn_job *j, int c, float a, float b, bool pre, dou
     return lanes_sum(acc);
 }
 
-static void forward_train_channels(void *p, size_t c0, size_t c1) {
+QAT_HOT static void forward_train_channels(void *p, size_t c0, size_t c1) {
     const bn_job *j = p;
     const size_t M = (size_t)j->N * j->HW;
     const bool pre = j->pre_a != NULL;
@@ -120,7 +120,7 @@ void qat_batchnorm_forward_train(float *out, float *mean, float *rstd, float *ru
                                     gamma, beta, N, C, HW, momentum, eps);
 }
 
-static void backward_train_channels(void *p, size_t c0, size_t c1) {
+QAT_HOT static void backward_train_channels(void *p, size_t c0, size_t c1) {
     const bn_job *j = p;
     const double M = (double)j->N * j->HW;
     const bool pre = j->pre_a != NULL;
@@ -205,7 +205,7 @@ void qat_batchnorm_backward_train(float *dinp, float *dgamma, float *dbeta, cons
                                      mean, rstd, N, C, HW, false);
 }
 
-static void forward_eval_channels(void *p, size_t c0, size_t c1) {
+QAT_HOT static void forward_eval_channels(void *p, size_t c0, size_t c1) {
     const bn_job *j = p;
     for (size_t c = c0; c < c1; c++) {
         float rs = 1.0f / sqrtf(j->rvar[c] + j->eps);
@@ -226,7 +226,7 @@ void qat_batchnorm_forward_eval(float *out, const float *inp, const float *gamma
     qat_parallel_for((size_t)C, channel_grain(N, HW), forward_eval_channels, &j);
 }
 
-static void backward_eval_channels(void *p, size_t c0, size_t c1) {
+QAT_HOT static void backward_eval_channels(void *p, size_t c0, size_t c1) {
     const bn_job *j = p;
     for (size_t c = c0; c < c1; c++) {
         float rs = 1.0f / sqrtf(j->rvar[c] + j->eps);

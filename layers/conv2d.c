@@ -63,7 +63,7 @@ static void valid_cols(int *lo, int *hi, int j, const qat_conv2d_shape *s) {
 /* x: the Cg channels of one group of one image, (Cg, H, W).
  * col (Cg*KH*KW, OH*OW): row (c, i, j) holds x[c][oy*stride - pad + i][ox*stride - pad + j]
  * for every output position (oy, ox), zero where that falls in the padding. */
-static void im2col(float *col, const float *x, int Cg, const qat_conv2d_shape *s) {
+QAT_HOT static void im2col(float *col, const float *x, int Cg, const qat_conv2d_shape *s) {
     const int OHW = s->OH * s->OW;
     for (int c = 0; c < Cg; c++)
         for (int i = 0; i < s->KH; i++)
@@ -91,7 +91,7 @@ static void im2col(float *col, const float *x, int Cg, const qat_conv2d_shape *s
 }
 
 /* The adjoint of im2col: dx[c][iy][ix] += every col entry that was copied from there. */
-static void col2im(float *dx, const float *col, int Cg, const qat_conv2d_shape *s) {
+QAT_HOT static void col2im(float *dx, const float *col, int Cg, const qat_conv2d_shape *s) {
     const int OHW = s->OH * s->OW;
     for (int c = 0; c < Cg; c++)
         for (int i = 0; i < s->KH; i++)
@@ -113,10 +113,22 @@ static void col2im(float *dx, const float *col, int Cg, const qat_conv2d_shape *
             }
 }
 
+/* sum of x[0..n) over 8 float lanes (element i to lane i mod 8, lanes added pairwise):
+ * a single accumulator is a chain of dependent additions; 8 of them vectorise. The order
+ * is fixed, so the result is too. */
+QAT_HOT static float lanes_sum(const float *x, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += x[i + k];
+    for (; i < n; i++) acc[i % 8] += x[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 /* ---- depthwise: direct loops, one plane at a time ---- */
 
 /* x, y: one channel's planes (H, W) and (OH, OW); w: its KH x KW kernel. */
-static void dw_forward_plane(float *y, const float *x, const float *w, float bias,
+QAT_HOT static void dw_forward_plane(float *y, const float *x, const float *w, float bias,
                              const qat_conv2d_shape *s) {
     const int OHW = s->OH * s->OW;
     for (int p = 0; p < OHW; p++) y[p] = 0.0f;
@@ -140,12 +152,13 @@ static void dw_forward_plane(float *y, const float *x, const float *w, float bia
 }
 
 /* Accumulates one plane's contribution: dw (KH*KW) += dy . x-window, dx += w * dy. */
-static void dw_backward_plane(float *dx, float *dw, const float *dy, const float *x,
+QAT_HOT static void dw_backward_plane(float *dx, float *dw, const float *dy, const float *x,
                               const float *w, const qat_conv2d_shape *s) {
     for (int i = 0; i < s->KH; i++)
         for (int j = 0; j < s->KW; j++) {
             const float wv = w[i * s->KW + j];
-            float acc = 0.0f;
+            /* dw's sum over the plane in 8 lanes, by output column (see lanes_sum) */
+            float acc[8] = {0};
             int lo, hi;
             valid_cols(&lo, &hi, j, s);
             for (int oy = 0; oy < s->OH; oy++) {
@@ -155,14 +168,20 @@ static void dw_backward_plane(float *dx, float *dw, const float *dy, const float
                 const float *r = dy + oy * s->OW;
                 const float *line = x + off;
                 const int st = s->stride;
-                if (dw)
-                    for (int ox = lo; ox < hi; ox++) acc += r[ox] * line[ox * st];
+                if (dw) {
+                    int ox = lo;
+                    for (; ox + 8 <= hi; ox += 8)
+                        for (int k = 0; k < 8; k++) acc[k] += r[ox + k] * line[(ox + k) * st];
+                    for (; ox < hi; ox++) acc[(ox - lo) % 8] += r[ox] * line[ox * st];
+                }
                 if (dx) {
                     float *dline = dx + off;
                     for (int ox = lo; ox < hi; ox++) dline[ox * st] += wv * r[ox];
                 }
             }
-            if (dw) dw[i * s->KW + j] += acc;
+            if (dw)
+                dw[i * s->KW + j] +=
+                    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
 }
 
@@ -228,11 +247,7 @@ static void dw_backward_channels(void *p, size_t c0, size_t c1) {
         for (int n = 0; n < s->N; n++) {
             const size_t plane = (size_t)n * s->C + c;
             const float *dy = j->dout + plane * OHW;
-            if (j->dbias) {
-                float acc = 0.0f;
-                for (size_t i = 0; i < OHW; i++) acc += dy[i];
-                db += acc;
-            }
+            if (j->dbias) db += lanes_sum(dy, (int)OHW);
             if (j->dweight || j->dinp)
                 dw_backward_plane(j->dinp ? j->dinp + plane * HW : NULL,
                                   j->dweight ? j->dweight + c * KK : NULL, dy,
@@ -260,9 +275,7 @@ static void backward_chunk(void *p, size_t ch) {
         const float *dy = j->dout + n * s->OC * OHW;
         if (j->dbias)
             for (int o = 0; o < s->OC; o++) {
-                const float *d = dy + (size_t)o * OHW;
-                float acc = 0.0f;
-                for (int i = 0; i < OHW; i++) acc += d[i];
+                float acc = lanes_sum(dy + (size_t)o * OHW, OHW);
                 pdb[o] = n == n0 ? acc : pdb[o] + acc;
             }
         for (int g = 0; g < G; g++) {
@@ -291,7 +304,7 @@ static void backward_chunk(void *p, size_t ch) {
 }
 
 /* dweight, dbias += the chunks' partial sums, in chunk order, element by element. */
-static void add_partials(void *p, size_t i0, size_t i1) {
+QAT_HOT static void add_partials(void *p, size_t i0, size_t i1) {
     const conv_job *j = p;
     const qat_conv2d_shape *s = j->s;
     const size_t nch = n_chunks(s), wn = weight_floats(s), stride = wn + (size_t)s->OC;

@@ -145,7 +145,7 @@ void qat_maxpool_forward(float *out, int32_t *argmax, const float *inp, const qa
     qat_parallel_for(planes, plane_grain(s), fast ? maxpool_2x2 : maxpool_general, &j);
 }
 
-static void maxpool_backward_planes(void *p, size_t pl0, size_t pl1) {
+QAT_HOT static void maxpool_backward_planes(void *p, size_t pl0, size_t pl1) {
     const pool_job *j = p;
     const qat_pool_shape *s = j->s;
     const size_t osz = (size_t)s->OH * s->OW;

@@ -45,7 +45,7 @@ typedef struct adam_job {
 
 /* Elementwise, so the threads share the parameters out (any split, the same bits). The
  * AdamW decay comes first for each element, as PyTorch's whole-tensor mul_ comes first. */
-static void adam_part(void *ctx, size_t b, size_t e) {
+QAT_HOT static void adam_part(void *ctx, size_t b, size_t e) {
     const adam_job *j = ctx;
     float *restrict p = j->p;
     const float *restrict g = j->g;

@@ -32,7 +32,7 @@ typedef struct sgd_job {
     bool has_wd, first, nesterov;
 } sgd_job;
 
-static void sgd_plain_part(void *ctx, size_t b, size_t e) {
+QAT_HOT static void sgd_plain_part(void *ctx, size_t b, size_t e) {
     const sgd_job *j = ctx;
     float *restrict p = j->p;
     const float *restrict g = j->g;
@@ -42,7 +42,7 @@ static void sgd_plain_part(void *ctx, size_t b, size_t e) {
     }
 }
 
-static void sgd_momentum_part(void *ctx, size_t b, size_t e) {
+QAT_HOT static void sgd_momentum_part(void *ctx, size_t b, size_t e) {
     const sgd_job *j = ctx;
     float *restrict p = j->p;
     float *restrict buf = j->buf;

@@ -111,7 +111,7 @@ static void fq_forward_span(const fq_job *j, size_t begin, size_t len, size_t k)
 }
 
 /* Visits the groups that meet [b, e): span [i, stop) of group k. */
-static void fq_walk(const fq_job *j, size_t b, size_t e, bool backward) {
+QAT_HOT static void fq_walk(const fq_job *j, size_t b, size_t e, bool backward) {
     size_t i = b;
     while (i < e) {
         size_t r = i / j->inner, in = i % j->inner, g = in / j->glen;

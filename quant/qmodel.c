@@ -323,7 +323,7 @@ typedef struct minmax_job {
     float lo[QAT_PARALLEL_MAX_THREADS], hi[QAT_PARALLEL_MAX_THREADS];
 } minmax_job;
 
-static void minmax_part(void *p, size_t b, size_t e) {
+QAT_HOT static void minmax_part(void *p, size_t b, size_t e) {
     minmax_job *j = p;
     float lo = INFINITY, hi = -INFINITY;
     for (size_t i = b; i < e; i++) {
