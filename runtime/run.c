@@ -8,6 +8,17 @@
 #include "internal.h"
 #include "simd_impl.h"
 
+/* A 2x2 stride-2 max pool (pad 0) that alone reads the output of a dense or grouped
+ * conv (SIMD packed): the two run as one kernel. The fused kernel reads all of the conv's
+ * input into its scratch before it writes the pool's output, so the arena plan (which
+ * may give the pool's output the bytes of the conv's input) stays safe. */
+static bool fusable_pool(const qrt_model *m, const qrt_op *conv, const qrt_op *pool) {
+    const qrt_packed_conv *pk = conv->packed;
+    return pool->kind == QRT_OP_MAXPOOL && pool->in[0] == conv->out && pool->k == 2 &&
+           pool->stride == 2 && pool->pad == 0 && !pk->depthwise &&
+           m->values[conv->out].last_use == pool - m->ops;
+}
+
 qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_t *logits,
                    int *argmax) {
     if (!m) return QRT_STATUS_INVALID_ARG;
@@ -35,7 +46,13 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
                 .k = op->k, .stride = op->stride, .pad = op->pad, .groups = op->groups,
                 .z_in = op->z_in, .z_out = op->z_out, .act_min = op->act_min, .act_max = op->act_max,
             };
-            if (op->packed && isa != QRT_ISA_PORTABLE)
+            const qrt_op *next = i + 1 < m->n_ops ? &m->ops[i + 1] : NULL;
+            if (op->packed && isa != QRT_ISA_PORTABLE && next && fusable_pool(m, op, next)) {
+                /* conv + 2x2 max pool in one kernel (simd.h): the conv output, read by the
+                 * pool alone, is never written; the pool's output is. */
+                qrt_conv2d_maxpool_s8_isa(isa, A + V[next->out].offset, A + x->offset, op->packed, &p, scratch);
+                i++;
+            } else if (op->packed && isa != QRT_ISA_PORTABLE)
                 qrt_conv2d_s8_isa(isa, A + y->offset, A + x->offset, op->packed, &p, scratch);
             else
                 qrt_conv2d_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,

@@ -280,6 +280,34 @@ void qrt_conv2d_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
     qrt_conv2d_s8(out, in, pk->w, pk->bias, pk->mult, pk->shift, p);
 }
 
+void qrt_conv2d_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
+                               const qrt_conv_params *p, void *scratch) {
+    const qrt_packed_conv *pk = packed;
+    const qrt_pool_params pp = {.C = p->OC, .H = p->OH, .W = p->OW, .OH = p->OH / 2, .OW = p->OW / 2,
+                                .k = 2, .stride = 2, .pad = 0, .z_in = p->z_out};
+    isa = lower(isa);
+#if defined(QRT_SIMD_X86)
+    if (isa == QRT_ISA_AVX512VNNI && !pk->depthwise) {
+        qrt_avx512_conv2d_maxpool(out, in, pk, p, qrt_align_ptr(scratch));
+        return;
+    }
+    if (isa == QRT_ISA_AVX2 && !pk->depthwise) {
+        qrt_avx2_conv2d_maxpool(out, in, pk, p, qrt_align_ptr(scratch));
+        return;
+    }
+    /* depthwise, portable: the portable conv output in the scratch's output part
+     * (npos * ocs >= OC * OH * OW bytes), then the pool */
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    int8_t *mid = (int8_t *)qrt_align_ptr(scratch) + sl.ob_off;
+    qrt_conv2d_s8(mid, in, pk->w, pk->bias, pk->mult, pk->shift, p);
+    qrt_maxpool_s8_isa(isa, out, mid, &pp);
+#else
+    /* unreachable: without SIMD kernels pack() gives no packed form to call this with */
+    (void)scratch, (void)out, (void)in, (void)pk, (void)pp;
+#endif
+}
+
 void qrt_linear_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
                        const qrt_linear_params *p, void *scratch) {
     const qrt_packed_linear *pk = packed;

@@ -20,10 +20,12 @@
  *     void *scratch = malloc(qrt_conv2d_scratch_size(&p));
  *     qrt_conv2d_s8_isa(QRT_ISA_AVX512VNNI, out, in, packed, &p, scratch);
  *
- * pack() keeps pointers to w, bias, mult and shift (the portable path reads them), so
- * they must outlive the packed form; `p` given to the kernel must be the `p` given to
- * pack() (the packed bias folds in z_in). Memory of any alignment; the kernels never
- * allocate. A packed form is read-only: threads may share it, each with its scratch.
+ * In a build without SIMD kernels pack() returns NULL and the conv/linear _isa entry
+ * points must not be called (qrt_run never does). pack() keeps pointers to w, bias,
+ * mult and shift (the portable path reads them), so they must outlive the packed form;
+ * `p` given to the kernel must be the `p` given to pack() (the packed bias folds in
+ * z_in). Memory of any alignment; the kernels never allocate. A packed form is
+ * read-only: threads may share it, each with its scratch.
  */
 #ifndef QRT_SIMD_H
 #define QRT_SIMD_H
@@ -70,6 +72,15 @@ size_t qrt_conv2d_scratch_size(const qrt_conv_params *p);
  * best supported below it). scratch may be NULL for QRT_ISA_PORTABLE. */
 void qrt_conv2d_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
                        const qrt_conv_params *p, void *scratch);
+
+/* conv2d followed by a 2x2 stride-2 max pool (pad 0) of its output, without writing
+ * the conv output: out is (OC, OH/2, OW/2), equal to qrt_maxpool_s8 of qrt_conv2d_s8's
+ * output. Exact because requantization is non-decreasing, so the max of requantized
+ * outputs is the requantized max of the accumulators: one requantization per pooled
+ * output. Needs scratch (qrt_conv2d_scratch_size) on every path, the portable one too
+ * (it holds the conv output there). */
+void qrt_conv2d_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
+                               const qrt_conv_params *p, void *scratch);
 
 /* ---- linear ------------------------------------------------------------------------ */
 

@@ -68,9 +68,11 @@ static inline __m256i w16(const int8_t *p) { return _mm256_cvtepi8_epi16(_mm_loa
 
 /* ---- dense and grouped conv ---------------------------------------------------------- */
 
-static inline __attribute__((always_inline)) void conv_tile(const uint8_t *const *x, size_t rs, const int8_t *w,
-                                                            int k, int nj, const int32_t *r, uint8_t *dst,
-                                                            size_t ocs, int nvalid, const outq *o) {
+/* The int32 sums (bias' included) of 16 channels at NP positions: lo[n] channels 0..7,
+ * hi[n] channels 8..15 of position n. */
+static inline __attribute__((always_inline)) void conv_sums(const uint8_t *const *x, size_t rs, const int8_t *w,
+                                                            int k, int nj, const int32_t *r, __m256i *lo,
+                                                            __m256i *hi) {
     __m256i acc[NP][4];
 #pragma GCC unroll 8
     for (int n = 0; n < NP; n++)
@@ -92,21 +94,26 @@ static inline __attribute__((always_inline)) void conv_tile(const uint8_t *const
     }
     const __m256i b0 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
     const __m256i b1 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8));
-    for (int n = 0; n < nvalid; n++) {
-        __m256i lo, hi;
-        join16(acc[n], &lo, &hi);
-        const __m128i v = _mm_unpacklo_epi64(requant(_mm256_add_epi32(lo, b0), r, o),
-                                             requant(_mm256_add_epi32(hi, b1), r + 8, o));
-        _mm_storeu_si128((__m128i *)(dst + (size_t)n * ocs), v);
+#pragma GCC unroll 8
+    for (int n = 0; n < NP; n++) {
+        join16(acc[n], &lo[n], &hi[n]);
+        lo[n] = _mm256_add_epi32(lo[n], b0);
+        hi[n] = _mm256_add_epi32(hi[n], b1);
     }
 }
 
+static inline void store16(uint8_t *dst, __m256i lo, __m256i hi, const int32_t *r, const outq *o) {
+    _mm_storeu_si128((__m128i *)dst, _mm_unpacklo_epi64(requant(lo, r, o), requant(hi, r + 8, o)));
+}
+
+/* pool: 0, or 2 for a fused 2x2 stride-2 max pool (the AVX-512 file says why the max
+ * of the accumulators is exact). */
 static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
-                       uint8_t *scratch) {
+                       uint8_t *scratch, int pool) {
     qrt_conv_scratch sl;
     qrt_conv_scratch_layout(p, &sl);
     const int G = p->groups, Cg = pk->Cg, OCg = pk->OCg, k = p->k, S = p->stride, nj = pk->nj, nob = pk->nob;
-    const int Wp = sl.Wp, OW = p->OW, npos = p->OH * p->OW;
+    const int Wp = sl.Wp, OW = pool ? p->OW / 2 : p->OW, npos = pool ? (p->OH / 2) * OW : p->OH * p->OW;
     const size_t gplane = (size_t)sl.Hp * Wp * Cg, rs = (size_t)Wp * Cg, wblock = (size_t)k * nj * 64;
     const size_t ocs = (size_t)pk->ocs;
     uint8_t *ob = scratch + sl.ob_off;
@@ -118,13 +125,30 @@ static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
             const int8_t *w = pk->wp + (size_t)g * pk->wgroup + (size_t)b * wblock;
             const int32_t *r = pk->rq + ((size_t)g * nob + b) * QRT_RQ_WORDS;
             uint8_t *dst = ob + (size_t)g * OCg + (size_t)b * 16;
+            if (pool) {
+                for (int q = 0; q < npos; q++) {
+                    const int oy = 2 * (q / OW), ox = 2 * (q % OW);
+                    const uint8_t *x[4];
+                    for (int n = 0; n < 4; n++)
+                        x[n] = xg + ((size_t)(oy + n / 2) * S * Wp + (size_t)(ox + n % 2) * S) * Cg;
+                    __m256i lo[2 * NP], hi[2 * NP];
+                    conv_sums(x, rs, w, k, nj, r, lo, hi);
+                    conv_sums(x + 2, rs, w, k, nj, r, lo + 2, hi + 2);
+                    store16(dst + (size_t)q * ocs,
+                            _mm256_max_epi32(_mm256_max_epi32(lo[0], lo[1]), _mm256_max_epi32(lo[2], lo[3])),
+                            _mm256_max_epi32(_mm256_max_epi32(hi[0], hi[1]), _mm256_max_epi32(hi[2], hi[3])), r, &o);
+                }
+                continue;
+            }
             for (int p0 = 0; p0 < npos; p0 += NP) {
                 const uint8_t *x[NP];
                 for (int n = 0; n < NP; n++) {
                     const int pos = p0 + n < npos ? p0 + n : npos - 1, oy = pos / OW, ox = pos % OW;
                     x[n] = xg + ((size_t)oy * S * Wp + (size_t)ox * S) * Cg;
                 }
-                conv_tile(x, rs, w, k, nj, r, dst + (size_t)p0 * ocs, ocs, npos - p0 < NP ? npos - p0 : NP, &o);
+                __m256i lo[NP], hi[NP];
+                conv_sums(x, rs, w, k, nj, r, lo, hi);
+                for (int n = 0; n < NP && p0 + n < npos; n++) store16(dst + (size_t)(p0 + n) * ocs, lo[n], hi[n], r, &o);
             }
         }
     }
@@ -167,7 +191,12 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
 void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
                      uint8_t *scratch) {
     if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
-    else conv_dense(out, in, pk, p, scratch);
+    else conv_dense(out, in, pk, p, scratch, 0);
+}
+
+void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                             const qrt_conv_params *p, uint8_t *scratch) {
+    conv_dense(out, in, pk, p, scratch, 2);
 }
 
 /* ---- linear --------------------------------------------------------------------------- */

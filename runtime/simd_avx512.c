@@ -63,12 +63,16 @@ static inline __m128i requant(__m512i acc, const int32_t *r, const outq *o) {
 
 /* NB (1 or 2) blocks of 16 channels x NP positions; x[n] is position n's window corner
  * in the HWC plane (rs bytes per row), w the first block's weights (the second follows
- * at wblock), r its requantization record. Writes nvalid positions of dst (ocs apart). */
-static inline __attribute__((always_inline)) void conv_tile(const int NB, const uint8_t *const *x,
-                                                            size_t rs, const int8_t *w, size_t wblock,
-                                                            int k, int nj, const int32_t *r,
-                                                            uint8_t *dst, size_t ocs, int nvalid,
-                                                            const outq *o) {
+ * at wblock), r its requantization record. Writes nvalid outputs to dst (ocs apart):
+ * one per position, or with pool one per 4 positions (a 2x2 window), the requantized
+ * max of their accumulators. That equals the max of the requantized values because
+ * requantization is non-decreasing (x * 2^left, SRDHM with M0 >= 0, RoundingDivideByPOT,
+ * + z_out and the clamp each are), and f(max(a, b)) = max(f(a), f(b)) for such f. */
+static inline __attribute__((always_inline)) void conv_tile(const int NB, const int pool,
+                                                            const uint8_t *const *x, size_t rs,
+                                                            const int8_t *w, size_t wblock, int k, int nj,
+                                                            const int32_t *r, uint8_t *dst, size_t ocs,
+                                                            int nvalid, const outq *o) {
     __m512i acc[NP][2];
     const __m512i b0 = _mm512_loadu_si512(r + QRT_RQ_BIAS);
     const __m512i b1 = NB == 2 ? _mm512_loadu_si512(r + QRT_RQ_WORDS + QRT_RQ_BIAS) : b0;
@@ -88,6 +92,14 @@ static inline __attribute__((always_inline)) void conv_tile(const int NB, const 
             }
         }
     }
+    if (pool) {
+#pragma GCC unroll 4
+        for (int q = 0; q < NP / 4; q++)
+#pragma GCC unroll 2
+            for (int b = 0; b < NB; b++)
+                acc[q][b] = _mm512_max_epi32(_mm512_max_epi32(acc[4 * q][b], acc[4 * q + 1][b]),
+                                             _mm512_max_epi32(acc[4 * q + 2][b], acc[4 * q + 3][b]));
+    }
     for (int n = 0; n < nvalid; n++) {
         _mm_storeu_si128((__m128i *)(dst + (size_t)n * ocs), requant(acc[n][0], r, o));
         if (NB == 2)
@@ -95,12 +107,14 @@ static inline __attribute__((always_inline)) void conv_tile(const int NB, const 
     }
 }
 
+/* pool: 0, or 2 for a fused 2x2 stride-2 max pool (out is then (OC, OH/2, OW/2)). */
 static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
-                       uint8_t *scratch) {
+                       uint8_t *scratch, int pool) {
     qrt_conv_scratch sl;
     qrt_conv_scratch_layout(p, &sl);
     const int G = p->groups, Cg = pk->Cg, OCg = pk->OCg, k = p->k, S = p->stride, nj = pk->nj, nob = pk->nob;
-    const int Wp = sl.Wp, OW = p->OW, npos = p->OH * p->OW;
+    const int Wp = sl.Wp, OW = pool ? p->OW / 2 : p->OW, npos = pool ? (p->OH / 2) * OW : p->OH * p->OW;
+    const int per_tile = pool ? NP / 4 : NP; /* outputs per tile */
     const size_t gplane = (size_t)sl.Hp * Wp * Cg, rs = (size_t)Wp * Cg, wblock = (size_t)k * nj * 64;
     const size_t ocs = (size_t)pk->ocs;
     uint8_t *ob = scratch + sl.ob_off;
@@ -112,15 +126,23 @@ static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
             const int8_t *w = pk->wp + (size_t)g * pk->wgroup + (size_t)b * wblock;
             const int32_t *r = pk->rq + ((size_t)g * nob + b) * QRT_RQ_WORDS;
             uint8_t *dst = ob + (size_t)g * OCg + (size_t)b * 16;
-            for (int p0 = 0; p0 < npos; p0 += NP) {
+            for (int p0 = 0; p0 < npos; p0 += per_tile) {
                 const uint8_t *x[NP];
                 for (int n = 0; n < NP; n++) {
-                    const int pos = p0 + n < npos ? p0 + n : npos - 1, oy = pos / OW, ox = pos % OW;
+                    const int q = pool ? p0 + n / 4 : p0 + n, pos = q < npos ? q : npos - 1;
+                    int oy = pos / OW, ox = pos % OW;
+                    if (pool) oy = 2 * oy + (n / 2) % 2, ox = 2 * ox + n % 2;
                     x[n] = xg + ((size_t)oy * S * Wp + (size_t)ox * S) * Cg;
                 }
-                const int nvalid = npos - p0 < NP ? npos - p0 : NP;
-                if (nob - b >= 2) conv_tile(2, x, rs, w, wblock, k, nj, r, dst + (size_t)p0 * ocs, ocs, nvalid, &o);
-                else conv_tile(1, x, rs, w, wblock, k, nj, r, dst + (size_t)p0 * ocs, ocs, nvalid, &o);
+                const int nvalid = npos - p0 < per_tile ? npos - p0 : per_tile;
+                uint8_t *d = dst + (size_t)p0 * ocs;
+                if (nob - b >= 2) {
+                    if (pool) conv_tile(2, 1, x, rs, w, wblock, k, nj, r, d, ocs, nvalid, &o);
+                    else conv_tile(2, 0, x, rs, w, wblock, k, nj, r, d, ocs, nvalid, &o);
+                } else {
+                    if (pool) conv_tile(1, 1, x, rs, w, wblock, k, nj, r, d, ocs, nvalid, &o);
+                    else conv_tile(1, 0, x, rs, w, wblock, k, nj, r, d, ocs, nvalid, &o);
+                }
             }
         }
     }
@@ -173,7 +195,12 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
 void qrt_avx512_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
                        uint8_t *scratch) {
     if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
-    else conv_dense(out, in, pk, p, scratch);
+    else conv_dense(out, in, pk, p, scratch, 0);
+}
+
+void qrt_avx512_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                               const qrt_conv_params *p, uint8_t *scratch) {
+    conv_dense(out, in, pk, p, scratch, 2);
 }
 
 /* ---- linear --------------------------------------------------------------------------- */

@@ -81,6 +81,8 @@ void qrt_avx512_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                        const qrt_conv_params *p, uint8_t *scratch);
 void qrt_avx512_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
                        const qrt_linear_params *p, uint8_t *scratch);
+void qrt_avx512_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                               const qrt_conv_params *p, uint8_t *scratch);
 int qrt_avx512_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 void qrt_avx512_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const qrt_add_params *p);
 void qrt_avx512_input(int8_t *out, const uint8_t *pixels, size_t n);
@@ -89,6 +91,8 @@ void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                      const qrt_conv_params *p, uint8_t *scratch);
 void qrt_avx2_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
                      const qrt_linear_params *p, uint8_t *scratch);
+void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                             const qrt_conv_params *p, uint8_t *scratch);
 int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 void qrt_avx2_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const qrt_add_params *p);
 void qrt_avx2_input(int8_t *out, const uint8_t *pixels, size_t n);

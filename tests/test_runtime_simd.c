@@ -8,6 +8,7 @@
  *    +-127, zero points at both ends, M0 = 2^30 and 2^31 - 1, every shift from -31 to 30
  *    with the bias at the loader's overflow bound (K*255*max|w| + |bias| times 2^left
  *    = 2^31 - 1), clamps;
+ *  - conv2d with a fused 2x2 max pool against conv2d then max pool;
  *  - linear (GEMV) likewise, F_in up to 3200 and F_out up to 300;
  *  - max pool (the 2x2 fast path and the fallback), add (TFLite scheme) and the input
  *    conversion on random data and parameters;
@@ -205,6 +206,51 @@ static void test_conv2d_extremes(void **state) {
         const int C = G == 24 ? 24 : G * (int)rint_in(&r, 1, 7), OC = G == 24 ? 24 : G * (int)rint_in(&r, 1, 20);
         conv_case(&r, conv_p(C, (int)rint_in(&r, 3, 9), (int)rint_in(&r, 3, 9), OC, 3, (int)rint_in(&r, 1, 2), 1,
                              G, z_in, z_out, -128, 127), mode, true, "extreme");
+    }
+}
+
+/* conv2d + 2x2 stride-2 max pool in one kernel against the two portable kernels. */
+static void test_conv2d_maxpool(void **state) {
+    (void)state;
+    trng r = {9};
+    qrt_isa paths[QRT_ISA_COUNT + 1];
+    const int np = simd_paths(paths);
+    paths[np] = QRT_ISA_PORTABLE;
+    for (int it = 0; it < 150; it++) {
+        const int kind = it % 5; /* 0-2 dense, 3 grouped, 4 depthwise (the fallback) */
+        const int G = kind == 3 ? (int)rint_in(&r, 2, 4) : kind == 4 ? (int)rint_in(&r, 1, 40) : 1;
+        const int Cg = kind == 4 ? 1 : (int)rint_in(&r, 1, 35), OCg = kind == 4 ? 1 : (int)rint_in(&r, 1, 70);
+        qrt_conv_params p = conv_p(G * Cg, (int)rint_in(&r, 2, 30), (int)rint_in(&r, 2, 30), G * OCg,
+                                   (int)rint_in(&r, 1, 3), (int)rint_in(&r, 1, 2), 0, G,
+                                   (int)rint_in(&r, -128, 127), (int)rint_in(&r, -128, 127), -128, 127);
+        p.pad = (int)rint_in(&r, 0, p.k / 2);
+        if (it % 3 == 0) p.act_min = p.z_out;
+        p.OH = (p.H + 2 * p.pad - p.k) / p.stride + 1;
+        p.OW = (p.W + 2 * p.pad - p.k) / p.stride + 1;
+        if (p.OH < 2 || p.OW < 2) continue;
+        const qrt_pool_params pp = {.C = p.OC, .H = p.OH, .W = p.OW, .OH = p.OH / 2, .OW = p.OW / 2, .k = 2,
+                                    .stride = 2, .pad = 0, .z_in = p.z_out};
+        const size_t K = (size_t)Cg * p.k * p.k, nin = (size_t)p.C * p.H * p.W, nmid = (size_t)p.OC * p.OH * p.OW,
+                     nout = (size_t)p.OC * pp.OH * pp.OW;
+        int8_t *in = xmalloc(nin), *w = xmalloc((size_t)p.OC * K), *mid = xmalloc(nmid), *want = xmalloc(nout),
+               *got = xmalloc(nout);
+        int32_t *b = xmalloc((size_t)p.OC * 4), *m = xmalloc((size_t)p.OC * 4), *s = xmalloc((size_t)p.OC * 4);
+        fill_s8(&r, in, nin, -128, 127);
+        gen_params(&r, p.OC, K, w, b, m, s, it % 7 == 0);
+        qrt_conv2d_s8(mid, in, w, b, m, s, &p);
+        qrt_maxpool_s8(want, mid, &pp);
+        const size_t psz = qrt_conv2d_pack_size(&p), ssz = qrt_conv2d_scratch_size(&p);
+        uint8_t *pmem = xmalloc(psz), *scratch = xmalloc(ssz);
+        const void *packed = qrt_conv2d_pack(pmem, w, b, m, s, &p);
+        for (int i = 0; packed && i <= np; i++) {
+            char what[200];
+            memset(got, 0x5a, nout);
+            qrt_conv2d_maxpool_s8_isa(paths[i], got, in, packed, &p, scratch);
+            snprintf(what, sizeof what, "conv2d+maxpool [%s] C=%d H=%d W=%d OC=%d k=%d stride=%d pad=%d groups=%d",
+                     qrt_isa_str(paths[i]), p.C, p.H, p.W, p.OC, p.k, p.stride, p.pad, p.groups);
+            expect_chw(got, want, p.OC, pp.OH, pp.OW, what);
+        }
+        free(in), free(w), free(mid), free(want), free(got), free(b), free(m), free(s), free(pmem), free(scratch);
     }
 }
 
@@ -547,6 +593,7 @@ int main(void) {
         cmocka_unit_test(test_conv2d_named),
         cmocka_unit_test(test_conv2d_random),
         cmocka_unit_test(test_conv2d_extremes),
+        cmocka_unit_test(test_conv2d_maxpool),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_add_input),
