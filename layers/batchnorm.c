@@ -32,7 +32,7 @@ static double lanes_sum(const double *acc) {
 }
 
 /* sum over the channel of x' (pass 1) */
-static double channel_sum(const bn_job *j, int c, float a, float b, bool pre) {
+QAT_HOT static double channel_sum(const bn_job *j, int c, float a, float b, bool pre) {
     double acc[LANES] = {0};
     for (int n = 0; n < j->N; n++) {
         const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
@@ -45,7 +45,7 @@ static double channel_sum(const bn_job *j, int c, float a, float b, bool pre) {
 }
 
 /* sum over the channel of (x' - mu)^2 (pass 2) */
-static double channel_sq(const bn_job *j, int c, float a, float b, bool pre, double mu) {
+QAT_HOT static double channel_sq(const bn_job *j, int c, float a, float b, bool pre, double mu) {
     double acc[LANES] = {0};
     for (int n = 0; n < j->N; n++) {
         const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;

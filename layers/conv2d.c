@@ -157,8 +157,9 @@ QAT_HOT static void dw_backward_plane(float *dx, float *dw, const float *dy, con
     for (int i = 0; i < s->KH; i++)
         for (int j = 0; j < s->KW; j++) {
             const float wv = w[i * s->KW + j];
-            /* dw's sum over the plane in 8 lanes, by output column (see lanes_sum) */
-            float acc[8] = {0};
+            /* dw's sum over the plane: blocks of 8 columns in 8 lanes (see lanes_sum), the
+             * rest of each row into `rest`, in a register (short rows are all rest). */
+            float acc[8] = {0}, rest = 0.0f;
             int lo, hi;
             valid_cols(&lo, &hi, j, s);
             for (int oy = 0; oy < s->OH; oy++) {
@@ -172,7 +173,9 @@ QAT_HOT static void dw_backward_plane(float *dx, float *dw, const float *dy, con
                     int ox = lo;
                     for (; ox + 8 <= hi; ox += 8)
                         for (int k = 0; k < 8; k++) acc[k] += r[ox + k] * line[(ox + k) * st];
-                    for (; ox < hi; ox++) acc[(ox - lo) % 8] += r[ox] * line[ox * st];
+                    float t = 0.0f;
+                    for (; ox < hi; ox++) t += r[ox] * line[ox * st];
+                    rest += t;
                 }
                 if (dx) {
                     float *dline = dx + off;
@@ -181,7 +184,8 @@ QAT_HOT static void dw_backward_plane(float *dx, float *dw, const float *dy, con
             }
             if (dw)
                 dw[i * s->KW + j] +=
-                    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+                    (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) +
+                    rest;
         }
 }
 
