@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "parallel.h"
+
 void qat_tape_init(qat_tape *t, size_t block_size) {
     memset(t, 0, sizeof *t);
     qat_arena_init(&t->arena, block_size ? block_size : ((size_t)16 << 20));
@@ -36,6 +38,9 @@ void *qat_tape_alloc(qat_tape *t, size_t bytes) {
     return p;
 }
 
+/* Large gradient buffers are zeroed by the threads in parts. */
+static void zero_part(void *p, size_t b, size_t e) { memset((float *)p + b, 0, (e - b) * sizeof(float)); }
+
 qat_tensor *qat_tape_tensor(qat_tape *t, int ndim, const int *shape, bool with_grad) {
     if (ndim < 1 || ndim > QAT_MAX_DIMS)
         return qat_tape_fail(t, QAT_STATUS_SHAPE, "tensor: %d dimensions (1 to %d allowed)",
@@ -53,7 +58,7 @@ qat_tensor *qat_tape_tensor(qat_tape *t, int ndim, const int *shape, bool with_g
     if (with_grad && t->grad_enabled) {
         x->grad = qat_tape_alloc(t, x->n * sizeof(float));
         if (!x->grad) return NULL;
-        memset(x->grad, 0, x->n * sizeof(float));
+        qat_parallel_for(x->n, 65536, zero_part, x->grad);
     }
     return x;
 }

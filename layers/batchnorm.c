@@ -171,12 +171,20 @@ QAT_HOT static void backward_train_channels(void *p, size_t c0, size_t c1) {
                     }
                 continue;
             }
-            for (int i = 0; i < j->HW; i++) {
-                float xhat = ((x[i] * a + b) - m) * rs;
-                float d = rs * (dy[i] * g - mdy - xhat * mdyx);
-                sa[i % LANES] += (double)d * x[i];
-                sb[i % LANES] += d;
-                if (dx) dx[i] = j->overwrite ? d * a : dx[i] + d * a;
+            float dxp[LANES]; /* dx' of one block of LANES values */
+            for (int i0 = 0; i0 < j->HW; i0 += LANES) {
+                const int len = QAT_MIN(LANES, j->HW - i0);
+                for (int k = 0; k < len; k++) {
+                    float xhat = ((x[i0 + k] * a + b) - m) * rs;
+                    dxp[k] = rs * (dy[i0 + k] * g - mdy - xhat * mdyx);
+                    sa[k] += (double)dxp[k] * x[i0 + k];
+                    sb[k] += dxp[k];
+                }
+                if (!dx) continue;
+                if (j->overwrite)
+                    for (int k = 0; k < len; k++) dx[i0 + k] = dxp[k] * a;
+                else
+                    for (int k = 0; k < len; k++) dx[i0 + k] += dxp[k] * a;
             }
         }
         if (pre && j->dpre_a) j->dpre_a[c] = (float)lanes_sum(sa);

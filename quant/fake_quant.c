@@ -98,7 +98,7 @@ typedef struct fq_job {
     bool overwrite; /* backward: dinp = masked dout (dinp may equal dout) */
 } fq_job;
 
-static void fq_forward_span(const fq_job *j, size_t begin, size_t len, size_t k) {
+QAT_HOT static void fq_forward_span(const fq_job *j, size_t begin, size_t len, size_t k) {
     const float s = j->scale[k], z = (float)j->zp[k];
     const float lo = (float)j->qmin - z, hi = (float)j->qmax - z;
     if (hi < 8388608.0f && lo > -8388608.0f) {
