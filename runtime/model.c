@@ -180,14 +180,19 @@ static uint32_t le32(const uint8_t *p) {
 
 /* ---- SIMD packing ------------------------------------------------------------------ */
 
-/* Packs each conv2d/linear into the SIMD block (in graph order, while it fits: the block
+/* The SIMD block: the per-op table of packed forms, then the packed forms. Packs each
+ * conv2d/linear into it (in graph order, while it fits: the block
  * is sized from the same shapes, so all fit unless the graph is beyond what the size
  * scan remembers; an op left unpacked runs the portable kernel) and sizes the scratch. */
-static void pack_ops(qrt_model *m, qrt_op *ops, uint8_t *mem, size_t cap) {
-    size_t used = 0, scratch = 0;
+static void pack_ops(qrt_model *m, uint8_t *mem, size_t cap) {
+    size_t used = qrt_round_up((size_t)m->n_ops * sizeof(void *), QRT_SIMD_ALIGN), scratch = 0;
     m->isa = qrt_isa_default();
+    if (used > cap) return; /* no SIMD kernels in this build (cap 0) */
+    const void **packed = (const void **)(void *)mem;
+    m->packed = packed;
     for (int i = 0; i < m->n_ops; i++) {
-        qrt_op *op = &ops[i];
+        const qrt_op *op = &m->ops[i];
+        packed[i] = NULL;
         const qrt_value *x = op->n_in ? &m->values[op->in[0]] : NULL, *y = op->out >= 0 ? &m->values[op->out] : NULL;
         size_t need = 0, sc = 0;
         if (op->kind == QRT_OP_CONV2D) {
@@ -199,7 +204,7 @@ static void pack_ops(qrt_model *m, qrt_op *ops, uint8_t *mem, size_t cap) {
             };
             need = qrt_round_up(qrt_conv2d_pack_size(&p), QRT_SIMD_ALIGN);
             if (need && used + need <= cap) {
-                op->packed = qrt_conv2d_pack(mem + used, op->weight->s8, op->bias->s32, op->mult->s32,
+                packed[i] = qrt_conv2d_pack(mem + used, op->weight->s8, op->bias->s32, op->mult->s32,
                                              op->shift->s32, &p);
                 sc = qrt_conv2d_scratch_size(&p);
             }
@@ -210,12 +215,12 @@ static void pack_ops(qrt_model *m, qrt_op *ops, uint8_t *mem, size_t cap) {
             };
             need = qrt_round_up(qrt_linear_pack_size(&p), QRT_SIMD_ALIGN);
             if (need && used + need <= cap) {
-                op->packed = qrt_linear_pack(mem + used, op->weight->s8, op->bias->s32, op->mult->s32,
+                packed[i] = qrt_linear_pack(mem + used, op->weight->s8, op->bias->s32, op->mult->s32,
                                              op->shift->s32, &p);
                 sc = qrt_linear_scratch_size(&p);
             }
         }
-        if (op->packed) used += need;
+        if (packed[i]) used += need;
         if (sc > scratch) scratch = sc;
     }
     m->scratch_size = scratch;
@@ -273,7 +278,7 @@ static qrt_status load(qrt_model *m, const uint8_t *file, size_t len, void *mem,
         .unpacked_cap = (size_t)size[BLOCK_UNPACKED],
     };
     TRY(qrt_graph_load(m, tensors, (int)n, text, &gm, err));
-    pack_ops(m, gm.ops, block[BLOCK_SIMD], (size_t)size[BLOCK_SIMD]);
+    pack_ops(m, block[BLOCK_SIMD], (size_t)size[BLOCK_SIMD]);
     m->file = file;
     m->file_len = len;
     m->tensors = tensors;
@@ -319,6 +324,10 @@ const qrt_op *qrt_model_op(const qrt_model *m, int i) {
 
 const qrt_value *qrt_model_value(const qrt_model *m, int i) {
     return m && i >= 0 && i < m->n_values ? &m->values[i] : NULL;
+}
+
+const void *qrt_model_op_packed(const qrt_model *m, int i) {
+    return m && m->packed && i >= 0 && i < m->n_ops ? m->packed[i] : NULL;
 }
 
 const qrt_tensor *qrt_model_tensor(const qrt_model *m, const char *name) {

@@ -13,7 +13,7 @@
  * input into its scratch before it writes the pool's output, so the arena plan (which
  * may give the pool's output the bytes of the conv's input) stays safe. */
 static bool fusable_pool(const qrt_model *m, const qrt_op *conv, const qrt_op *pool) {
-    const qrt_packed_conv *pk = conv->packed;
+    const qrt_packed_conv *pk = m->packed[conv - m->ops];
     return pool->kind == QRT_OP_MAXPOOL && pool->in[0] == conv->out && pool->k == 2 &&
            pool->stride == 2 && pool->pad == 0 && !pk->depthwise &&
            m->values[conv->out].last_use == pool - m->ops;
@@ -35,6 +35,7 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
     for (int i = 0; i < m->n_ops; i++) {
         const qrt_op *op = &m->ops[i];
         const qrt_value *x = op->n_in ? &V[op->in[0]] : NULL, *y = op->out >= 0 ? &V[op->out] : NULL;
+        const void *packed = m->packed ? m->packed[i] : NULL;
         switch (op->kind) {
         case QRT_OP_INPUT:
             qrt_input_u8_isa(isa, A + y->offset, pixels, (size_t)y->numel);
@@ -47,13 +48,13 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
                 .z_in = op->z_in, .z_out = op->z_out, .act_min = op->act_min, .act_max = op->act_max,
             };
             const qrt_op *next = i + 1 < m->n_ops ? &m->ops[i + 1] : NULL;
-            if (op->packed && isa != QRT_ISA_PORTABLE && next && fusable_pool(m, op, next)) {
+            if (packed && isa != QRT_ISA_PORTABLE && next && fusable_pool(m, op, next)) {
                 /* conv + 2x2 max pool in one kernel (simd.h): the conv output, read by the
                  * pool alone, is never written; the pool's output is. */
-                qrt_conv2d_maxpool_s8_isa(isa, A + V[next->out].offset, A + x->offset, op->packed, &p, scratch);
+                qrt_conv2d_maxpool_s8_isa(isa, A + V[next->out].offset, A + x->offset, packed, &p, scratch);
                 i++;
-            } else if (op->packed && isa != QRT_ISA_PORTABLE)
-                qrt_conv2d_s8_isa(isa, A + y->offset, A + x->offset, op->packed, &p, scratch);
+            } else if (packed && isa != QRT_ISA_PORTABLE)
+                qrt_conv2d_s8_isa(isa, A + y->offset, A + x->offset, packed, &p, scratch);
             else
                 qrt_conv2d_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
                               op->mult->s32, op->shift->s32, &p);
@@ -64,8 +65,8 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
                 .F_in = x->numel, .F_out = y->numel, .z_in = op->z_in, .z_out = op->z_out,
                 .act_min = op->act_min, .act_max = op->act_max,
             };
-            if (op->packed && isa != QRT_ISA_PORTABLE)
-                qrt_linear_s8_isa(isa, A + y->offset, A + x->offset, op->packed, &p, scratch);
+            if (packed && isa != QRT_ISA_PORTABLE)
+                qrt_linear_s8_isa(isa, A + y->offset, A + x->offset, packed, &p, scratch);
             else
                 qrt_linear_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
                               op->mult->s32, op->shift->s32, &p);

@@ -179,8 +179,6 @@ typedef struct qrt_op {
                                               input: z_out is its `z=` */
     int32_t z_a, z_b, mult_a, shift_a, mult_b, shift_b, mult_out, shift_out; /* add */
     const char *s;                         /* the op's `s=` text, or NULL */
-    const void *packed;                    /* conv2d, linear: the SIMD packed form in model
-                                              memory (simd.h), or NULL: portable kernel */
 } qrt_op;
 
 /* A loaded model. All pointers are into the caller's file buffer and model memory;
@@ -197,6 +195,9 @@ typedef struct qrt_model {
     int output;                /* the value the output op reads: the logits */
     size_t arena_size;         /* the activations' part of the arena */
     size_t scratch_size;       /* the SIMD kernels' scratch after it (0 without SIMD) */
+    const void *const *packed; /* per op: the SIMD packed form of a conv2d/linear in model
+                                  memory (simd.h), or NULL (portable kernel); NULL without
+                                  SIMD kernels */
     qrt_isa isa;               /* the path qrt_run takes: qrt_isa_default() at load time */
 } qrt_model;
 
@@ -233,6 +234,8 @@ int qrt_model_n_outputs(const qrt_model *m);           /* number of logits */
 int qrt_model_n_ops(const qrt_model *m);
 const qrt_op *qrt_model_op(const qrt_model *m, int i);       /* NULL if out of range */
 const qrt_value *qrt_model_value(const qrt_model *m, int i); /* NULL if out of range */
+/* Op i's SIMD packed form (simd.h), or NULL: it runs the portable kernel. */
+const void *qrt_model_op_packed(const qrt_model *m, int i);
 /* The tensor of that name, or NULL (binary search). */
 const qrt_tensor *qrt_model_tensor(const qrt_model *m, const char *name);
 

@@ -445,12 +445,13 @@ size_t qrt_simd_mem_bound(const uint8_t *graph_json, const uint8_t *header_end) 
     static const int64_t LIM = (int64_t)1 << 24;
     int32_t chans[SCAN_VALUES], numel[SCAN_VALUES];
     gline g;
-    size_t total = 0;
+    size_t total = 0, lines = 0;
     if (!graph_json || *graph_json != '"') return 0;
     g.p = graph_json + 1;
     g.end = header_end;
     for (int i = 0; i < SCAN_VALUES; i++) chans[i] = numel[i] = 0;
     while (next_line(&g)) {
+        lines++;
         int64_t out, in, shape[3] = {0, 0, 0}, k, S, P, G;
         const int ns = ints(g.buf, "shape", shape, 3);
         if (ints(g.buf, "out", &out, 1) && out < SCAN_VALUES && ns) {
@@ -476,7 +477,8 @@ size_t qrt_simd_mem_bound(const uint8_t *graph_json, const uint8_t *header_end) 
         }
         total += qrt_round_up(need, QRT_SIMD_ALIGN);
     }
-    return total;
+    /* the per-op table first (an op per line at most), then the packed forms */
+    return qrt_round_up(lines * sizeof(void *), QRT_SIMD_ALIGN) + total;
 }
 
 #else

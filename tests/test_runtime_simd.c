@@ -137,7 +137,7 @@ static void conv_case(trng *r, qrt_conv_params p, int in_mode, bool extreme, con
     uint8_t *pmem = xmalloc(psz + 1), *scratch = xmalloc(ssz + 3);
     const void *packed = qrt_conv2d_pack(pmem + 1, w, b, m, s, &p);
     char what[256];
-    for (int i = 0; i < np + 1; i++) {
+    for (int i = 0; packed && i < np + 1; i++) { /* no packed form: a build without SIMD */
         const qrt_isa isa = i < np ? paths[i] : QRT_ISA_PORTABLE;
         memset(got, 0x5a, nout);
         memset(scratch, 0xa5, ssz + 3); /* stale scratch must not matter */
@@ -270,7 +270,7 @@ static void linear_case(trng *r, qrt_linear_params p, int in_mode, bool extreme)
     uint8_t *pmem = xmalloc(psz + 5), *scratch = xmalloc(ssz + 1);
     const void *packed = qrt_linear_pack(pmem + 5, w, b, m, s, &p);
     char what[160];
-    for (int i = 0; i < np + 1; i++) {
+    for (int i = 0; packed && i < np + 1; i++) {
         const qrt_isa isa = i < np ? paths[i] : QRT_ISA_PORTABLE;
         memset(got, 0x5a, (size_t)p.F_out);
         qrt_linear_s8_isa(isa, got, in, packed, &p, scratch + 1);
@@ -524,7 +524,7 @@ static void test_models(void **state) {
             fail_msg("model %d: load failed: %s", which, err.msg);
         for (int i = 0; np && i < qrt_model_n_ops(&m); i++) {
             const qrt_op *op = qrt_model_op(&m, i);
-            if ((op->kind == QRT_OP_CONV2D || op->kind == QRT_OP_LINEAR) && !op->packed)
+            if ((op->kind == QRT_OP_CONV2D || op->kind == QRT_OP_LINEAR) && !qrt_model_op_packed(&m, i))
                 fail_msg("model %d: op %d (line %d, %s) was not packed", which, i, op->line, qrt_op_kind_str(op->kind));
         }
         const size_t alen = qrt_arena_size(&m);
