@@ -157,9 +157,11 @@ QAT_HOT static void dw_backward_plane(float *dx, float *dw, const float *dy, con
     for (int i = 0; i < s->KH; i++)
         for (int j = 0; j < s->KW; j++) {
             const float wv = w[i * s->KW + j];
-            /* dw's sum over the plane: blocks of 8 columns in 8 lanes (see lanes_sum), the
-             * rest of each row into `rest`, in a register (short rows are all rest). */
-            float acc[8] = {0}, rest = 0.0f;
+            /* dw's sum over the plane in 8 lanes by output column (see lanes_sum): column
+             * lo + 8 b + k of each row goes to lane k. The last, partial block of a row adds
+             * 0 to its missing lanes (the index is clamped so nothing is read out of
+             * bounds), which keeps the lanes in registers. */
+            float acc[8] = {0};
             int lo, hi;
             valid_cols(&lo, &hi, j, s);
             for (int oy = 0; oy < s->OH; oy++) {
@@ -173,9 +175,14 @@ QAT_HOT static void dw_backward_plane(float *dx, float *dw, const float *dy, con
                     int ox = lo;
                     for (; ox + 8 <= hi; ox += 8)
                         for (int k = 0; k < 8; k++) acc[k] += r[ox + k] * line[(ox + k) * st];
-                    float t = 0.0f;
-                    for (; ox < hi; ox++) t += r[ox] * line[ox * st];
-                    rest += t;
+                    if (ox < hi) {
+                        const int rem = hi - ox;
+                        for (int k = 0; k < 8; k++) {
+                            const int o = k < rem ? ox + k : ox;
+                            const float v = r[o] * line[o * st];
+                            acc[k] += k < rem ? v : 0.0f;
+                        }
+                    }
                 }
                 if (dx) {
                     float *dline = dx + off;
@@ -184,8 +191,7 @@ QAT_HOT static void dw_backward_plane(float *dx, float *dw, const float *dy, con
             }
             if (dw)
                 dw[i * s->KW + j] +=
-                    (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) +
-                    rest;
+                    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
 }
 
