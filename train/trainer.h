@@ -3,8 +3,9 @@
  *
  * Reproducibility: the batch order and augmentation are a pure function of the loader's
  * seed and the epoch (data/loader.h), dropout draws from `rng`, whose state is saved in
- * every checkpoint, and OpenBLAS gives identical results for the same thread count. So
- * the same seed and thread count give bit-identical runs, and a run resumed from the
+ * every checkpoint, and the kernels split their work across threads in fixed ways
+ * (autograd/parallel.h: reductions do not even depend on the thread count). So the same
+ * seed and thread count give bit-identical runs, and a run resumed from the
  * checkpoint of epoch k (start_epoch = k, start_step, rng, model and optimizer restored)
  * continues exactly as if it had never stopped.
  *
