@@ -42,6 +42,7 @@
 #include "quant/export.h"
 #include "quant/quant.h"
 #include "runtime/runtime.h"
+#include "runtime/simd.h"
 
 enum { TRAIN_BATCH = 64, INFER_BATCH = 256 };
 
@@ -219,10 +220,66 @@ static void int8_load(int8_ctx *c, const qat_model *m, int threads) {
     if (cli_int8_runner_init(&c->r, &c->m, threads)) die("runner", "out of memory");
 }
 
+/* The int8 conv kernel's peak: a 1x1 conv with C = OC = 512 over a 32x32 plane (a
+ * 512 x 1024 x 512 matrix product), on the runtime's best path, on every thread at once
+ * (weights shared, outputs and scratch per thread). GOP/s, 2 ops per multiply-add. */
+typedef struct peak_ctx {
+    const qrt_conv_params *p;
+    const void *packed;
+    const int8_t *in;
+    double seconds;
+    long calls;
+} peak_ctx;
+
+static void *peak_thread(void *arg) {
+    peak_ctx *c = arg;
+    int8_t *out = malloc((size_t)c->p->OC * c->p->OH * c->p->OW);
+    void *scratch = malloc(qrt_conv2d_scratch_size(c->p) + 1);
+    qrt_isa isa = qrt_isa_default();
+    double t0 = now();
+    while (now() - t0 < c->seconds) {
+        qrt_conv2d_s8_isa(isa, out, c->in, c->packed, c->p, scratch);
+        c->calls++;
+    }
+    free(out);
+    free(scratch);
+    return NULL;
+}
+
+static double peak_int8(int threads, double seconds) {
+    static const qrt_conv_params p = {.C = 512, .H = 32, .W = 32, .OC = 512, .OH = 32, .OW = 32,
+                                      .k = 1, .stride = 1, .pad = 0, .groups = 1, .z_in = -3,
+                                      .z_out = 5, .act_min = -128, .act_max = 127};
+    const size_t nin = (size_t)512 * 32 * 32;
+    int8_t *in = malloc(nin), *w = malloc(512 * 512);
+    int32_t b[512], mult[512], shift[512];
+    qat_rng rng;
+    qat_rng_init(&rng, 3);
+    for (size_t i = 0; i < nin; i++) in[i] = (int8_t)((int)qat_rng_below(&rng, 256) - 128);
+    for (size_t i = 0; i < 512 * 512; i++) w[i] = (int8_t)((int)qat_rng_below(&rng, 128) - 64);
+    for (int c = 0; c < 512; c++) b[c] = 100 * c, mult[c] = 1500000000, shift[c] = -14;
+    size_t psz = qrt_conv2d_pack_size(&p);
+    void *pmem = malloc(psz ? psz : 1);
+    const void *packed = qrt_conv2d_pack(pmem, w, b, mult, shift, &p);
+    if (!packed) return NAN; /* no SIMD kernels in this build */
+    peak_ctx c[CLI_INT8_MAX_THREADS];
+    pthread_t tid[CLI_INT8_MAX_THREADS];
+    if (threads > CLI_INT8_MAX_THREADS) threads = CLI_INT8_MAX_THREADS;
+    for (int t = 0; t < threads; t++) c[t] = (peak_ctx){&p, packed, in, seconds, 0};
+    double t0 = now();
+    for (int t = 1; t < threads; t++) pthread_create(&tid[t], NULL, peak_thread, &c[t]);
+    peak_thread(&c[0]);
+    long calls = c[0].calls;
+    for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL), calls += c[t].calls;
+    double r = 2.0 * 512 * 512 * 1024 * (double)calls / (now() - t0) / 1e9;
+    free(in), free(w), free(pmem);
+    return r;
+}
+
 static double measure(const char *name, const char *what, int threads, double seconds) {
     qat_rng rng;
     qat_rng_init(&rng, 7);
-    qat_model *m = strcmp(what, "peak-sgemm") ? load_model(name, &rng) : NULL;
+    qat_model *m = strncmp(what, "peak-", 5) ? load_model(name, &rng) : NULL;
     double r;
     if (!strcmp(what, "train-fp32") || !strcmp(what, "train-qat")) {
         r = measure_train(m, !strcmp(what, "train-qat"), seconds, &rng);
@@ -259,6 +316,8 @@ static double measure(const char *name, const char *what, int threads, double se
             calls++;
         }
         r = 2.0 * N * N * N * calls / (now() - t0) / 1e9;
+    } else if (!strcmp(what, "peak-int8")) {
+        r = peak_int8(threads, seconds);
     } else {
         die("--one", "unknown measurement");
     }
@@ -403,7 +462,7 @@ int main(int argc, char **argv) {
     int nm = 0;
     for (char *s = strtok(list, ","); s && nm < 8; s = strtok(NULL, ",")) names[nm++] = s;
 
-    static samples ours[8][NW], theirs[8][NW][NT], peak[3];
+    static samples ours[8][NW], theirs[8][NW][NT], peak[3], peak8;
     /* OpenBLAS kernel sets compared side by side on this CPU: what it detects, and the
      * two that matter on AVX-512 machines. */
     const char *cores[3] = {"", "Haswell", "SkylakeX"};
@@ -414,6 +473,8 @@ int main(int argc, char **argv) {
                      cores[c], c ? " " : "", self, threads, seconds / 2);
             record(&peak[c], cmd);
         }
+        snprintf(cmd, sizeof cmd, "'%s' --one - peak-int8 %d %g", self, threads, seconds / 2);
+        record(&peak8, cmd);
         for (int k = 0; k < nm; k++)
             for (int w = 0; w < NW; w++) {
                 snprintf(cmd, sizeof cmd, "'%s' --one %s %s %d %g", self, names[k], what_name[w], threads,
@@ -442,7 +503,9 @@ int main(int argc, char **argv) {
            rounds, seconds, threads);
     printf("OpenBLAS kernels: %s; sgemm 1024^3 peak: %.0f GFLOP/s (Haswell kernels %.0f, SkylakeX %.0f)\n",
            cli_blas_core(), median(&peak[0], false), median(&peak[1], false), median(&peak[2], false));
-    double sgemm_peak = median(&peak[0], false);
+    double sgemm_peak = median(&peak[0], false), int8_peak = median(&peak8, false);
+    printf("int8 runtime path: %s; its conv kernel's peak (1x1, 512 x 1024 x 512): %.0f GOP/s\n",
+           qrt_isa_name(), int8_peak);
     for (int k = 0; k < nm; k++) {
         size_t macs = model_macs(names[k]);
         printf("\n%s (%.2f M MACs per sample)%34s %10s %8s\n", names[k], (double)macs / 1e6, "qat",
@@ -494,7 +557,9 @@ int main(int argc, char **argv) {
         double gf = 6.0 * (double)macs * o[W_TRAIN_FP32] / 1e9;
         printf("  %-34s %10.1f GFLOP/s, %.0f%% of the sgemm peak\n", "train fp32 arithmetic", gf,
                100 * gf / sgemm_peak);
-        printf("  %-34s %10.1f GOP/s\n", "infer int8 arithmetic", 2.0 * (double)macs * o[W_INFER_INT8] / 1e9);
+        double go = 2.0 * (double)macs * o[W_INFER_INT8] / 1e9;
+        printf("  %-34s %10.1f GOP/s, %.0f%% of the int8 kernel's peak\n", "infer int8 arithmetic", go,
+               100 * go / int8_peak);
     }
     printf("\nmachine: %s, %ld online CPUs; command: %s", host, sysconf(_SC_NPROCESSORS_ONLN), argv[0]);
     for (int i = 1; i < argc; i++) printf(" %s", argv[i]);
