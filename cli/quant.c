@@ -170,7 +170,7 @@ int cmd_calibrate(int argc, char **argv) {
         {"data", QAT_OPT_STRING, &data, "PATH", "data set (default: the checkpoint's)"},
         {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
         {"seed", QAT_OPT_LONG, &seed, "N", "which training samples calibrate (shuffle seed)"},
-        {"threads", QAT_OPT_INT, &threads, "N", "OpenBLAS threads (0: its default)"},
+        {"threads", QAT_OPT_INT, &threads, "N", "threads (0: QAT_NUM_THREADS, else all CPUs)"},
         {"out", QAT_OPT_STRING, &out, "FILE", "the quantized checkpoint"},
         {"json", QAT_OPT_FLAG, &json, NULL, "print the metrics as one JSON object"},
         {"quiet", QAT_OPT_FLAG, &quiet, NULL, "no per-layer table"},

@@ -345,7 +345,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"mean", QAT_OPT_STRING, &a->mean, "M[,M,M]", "normalisation mean in x/255 units"},
         {"std", QAT_OPT_STRING, &a->std, "S[,S,S]", "normalisation std"},
         {"seed", QAT_OPT_LONG, &a->seed, "N", "seed of init, order, augmentation, dropout"},
-        {"threads", QAT_OPT_INT, &a->threads, "N", "OpenBLAS threads (0: its default)"},
+        {"threads", QAT_OPT_INT, &a->threads, "N", "threads (0: QAT_NUM_THREADS, else all CPUs)"},
         {"out", QAT_OPT_STRING, &a->out, "FILE", "checkpoint written after every epoch"},
         {"resume", QAT_OPT_STRING, &a->resume, "FILE", "continue from a checkpoint"},
         {"from", QAT_OPT_STRING, &a->from, "FILE", "start from a float checkpoint (its model and weights)"},
@@ -427,7 +427,7 @@ int cmd_demo(int argc, char **argv) {
         {"data", QAT_OPT_STRING, &data, "DIR", "Fashion-MNIST (or MNIST) IDX directory"},
         {"epochs", QAT_OPT_INT, &epochs, "N", "float training epochs"},
         {"dir", QAT_OPT_STRING, &dir, "DIR", "where the checkpoints go"},
-        {"threads", QAT_OPT_INT, &threads, "N", "OpenBLAS threads (0: its default)"},
+        {"threads", QAT_OPT_INT, &threads, "N", "threads (0: QAT_NUM_THREADS, else all CPUs)"},
         {"json", QAT_OPT_FLAG, &json, NULL, "print the results as one JSON object"},
         {0},
     };
@@ -527,7 +527,7 @@ int cmd_eval(int argc, char **argv) {
         {"compare", QAT_OPT_STRING, &compare, "CKPT", "int8 model: also run this fake-quant checkpoint and report top-1 agreement"},
         {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
         {"batch", QAT_OPT_INT, &batch, "N", "batch size"},
-        {"threads", QAT_OPT_INT, &threads, "N", "OpenBLAS threads (0: its default)"},
+        {"threads", QAT_OPT_INT, &threads, "N", "threads (0: QAT_NUM_THREADS, else all CPUs)"},
         {"json", QAT_OPT_FLAG, &json, NULL, "print the metrics as one JSON object"},
         {0},
     };
