@@ -5,6 +5,7 @@
  * no augmentation, inputs (x/255 - 0.2860)/0.3530. */
 #include <cblas.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -444,6 +445,12 @@ int cmd_demo(int argc, char **argv) {
     }
     if (n < 0) return cli_fail("demo", err.msg);
     if (epochs < 1) return cli_fail("demo", "--epochs must be at least 1");
+    /* Create --dir now (one level, like mkdir) rather than fail after the training. */
+    if (!dir_exists(dir) && mkdir(dir, 0777) != 0) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "%s: cannot create the directory (--dir): %s", dir, strerror(errno));
+        return cli_fail("demo", msg);
+    }
     char fp32[1024], ptq[1024], qat[1024], int8[1024];
     snprintf(fp32, sizeof fp32, "%s/qat-demo-fp32.safetensors", dir);
     snprintf(ptq, sizeof ptq, "%s/qat-demo-ptq.safetensors", dir);
