@@ -194,7 +194,9 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     tc.shuffle = false;
     tc.crop_padding = 0;
     tc.hflip = false;
-    tc.batch_size = 256;
+    /* Evaluation shares the training step's tape: batches no larger than the training's
+     * keep its arena at the training step's size (a batch of 256 would quadruple it). */
+    tc.batch_size = a->batch < 256 ? a->batch : 256;
     qat_loader ltrain = {0}, ltest = {0};
     int rc = 0;
     qat_optim opt = {0};
