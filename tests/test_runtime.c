@@ -31,31 +31,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-typedef struct trng {
-    uint64_t s;
-} trng;
-
-static uint64_t rnext(trng *r) { /* splitmix64 */
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static int64_t rint_in(trng *r, int64_t lo, int64_t hi) {
-    return lo + (int64_t)(rnext(r) % (uint64_t)(hi - lo + 1));
-}
-
-static void fill_s8(trng *r, int8_t *x, size_t n, int lo, int hi) {
-    for (size_t i = 0; i < n; i++) x[i] = (int8_t)rint_in(r, lo, hi);
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) fail_msg("out of memory (%zu bytes)", n);
-    return p;
-}
-
 static void expect_s8(const int8_t *got, const int8_t *want, size_t n, const char *what) {
     for (size_t i = 0; i < n; i++)
         if (got[i] != want[i])

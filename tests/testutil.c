@@ -246,3 +246,24 @@ double test_json_number(const char *json, const char *key) {
     if (!p) fail_msg("no %s in: %s", key, json);
     return strtod(p + strlen(k), NULL);
 }
+
+uint64_t rnext(trng *r) { /* splitmix64 */
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int64_t rint_in(trng *r, int64_t lo, int64_t hi) {
+    return lo + (int64_t)(rnext(r) % (uint64_t)(hi - lo + 1));
+}
+
+void fill_s8(trng *r, int8_t *x, size_t n, int lo, int hi) {
+    for (size_t i = 0; i < n; i++) x[i] = (int8_t)rint_in(r, lo, hi);
+}
+
+void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) fail_msg("out of memory (%zu bytes)", n);
+    return p;
+}

@@ -107,4 +107,15 @@ double test_json_number(const char *json, const char *key);
 /* Fill with uniform values in [lo, hi) from a seeded generator. */
 void fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 
+/* Integer test data (the runtime's tests): a splitmix64 stream, uniform integers in
+ * [lo, hi], int8 buffers filled from it, and a malloc that fails the test when out of
+ * memory. */
+typedef struct trng {
+    uint64_t s;
+} trng;
+uint64_t rnext(trng *r);
+int64_t rint_in(trng *r, int64_t lo, int64_t hi);
+void fill_s8(trng *r, int8_t *x, size_t n, int lo, int hi);
+void *xmalloc(size_t n);
+
 #endif
