@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/parallel.h"
 #include "common.h"
 #include "int8_batch.h"
 #include "data/image.h"
@@ -157,10 +158,11 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
         qat_tape_free(&t);
         qat_loader_free(&l);
     }
-    /* Every image on the runtime, one thread per CPU (results do not depend on it). */
+    /* Every image on the runtime, on the pool's thread count (--threads; results do not
+     * depend on it). */
     cli_int8_runner runner;
     int *pred = malloc((size_t)test.n * sizeof(int));
-    if (!pred || cli_int8_runner_init(&runner, &h.m, 0)) {
+    if (!pred || cli_int8_runner_init(&runner, &h.m, qat_num_threads())) {
         free(pred);
         rc = cli_fail("eval", "out of memory");
         goto done;

@@ -552,10 +552,10 @@ int cmd_eval(int argc, char **argv) {
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("eval", err.msg);
+    if (threads > 0) qat_set_num_threads(threads);
     if (cli_is_int8(pos[0])) return cli_int8_eval(pos[0], data, format, compare, json, NULL);
     if (compare) return cli_fail("eval", "--compare goes with an int8 model from qat export");
     if (batch < 1) return cli_fail("eval", "--batch must be at least 1");
-    if (threads > 0) qat_set_num_threads(threads);
     cli_model cm;
     if (cli_model_open(&cm, pos[0], 0, &err)) return cli_fail("eval", err.msg);
     if (!cm.from_checkpoint) {

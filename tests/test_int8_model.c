@@ -6,6 +6,7 @@
  * within 0.5 points. Then the exported file is damaged in several ways and every load must
  * fail with a message. Takes about a minute on 2 cores. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,6 +46,18 @@ static void test_exported_model_agrees(void **state) {
     if (test_json_number(out, "fake_quant_accuracy") != fq) fail_msg("--compare recomputed another accuracy: %s", out);
     if (agree < 0.995) fail_msg("integer-only predictions agree with fake quant on only %.2f%%", 100 * agree);
     if (acc < fq - 0.005) fail_msg("int8 accuracy %.4f is more than 0.5 points under fake quant %.4f", acc, fq);
+    /* The same predictions on 1 and 3 threads, and on the portable kernels (the SIMD
+     * paths must equal them byte for byte; QRT_ISA is read when the model loads). */
+    static char again[1 << 16];
+    const char *variants[] = {"eval m.int8 --compare q.st --json --threads 1",
+                              "eval m.int8 --compare q.st --json --threads 3"};
+    for (int v = 0; v < 3; v++) {
+        if (v == 2) setenv("QRT_ISA", "portable", 1);
+        if (qat(again, sizeof again, variants[v == 2 ? 0 : v]) != 0) fail_msg("int8 eval failed: %s", again);
+        if (v == 2) unsetenv("QRT_ISA");
+        if (test_json_number(again, "test_accuracy") != acc || test_json_number(again, "top1_agreement") != agree)
+            fail_msg("int8 eval variant %d changed the predictions:\n%s\nagainst\n%s", v, again, out);
+    }
     if (qat(out, sizeof out, "inspect m.int8") != 0 || !strstr(out, "add") || !strstr(out, "global_avgpool"))
         fail_msg("inspect of the int8 model: %s", out);
 
