@@ -462,7 +462,15 @@ int main(int argc, char **argv) {
     snprintf(list, sizeof list, "%s", models);
     const char *names[8];
     int nm = 0;
-    for (char *s = strtok(list, ","); s && nm < 8; s = strtok(NULL, ",")) names[nm++] = s;
+    for (char *s = strtok(list, ","); s && nm < 8; s = strtok(NULL, ",")) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/examples/%s.model", QAT_SOURCE_DIR, s);
+        if (access(path, R_OK) != 0) {
+            fprintf(stderr, "qat_bench: --models: no model file %s\n", path);
+            return 2;
+        }
+        names[nm++] = s;
+    }
 
     static samples ours[8][NW], theirs[8][NW][NT], peak[3], peak8;
     /* OpenBLAS kernel sets compared side by side on this CPU: what it detects, and the
@@ -533,15 +541,21 @@ int main(int argc, char **argv) {
         row("train fp32, batch 64 (samples/s)", o[W_TRAIN_FP32], t[W_TRAIN_FP32], false, cnn ? 1.5 : 0, "");
         row("train QAT w8a8, batch 64", o[W_TRAIN_QAT], t[W_TRAIN_QAT], false, cnn ? 2.0 : 0, "");
         double qr = o[W_TRAIN_FP32] / o[W_TRAIN_QAT];
-        printf("  %-34s %9.2fx %9.2fx %8s   %s\n", "  QAT time / fp32 time", qr,
-               t[W_TRAIN_FP32] / t[W_TRAIN_QAT], "", cnn ? (qr <= 1.25 ? "<= 1.25x yes" : "<= 1.25x NO") : "");
+        char tr[32] = "-", ti[32] = "-";
+        if (torch) {
+            snprintf(tr, sizeof tr, "%.2fx", t[W_TRAIN_FP32] / t[W_TRAIN_QAT]);
+            snprintf(ti, sizeof ti, "%.2fx", t[W_INFER_INT8] / t[W_INFER_FP32]);
+        }
+        printf("  %-34s %9.2fx %10s %8s   %s\n", "  QAT time / fp32 time", qr, tr, "",
+               cnn ? (qr <= 1.25 ? "<= 1.25x yes" : "<= 1.25x NO") : "");
         row("infer fp32, batch 256 (samples/s)", o[W_INFER_FP32], t[W_INFER_FP32], false, 0, "");
-        snprintf(lab, sizeof lab, "infer int8, batch 256 [%s]", torch_engine[best_e]);
+        snprintf(lab, sizeof lab, torch ? "infer int8, batch 256 [%s]" : "infer int8, batch 256", torch_engine[best_e]);
         row(lab, o[W_INFER_INT8], t[W_INFER_INT8], false, 1.2, "");
-        printf("  %-34s %9.2fx %9.2fx %8s   >= 2x %s\n", "  int8 / fp32 inference", o[W_INFER_INT8] / o[W_INFER_FP32],
-               t[W_INFER_INT8] / t[W_INFER_FP32], "", o[W_INFER_INT8] / o[W_INFER_FP32] >= 2 ? "yes" : "NO");
+        printf("  %-34s %9.2fx %10s %8s   >= 2x %s\n", "  int8 / fp32 inference", o[W_INFER_INT8] / o[W_INFER_FP32],
+               ti, "", o[W_INFER_INT8] / o[W_INFER_FP32] >= 2 ? "yes" : "NO");
         row("latency fp32, batch 1 (us)", o[W_LAT_FP32], t[W_LAT_FP32], true, 0, "");
-        snprintf(lab, sizeof lab, "latency int8, batch 1 (us) [%s]", torch_engine[best_l]);
+        snprintf(lab, sizeof lab, torch ? "latency int8, batch 1 (us) [%s]" : "latency int8, batch 1 (us)",
+                 torch_engine[best_l]);
         row(lab, o[W_LAT_INT8], t[W_LAT_INT8], true, 1.0, "");
         if (torch) {
             char e0[32], e1[32];
@@ -551,11 +565,14 @@ int main(int argc, char **argv) {
         }
         double mo = median(&ours[k][W_TRAIN_FP32], true), mt = median(&theirs[k][W_TRAIN_FP32][0], true);
         double qo = median(&ours[k][W_TRAIN_QAT], true), qt = median(&theirs[k][W_TRAIN_QAT][0], true);
-        printf("  %-34s %10.1f %10.1f %8s   %s\n", "peak RSS, train fp32 (MiB)", mo, mt, "",
+        char smt[32], sqt[32], sit[32];
+        fmt_num(smt, sizeof smt, mt);
+        fmt_num(sqt, sizeof sqt, qt);
+        fmt_num(sit, sizeof sit, median(&theirs[k][W_INFER_INT8][best_e], true));
+        printf("  %-34s %10.1f %10s %8s   %s\n", "peak RSS, train fp32 (MiB)", mo, smt, "",
                cnn ? (mo <= 64 ? "<= 64 MiB yes" : "<= 64 MiB NO") : "");
-        printf("  %-34s %10.1f %10.1f\n", "peak RSS, train QAT (MiB)", qo, qt);
-        printf("  %-34s %10.1f %10.1f\n", "peak RSS, infer int8 (MiB)", median(&ours[k][W_INFER_INT8], true),
-               median(&theirs[k][W_INFER_INT8][best_e], true));
+        printf("  %-34s %10.1f %10s\n", "peak RSS, train QAT (MiB)", qo, sqt);
+        printf("  %-34s %10.1f %10s\n", "peak RSS, infer int8 (MiB)", median(&ours[k][W_INFER_INT8], true), sit);
         /* A training step is about 3 forward passes of MACs (forward, input gradient,
          * weight gradient); inference is one. */
         double gf = 6.0 * (double)macs * o[W_TRAIN_FP32] / 1e9;
