@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -33,6 +34,30 @@ static struct {
        .start = PTHREAD_COND_INITIALIZER,
        .done = PTHREAD_COND_INITIALIZER,
        .callers = PTHREAD_MUTEX_INITIALIZER};
+
+/* Mirrors of P.gen and P.pending that threads may read without the lock, to spin on
+ * briefly before sleeping: waking a sleeping thread costs tens of microseconds (a futex
+ * call, and on a VM an idle virtual CPU to wake), as long as a small job itself. The spin
+ * is bounded, so a pool with no work sleeps; while it spins it only polls. */
+static _Atomic unsigned long A_gen;
+static _Atomic int A_pending;
+enum { SPIN_POLLS = 4000 }; /* about 50-100 us of polling */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Polls until *a != v (gen) or *a <= 0 (pending) or the budget runs out. */
+static void spin_gen(unsigned long seen) {
+    for (int i = 0; i < SPIN_POLLS && atomic_load_explicit(&A_gen, memory_order_acquire) == seen; i++)
+        cpu_relax();
+}
+static void spin_pending(void) {
+    for (int i = 0; i < SPIN_POLLS && atomic_load_explicit(&A_pending, memory_order_acquire) > 0; i++)
+        cpu_relax();
+}
 
 static _Thread_local int tl_id;
 static _Thread_local bool tl_in_job;
@@ -75,6 +100,11 @@ static void *worker(void *arg) {
     /* Not P.gen: a job posted before this thread first takes the lock is still its. */
     unsigned long seen = P.base_gen;
     for (;;) {
+        if (!P.stop && P.gen == seen) {
+            pthread_mutex_unlock(&P.mu);
+            spin_gen(seen);
+            pthread_mutex_lock(&P.mu);
+        }
         while (!P.stop && P.gen == seen) pthread_cond_wait(&P.start, &P.mu);
         if (P.stop) break;
         seen = P.gen;
@@ -85,6 +115,7 @@ static void *worker(void *arg) {
         if (id < j.threads) run_part(&j, id);
         tl_in_job = false;
         pthread_mutex_lock(&P.mu);
+        atomic_store_explicit(&A_pending, P.pending - 1, memory_order_release);
         if (--P.pending == 0) pthread_cond_signal(&P.done);
     }
     pthread_mutex_unlock(&P.mu);
@@ -129,13 +160,16 @@ static void run_job(job j) {
     pthread_mutex_lock(&P.mu);
     P.j = j;
     P.pending = T - 1;
+    atomic_store_explicit(&A_pending, T - 1, memory_order_release);
     P.gen++;
+    atomic_store_explicit(&A_gen, P.gen, memory_order_release);
     pthread_cond_broadcast(&P.start);
     pthread_mutex_unlock(&P.mu);
     tl_id = 0;
     tl_in_job = true;
     run_part(&j, 0);
     tl_in_job = false;
+    spin_pending();
     pthread_mutex_lock(&P.mu);
     while (P.pending > 0) pthread_cond_wait(&P.done, &P.mu);
     pthread_mutex_unlock(&P.mu);
