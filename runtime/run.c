@@ -84,7 +84,7 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
             break;
         }
         case QRT_OP_GLOBAL_AVGPOOL:
-            qrt_global_avgpool_s8(A + y->offset, A + x->offset, x->shape[0], x->shape[1] * x->shape[2]);
+            qrt_global_avgpool_s8_isa(isa, A + y->offset, A + x->offset, x->shape[0], x->shape[1] * x->shape[2]);
             break;
         case QRT_OP_ADD: {
             const qrt_add_params p = {

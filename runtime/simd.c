@@ -336,6 +336,17 @@ void qrt_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_po
     qrt_maxpool_s8(out, in, p);
 }
 
+void qrt_global_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, int C, int HW) {
+    isa = lower(isa);
+#if defined(QRT_SIMD_X86)
+    if (isa != QRT_ISA_PORTABLE) {
+        qrt_avx2_global_avgpool(out, in, C, HW);
+        return;
+    }
+#endif
+    qrt_global_avgpool_s8(out, in, C, HW);
+}
+
 void qrt_add_s8_isa(qrt_isa isa, int8_t *out, const int8_t *a, const int8_t *b, size_t n,
                     const qrt_add_params *p) {
     isa = lower(isa);

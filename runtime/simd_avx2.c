@@ -303,3 +303,25 @@ void qrt_avx2_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const
 void qrt_avx2_input(int8_t *out, const uint8_t *pixels, size_t n) {
     xor_copy((uint8_t *)out, pixels, n, 0x80);
 }
+
+/* Global average pool: per channel, the bytes as u = q + 128 summed with vpsadbw (sums of
+ * 8 bytes into 64-bit lanes, exact), then sum(q) = sum(u) - 128 HW and the portable
+ * rounding division. |sum(q)| <= 128 HW fits in int32 (the loader's HW * 255 bound). The
+ * AVX-512 path uses this one too: the reduction is memory-bound at these sizes. */
+void qrt_avx2_global_avgpool(int8_t *out, const int8_t *in, int C, int HW) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
+    for (int c = 0; c < C; c++) {
+        const uint8_t *x = (const uint8_t *)in + (size_t)c * HW;
+        __m256i acc = zero;
+        int i = 0;
+        for (; i + 32 <= HW; i += 32) {
+            const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x + i)), flip);
+            acc = _mm256_add_epi64(acc, _mm256_sad_epu8(u, zero));
+        }
+        int64_t lanes[4];
+        _mm256_storeu_si256((__m256i *)lanes, acc);
+        int64_t su = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+        for (; i < HW; i++) su += (uint8_t)(x[i] ^ 0x80u);
+        out[c] = (int8_t)qrt_div_round_s32((int32_t)(su - 128 * (int64_t)HW), HW);
+    }
+}

@@ -97,9 +97,43 @@ static inline void fill_hwc(uint8_t *xb, int cs, const int8_t *in, int c0, int n
         memset(row + (size_t)(P + W) * cs, zu, (size_t)P * cs);
         if (cs != n) /* depthwise padding channels: any finite value (weights are 0) */
             for (int x = 0; x < W; x++) memset(row + (size_t)(P + x) * cs + n, zu, (size_t)(cs - n));
-        const uint8_t *s = (const uint8_t *)in + (size_t)c0 * plane + (size_t)y * W;
-        if (n == 1 && cs == 1) xor_copy(row + (size_t)P * cs, s, (size_t)W, 0x80);
-        else transpose_u8(row + (size_t)P * cs, (size_t)cs, s, plane, n, W, 0x80);
+        if (n == 1 && cs == 1)
+            xor_copy(row + (size_t)P, (const uint8_t *)in + (size_t)c0 * plane + (size_t)y * W, (size_t)W, 0x80);
+    }
+    if (n == 1 && cs == 1) return;
+    /* The interior: the (n, H*W) block of channels transposed in 16x16 tiles that run
+     * along the flattened plane, so small planes (7x7, 14x14) still fill whole tiles; each
+     * transposed row (one position's 16 channels) goes to that position's padded place. */
+    const uint8_t *src = (const uint8_t *)in + (size_t)c0 * plane;
+    const __m128i vx = _mm_set1_epi8((char)0x80);
+    for (int r0 = 0; r0 < n; r0 += 16) {
+        const int nr = n - r0 < 16 ? n - r0 : 16;
+        for (size_t q0 = 0; q0 < plane; q0 += 16) {
+            const int nq = plane - q0 < 16 ? (int)(plane - q0) : 16;
+            __m128i t[16];
+            const uint8_t *s = src + (size_t)r0 * plane + q0;
+            if (nr == 16 && nq == 16) {
+                for (int i = 0; i < 16; i++) t[i] = _mm_loadu_si128((const __m128i *)(s + i * plane));
+            } else {
+                uint8_t buf[16][16];
+                memset(buf, 0, sizeof buf);
+                for (int i = 0; i < nr; i++) memcpy(buf[i], s + i * plane, (size_t)nq);
+                for (int i = 0; i < 16; i++) t[i] = _mm_loadu_si128((const __m128i *)buf[i]);
+            }
+            tr16_regs(t);
+            for (int i = 0; i < nq; i++) {
+                const size_t q = q0 + (size_t)i, y = q / (size_t)W, x = q % (size_t)W;
+                uint8_t *d = xb + ((y + (size_t)P) * (size_t)Wp + x + (size_t)P) * (size_t)cs + r0;
+                const __m128i v = _mm_xor_si128(t[i], vx);
+                if (nr == 16) {
+                    _mm_storeu_si128((__m128i *)d, v);
+                } else {
+                    uint8_t b16[16];
+                    _mm_storeu_si128((__m128i *)b16, v);
+                    memcpy(d, b16, (size_t)nr);
+                }
+            }
+        }
     }
 }
 

@@ -315,6 +315,29 @@ static void test_maxpool(void **state) {
     }
 }
 
+static void test_global_avgpool(void **state) {
+    (void)state;
+    trng r = {9};
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = simd_paths(paths);
+    for (int it = 0; it < 300; it++) {
+        const int C = (int)rint_in(&r, 1, 40), HW = it < 10 ? 1 + it : (int)rint_in(&r, 1, 4000);
+        int8_t *in = xmalloc((size_t)C * HW), want[40], got[40];
+        /* uniform values, or all at one end (the largest sums and the ties) */
+        const int kind = it % 3, lo = kind == 2 ? 127 : -128, hi = kind == 1 ? -128 : 127;
+        fill_s8(&r, in, (size_t)C * HW, lo, hi);
+        qrt_global_avgpool_s8(want, in, C, HW);
+        for (int i = 0; i < np; i++) {
+            char what[96];
+            memset(got, 0x5a, sizeof got);
+            qrt_global_avgpool_s8_isa(paths[i], got, in, C, HW);
+            snprintf(what, sizeof what, "global_avgpool [%s] C=%d HW=%d", qrt_isa_str(paths[i]), C, HW);
+            expect_chw(got, want, C, 1, 1, what);
+        }
+        free(in);
+    }
+}
+
 static void test_add_input(void **state) {
     (void)state;
     trng r = {6};
@@ -571,6 +594,7 @@ int main(void) {
         cmocka_unit_test(test_conv2d_maxpool),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_global_avgpool),
         cmocka_unit_test(test_add_input),
         cmocka_unit_test(test_models),
     };
