@@ -1,9 +1,11 @@
 /* qat - the command-line tool: train, calibrate, eval, predict, inspect, demo. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blas.h"
 #include "common.h"
+#include "runtime/simd.h"
 
 static const struct {
     const char *name;
@@ -25,8 +27,31 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
 
+/* The environment variables that choose threads and the int8 kernels are read deep in
+ * the library, which falls back silently on a value it does not know; a typo should be
+ * an error the user sees instead. Returns false after printing the problem. */
+static bool env_ok(void) {
+    const char *t = getenv("QAT_NUM_THREADS");
+    if (t && *t) {
+        char *end;
+        long n = strtol(t, &end, 10);
+        if (*end || n < 1 || n > 1024) {
+            fprintf(stderr, "qat: QAT_NUM_THREADS='%s': need a whole number of threads >= 1\n", t);
+            return false;
+        }
+    }
+    const char *isa = getenv("QRT_ISA");
+    qrt_isa parsed;
+    if (isa && *isa && !qrt_isa_parse(isa, &parsed)) {
+        fprintf(stderr, "qat: QRT_ISA='%s': use portable, avx2 or avx512vnni\n", isa);
+        return false;
+    }
+    return true;
+}
+
 int main(int argc, char **argv) {
     cli_blas_select_core(argv);
+    if (!env_ok()) return 2;
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -3,6 +3,7 @@
  * --help everywhere, PTQ and QAT with quantized checkpoints (eval, inspect, exact resume),
  * and clear errors for bad input. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -170,6 +171,13 @@ static void test_errors(void **state) {
     expect_fail("calibrate --from mlp.model", "float checkpoint");
     expect_fail("train --model mlp.model --data train.csv --test-data test.csv --quant w9a9", "bits must be 2..8");
     expect_fail("train --model mlp.model --data train.csv --test-data test.csv --quant w8a8,frob", "unknown option 'frob'");
+    /* Mistyped environment variables are errors, not silent fallbacks. */
+    setenv("QAT_NUM_THREADS", "two", 1);
+    expect_fail("inspect mlp.model", "QAT_NUM_THREADS='two'");
+    unsetenv("QAT_NUM_THREADS");
+    setenv("QRT_ISA", "avx512", 1);
+    expect_fail("inspect mlp.model", "QRT_ISA='avx512'");
+    unsetenv("QRT_ISA");
 }
 
 int main(void) {
