@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "quant.h"
-#include "train/checkpoint.h"
+#include "io/safetensors.h"
 
 #define QAT_INT8_FORMAT "qat-int8"
 #define QAT_INT8_VERSION 1
