@@ -26,6 +26,20 @@ int32_t qrt_div_round_s32(int32_t x, int32_t n) {
     return x >= 0 ? (x + n / 2) / n : -((-x + n / 2) / n);
 }
 
+/* The spec's average (int8-spec.md, "Other ops"), literally:
+ *     q_out = z + sign(d) * floor((2|d| + n) / (2n)),
+ * that is d / n rounded half away from zero, put back on the zero point. In int64: |d|
+ * may be up to 255 n (the loader's bound n * 255 <= 2^31 - 1 keeps d itself in int32),
+ * and 2|d| + n would not fit in int32. Both operands are >= 0, so C's truncating
+ * division is the floor. The result needs no clamp: d / n is the mean of n values of
+ * q - z in [-128 - z, 127 - z] (padding adds 0, also in that range), so its rounding
+ * lies in that range too, and z plus it in [-128, 127]. */
+int8_t qrt_centred_mean_s8(int32_t d, int32_t n, int32_t z) {
+    const int64_t a = d < 0 ? -(int64_t)d : d;
+    const int64_t r = (2 * a + n) / (2 * (int64_t)n);
+    return (int8_t)(z + (d < 0 ? -r : r));
+}
+
 /* in is (C, H, W), w is (OC, C/groups, k, k), out is (OC, OH, OW). */
 void qrt_conv2d_s8(int8_t *out, const int8_t *in, const int8_t *w, const int32_t *bias,
                    const int32_t *mult, const int32_t *shift, const qrt_conv_params *p) {
@@ -103,7 +117,7 @@ void qrt_maxpool_s8(int8_t *out, const int8_t *in, const qrt_pool_params *p) {
 }
 
 /* in is (C, H, W), out is (C, OH, OW). Padded positions hold z_in: they add 0 to the sum
- * of (q - z_in) but count in the divisor k*k. |sum| <= k*k*255 fits in int32. */
+ * d of (q - z_in) but count in the divisor n = k*k. |d| <= k*k*255 fits in int32. */
 void qrt_avgpool_s8(int8_t *out, const int8_t *in, const qrt_pool_params *p) {
     const int H = p->H, W = p->W, k = p->k;
     const int32_t n = (int32_t)k * k, z = p->z_in;
@@ -121,19 +135,20 @@ void qrt_avgpool_s8(int8_t *out, const int8_t *in, const qrt_pool_params *p) {
                     const ptrdiff_t base = (ptrdiff_t)(iy0 + ky) * W + ix0;
                     for (int kx = kx0; kx < kx1; kx++) sum += (int32_t)x[base + kx] - z;
                 }
-                y[oy * p->OW + ox] = (int8_t)(qrt_div_round_s32(sum, n) + z);
+                y[oy * p->OW + ox] = qrt_centred_mean_s8(sum, n, z);
             }
         }
     }
 }
 
-/* in is (C, HW), out is (C). |sum| <= HW * 128 fits in int32 (HW * 255 <= 2^31 - 1). */
-void qrt_global_avgpool_s8(int8_t *out, const int8_t *in, int C, int HW) {
+/* in is (C, HW), out is (C): the average pool's formula with one window of n = HW
+ * positions. |d| <= HW * 255 fits in int32 (the loader's bound). */
+void qrt_global_avgpool_s8(int8_t *out, const int8_t *in, int C, int HW, int32_t z) {
     for (int c = 0; c < C; c++) {
         const int8_t *x = in + (size_t)c * HW;
-        int32_t sum = 0;
-        for (int i = 0; i < HW; i++) sum += x[i];
-        out[c] = (int8_t)qrt_div_round_s32(sum, HW);
+        int32_t d = 0;
+        for (int i = 0; i < HW; i++) d += (int32_t)x[i] - z;
+        out[c] = qrt_centred_mean_s8(d, HW, z);
     }
 }
 

@@ -46,7 +46,8 @@ typedef struct qrt_pool_params {
     int C, H, W;        /* input (C, H, W) */
     int OH, OW;         /* output (C, OH, OW) */
     int k, stride, pad; /* square window */
-    int32_t z_in;       /* average pool: the value of padded positions */
+    int32_t z_in;       /* average pool: the zero point the mean is centred on (the value of
+                           padded positions); the output keeps it. Max pool ignores it. */
 } qrt_pool_params;
 
 typedef struct qrt_add_params {
@@ -72,14 +73,17 @@ void qrt_linear_s8(int8_t *out, const int8_t *in, const int8_t *w, const int32_t
 /* out (C, OH, OW) = max over each window of in (C, H, W); padding never wins. */
 void qrt_maxpool_s8(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 
-/* out (C, OH, OW) = z_in + round(sum_window (in - z_in) / (k*k)), rounding half away
- * from zero; padded positions hold z_in and count in the divisor (count_include_pad).
- * The result is the rounded mean of k*k values in [-128, 127], so it needs no clamp. */
+/* out (C, OH, OW) = qrt_centred_mean_s8(d, k*k, z_in) with d = sum_window (in - z_in):
+ * z_in + d / (k*k) rounded half away from zero; padded positions hold z_in and count in
+ * the divisor (count_include_pad). No clamp is needed (see qrt_centred_mean_s8). */
 void qrt_avgpool_s8(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 
-/* out (C) = round(sum_{HW} in[c] / HW), rounding half away from zero. (The spec's
- * z + round(sum (q - z) / HW) is the same number, z being an integer.) */
-void qrt_global_avgpool_s8(int8_t *out, const int8_t *in, int C, int HW);
+/* out (C) = qrt_centred_mean_s8(d, HW, z) with d = sum_{HW} (in[c] - z), z the input's
+ * zero point (the output keeps it): the spec's one formula for both average pools.
+ * (Not round(sum in[c] / HW), which differs at exact ties whose halves fall on opposite
+ * sides of zero: sum q = -21070 over HW = 196 with z = -128 gives -107 here, -108 there.)
+ * HW >= 1, HW * 255 <= 2^31 - 1, z in [-128, 127]. */
+void qrt_global_avgpool_s8(int8_t *out, const int8_t *in, int C, int HW, int32_t z);
 
 /* TFLite ADD, elementwise over n values:
  *   a' = MBQM((a - z_a) * 2^20, mult_a, shift_a), b' likewise,
@@ -95,5 +99,12 @@ int qrt_argmax_s8(const int8_t *x, int n);
 
 /* x / n rounded to nearest, ties away from zero; n >= 1, |x| + n / 2 <= INT32_MAX. */
 int32_t qrt_div_round_s32(int32_t x, int32_t n);
+
+/* The average pools' rounding (int8-spec.md, "Other ops"): d is the sum over a window of
+ * n >= 1 positions of (q - z), |d| <= 255 n;
+ *     returns z + sign(d) * floor((2|d| + n) / (2n)),
+ * that is z + d / n rounded half away from zero, always within [-128, 127]. Every
+ * average-pool kernel (portable and SIMD, windowed and global) ends in this function. */
+int8_t qrt_centred_mean_s8(int32_t d, int32_t n, int32_t z);
 
 #endif

@@ -80,11 +80,12 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
                 .k = op->k, .stride = op->stride, .pad = op->pad, .z_in = x->z,
             };
             if (op->kind == QRT_OP_MAXPOOL) qrt_maxpool_s8_isa(isa, A + y->offset, A + x->offset, &p);
-            else qrt_avgpool_s8(A + y->offset, A + x->offset, &p);
+            else qrt_avgpool_s8_isa(isa, A + y->offset, A + x->offset, &p);
             break;
         }
-        case QRT_OP_GLOBAL_AVGPOOL:
-            qrt_global_avgpool_s8_isa(isa, A + y->offset, A + x->offset, x->shape[0], x->shape[1] * x->shape[2]);
+        case QRT_OP_GLOBAL_AVGPOOL: /* centred on the input's zero point, which y keeps */
+            qrt_global_avgpool_s8_isa(isa, A + y->offset, A + x->offset, x->shape[0],
+                                      x->shape[1] * x->shape[2], x->z);
             break;
         case QRT_OP_ADD: {
             const qrt_add_params p = {

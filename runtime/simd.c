@@ -336,15 +336,23 @@ void qrt_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_po
     qrt_maxpool_s8(out, in, p);
 }
 
-void qrt_global_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, int C, int HW) {
+/* Windowed average pool: the portable kernel on every path (no profile showed it). */
+void qrt_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_pool_params *p) {
+    (void)isa;
+    qrt_avgpool_s8(out, in, p);
+}
+
+/* AVX2 and AVX-512 VNNI: the vpsadbw kernel of simd_avx2.c (its comment derives that it
+ * computes the spec's formula exactly). */
+void qrt_global_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, int C, int HW, int32_t z) {
     isa = lower(isa);
 #if defined(QRT_SIMD_X86)
     if (isa != QRT_ISA_PORTABLE) {
-        qrt_avx2_global_avgpool(out, in, C, HW);
+        qrt_avx2_global_avgpool(out, in, C, HW, z);
         return;
     }
 #endif
-    qrt_global_avgpool_s8(out, in, C, HW);
+    qrt_global_avgpool_s8(out, in, C, HW, z);
 }
 
 void qrt_add_s8_isa(qrt_isa isa, int8_t *out, const int8_t *a, const int8_t *b, size_t n,

@@ -94,7 +94,11 @@ void qrt_linear_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
 /* ---- elementwise and pooling: no packing, no scratch ------------------------------- */
 
 void qrt_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_pool_params *p);
-void qrt_global_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, int C, int HW);
+/* The average pools (kernels.h): z the input's zero point (p->z_in for the windowed one).
+ * Both end in qrt_centred_mean_s8 on every path; the windowed one is portable code on
+ * every path, the global one sums with vpsadbw on AVX2 and AVX-512 VNNI. */
+void qrt_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_pool_params *p);
+void qrt_global_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, int C, int HW, int32_t z);
 void qrt_add_s8_isa(qrt_isa isa, int8_t *out, const int8_t *a, const int8_t *b, size_t n,
                     const qrt_add_params *p);
 void qrt_input_u8_isa(qrt_isa isa, int8_t *out, const uint8_t *pixels, size_t n);

@@ -304,11 +304,22 @@ void qrt_avx2_input(int8_t *out, const uint8_t *pixels, size_t n) {
     xor_copy((uint8_t *)out, pixels, n, 0x80);
 }
 
-/* Global average pool: per channel, the bytes as u = q + 128 summed with vpsadbw (sums of
- * 8 bytes into 64-bit lanes, exact), then sum(q) = sum(u) - 128 HW and the portable
- * rounding division. |sum(q)| <= 128 HW fits in int32 (the loader's HW * 255 bound). The
- * AVX-512 path uses this one too: the reduction is memory-bound at these sizes. */
-void qrt_avx2_global_avgpool(int8_t *out, const int8_t *in, int C, int HW) {
+/* Global average pool: per channel, the spec's centred mean (int8-spec.md, "Other ops"),
+ * q_out = z + sign(d) floor((2|d| + n) / (2n)) with d = sum (q - z) and n = HW, computed
+ * exactly as the portable kernel does once d is known:
+ *
+ *   1. u = q ^ 0x80 is q + 128 as an unsigned byte, in [0, 255] (two's complement: flipping
+ *      the sign bit adds 128 modulo 256, and q + 128 is already in [0, 255]).
+ *   2. vpsadbw against zero sums |u - 0| = u over each 8 bytes into a 64-bit lane, exactly;
+ *      the lanes are added in 64 bits, so su = sum u = sum (q + 128) with no wrap
+ *      (su <= 255 HW < 2^31).
+ *   3. d = su - (128 + z) HW = sum (q + 128) - sum (128 + z) = sum (q - z), in int64; the
+ *      loader's bound HW * 255 <= 2^31 - 1 and |q - z| <= 255 put d in int32.
+ *   4. qrt_centred_mean_s8(d, HW, z) is the formula itself (kernels.c): the same function,
+ *      on the same integer d, as qrt_global_avgpool_s8, so the byte is the same.
+ *
+ * The AVX-512 path uses this one too: the reduction is memory-bound at these sizes. */
+void qrt_avx2_global_avgpool(int8_t *out, const int8_t *in, int C, int HW, int32_t z) {
     const __m256i flip = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
     for (int c = 0; c < C; c++) {
         const uint8_t *x = (const uint8_t *)in + (size_t)c * HW;
@@ -322,6 +333,7 @@ void qrt_avx2_global_avgpool(int8_t *out, const int8_t *in, int C, int HW) {
         _mm256_storeu_si256((__m256i *)lanes, acc);
         int64_t su = lanes[0] + lanes[1] + lanes[2] + lanes[3];
         for (; i < HW; i++) su += (uint8_t)(x[i] ^ 0x80u);
-        out[c] = (int8_t)qrt_div_round_s32((int32_t)(su - 128 * (int64_t)HW), HW);
+        const int64_t d = su - (128 + (int64_t)z) * HW;
+        out[c] = qrt_centred_mean_s8((int32_t)d, HW, z);
     }
 }

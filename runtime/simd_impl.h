@@ -96,7 +96,7 @@ void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_con
 int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 void qrt_avx2_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const qrt_add_params *p);
 void qrt_avx2_input(int8_t *out, const uint8_t *pixels, size_t n);
-void qrt_avx2_global_avgpool(int8_t *out, const int8_t *in, int C, int HW);
+void qrt_avx2_global_avgpool(int8_t *out, const int8_t *in, int C, int HW, int32_t z);
 #endif
 
 /* Model integration (model.c, run.c). */

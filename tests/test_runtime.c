@@ -79,10 +79,11 @@ static int32_t ref_mbqm(int32_t x, int32_t M0, int shift) {
     return ref_rdbpot(ref_srdhm((int32_t)xs, M0), right);
 }
 
-static int64_t ref_div_round(int64_t s, int64_t n) { /* half away from zero */
-    int64_t q = s / n, r = s % n;
-    if (2 * (r < 0 ? -r : r) >= n) q += s < 0 ? -1 : 1;
-    return q;
+/* Both average pools (int8-spec.md, "Other ops"), the formula as the spec writes it:
+ * d = sum over the window of (q - z), q_out = z + sign(d) * floor((2|d| + n) / (2n)). */
+static int ref_centred_mean(int64_t d, int64_t n, int z) {
+    const int64_t a = d < 0 ? -d : d, f = (2 * a + n) / (2 * n); /* operands >= 0: the floor */
+    return (int)(z + (d > 0 ? f : d < 0 ? -f : 0));
 }
 
 /* ---- fixed point tests -------------------------------------------------------------- */
@@ -284,15 +285,15 @@ static void ref_pool(int8_t *out, const int8_t *in, const qrt_pool_params *p, bo
                     }
                 if (max && best == 1000) fail_msg("test bug: a max-pool window of padding only");
                 out[((size_t)c * p->OH + oy) * p->OW + ox] =
-                    (int8_t)(max ? best : ref_div_round(sum, (int64_t)p->k * p->k) + p->z_in);
+                    (int8_t)(max ? best : ref_centred_mean(sum, (int64_t)p->k * p->k, p->z_in));
             }
 }
 
-static void ref_gap(int8_t *out, const int8_t *in, int C, int HW) {
+static void ref_gap(int8_t *out, const int8_t *in, int C, int HW, int z) {
     for (int c = 0; c < C; c++) {
-        int64_t sum = 0;
-        for (int i = 0; i < HW; i++) sum += in[(size_t)c * HW + i];
-        out[c] = (int8_t)ref_div_round(sum, HW);
+        int64_t d = 0;
+        for (int i = 0; i < HW; i++) d += in[(size_t)c * HW + i] - z;
+        out[c] = (int8_t)ref_centred_mean(d, HW, z);
     }
 }
 
@@ -435,22 +436,39 @@ static void test_pool_s8(void **state) {
     qrt_pool_params p = {.C = 2, .H = 2, .W = 2, .OH = 1, .OW = 1, .k = 2, .stride = 2, .pad = 0, .z_in = 0};
     qrt_avgpool_s8(out, in, &p);
     if (out[0] != 1 || out[1] != -1) fail_msg("avgpool ties: got %d %d, expected 1 -1", out[0], out[1]);
+    /* Ties whose halves straddle zero: z = -3, sum (q - z) = 2 over 4 (mean +0.5 -> z + 1 =
+     * -2) while sum q = -10 (-2.5, which round(sum q / n) would take to -3); and z = 3,
+     * sum (q - z) = -2 (-0.5 -> 2) while sum q = 10 (2.5 -> 3). */
+    const int8_t st[8] = {-2, -2, -3, -3, 2, 2, 3, 3};
+    qrt_pool_params pz = p;
+    pz.C = 1, pz.z_in = -3;
+    qrt_avgpool_s8(out, st, &pz);
+    pz.z_in = 3;
+    qrt_avgpool_s8(out + 1, st + 4, &pz);
+    if (out[0] != -2 || out[1] != 2) fail_msg("avgpool ties across zero: got %d %d, expected -2 2", out[0], out[1]);
     for (int it = 0; it < 100; it++) {
-        int C = (int)rint_in(&r, 1, 5), HW = (int)rint_in(&r, 1, 64);
+        int C = (int)rint_in(&r, 1, 5), HW = (int)rint_in(&r, 1, 64), z = (int)rint_in(&r, -128, 127);
         int8_t *x = xmalloc((size_t)C * HW), got[5], want[5];
         fill_s8(&r, x, (size_t)C * HW, -128, it % 2 ? 127 : -100);
-        qrt_global_avgpool_s8(got, x, C, HW);
-        ref_gap(want, x, C, HW);
+        qrt_global_avgpool_s8(got, x, C, HW, z);
+        ref_gap(want, x, C, HW, z);
         char what[64];
-        snprintf(what, sizeof what, "global_avgpool C=%d HW=%d", C, HW);
+        snprintf(what, sizeof what, "global_avgpool C=%d HW=%d z=%d", C, HW, z);
         expect_s8(got, want, C, what);
         free(x);
     }
     int8_t x4[4] = {1, 0, 0, 1}, x4n[4] = {-1, 0, 0, -1}, g;
-    qrt_global_avgpool_s8(&g, x4, 1, 4);
+    qrt_global_avgpool_s8(&g, x4, 1, 4, 0);
     if (g != 1) fail_msg("global_avgpool of 0.5: got %d, expected 1", g);
-    qrt_global_avgpool_s8(&g, x4n, 1, 4);
+    qrt_global_avgpool_s8(&g, x4n, 1, 4, 0);
     if (g != -1) fail_msg("global_avgpool of -0.5: got %d, expected -1", g);
+    /* The issue's case (residual CNN w8a8, Fashion-MNIST test image 4, channel 25): sum q =
+     * -21070 over 196 positions, z = -128. d = -21070 + 128 * 196 = 4018 = 20.5 * 196, so
+     * q_out = -128 + 21 = -107 (round(sum q / n) = round(-107.5) gave -108). */
+    int8_t x196[196];
+    for (int i = 0; i < 196; i++) x196[i] = (int8_t)(i % 2 ? -107 : -108);
+    qrt_global_avgpool_s8(&g, x196, 1, 196, -128);
+    if (g != -107) fail_msg("global_avgpool, sum q = -21070 over 196, z = -128: got %d, expected -107", g);
 }
 
 static void test_add_s8(void **state) {
@@ -813,7 +831,7 @@ static void tmodel_ref(const tmodel *tm, const uint8_t *px, int8_t logits[10]) {
     ref_pool(v5, v4, &P_AP, false);
     ref_conv(v6, v0, L(c2), &P_C2);
     ref_conv(v7, v5, L(g), &P_G);
-    ref_gap(v9, v6, 5, 16);
+    ref_gap(v9, v6, 5, 16, P_C2.z_out);
     ref_linear(v10, v7, L(fc1), &P_FC1);
     ref_linear(v12, v9, L(fc2), &P_FC2);
 #undef L

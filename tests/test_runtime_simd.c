@@ -12,6 +12,10 @@
  *  - linear (GEMV) likewise, F_in up to 3200 and F_out up to 300;
  *  - max pool (the 2x2 fast path and the fallback), add (TFLite scheme) and the input
  *    conversion on random data and parameters;
+ *  - both average pools against the spec's centred formula written out here (on the
+ *    portable path too): exact ties whose halves straddle zero, the issue-11 case
+ *    (sum q = -21070 over 196, z = -128 -> -107), random data, and small models of
+ *    avgpool and global_avgpool through qrt_run_isa;
  *  - whole models built here (safetensors bytes + graph text): qrt_run_isa on every path
  *    gives the portable logits; every conv/linear got packed; QRT_ISA forces a path.
  * A mismatch prints its position, got and expected.
@@ -315,26 +319,172 @@ static void test_maxpool(void **state) {
     }
 }
 
+/* ---- average pools: the spec's centred formula on every path -------------------------- */
+
+/* Every path: the portable one first, then the SIMD paths this CPU has (a note names the
+ * others). */
+static int all_paths(qrt_isa *out) {
+    out[0] = QRT_ISA_PORTABLE;
+    return 1 + simd_paths(out + 1);
+}
+
+/* int8-spec.md, "Other ops", as written: d = sum over the window of (q - z), padded
+ * positions holding z and counting in n; q_out = z + sign(d) * floor((2|d| + n) / (2n)). */
+static int8_t spec_mean(int64_t d, int64_t n, int z) {
+    const int64_t a = d < 0 ? -d : d, f = (2 * a + n) / (2 * n); /* operands >= 0: the floor */
+    return (int8_t)(z + (d > 0 ? f : d < 0 ? -f : 0));
+}
+
+static void spec_global_avgpool(int8_t *out, const int8_t *in, int C, int HW, int z) {
+    for (int c = 0; c < C; c++) {
+        int64_t d = 0;
+        for (int i = 0; i < HW; i++) d += in[(size_t)c * HW + i] - z;
+        out[c] = spec_mean(d, HW, z);
+    }
+}
+
+static void spec_avgpool(int8_t *out, const int8_t *in, const qrt_pool_params *p) {
+    for (int c = 0; c < p->C; c++)
+        for (int oy = 0; oy < p->OH; oy++)
+            for (int ox = 0; ox < p->OW; ox++) {
+                int64_t d = 0;
+                for (int i = 0; i < p->k; i++)
+                    for (int j = 0; j < p->k; j++) {
+                        const int iy = oy * p->stride - p->pad + i, ix = ox * p->stride - p->pad + j;
+                        if (iy >= 0 && iy < p->H && ix >= 0 && ix < p->W)
+                            d += in[((size_t)c * p->H + iy) * p->W + ix] - p->z_in;
+                        /* else: padding holds z_in, adds 0, counts in n */
+                    }
+                out[((size_t)c * p->OH + oy) * p->OW + ox] = spec_mean(d, (int64_t)p->k * p->k, p->z_in);
+            }
+}
+
+/* One channel (HW values) made an exact tie: half the values v, half v + 1, so that
+ * d / HW = v - z + 1/2 for any z (HW even), in a random order. */
+static void make_tie(trng *r, int8_t *x, int HW) {
+    const int v = (int)rint_in(r, -128, 126);
+    for (int i = 0; i < HW; i++) x[i] = (int8_t)(i < HW / 2 ? v : v + 1);
+    for (int i = HW - 1; i > 0; i--) { /* Fisher-Yates */
+        const int j = (int)rint_in(r, 0, i);
+        const int8_t t = x[i];
+        x[i] = x[j], x[j] = t;
+    }
+}
+
 static void test_global_avgpool(void **state) {
     (void)state;
     trng r = {9};
     qrt_isa paths[QRT_ISA_COUNT];
-    const int np = simd_paths(paths);
-    for (int it = 0; it < 300; it++) {
-        const int C = (int)rint_in(&r, 1, 40), HW = it < 10 ? 1 + it : (int)rint_in(&r, 1, 4000);
+    const int np = all_paths(paths);
+    int ties = 0, straddle = 0;
+    for (int it = 0; it < 600; it++) {
+        const int C = (int)rint_in(&r, 1, 40), z = it % 5 == 0 ? (it % 10 ? -128 : 127) : (int)rint_in(&r, -128, 127);
+        int HW = it < 10 ? 1 + it : (int)rint_in(&r, 1, 4000);
+        const int kind = it % 4; /* uniform values, all at one end (the largest |d|), or ties */
+        if (kind == 3 && HW % 2) HW++;
         int8_t *in = xmalloc((size_t)C * HW), want[40], got[40];
-        /* uniform values, or all at one end (the largest sums and the ties) */
-        const int kind = it % 3, lo = kind == 2 ? 127 : -128, hi = kind == 1 ? -128 : 127;
-        fill_s8(&r, in, (size_t)C * HW, lo, hi);
-        qrt_global_avgpool_s8(want, in, C, HW);
+        if (kind == 3) {
+            for (int c = 0; c < C; c++) make_tie(&r, in + (size_t)c * HW, HW);
+        } else {
+            const int lo = kind == 2 ? 127 : -128, hi = kind == 1 ? -128 : 127;
+            fill_s8(&r, in, (size_t)C * HW, lo, hi);
+        }
+        spec_global_avgpool(want, in, C, HW, z);
+        for (int c = 0; kind == 3 && c < C; c++) {
+            int64_t sq = 0;
+            for (int i = 0; i < HW; i++) sq += in[(size_t)c * HW + i];
+            ties++;
+            /* round(sum q / n), half away from zero: what the runtime computed before */
+            const int64_t a = sq < 0 ? -sq : sq, old = (sq < 0 ? -1 : 1) * ((2 * a + HW) / (2 * HW));
+            straddle += old != want[c];
+        }
         for (int i = 0; i < np; i++) {
             char what[96];
             memset(got, 0x5a, sizeof got);
-            qrt_global_avgpool_s8_isa(paths[i], got, in, C, HW);
-            snprintf(what, sizeof what, "global_avgpool [%s] C=%d HW=%d", qrt_isa_str(paths[i]), C, HW);
+            qrt_global_avgpool_s8_isa(paths[i], got, in, C, HW, z);
+            snprintf(what, sizeof what, "global_avgpool [%s] C=%d HW=%d z=%d", qrt_isa_str(paths[i]), C, HW, z);
             expect_chw(got, want, C, 1, 1, what);
         }
         free(in);
+    }
+    if (straddle < ties / 10) fail_msg("weak test: only %d of %d ties straddle zero", straddle, ties);
+}
+
+/* Hand-picked ties on every path: both average pools, halves on either side of zero. */
+static void test_avgpool_ties(void **state) {
+    (void)state;
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = all_paths(paths);
+    /* Global: {values, their count, z, expected}. */
+    static const struct { int v0, n0, v1, n1, z, want; const char *what; } g[] = {
+        {-107, 98, -108, 98, -128, -107, "the issue's case: sum q = -21070 over 196, z = -128"},
+        {-1, 98, 0, 98, -128, 0, "sum q = -98 over 196 (-0.5), z = -128: d / n = +127.5"},
+        {0, 2, 1, 2, 127, 0, "sum q = 2 over 4 (+0.5), z = 127: d / n = -126.5"},
+        {-2, 1, -3, 1, -3, -2, "z = -3: sum q = -5 over 2 (-2.5), d / n = +0.5"},
+        {2, 1, 3, 1, 3, 2, "z = 3: sum q = 5 over 2 (+2.5), d / n = -0.5"},
+        {5, 3, 6, 3, 0, 6, "z = 0: 5.5 (ties away from zero, as the spec says)"},
+        {-5, 3, -6, 3, 0, -6, "z = 0: -5.5"},
+        {127, 4000, 127, 0, -128, 127, "d = 255 n, the largest"},
+        {-128, 4000, -128, 0, 127, -128, "d = -255 n"},
+    };
+    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
+        const int HW = g[k].n0 + g[k].n1;
+        int8_t *x = xmalloc((size_t)HW), got;
+        for (int i = 0; i < HW; i++) x[i] = (int8_t)(i < g[k].n0 ? g[k].v0 : g[k].v1);
+        int64_t d = 0;
+        for (int i = 0; i < HW; i++) d += x[i] - g[k].z;
+        if (spec_mean(d, HW, g[k].z) != g[k].want) fail_msg("test bug: case %zu (%s)", k, g[k].what);
+        for (int i = 0; i < np; i++) {
+            qrt_global_avgpool_s8_isa(paths[i], &got, x, 1, HW, g[k].z);
+            if (got != g[k].want)
+                fail_msg("global_avgpool [%s], %s: got %d, expected %d", qrt_isa_str(paths[i]), g[k].what, got, g[k].want);
+        }
+        free(x);
+    }
+    /* Windowed: 2x2 windows, stride 2, of one (2, 2, 4) input; and 3x3 pad 1 windows
+     * whose padding (z) counts in n. */
+    const int8_t in[16] = {-2, -2, 2, 2,  -3, -3, 3, 3,    /* channel 0: windows {-2,-2,-3,-3}, {2,2,3,3} */
+                           0, 1, -1, 0,   0, 1, -1, 0};    /* channel 1: {0,1,0,1}, {-1,0,-1,0} */
+    static const struct { int z; int8_t want[4]; } w[] = {
+        {-3, {-2, 3, 1, 0}},  /* d/n: +0.5, +5.5, +3.5, +2.5 (sum q / n: -2.5, 2.5, 0.5, -0.5) */
+        {3, {-3, 2, 0, -1}},  /* -5.5, -0.5, -2.5, -3.5 */
+        {0, {-3, 3, 1, -1}},  /* -2.5, 2.5, 0.5, -0.5 */
+    };
+    for (size_t k = 0; k < sizeof w / sizeof w[0]; k++) {
+        const qrt_pool_params p = {.C = 2, .H = 2, .W = 4, .OH = 1, .OW = 2, .k = 2, .stride = 2, .pad = 0, .z_in = w[k].z};
+        int8_t want[4], got[4];
+        spec_avgpool(want, in, &p);
+        if (memcmp(want, w[k].want, 4)) fail_msg("test bug: windowed case z=%d", w[k].z);
+        for (int i = 0; i < np; i++) {
+            char what[64];
+            memset(got, 0x5a, sizeof got);
+            qrt_avgpool_s8_isa(paths[i], got, in, &p);
+            snprintf(what, sizeof what, "avgpool ties [%s] z=%d", qrt_isa_str(paths[i]), w[k].z);
+            expect_vec(got, w[k].want, 4, what);
+        }
+    }
+    /* Random windows (padding included) against the formula, every path. */
+    trng r = {31};
+    for (int it = 0; it < 300; it++) {
+        qrt_pool_params p = {.C = (int)rint_in(&r, 1, 4), .k = (int)rint_in(&r, 1, 4), .stride = (int)rint_in(&r, 1, 3),
+                             .z_in = (int32_t)rint_in(&r, -128, 127)};
+        p.pad = (int)rint_in(&r, 0, p.k / 2);
+        p.H = (int)rint_in(&r, p.k, 12), p.W = (int)rint_in(&r, p.k, 12);
+        p.OH = (p.H + 2 * p.pad - p.k) / p.stride + 1, p.OW = (p.W + 2 * p.pad - p.k) / p.stride + 1;
+        const size_t nin = (size_t)p.C * p.H * p.W, nout = (size_t)p.C * p.OH * p.OW;
+        int8_t *x = xmalloc(nin), *want = xmalloc(nout), *got = xmalloc(nout);
+        if (it % 2) fill_s8(&r, x, nin, -128, 127);
+        else fill_s8(&r, x, nin, p.z_in - 1 < -128 ? -128 : p.z_in - 1, p.z_in + 1 > 127 ? 127 : p.z_in + 1); /* many ties */
+        spec_avgpool(want, x, &p);
+        for (int i = 0; i < np; i++) {
+            char what[128];
+            memset(got, 0x5a, nout);
+            qrt_avgpool_s8_isa(paths[i], got, x, &p);
+            snprintf(what, sizeof what, "avgpool [%s] C=%d H=%d W=%d k=%d stride=%d pad=%d z=%d", qrt_isa_str(paths[i]),
+                     p.C, p.H, p.W, p.k, p.stride, p.pad, p.z_in);
+            expect_chw(got, want, p.C, p.OH, p.OW, what);
+        }
+        free(x), free(want), free(got);
     }
 }
 
@@ -556,6 +706,97 @@ static void test_models(void **state) {
     }
 }
 
+/* Both average pools in whole models, through qrt_run_isa on every path: the issue's
+ * tie (model 0, channel 0), other ties across zero, and random images near and far from
+ * the zero point, against the formula applied to q = p - 128. */
+static uint8_t *pool_model(int which, int z, size_t *len) {
+    mfile *f = xmalloc(sizeof *f);
+    memset(f, 0, sizeof *f);
+    if (which == 0) {
+        gline(f, "input out=0 shape=3,14,14 z=%d\n", z);
+        gline(f, "global_avgpool in=0 out=1 shape=3\n");
+        gline(f, "output in=1\n");
+    } else if (which == 1) { /* avgpool with padding, then 2x2 stride 2 */
+        gline(f, "input out=0 shape=2,4,6 z=%d\n", z);
+        gline(f, "avgpool in=0 out=1 shape=2,4,6 k=3 stride=1 pad=1\n");
+        gline(f, "avgpool in=1 out=2 shape=2,2,3 k=2 stride=2 pad=0\n");
+        gline(f, "flatten in=2 out=3 shape=12\n");
+        gline(f, "output in=3\n");
+    } else { /* avgpool then global_avgpool (declared C,1,1) */
+        gline(f, "input out=0 shape=3,5,5 z=%d\n", z);
+        gline(f, "avgpool in=0 out=1 shape=3,5,5 k=3 stride=1 pad=1\n");
+        gline(f, "global_avgpool in=1 out=2 shape=3,1,1\n");
+        gline(f, "flatten in=2 out=3 shape=3\n");
+        gline(f, "output in=3\n");
+    }
+    uint8_t *b = mfile_bytes(f, len);
+    free(f);
+    return b;
+}
+
+static void pool_model_ref(int which, int z, const uint8_t *px, int8_t *out) {
+    int8_t q[3 * 14 * 14], a[3 * 5 * 5];
+    const int n = which == 0 ? 3 * 14 * 14 : which == 1 ? 2 * 4 * 6 : 3 * 5 * 5;
+    for (int i = 0; i < n; i++) q[i] = (int8_t)(px[i] - 128);
+    if (which == 0) {
+        spec_global_avgpool(out, q, 3, 196, z);
+    } else if (which == 1) {
+        const qrt_pool_params p1 = {.C = 2, .H = 4, .W = 6, .OH = 4, .OW = 6, .k = 3, .stride = 1, .pad = 1, .z_in = z};
+        const qrt_pool_params p2 = {.C = 2, .H = 4, .W = 6, .OH = 2, .OW = 3, .k = 2, .stride = 2, .pad = 0, .z_in = z};
+        spec_avgpool(a, q, &p1);
+        spec_avgpool(out, a, &p2);
+    } else {
+        const qrt_pool_params p1 = {.C = 3, .H = 5, .W = 5, .OH = 5, .OW = 5, .k = 3, .stride = 1, .pad = 1, .z_in = z};
+        spec_avgpool(a, q, &p1);
+        spec_global_avgpool(out, a, 3, 25, z);
+    }
+}
+
+static void test_avgpool_models(void **state) {
+    (void)state;
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = all_paths(paths);
+    static const int zs[] = {-128, -3, 0, 3, 127, -55};
+    trng r = {77};
+    for (int which = 0; which < 3; which++)
+        for (size_t zi = 0; zi < sizeof zs / sizeof zs[0]; zi++) {
+            const int z = zs[zi];
+            size_t len;
+            uint8_t *file = pool_model(which, z, &len);
+            const size_t need = qrt_model_mem_size(file, len);
+            uint8_t *mem = xmalloc(need ? need : 1);
+            qrt_model m;
+            qrt_error err;
+            if (qrt_model_load(&m, file, len, mem, need, &err) != QRT_STATUS_OK)
+                fail_msg("pool model %d z=%d: %s", which, z, err.msg);
+            const int in_n = qrt_model_input(&m)->numel, n_out = qrt_model_n_outputs(&m);
+            uint8_t *arena = xmalloc(qrt_arena_size(&m) + 1), px[3 * 14 * 14];
+            for (int it = 0; it < 40; it++) {
+                if (which == 0 && it == 0) { /* the issue's channel, then -0.5 over 196, then random */
+                    for (int i = 0; i < 196; i++) px[i] = (uint8_t)(i % 2 ? 21 : 20);        /* q = -107, -108 */
+                    for (int i = 0; i < 196; i++) px[196 + i] = (uint8_t)(i % 2 ? 127 : 128); /* q = -1, 0 */
+                    for (int i = 392; i < in_n; i++) px[i] = (uint8_t)rint_in(&r, 0, 255);
+                } else {
+                    /* near the zero point (ties are common) or anywhere */
+                    const int c = z + 128, lo = it % 2 ? 0 : (c - 2 < 0 ? 0 : c - 2), hi = it % 2 ? 255 : (c + 2 > 255 ? 255 : c + 2);
+                    for (int i = 0; i < in_n; i++) px[i] = (uint8_t)rint_in(&r, lo, hi);
+                }
+                int8_t want[16], got[16];
+                pool_model_ref(which, z, px, want);
+                if (which == 0 && it == 0 && z == -128 && (want[0] != -107 || want[1] != 0))
+                    fail_msg("test bug: the issue's case gives %d and %d", want[0], want[1]);
+                for (int i = 0; i < np; i++) {
+                    char what[96];
+                    memset(got, 0x5a, sizeof got);
+                    if (qrt_run_isa(&m, paths[i], px, arena + 1, got, NULL) != QRT_STATUS_OK) fail_msg("run failed");
+                    snprintf(what, sizeof what, "pool model %d z=%d image %d [%s]", which, z, it, qrt_isa_str(paths[i]));
+                    expect_vec(got, want, (size_t)n_out, what);
+                }
+            }
+            free(arena), free(mem), free(file);
+        }
+}
+
 static void test_isa_selection(void **state) {
     (void)state;
     qrt_isa isa;
@@ -595,6 +836,8 @@ int main(void) {
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_global_avgpool),
+        cmocka_unit_test(test_avgpool_ties),
+        cmocka_unit_test(test_avgpool_models),
         cmocka_unit_test(test_add_input),
         cmocka_unit_test(test_models),
     };
