@@ -11,23 +11,69 @@
 #include "linear.h"
 #include "pool.h"
 
-const char *qat_layer_kind_str(qat_layer_kind k) {
-    switch (k) {
-    case QAT_LAYER_LINEAR: return "linear";
-    case QAT_LAYER_CONV2D: return "conv2d";
-    case QAT_LAYER_BATCHNORM: return "batchnorm";
-    case QAT_LAYER_RELU: return "relu";
-    case QAT_LAYER_RELU6: return "relu6";
-    case QAT_LAYER_SIGMOID: return "sigmoid";
-    case QAT_LAYER_TANH: return "tanh";
-    case QAT_LAYER_MAXPOOL: return "maxpool";
-    case QAT_LAYER_AVGPOOL: return "avgpool";
-    case QAT_LAYER_GLOBAL_AVGPOOL: return "global_avgpool";
-    case QAT_LAYER_FLATTEN: return "flatten";
-    case QAT_LAYER_DROPOUT: return "dropout";
-    case QAT_LAYER_RESIDUAL: return "residual";
+void qat_layer_average_window(const qat_layer *l, int *kh, int *kw, int *stride, int *pad) {
+    QAT_ASSERT(qat_layer_role_of(l) == QAT_LAYER_ROLE_AVERAGE && l->in_ndim == 3);
+    if (l->kind == QAT_LAYER_GLOBAL_AVGPOOL) {
+        *kh = l->in_shape[1], *kw = l->in_shape[2], *stride = 1, *pad = 0;
+    } else {
+        *kh = *kw = l->cfg.pool.kernel, *stride = l->cfg.pool.stride, *pad = l->cfg.pool.pad;
     }
-    return "unknown";
+}
+
+/* Every layer kind: its name (model files, messages) and its role (model.h). */
+static const struct {
+    const char *name;
+    qat_layer_role role;
+} KINDS[] = {
+    [QAT_LAYER_LINEAR] = {"linear", QAT_LAYER_ROLE_WEIGHTED},
+    [QAT_LAYER_CONV2D] = {"conv2d", QAT_LAYER_ROLE_WEIGHTED},
+    [QAT_LAYER_BATCHNORM] = {"batchnorm", QAT_LAYER_ROLE_NORM},
+    [QAT_LAYER_RELU] = {"relu", QAT_LAYER_ROLE_CLAMP},
+    [QAT_LAYER_RELU6] = {"relu6", QAT_LAYER_ROLE_CLAMP},
+    [QAT_LAYER_SIGMOID] = {"sigmoid", QAT_LAYER_ROLE_NONLINEAR},
+    [QAT_LAYER_TANH] = {"tanh", QAT_LAYER_ROLE_NONLINEAR},
+    [QAT_LAYER_MAXPOOL] = {"maxpool", QAT_LAYER_ROLE_SELECT},
+    [QAT_LAYER_AVGPOOL] = {"avgpool", QAT_LAYER_ROLE_AVERAGE},
+    [QAT_LAYER_GLOBAL_AVGPOOL] = {"global_avgpool", QAT_LAYER_ROLE_AVERAGE},
+    [QAT_LAYER_FLATTEN] = {"flatten", QAT_LAYER_ROLE_SELECT},
+    [QAT_LAYER_DROPOUT] = {"dropout", QAT_LAYER_ROLE_SELECT},
+    [QAT_LAYER_RESIDUAL] = {"residual", QAT_LAYER_ROLE_BLOCK},
+};
+_Static_assert(sizeof KINDS / sizeof KINDS[0] == QAT_LAYER_COUNT, "one KINDS entry per layer kind");
+
+const char *qat_layer_kind_str(qat_layer_kind k) {
+    return (unsigned)k < QAT_LAYER_COUNT ? KINDS[k].name : "unknown";
+}
+
+qat_layer_role qat_layer_role_of(const qat_layer *l) {
+    QAT_ASSERT((unsigned)l->kind < QAT_LAYER_COUNT);
+    return KINDS[l->kind].role;
+}
+
+float qat_layer_clamp_max(const qat_layer *l) {
+    QAT_ASSERT(qat_layer_role_of(l) == QAT_LAYER_ROLE_CLAMP);
+    return l->kind == QAT_LAYER_RELU6 ? 6.0f : INFINITY;
+}
+
+int qat_layer_channels(const qat_layer *l) {
+    switch (l->kind) {
+    case QAT_LAYER_LINEAR: return l->cfg.linear.out;
+    case QAT_LAYER_CONV2D: return l->cfg.conv.out;
+    case QAT_LAYER_BATCHNORM: return l->cfg.bn.channels;
+    case QAT_LAYER_RELU:
+    case QAT_LAYER_RELU6:
+    case QAT_LAYER_SIGMOID:
+    case QAT_LAYER_TANH:
+    case QAT_LAYER_MAXPOOL:
+    case QAT_LAYER_AVGPOOL:
+    case QAT_LAYER_GLOBAL_AVGPOOL:
+    case QAT_LAYER_FLATTEN:
+    case QAT_LAYER_DROPOUT:
+    case QAT_LAYER_RESIDUAL:
+    case QAT_LAYER_COUNT: break;
+    }
+    QAT_ASSERT(!"qat_layer_channels: a layer without channels of its own");
+    return 0;
 }
 
 qat_model *qat_model_new(int ndim, const int *sample_shape) {
@@ -64,7 +110,7 @@ static void seq_free(qat_seq *s) {
 void qat_model_free(qat_model *m) {
     if (!m) return;
     if (m->quant_free) m->quant_free(m);
-    free(m->extra_tensors);
+    free(m->state);
     seq_free(&m->root);
     free(m->params);
     free(m->grads);
@@ -282,7 +328,9 @@ qat_status qat_model_residual_end(qat_model *m) {
 
 /* ---- finalize: count, allocate, assign, initialise ---- */
 
-static void count_seq(const qat_seq *s, size_t *np, size_t *nb, int *nt) {
+/* Parameter floats, buffer floats, parameter tensors and buffer tensors of a sequence
+ * (each tensor is one entry of the model's state). */
+static void count_seq(const qat_seq *s, size_t *np, size_t *nb, int *nt, int *nbt) {
     for (int i = 0; i < s->n; i++) {
         const qat_layer *l = &s->layers[i];
         switch (l->kind) {
@@ -301,12 +349,22 @@ static void count_seq(const qat_seq *s, size_t *np, size_t *nb, int *nt) {
             *np += 2 * (size_t)l->cfg.bn.channels;
             *nb += 2 * (size_t)l->cfg.bn.channels;
             *nt += 2;
+            *nbt += 2;
             break;
         case QAT_LAYER_RESIDUAL:
-            count_seq(&l->body, np, nb, nt);
-            count_seq(&l->shortcut, np, nb, nt);
+            count_seq(&l->body, np, nb, nt, nbt);
+            count_seq(&l->shortcut, np, nb, nt, nbt);
             break;
-        default: break;
+        case QAT_LAYER_RELU:
+        case QAT_LAYER_RELU6:
+        case QAT_LAYER_SIGMOID:
+        case QAT_LAYER_TANH:
+        case QAT_LAYER_MAXPOOL:
+        case QAT_LAYER_AVGPOOL:
+        case QAT_LAYER_GLOBAL_AVGPOOL:
+        case QAT_LAYER_FLATTEN:
+        case QAT_LAYER_DROPOUT:
+        case QAT_LAYER_COUNT: break;
         }
     }
 }
@@ -327,6 +385,20 @@ static void assign_param(assign_state *st, qat_tensor *x, char *name_buf, size_t
     x->name = name_buf;
     st->p += x->n;
     st->m->param_tensors[st->t++] = x;
+    st->m->state[st->m->n_state++] = x;
+}
+
+/* A batch-norm running statistic: c floats of the buffer array, filled with v. */
+static void assign_buffer(assign_state *st, qat_tensor *x, char *name_buf, size_t name_len,
+                          const char *layer, const char *suffix, int c, float v) {
+    qat_tensor_set_shape(x, 1, (int[]){c});
+    x->data = st->m->buffers + st->b;
+    x->grad = NULL;
+    snprintf(name_buf, name_len, "%s.%s", layer, suffix);
+    x->name = name_buf;
+    st->b += (size_t)c;
+    qat_init_fill(x->data, (size_t)c, v);
+    st->m->state[st->m->n_state++] = x;
 }
 
 static void assign_seq(assign_state *st, qat_seq *s) {
@@ -366,18 +438,26 @@ static void assign_seq(assign_state *st, qat_seq *s) {
                          (int[]){c});
             qat_init_fill(l->weight.data, (size_t)c, 1.0f);
             qat_init_fill(l->bias.data, (size_t)c, 0.0f);
-            l->running_mean = st->m->buffers + st->b;
-            l->running_var = st->m->buffers + st->b + c;
-            st->b += 2 * (size_t)c;
-            qat_init_fill(l->running_mean, (size_t)c, 0.0f);
-            qat_init_fill(l->running_var, (size_t)c, 1.0f);
+            assign_buffer(st, &l->running_mean, l->running_mean_name, sizeof l->running_mean_name,
+                          l->name, "running_mean", c, 0.0f);
+            assign_buffer(st, &l->running_var, l->running_var_name, sizeof l->running_var_name,
+                          l->name, "running_var", c, 1.0f);
             break;
         }
         case QAT_LAYER_RESIDUAL:
             assign_seq(st, &l->body);
             assign_seq(st, &l->shortcut);
             break;
-        default: break;
+        case QAT_LAYER_RELU:
+        case QAT_LAYER_RELU6:
+        case QAT_LAYER_SIGMOID:
+        case QAT_LAYER_TANH:
+        case QAT_LAYER_MAXPOOL:
+        case QAT_LAYER_AVGPOOL:
+        case QAT_LAYER_GLOBAL_AVGPOOL:
+        case QAT_LAYER_FLATTEN:
+        case QAT_LAYER_DROPOUT:
+        case QAT_LAYER_COUNT: break;
         }
     }
 }
@@ -392,38 +472,64 @@ qat_status qat_model_finalize(qat_model *m, qat_rng *rng) {
                              "model: a residual block was opened but not closed");
     if (m->root.n == 0) return qat_error_set(&m->err, QAT_STATUS_INVALID_ARG, "model: no layers");
     size_t np = 0, nb = 0;
-    int nt = 0;
-    count_seq(&m->root, &np, &nb, &nt);
+    int nt = 0, nbt = 0;
+    count_seq(&m->root, &np, &nb, &nt, &nbt);
     m->params = calloc(np ? np : 1, sizeof(float));
     m->grads = calloc(np ? np : 1, sizeof(float));
     m->buffers = calloc(nb ? nb : 1, sizeof(float));
     m->param_tensors = calloc(nt ? (size_t)nt : 1, sizeof *m->param_tensors);
-    if (!m->params || !m->grads || !m->buffers || !m->param_tensors)
+    const int ns = nt + nbt;
+    m->state = calloc(ns ? (size_t)ns : 1, sizeof *m->state);
+    if (!m->params || !m->grads || !m->buffers || !m->param_tensors || !m->state)
         return qat_error_set(&m->err, QAT_STATUS_NOMEM, "model: out of memory for %zu parameters", np);
     m->n_params = np;
     m->n_buffers = nb;
     m->n_param_tensors = nt;
     assign_state st = {m, 0, 0, 0, rng};
     assign_seq(&st, &m->root);
-    QAT_ASSERT(st.p == np && st.b == nb && st.t == nt);
+    QAT_ASSERT(st.p == np && st.b == nb && st.t == nt && m->n_state == ns);
+    m->n_layer_state = m->n_state;
     m->finalized = true;
     return QAT_STATUS_OK;
 }
 
 /* ---- forward ---- */
 
-qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x) {
-    QAT_ASSERT(l->kind != QAT_LAYER_RESIDUAL);
+qat_tensor *qat_layer_forward_with(const qat_layer *l, qat_tape *t, qat_tensor *x, qat_tensor *w,
+                                   qat_tensor *b) {
+    switch (l->kind) {
+    case QAT_LAYER_LINEAR: return qat_linear(t, x, w, b);
+    case QAT_LAYER_CONV2D:
+        return qat_conv2d(t, x, w, b, l->cfg.conv.stride, l->cfg.conv.pad, l->cfg.conv.groups);
+    case QAT_LAYER_BATCHNORM:
+    case QAT_LAYER_RELU:
+    case QAT_LAYER_RELU6:
+    case QAT_LAYER_SIGMOID:
+    case QAT_LAYER_TANH:
+    case QAT_LAYER_MAXPOOL:
+    case QAT_LAYER_AVGPOOL:
+    case QAT_LAYER_GLOBAL_AVGPOOL:
+    case QAT_LAYER_FLATTEN:
+    case QAT_LAYER_DROPOUT:
+    case QAT_LAYER_RESIDUAL:
+    case QAT_LAYER_COUNT: break;
+    }
+    QAT_ASSERT(!"qat_layer_forward_with: not a weighted layer");
+    return NULL;
+}
+
+qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x, bool priv) {
+    /* priv: x is the previous layer's own output, feeding only this layer, so ReLUs may
+     * work in place and batch norm may reuse its gradient buffer (memory, not math). */
     qat_tensor *b = l->bias.data ? &l->bias : NULL;
     switch (l->kind) {
-    case QAT_LAYER_LINEAR: return qat_linear(t, x, &l->weight, b);
-    case QAT_LAYER_CONV2D:
-        return qat_conv2d(t, x, &l->weight, b, l->cfg.conv.stride, l->cfg.conv.pad, l->cfg.conv.groups);
+    case QAT_LAYER_LINEAR:
+    case QAT_LAYER_CONV2D: return qat_layer_forward_with(l, t, x, &l->weight, b);
     case QAT_LAYER_BATCHNORM:
-        return qat_batchnorm(t, x, &l->weight, &l->bias, l->running_mean, l->running_var,
-                             l->cfg.bn.momentum, l->cfg.bn.eps);
-    case QAT_LAYER_RELU: return qat_relu(t, x);
-    case QAT_LAYER_RELU6: return qat_relu6(t, x);
+        return qat_batchnorm_ex(t, x, &l->weight, &l->bias, l->running_mean.data, l->running_var.data,
+                                l->cfg.bn.momentum, l->cfg.bn.eps, priv);
+    case QAT_LAYER_RELU: return priv ? qat_relu_inplace(t, x) : qat_relu(t, x);
+    case QAT_LAYER_RELU6: return priv ? qat_relu6_inplace(t, x) : qat_relu6(t, x);
     case QAT_LAYER_SIGMOID: return qat_sigmoid(t, x);
     case QAT_LAYER_TANH: return qat_tanh(t, x);
     case QAT_LAYER_MAXPOOL:
@@ -433,8 +539,10 @@ qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x) {
     case QAT_LAYER_GLOBAL_AVGPOOL: return qat_global_avgpool(t, x);
     case QAT_LAYER_FLATTEN: return qat_flatten(t, x);
     case QAT_LAYER_DROPOUT: return qat_dropout(t, x, l->cfg.dropout.p);
-    case QAT_LAYER_RESIDUAL: break;
+    case QAT_LAYER_RESIDUAL:
+    case QAT_LAYER_COUNT: break;
     }
+    QAT_ASSERT(!"qat_layer_forward: a residual block is run by its sequence");
     return NULL;
 }
 
@@ -447,29 +555,26 @@ bool qat_layer_output_private(const qat_layer *l) {
     case QAT_LAYER_AVGPOOL:
     case QAT_LAYER_GLOBAL_AVGPOOL:
     case QAT_LAYER_RESIDUAL: return true;
-    default: return false;
+    case QAT_LAYER_RELU:
+    case QAT_LAYER_RELU6:
+    case QAT_LAYER_SIGMOID:
+    case QAT_LAYER_TANH:
+    case QAT_LAYER_FLATTEN:
+    case QAT_LAYER_DROPOUT:
+    case QAT_LAYER_COUNT: return false;
     }
+    return false;
 }
 
 static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x) {
     for (int i = 0; i < s->n && x; i++) {
         qat_layer *l = &s->layers[i];
-        /* x is the previous layer's own output, feeding only this layer: ReLUs may work
-         * in place and batch norm may reuse its gradient buffer (memory, not math). */
-        bool priv = i > 0 && qat_layer_output_private(&s->layers[i - 1]);
         if (l->kind == QAT_LAYER_RESIDUAL) {
             qat_tensor *body = forward_seq(&l->body, t, x);
             qat_tensor *sc = l->shortcut.n ? forward_seq(&l->shortcut, t, x) : x;
             x = qat_add(t, body, sc);
-        } else if (priv && l->kind == QAT_LAYER_RELU) {
-            x = qat_relu_inplace(t, x);
-        } else if (priv && l->kind == QAT_LAYER_RELU6) {
-            x = qat_relu6_inplace(t, x);
-        } else if (priv && l->kind == QAT_LAYER_BATCHNORM) {
-            x = qat_batchnorm_ex(t, x, &l->weight, &l->bias, l->running_mean, l->running_var,
-                                 l->cfg.bn.momentum, l->cfg.bn.eps, true);
         } else {
-            x = qat_layer_forward(l, t, x);
+            x = qat_layer_forward(l, t, x, i > 0 && qat_layer_output_private(&s->layers[i - 1]));
         }
     }
     return x;
@@ -494,11 +599,12 @@ qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
     return forward_seq(&m->root, t, x);
 }
 
-static qat_status add_extra(qat_model *m, qat_tensor *x) {
-    qat_tensor **e = realloc(m->extra_tensors, (size_t)(m->n_extra_tensors + 1) * sizeof *e);
+/* Appends x to the model's state. */
+static qat_status add_state(qat_model *m, qat_tensor *x) {
+    qat_tensor **e = realloc(m->state, (size_t)(m->n_state + 1) * sizeof *e);
     if (!e) return qat_error_set(&m->err, QAT_STATUS_NOMEM, "model: out of memory");
-    m->extra_tensors = e;
-    e[m->n_extra_tensors++] = x;
+    m->state = e;
+    e[m->n_state++] = x;
     return QAT_STATUS_OK;
 }
 
@@ -508,7 +614,7 @@ qat_status qat_model_add_param(qat_model *m, qat_tensor *x) {
     float *p = malloc(np * sizeof(float)), *g = calloc(np, sizeof(float));
     qat_tensor **pt = realloc(m->param_tensors, (size_t)(m->n_param_tensors + 1) * sizeof *pt);
     if (pt) m->param_tensors = pt;
-    if (!p || !g || !pt || add_extra(m, x)) {
+    if (!p || !g || !pt || add_state(m, x)) {
         free(p);
         free(g);
         return qat_error_set(&m->err, QAT_STATUS_NOMEM, "model: out of memory adding %s", x->name);
@@ -535,7 +641,8 @@ qat_status qat_model_add_param(qat_model *m, qat_tensor *x) {
 
 qat_status qat_model_add_buffer(qat_model *m, qat_tensor *x) {
     QAT_ASSERT(m != NULL && m->finalized && x != NULL && x->data != NULL);
-    return add_extra(m, x);
+    x->grad = NULL;
+    return add_state(m, x);
 }
 
 void qat_model_zero_grad(qat_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
@@ -548,27 +655,17 @@ qat_tensor *qat_model_param(qat_model *m, const char *name) {
     return NULL;
 }
 
-static float *find_buffer(qat_seq *s, const char *name, size_t *n) {
-    for (int i = 0; i < s->n; i++) {
-        qat_layer *l = &s->layers[i];
-        if (l->kind == QAT_LAYER_RESIDUAL) {
-            float *b = find_buffer(&l->body, name, n);
-            if (!b) b = find_buffer(&l->shortcut, name, n);
-            if (b) return b;
-            continue;
-        }
-        if (l->kind != QAT_LAYER_BATCHNORM) continue;
-        size_t len = strlen(l->name);
-        if (strncmp(name, l->name, len) != 0 || name[len] != '.') continue;
-        *n = (size_t)l->cfg.bn.channels;
-        if (strcmp(name + len + 1, "running_mean") == 0) return l->running_mean;
-        if (strcmp(name + len + 1, "running_var") == 0) return l->running_var;
-    }
+qat_tensor *qat_model_state_find(qat_model *m, const char *name) {
+    for (int i = 0; i < m->n_state; i++)
+        if (strcmp(m->state[i]->name, name) == 0) return m->state[i];
     return NULL;
 }
 
 float *qat_model_buffer(qat_model *m, const char *name, size_t *n) {
-    return m->finalized ? find_buffer(&m->root, name, n) : NULL;
+    qat_tensor *x = qat_model_state_find(m, name);
+    if (!x || x->grad) return NULL;
+    *n = x->n;
+    return x->data;
 }
 
 /* ---- reference models ---- */
@@ -632,8 +729,19 @@ size_t qat_layer_macs(const qat_layer *l) {
         for (int i = 0; i < l->shortcut.n; i++) s += qat_layer_macs(&l->shortcut.layers[i]);
         return s;
     }
-    default: return 0;
+    case QAT_LAYER_BATCHNORM:
+    case QAT_LAYER_RELU:
+    case QAT_LAYER_RELU6:
+    case QAT_LAYER_SIGMOID:
+    case QAT_LAYER_TANH:
+    case QAT_LAYER_MAXPOOL:
+    case QAT_LAYER_AVGPOOL:
+    case QAT_LAYER_GLOBAL_AVGPOOL:
+    case QAT_LAYER_FLATTEN:
+    case QAT_LAYER_DROPOUT:
+    case QAT_LAYER_COUNT: break;
     }
+    return 0;
 }
 
 static void print_seq(const qat_seq *s, FILE *f, int indent) {

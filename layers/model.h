@@ -44,9 +44,26 @@ typedef enum qat_layer_kind {
     QAT_LAYER_FLATTEN,
     QAT_LAYER_DROPOUT,
     QAT_LAYER_RESIDUAL,
+    QAT_LAYER_COUNT
 } qat_layer_kind;
 
 const char *qat_layer_kind_str(qat_layer_kind k);
+
+/* What a layer kind does, in the terms later stages need: quantization places its
+ * requantization points by role (quant/quant.h), so it never names a layer kind; only
+ * layers/ and the lowering to the integer model (quant/lower.c) do. A new kind gets a
+ * role in the table in model.c. */
+typedef enum qat_layer_role {
+    QAT_LAYER_ROLE_WEIGHTED,  /* conv2d, linear: a weighted sum, the head of a quantized unit */
+    QAT_LAYER_ROLE_NORM,      /* batchnorm: folded into the weighted layer before it */
+    QAT_LAYER_ROLE_CLAMP,     /* relu, relu6: a clamp, fused into the requantization before it */
+    QAT_LAYER_ROLE_NONLINEAR, /* sigmoid, tanh: an elementwise function, requantized after */
+    QAT_LAYER_ROLE_AVERAGE,   /* avgpool, global_avgpool: the input's scale and zero point */
+    QAT_LAYER_ROLE_SELECT,    /* maxpool, flatten, dropout: outputs are input values (dropout
+                               * is the identity at inference) */
+    QAT_LAYER_ROLE_BLOCK,     /* residual: body(x) + shortcut(x) */
+    QAT_LAYER_ROLE_COUNT
+} qat_layer_role;
 
 struct qat_layer;
 typedef struct qat_seq {
@@ -73,7 +90,9 @@ typedef struct qat_layer {
      * data/grad point into the model's flat buffers after finalize. */
     qat_tensor weight, bias;
     char weight_name[QAT_NAME_LEN + 16], bias_name[QAT_NAME_LEN + 16];
-    float *running_mean, *running_var; /* batch norm, in the model's buffer array */
+    /* Batch norm's running statistics (C), in the model's buffer array; no gradient. */
+    qat_tensor running_mean, running_var;
+    char running_mean_name[QAT_NAME_LEN + 16], running_var_name[QAT_NAME_LEN + 16];
     qat_seq body, shortcut;            /* residual */
     struct qat_layer_quant *quant;     /* quantization settings (quant/quant.h), or NULL */
 } qat_layer;
@@ -92,10 +111,18 @@ typedef struct qat_model {
     int n_param_tensors;
     bool finalized;
     qat_error err;
-    /* Tensors added after finalize, saved in checkpoints after the layers' own:
-     * quantization parameters (also in param_tensors) and buffers (quant/quant.h). */
-    qat_tensor **extra_tensors;
-    int n_extra_tensors;
+    /* The model's state: every tensor a checkpoint saves, in the order it saves them
+     * (PyTorch's state_dict order for the layers: per layer weight, bias, running_mean,
+     * running_var; a residual block's body, then its shortcut), then what was added
+     * after finalize with qat_model_add_param / qat_model_add_buffer (quantization
+     * parameters and buffers, quant/quant.h). The first n_layer_state belong to the
+     * layers. A tensor with a gradient is a parameter, one without a buffer. */
+    qat_tensor **state;
+    int n_state, n_layer_state;
+    /* Training steps taken: the trainer advances it after every optimizer step and
+     * checkpoints keep it ("step"); schedules that depend on training progress (QAT's
+     * freeze-bn and freeze-observer) read it. Forward passes never change it. */
+    long step;
     /* Quantization (quant/quant.h): when set, qat_model_forward runs the fake-quant
      * graph through quant_forward; quant_free releases it with the model. */
     struct qat_quant *quant;
@@ -143,8 +170,23 @@ void qat_model_zero_grad(qat_model *m);
  * not read (conv, linear, batch norm, pools, residual add), so that the next layer of
  * the same sequence, its only consumer, may overwrite it or reuse its gradient. */
 bool qat_layer_output_private(const qat_layer *l);
-/* One layer of the float model (not a residual block), as qat_model_forward runs it. */
-qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x);
+/* One layer of the float model (not a residual block), as qat_model_forward runs it.
+ * priv: x is private to this layer (qat_layer_output_private of its producer), so a
+ * clamp may work in place and batch norm may reuse x's gradient buffer. */
+qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x, bool priv);
+/* A weighted layer (role WEIGHTED) run with the given weight and bias (b may be NULL)
+ * instead of its own: how fake quantization runs it with quantized weights. */
+qat_tensor *qat_layer_forward_with(const qat_layer *l, qat_tape *t, qat_tensor *x, qat_tensor *w,
+                                   qat_tensor *b);
+
+qat_layer_role qat_layer_role_of(const qat_layer *l);
+/* A clamp layer's upper bound: 6 for relu6, INFINITY for relu. */
+float qat_layer_clamp_max(const qat_layer *l);
+/* Output channels of a weighted layer, channels of a batch norm. */
+int qat_layer_channels(const qat_layer *l);
+/* An averaging layer's window over its (C, H, W) input: kernel kh x kw, stride, pad
+ * (a global average pool: H x W, 1, 0). */
+void qat_layer_average_window(const qat_layer *l, int *kh, int *kw, int *stride, int *pad);
 
 /* The reference models of the project, finalized and initialised from rng:
  * MLP: 784-256-ReLU-128-ReLU-10 (input (1, 28, 28) flattened first, so the same data
@@ -156,17 +198,21 @@ qat_model *qat_model_cnn(qat_rng *rng);
 
 /* After finalize: adds a parameter `x` (caller-owned struct; shape and name set by the
  * caller, name kept as a pointer) of x->n floats, zero-initialised, at the end of the
- * flat arrays, which grow: every parameter's data and grad pointers are re-pointed.
- * Optimizers must be created after the last call. */
+ * flat arrays, which grow: every parameter's data and grad pointers are re-pointed, and
+ * the model's state lists it last. An optimizer covers the parameters that exist when it
+ * is created (qat_train_step refuses one that does not cover them all), so create it
+ * after the last call. */
 qat_status qat_model_add_param(qat_model *m, qat_tensor *x);
 /* After finalize: registers a buffer `x` (caller-owned data, saved and restored with the
- * model, not optimized). */
+ * model, not optimized) at the end of the model's state. */
 qat_status qat_model_add_buffer(qat_model *m, qat_tensor *x);
 
 /* The parameter named `name` ("3.weight"), or NULL. */
 qat_tensor *qat_model_param(qat_model *m, const char *name);
-/* A batch-norm running statistic named "i.running_mean" or "i.running_var" (n set to its
- * length), or NULL. */
+/* The state tensor (parameter or buffer) named `name`, or NULL. */
+qat_tensor *qat_model_state_find(qat_model *m, const char *name);
+/* A buffer of the state named `name` ("1.running_mean", "3.act_range"), its length in
+ * *n, or NULL (also for a parameter's name). */
 float *qat_model_buffer(qat_model *m, const char *name, size_t *n);
 
 /* Multiply-accumulates per sample of one layer (0 for layers without them; a residual

@@ -142,17 +142,7 @@ static val new_val(ex *e, const qat_layer *l, float s, int32_t z) {
 
 /* The clamp of a quantization point: its integer range, narrowed by a fused ReLU (real 0
  * is the zero point), ReLU6 (6) or PACT (alpha). int8-spec.md, "Conv2d / Linear". */
-static void act_clamp(const qat_qpoint *p, int *lo, int *hi) {
-    *lo = p->qmin;
-    *hi = p->qmax;
-    if (p->act == QAT_LAYER_LINEAR) return;
-    *lo = p->zp > *lo ? p->zp : *lo;
-    float top = p->method == QAT_ACT_METHOD_PACT ? p->param.data[0] : p->act == QAT_LAYER_RELU6 ? 6.0f : INFINITY;
-    if (isfinite(top)) {
-        float c = (float)p->zp + roundf(top / p->scale);
-        if (c < (float)*hi) *hi = (int)c;
-    }
-}
+static void act_clamp(const qat_qpoint *p, int *lo, int *hi) { qat_qpoint_clamp(p, lo, hi); }
 
 /* ---- conv / linear units ---- */
 

@@ -243,3 +243,61 @@ qat_tensor *qat_fake_quant_ex(qat_tape *t, qat_tensor *x, const float *scale, co
     *c = (fq_ctx){x, y, c->scale, c->zp, rows, group, qmin, qmax, shared};
     return y;
 }
+
+/* ---- average pools ---- */
+
+typedef struct fq_pool_ctx {
+    qat_tensor *y, *out;
+} fq_pool_ctx;
+
+static void fq_pool_backward(qat_tape *t, void *p) {
+    fq_pool_ctx *c = p;
+    if (!c->y->grad) return;
+    for (size_t i = 0; i < c->y->n; i++) c->y->grad[i] += c->out->grad[i];
+}
+
+/* y, out: (N, C, OH, OW); x: (N, C, H, W). */
+qat_tensor *qat_fake_quant_avgpool(qat_tape *t, qat_tensor *y, const qat_tensor *x, float scale,
+                                   int kh, int kw, int stride, int pad) {
+    if (!y || !x) return NULL;
+    QAT_ASSERT(x->ndim == 4 && x->shape[0] == y->shape[0] && x->shape[1] == y->shape[1]);
+    QAT_ASSERT(kh >= 1 && kw >= 1 && stride >= 1 && pad >= 0);
+    if (!(scale > 0.0f) || !isfinite(scale))
+        return qat_tape_fail(t, QAT_STATUS_NUMERIC, "fake_quant_avgpool: scale %g", (double)scale);
+    const int NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+    const size_t OHW = y->n / (size_t)NC;
+    const int OW = y->ndim == 4 ? y->shape[3] : 1, OH = (int)(OHW / (size_t)OW);
+    const int32_t n = kh * kw;
+    bool grad = qat_tape_needs_grad(t, y, NULL, NULL);
+    qat_tensor *out = qat_tape_tensor(t, y->ndim, y->shape, grad);
+    if (!out) return NULL;
+    for (int p = 0; p < NC; p++) {
+        const float *xp = x->data + (size_t)p * H * W;
+        float *op = out->data + (size_t)p * OHW;
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                int32_t d = 0; /* sum of q - z over the window; padding adds 0 */
+                bool finite = true;
+                for (int ky = 0; ky < kh; ky++) {
+                    const int iy = oy * stride - pad + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int kx = 0; kx < kw; kx++) {
+                        const int ix = ox * stride - pad + kx;
+                        if (ix < 0 || ix >= W) continue;
+                        /* |q - z| <= 255 on the grid; anything far off it (a NaN, an
+                         * Inf) makes the output NaN, which the training loop's check
+                         * sees, rather than an undefined conversion. */
+                        const float v = roundf(xp[iy * W + ix] / scale);
+                        if (!(fabsf(v) <= 65536.0f)) finite = false;
+                        else d += (int32_t)v;
+                    }
+                }
+                op[oy * OW + ox] = finite ? scale * (float)qat_div_round_s32(d, n) : NAN;
+            }
+    }
+    if (!grad) return out;
+    fq_pool_ctx *c = qat_tape_record(t, fq_pool_backward, sizeof *c, "fake_quant_avgpool");
+    if (!c) return NULL;
+    *c = (fq_pool_ctx){y, out};
+    return out;
+}

@@ -84,6 +84,19 @@ qat_tensor *qat_fake_quant(qat_tape *t, qat_tensor *x, const float *scale, const
 qat_tensor *qat_fake_quant_ex(qat_tape *t, qat_tensor *x, const float *scale, const int32_t *zp,
                               int rows, int group, int qmin, int qmax, bool reuse_grad);
 
+/* The requantization of an average pool's output, as the integer runtime computes it
+ * (int8-spec.md, "Other ops"): the output keeps the input's scale s and zero point z, and
+ *     q_out = z + round_half_away(d / n),  d = sum over the window of (q - z)
+ * with padded positions counted in n (count_include_pad). `x` is the pool's input, on the
+ * grid of s (it was fake-quantized with s, so round(x / s) recovers q - z exactly), `y`
+ * the float pool's output (N, C, OH, OW) of x (N, C, H, W) with window kh x kw, stride and
+ * pad (a global pool: kh = H, kw = W, stride 1, pad 0). The output is s * (q_out - z),
+ * computed from integers, so an exact tie (d / n = -20.5) rounds as the runtime rounds it,
+ * which the float average would leave to rounding error. Backward: straight through to y
+ * (the values are never clamped: an average of in-range values is in range). */
+qat_tensor *qat_fake_quant_avgpool(qat_tape *t, qat_tensor *y, const qat_tensor *x, float scale,
+                                   int kh, int kw, int stride, int pad);
+
 /* Symmetric scales from the max |x| of each group (weights): scale = max|x| / qmax, 1
  * for an all-zero group; zp = 0. */
 void qat_fq_weight_scales(float *scale, int32_t *zp, const float *x, int rows, size_t inner, int group,

@@ -17,10 +17,9 @@
 
 /* ---- helpers ---- */
 
-static bool is_head(qat_layer_kind k) { return k == QAT_LAYER_LINEAR || k == QAT_LAYER_CONV2D; }
-static bool is_relu(qat_layer_kind k) { return k == QAT_LAYER_RELU || k == QAT_LAYER_RELU6; }
+static bool has_role(const qat_layer *l, qat_layer_role r) { return qat_layer_role_of(l) == r; }
 static int levels(const qat_qpoint *p) { return p->qmax - p->qmin; }
-static bool nonneg(const qat_qpoint *p) { return p->act != QAT_LAYER_LINEAR; }
+static bool nonneg(const qat_qpoint *p) { return p->act != NULL; }
 
 static int count_layers(const qat_seq *s) {
     int n = s->n;
@@ -49,8 +48,8 @@ typedef struct prep {
 } prep;
 
 static qat_status point_init(prep *st, qat_qpoint *p, const char *layer, qat_act_method method, int bits,
-                             qat_layer_kind act) {
-    if (method == QAT_ACT_METHOD_PACT && act == QAT_LAYER_LINEAR) method = QAT_ACT_METHOD_OBSERVER;
+                             qat_layer *act) {
+    if (method == QAT_ACT_METHOD_PACT && !act) method = QAT_ACT_METHOD_OBSERVER;
     p->method = method;
     p->bits = bits;
     p->qmin = qat_qmin_act(bits);
@@ -82,12 +81,12 @@ static qat_status prep_unit(prep *st, qat_seq *s, int i, bool last) {
     const qat_quant_spec *sp = &st->q->spec;
     l->quant = u;
     u->layer = l;
-    int C = l->kind == QAT_LAYER_CONV2D ? l->cfg.conv.out : l->cfg.linear.out;
+    int C = qat_layer_channels(l);
     int j = i + 1;
-    if (j < s->n && s->layers[j].kind == QAT_LAYER_BATCHNORM && s->layers[j].cfg.bn.channels == C)
+    if (j < s->n && has_role(&s->layers[j], QAT_LAYER_ROLE_NORM) && qat_layer_channels(&s->layers[j]) == C)
         u->bn = &s->layers[j++];
-    qat_layer_kind act = QAT_LAYER_LINEAR;
-    if (j < s->n && is_relu(s->layers[j].kind)) act = s->layers[j++].kind;
+    qat_layer *act = NULL;
+    if (j < s->n && has_role(&s->layers[j], QAT_LAYER_ROLE_CLAMP)) act = &s->layers[j++];
     u->n_fused = j - i - 1;
     last = last && j == s->n;
     bool ends_at_8 = !sp->all_layers;
@@ -135,10 +134,11 @@ static qat_status prep_seq(prep *st, qat_seq *s, bool root) {
     for (int i = 0; i < s->n; i++) {
         qat_layer *l = &s->layers[i];
         qat_status r = QAT_STATUS_OK;
-        if (is_head(l->kind)) {
+        const qat_layer_role role = qat_layer_role_of(l);
+        if (role == QAT_LAYER_ROLE_WEIGHTED) {
             r = prep_unit(st, s, i, root);
             i += l->quant ? l->quant->n_fused : 0;
-        } else if (l->kind == QAT_LAYER_RESIDUAL) {
+        } else if (role == QAT_LAYER_ROLE_BLOCK) {
             qat_layer_quant *u = &st->q->units[st->k++];
             l->quant = u;
             u->layer = l;
@@ -146,31 +146,30 @@ static qat_status prep_seq(prep *st, qat_seq *s, bool root) {
             if ((r = prep_seq(st, &l->body, false))) return r;
             st->cur = in;
             if ((r = prep_seq(st, &l->shortcut, false))) return r;
-            qat_layer_kind act = QAT_LAYER_LINEAR;
-            if (i + 1 < s->n && is_relu(s->layers[i + 1].kind)) act = s->layers[i + 1].kind;
-            u->n_fused = act != QAT_LAYER_LINEAR;
+            qat_layer *act = NULL;
+            if (i + 1 < s->n && has_role(&s->layers[i + 1], QAT_LAYER_ROLE_CLAMP)) act = &s->layers[i + 1];
+            u->n_fused = act != NULL;
             bool logits = root && i + u->n_fused == s->n - 1 && !sp->all_layers;
             r = point_init(st, &u->out, l->name, logits ? QAT_ACT_METHOD_OBSERVER : sp->act,
                            logits ? 8 : sp->abits, act);
             st->cur = &u->out;
             i += u->n_fused;
-        } else if (l->kind == QAT_LAYER_AVGPOOL || l->kind == QAT_LAYER_GLOBAL_AVGPOOL) {
+        } else if (role == QAT_LAYER_ROLE_AVERAGE) {
             qat_layer_quant *u = &st->q->units[st->k++];
             l->quant = u;
             u->layer = l;
-            r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_SAME, 8, QAT_LAYER_LINEAR);
+            r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_SAME, 8, NULL);
             u->out.same = st->cur;
             st->cur = &u->out;
-        } else if (l->kind == QAT_LAYER_BATCHNORM || l->kind == QAT_LAYER_SIGMOID ||
-                   l->kind == QAT_LAYER_TANH) {
+        } else if (role == QAT_LAYER_ROLE_NORM || role == QAT_LAYER_ROLE_NONLINEAR) {
             qat_layer_quant *u = &st->q->units[st->k++];
             l->quant = u;
             u->layer = l;
             bool logits = root && i == s->n - 1 && !sp->all_layers;
-            r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_OBSERVER, logits ? 8 : sp->abits,
-                           QAT_LAYER_LINEAR);
+            r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_OBSERVER, logits ? 8 : sp->abits, NULL);
             st->cur = &u->out;
         }
+        /* CLAMP on quantized values and SELECT layers need no point of their own. */
         if (r) return r;
     }
     return QAT_STATUS_OK;
@@ -196,7 +195,6 @@ static void quant_free(qat_model *m) {
         point_free(&u->out);
     }
     point_free(&q->input);
-    free(q->step.data);
     free(q->units);
     free(q);
     m->quant = NULL;
@@ -227,25 +225,14 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
     if (in && in->have) {
         /* The spec's input mapping: raw pixels p become q = p - 128 with
          * s = 1/(255 std), z = round(255 mean) - 128. */
-        r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_FIXED, 8, QAT_LAYER_LINEAR);
+        r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_FIXED, 8, NULL);
         if (!(in->std > 0.0f) || !isfinite(in->mean))
             r = qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant: input normalisation mean %g std %g",
                               (double)in->mean, (double)in->std);
         q->input.scale = 1.0f / (255.0f * in->std);
         q->input.zp = (int32_t)roundf(255.0f * in->mean) - 128;
     } else {
-        r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_OBSERVER, 8, QAT_LAYER_LINEAR);
-    }
-    if (!r) {
-        float *sd = calloc(1, sizeof(float));
-        static char step_name[] = "quant.step";
-        if (!sd) r = qat_error_set(err, QAT_STATUS_NOMEM, "quant: out of memory");
-        else {
-            qat_tensor_set_shape(&q->step, 1, (int[]){1});
-            q->step.data = sd;
-            q->step.name = step_name;
-            if (qat_model_add_buffer(m, &q->step)) r = qat_error_set(err, QAT_STATUS_NOMEM, "quant: out of memory");
-        }
+        r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_OBSERVER, 8, NULL);
     }
     if (!r) r = prep_seq(&st, &m->root, true);
     if (r) {
@@ -258,32 +245,75 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
 
 /* ---- scales ---- */
 
-static void point_refresh(qat_qpoint *p) {
+/* A point's scale and zero point from its range or learned parameter; qmin/qmax
+ * follow a SAME point's source. */
+static void point_qparams(const qat_qpoint *p, float *scale, int32_t *zp, int *qmin, int *qmax) {
+    *qmin = p->qmin;
+    *qmax = p->qmax;
     switch (p->method) {
     case QAT_ACT_METHOD_OBSERVER:
-        qat_qparams_from_range(p->range.data[0], p->range.data[1], p->qmin, p->qmax, false, &p->scale, &p->zp);
-        break;
+        qat_qparams_from_range(p->range.data[0], p->range.data[1], p->qmin, p->qmax, false, scale, zp);
+        return;
     case QAT_ACT_METHOD_PACT:
         /* [0, alpha] on 2^b levels: q = qmin .. qmax, real 0 at qmin. */
-        p->scale = p->param.data[0] / (float)levels(p);
-        p->zp = p->qmin;
-        break;
+        *scale = p->param.data[0] / (float)levels(p);
+        *zp = p->qmin;
+        return;
     case QAT_ACT_METHOD_LSQ:
         /* LSQ's integers are [0, 2^b - 1] after a ReLU, [qmin, qmax] otherwise; in the
          * int8 frame the unsigned ones sit at q + qmin. */
-        p->scale = p->param.data[0];
-        p->zp = nonneg(p) ? p->qmin : 0;
-        break;
+        *scale = p->param.data[0];
+        *zp = nonneg(p) ? p->qmin : 0;
+        return;
     case QAT_ACT_METHOD_SAME:
-        p->scale = p->same->scale;
-        p->zp = p->same->zp;
-        p->qmin = p->same->qmin;
-        p->qmax = p->same->qmax;
-        break;
-    case QAT_ACT_METHOD_FIXED: break;
+        point_qparams(p->same, scale, zp, qmin, qmax);
+        return;
+    case QAT_ACT_METHOD_FIXED: /* set once, by qat_quant_prepare */
+        *scale = p->scale;
+        *zp = p->zp;
+        return;
+    case QAT_ACT_METHOD_COUNT: break;
+    }
+    QAT_ASSERT(!"point_qparams: not a method");
+}
+
+static void point_refresh(qat_qpoint *p) {
+    point_qparams(p, &p->scale, &p->zp, &p->qmin, &p->qmax);
+}
+
+void qat_qpoint_qparams(const qat_qpoint *p, float *scale, int32_t *zero_point) {
+    int qmin, qmax;
+    point_qparams(p, scale, zero_point, &qmin, &qmax);
+}
+
+void qat_qpoint_clamp(const qat_qpoint *p, int *lo, int *hi) {
+    float scale;
+    int32_t zp;
+    point_qparams(p, &scale, &zp, lo, hi);
+    if (!p->act) return;
+    *lo = zp > *lo ? zp : *lo;
+    float top = p->method == QAT_ACT_METHOD_PACT ? p->param.data[0] : qat_layer_clamp_max(p->act);
+    if (isfinite(top)) {
+        float c = (float)zp + roundf(top / scale);
+        if (c < (float)*hi) *hi = (int)c;
     }
 }
 
+bool qat_quant_weight_scales(const qat_layer_quant *u, float *scale) {
+    if (u->wstep.data) {
+        memcpy(scale, u->wstep.data, u->n_wscales * sizeof(float));
+        return true;
+    }
+    float *wf = qat_quant_folded_weights(u);
+    int32_t *zp = malloc(u->n_wscales * sizeof(int32_t));
+    if (wf && zp)
+        qat_fq_weight_scales(scale, zp, wf, u->wrows, u->layer->weight.n / (size_t)u->wrows, u->wgroup,
+                             qat_qmax_weight(u->wbits));
+    bool ok = wf && zp;
+    free(wf);
+    free(zp);
+    return ok;
+}
 
 void qat_quant_refresh(qat_model *m) {
     qat_quant *q = m->quant;
@@ -293,16 +323,7 @@ void qat_quant_refresh(qat_model *m) {
         qat_layer_quant *u = &q->units[i];
         if (!u->layer) continue;
         point_refresh(&u->out);
-        if (!u->wscale) continue;
-        if (u->wstep.data) {
-            memcpy(u->wscale, u->wstep.data, u->n_wscales * sizeof(float));
-            continue;
-        }
-        float *wf = qat_quant_folded_weights(u);
-        if (!wf) continue;
-        qat_fq_weight_scales(u->wscale, u->wzp, wf, u->wrows, u->layer->weight.n / (size_t)u->wrows,
-                             u->wgroup, qat_qmax_weight(u->wbits));
-        free(wf);
+        if (u->wscale) qat_quant_weight_scales(u, u->wscale);
     }
 }
 
@@ -364,8 +385,7 @@ static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x, bool priv) 
         point_refresh(p);
         return y;
     }
-    if (p->act == QAT_LAYER_RELU) x = priv ? qat_relu_inplace(t, x) : qat_relu(t, x);
-    else if (p->act == QAT_LAYER_RELU6) x = priv ? qat_relu6_inplace(t, x) : qat_relu6(t, x);
+    if (p->act) x = qat_layer_forward(p->act, t, x, priv);
     if (!x) return NULL;
     if (q->observing && p->obs) qat_observer_update(p->obs, x->data, x->n);
     if (!q->fake_quant) return x;
@@ -435,11 +455,6 @@ static qat_tensor *add_const(qat_tape *t, qat_tensor *x, const float *v) {
     return y;
 }
 
-static qat_tensor *layer_op(qat_tape *t, const qat_layer *l, qat_tensor *x, qat_tensor *w, qat_tensor *b) {
-    if (l->kind == QAT_LAYER_LINEAR) return qat_linear(t, x, w, b);
-    return qat_conv2d(t, x, w, b, l->cfg.conv.stride, l->cfg.conv.pad, l->cfg.conv.groups);
-}
-
 /* Accumulates, per output channel, the mean of (float output - quantized output). */
 static void bias_correction_accumulate(qat_layer_quant *u, const qat_tensor *yf, const qat_tensor *yq) {
     int N = yf->shape[0], C = yf->shape[1];
@@ -457,28 +472,28 @@ static void bias_correction_accumulate(qat_layer_quant *u, const qat_tensor *yf,
 static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const qat_qpoint *in) {
     qat_tape *t = f->t;
     qat_quant *q = f->q;
-    const qat_layer *l = u->layer, *bn = u->bn;
-    qat_tensor *w = (qat_tensor *)&l->weight, *b = l->bias.data ? (qat_tensor *)&l->bias : NULL;
-    qat_tensor *gamma = bn ? (qat_tensor *)&bn->weight : NULL, *beta = bn ? (qat_tensor *)&bn->bias : NULL;
+    qat_layer *l = u->layer, *bn = u->bn;
+    qat_tensor *w = &l->weight, *b = l->bias.data ? &l->bias : NULL;
+    qat_tensor *gamma = bn ? &bn->weight : NULL, *beta = bn ? &bn->bias : NULL;
     float eps = bn ? bn->cfg.bn.eps : 0.0f;
-    qat_tensor *wf = bn ? qat_bnfold_weight(t, w, gamma, bn->running_var, eps) : w;
+    qat_tensor *wf = bn ? qat_bnfold_weight(t, w, gamma, bn->running_var.data, eps) : w;
     qat_tensor *wq = q->fake_quant ? weight_quant(f, u, wf) : wf;
     qat_tensor *y;
     if (bn && t->training && !f->bn_frozen) {
         /* Before the freeze: batch statistics, as float training (bnfold.h). */
-        y = layer_op(t, l, x, wq, NULL);
-        y = qat_bnfold_batchnorm(t, y, gamma, beta, bn->running_mean, bn->running_var,
+        y = qat_layer_forward_with(l, t, x, wq, NULL);
+        y = qat_bnfold_batchnorm(t, y, gamma, beta, bn->running_mean.data, bn->running_var.data,
                                  bn->cfg.bn.momentum, eps, b, true);
     } else {
-        qat_tensor *bf = bn ? qat_bnfold_bias(t, b, gamma, beta, bn->running_mean, bn->running_var, eps) : b;
+        qat_tensor *bf = bn ? qat_bnfold_bias(t, b, gamma, beta, bn->running_mean.data, bn->running_var.data, eps) : b;
         if (bf && u->bias_corr.data) bf = add_const(t, bf, u->bias_corr.data);
         qat_tensor *bq = bf;
         if (bf && q->fake_quant && u->wgroup == 0) bq = bias_quant(f, u, bf, in);
-        y = layer_op(t, l, x, wq, bq);
+        y = qat_layer_forward_with(l, t, x, wq, bq);
         if (q->bias_correcting && u->bc_sum && y && x) {
             bool g = t->grad_enabled;
             t->grad_enabled = false;
-            qat_tensor *yf = layer_op(t, l, x, wf, bf);
+            qat_tensor *yf = qat_layer_forward_with(l, t, x, wf, bf);
             t->grad_enabled = g;
             if (yf) bias_correction_accumulate(u, yf, y);
         }
@@ -490,19 +505,29 @@ static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoi
     for (int i = 0; i < s->n && x; i++) {
         qat_layer *l = &s->layers[i];
         qat_layer_quant *u = l->quant;
-        if (is_head(l->kind)) {
+        const qat_layer_role role = qat_layer_role_of(l);
+        if (role == QAT_LAYER_ROLE_WEIGHTED) {
             x = unit_forward(f, u, x, *cur);
             *cur = &u->out;
             i += u->n_fused;
-        } else if (l->kind == QAT_LAYER_RESIDUAL) {
+        } else if (role == QAT_LAYER_ROLE_BLOCK) {
             const qat_qpoint *cb = *cur, *cs = *cur;
             qat_tensor *body = seq_forward(f, &l->body, x, &cb);
             qat_tensor *sc = l->shortcut.n ? seq_forward(f, &l->shortcut, x, &cs) : x;
             x = point_apply(f, &u->out, qat_add(f->t, body, sc), true);
             *cur = &u->out;
             i += u->n_fused;
+        } else if (role == QAT_LAYER_ROLE_AVERAGE && f->q->fake_quant) {
+            /* The requantization of the integer kernel, from the integers of the input
+             * (fake_quant.h): exact at ties, where rounding the float average is not. */
+            qat_tensor *y = qat_layer_forward(l, f->t, x, false);
+            int kh, kw, stride, pad;
+            qat_layer_average_window(l, &kh, &kw, &stride, &pad);
+            point_refresh(&u->out);
+            x = qat_fake_quant_avgpool(f->t, y, x, u->out.scale, kh, kw, stride, pad);
+            *cur = &u->out;
         } else {
-            x = qat_layer_forward(l, f->t, x);
+            x = qat_layer_forward(l, f->t, x, false);
             if (u) {
                 x = point_apply(f, &u->out, x, false);
                 *cur = &u->out;
@@ -516,10 +541,9 @@ static qat_tensor *quant_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
     qat_quant *q = m->quant;
     const qat_quant_spec *sp = &q->spec;
     bool qat_step = t->training && q->fake_quant && !q->observing;
-    float step = q->step.data[0];
-    fwd f = {q, t, qat_step && (sp->freeze_observer < 0 || step < (float)sp->freeze_observer),
-             sp->freeze_bn >= 0 && step >= (float)sp->freeze_bn};
-    if (qat_step) q->step.data[0] = step + 1.0f;
+    const long step = m->step; /* the trainer's count; forward never changes it */
+    fwd f = {q, t, qat_step && (sp->freeze_observer < 0 || step < sp->freeze_observer),
+             sp->freeze_bn >= 0 && step >= sp->freeze_bn};
     const qat_qpoint *cur = &q->input;
     x = point_apply(&f, &q->input, x, false);
     return seq_forward(&f, &m->root, x, &cur);
@@ -585,7 +609,7 @@ float *qat_quant_folded_weights(const qat_layer_quant *u) {
     int C = l->weight.shape[0];
     size_t K = n / (size_t)C;
     for (int c = 0; c < C; c++) {
-        float s = bn ? bn->weight.data[c] / sqrtf(bn->running_var[c] + bn->cfg.bn.eps) : 1.0f;
+        float s = bn ? bn->weight.data[c] / sqrtf(bn->running_var.data[c] + bn->cfg.bn.eps) : 1.0f;
         for (size_t k = 0; k < K; k++) wf[(size_t)c * K + k] = l->weight.data[(size_t)c * K + k] * s;
     }
     return wf;
@@ -596,7 +620,7 @@ void qat_quant_folded_bias(const qat_layer_quant *u, float *out) {
     int C = l->weight.shape[0];
     for (int c = 0; c < C; c++) {
         float b = l->bias.data ? l->bias.data[c] : 0.0f;
-        if (bn) b = bn->bias.data[c] + (b - bn->running_mean[c]) * (bn->weight.data[c] / sqrtf(bn->running_var[c] + bn->cfg.bn.eps));
+        if (bn) b = bn->bias.data[c] + (b - bn->running_mean.data[c]) * (bn->weight.data[c] / sqrtf(bn->running_var.data[c] + bn->cfg.bn.eps));
         out[c] = b + (u->bias_corr.data ? u->bias_corr.data[c] : 0.0f);
     }
 }
@@ -661,6 +685,7 @@ static const char *method_str(qat_act_method k) {
     case QAT_ACT_METHOD_LSQ: return "lsq";
     case QAT_ACT_METHOD_FIXED: return "fixed";
     case QAT_ACT_METHOD_SAME: return "same";
+    case QAT_ACT_METHOD_COUNT: break;
     }
     return "?";
 }
@@ -677,7 +702,7 @@ void qat_quant_print(const qat_model *m, FILE *f) {
     if (!q) return;
     char spec[256];
     qat_quant_spec_format(&q->spec, spec, sizeof spec);
-    fprintf(f, "quantization: %s, %.0f QAT steps taken\n", spec, (double)q->step.data[0]);
+    fprintf(f, "quantization: %s, %ld training steps taken\n", spec, m->step);
     fprintf(f, "%-12s %-16s %-26s %s\n", "layer", "fused", "weights", "output");
     fprintf(f, "%-12s %-16s %-26s ", "input", "", "");
     print_point(&q->input, f);
@@ -686,8 +711,8 @@ void qat_quant_print(const qat_model *m, FILE *f) {
         const qat_layer_quant *u = &q->units[i];
         if (!u->layer) continue;
         char fused[32], wdesc[64] = "";
-        snprintf(fused, sizeof fused, "%s%s%s", qat_layer_kind_str(u->layer->kind), u->bn ? "+bn" : "",
-                 u->out.act == QAT_LAYER_RELU ? "+relu" : u->out.act == QAT_LAYER_RELU6 ? "+relu6" : "");
+        snprintf(fused, sizeof fused, "%s%s%s%s", qat_layer_kind_str(u->layer->kind), u->bn ? "+bn" : "",
+                 u->out.act ? "+" : "", u->out.act ? qat_layer_kind_str(u->out.act->kind) : "");
         if (u->wscale) {
             float lo = INFINITY, hi = 0;
             for (size_t c = 0; c < u->n_wscales; c++) {

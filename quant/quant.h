@@ -50,8 +50,16 @@
  *     qat_quant_calibrate_end(m, &err);             // ranges, PACT alphas, LSQ steps
  *     ... train (t.training = true) or evaluate: qat_model_forward is now fake-quant ...
  * Learnable quantization parameters join the model's flat parameters, and ranges join
- * its buffers, so checkpoints save them (names "<layer>.act_range", "<layer>.pact_alpha",
- * "<layer>.act_step", "<layer>.weight_step", "<layer>.bias_correction", "quant.step").
+ * its buffers: both are in the model's state (qat_model_add_param/_buffer), so
+ * checkpoints save them (names "<layer>.act_range", "<layer>.pact_alpha",
+ * "<layer>.act_step", "<layer>.weight_step", "<layer>.bias_correction").
+ * freeze-bn and freeze-observer count the model's training steps (m->step, which the
+ * trainer advances; qat train --from starts a QAT run at step 0).
+ *
+ * Where the roles come from: quantization never names a layer kind. It asks the layer
+ * for its role (layers/model.h: weighted, norm, clamp, nonlinear, average, select,
+ * block) and runs layers through their own forward functions, so a new layer kind with
+ * an existing role needs no change here.
  */
 #ifndef QAT_QUANT_H
 #define QAT_QUANT_H
@@ -65,6 +73,7 @@ typedef enum qat_granularity {
     QAT_GRANULARITY_TENSOR,
     QAT_GRANULARITY_CHANNEL,
     QAT_GRANULARITY_GROUP,
+    QAT_GRANULARITY_COUNT
 } qat_granularity;
 
 typedef enum qat_act_method {
@@ -73,6 +82,7 @@ typedef enum qat_act_method {
     QAT_ACT_METHOD_LSQ,
     QAT_ACT_METHOD_FIXED, /* the model input's spec mapping */
     QAT_ACT_METHOD_SAME,  /* average pools: the input's scale and zero point */
+    QAT_ACT_METHOD_COUNT
 } qat_act_method;
 
 typedef struct qat_quant_spec {
@@ -100,7 +110,7 @@ void qat_quant_spec_format(const qat_quant_spec *s, char *buf, size_t len);
 typedef struct qat_qpoint {
     qat_act_method method;
     int bits, qmin, qmax;
-    qat_layer_kind act;       /* the fused activation: RELU, RELU6, or LINEAR for none */
+    qat_layer *act;           /* the fused clamp (a relu or relu6 layer), or NULL */
     const struct qat_qpoint *same; /* QAT_ACT_METHOD_SAME: whose parameters */
     qat_tensor range;         /* buffer [lo, hi] */
     qat_tensor param;         /* PACT alpha or LSQ step (one element), a model parameter */
@@ -134,7 +144,6 @@ typedef struct qat_quant {
     qat_qpoint input;
     qat_layer_quant *units;   /* one slot per layer of the model, in walk order */
     int n_units;
-    qat_tensor step;          /* buffer (1): QAT training steps taken */
     bool observing;           /* calibration: observers see float activations */
     bool fake_quant;          /* quantization on (off during calibration) */
     bool bias_correcting;     /* PTQ: accumulate float - quantized output means */
@@ -163,9 +172,20 @@ qat_status qat_quant_calibrate_end(qat_model *m, qat_error *err);
 void qat_quant_bias_correction_begin(qat_model *m);
 void qat_quant_bias_correction_end(qat_model *m);
 
-/* Recomputes every scale and zero point from the current ranges and parameters (after a
- * checkpoint restore). */
+/* Recomputes every cached scale and zero point from the current ranges, parameters and
+ * weights (after a checkpoint restore, before qat_quant_print). */
 void qat_quant_refresh(qat_model *m);
+
+/* What the integer model takes from a quantization point and a unit, computed from the
+ * current ranges, parameters and weights without touching the model (quant/lower.c):
+ * the point's scale and zero point; */
+void qat_qpoint_qparams(const qat_qpoint *p, float *scale, int32_t *zero_point);
+/* its clamp: the integer range, narrowed by a fused ReLU (real 0 is the zero point),
+ * ReLU6 (6) or PACT (alpha) (int8-spec.md, "Conv2d / Linear"); */
+void qat_qpoint_clamp(const qat_qpoint *p, int *lo, int *hi);
+/* a unit's weight scales (u->n_wscales floats): LSQ's steps, or max|w| / qmax of the
+ * folded weights. false if out of memory. */
+bool qat_quant_weight_scales(const qat_layer_quant *u, float *scale);
 
 /* A unit's weights and bias as the integer model holds them (BN folded with the running
  * statistics, PTQ bias correction added): weights malloc'ed (layer->weight.n floats,

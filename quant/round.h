@@ -27,4 +27,13 @@ static inline float qat_round_half_away(float t) {
     return copysignf(r, t);
 }
 
+/* d / n rounded half away from zero, in integers (n > 0): sign(d) * floor((2|d| + n) / (2n)),
+ * the average pools' division of ../shared/int8-spec.md ("Other ops"). In int64 so that
+ * 2|d| + n cannot overflow for any int32 d. */
+static inline int32_t qat_div_round_s32(int32_t d, int32_t n) {
+    int64_t a = d < 0 ? -(int64_t)d : d;
+    int64_t q = (2 * a + n) / (2 * (int64_t)n);
+    return (int32_t)(d < 0 ? -q : q);
+}
+
 #endif

@@ -18,6 +18,11 @@
 
 #define FMT(...) qat_error_set(err, QAT_STATUS_FORMAT, __VA_ARGS__)
 
+/* Checkpoints written before the QAT step became the model's integer step count (issue
+ * 11) kept it as a one-element F32 tensor; the "step" metadata holds the same count, so
+ * the tensor is ignored on load. */
+#define LEGACY_QUANT_STEP "quant.step"
+
 /* ---- the model's tensors -------------------------------------------------------------- */
 
 /* One model tensor a file fills: a parameter or a batch-norm buffer. */
@@ -62,49 +67,12 @@ static void slots_add_param(slot_list *l, const qat_tensor *t) {
     s->n = t->n;
 }
 
-static void slots_add_buffer(slot_list *l, const char *layer, const char *what, float *data,
-                             int c) {
-    slot *s = slots_add(l);
-    if (!s) return;
-    snprintf(s->name, sizeof s->name, "%s.%s", layer, what);
-    s->data = data;
-    s->ndim = 1;
-    s->shape[0] = c;
-    s->n = (size_t)c;
-}
-
-/* PyTorch's state_dict order: per layer weight, bias, running_mean, running_var; a
- * residual block's body, then its shortcut. Parameters come out in the model's flat
- * order (the order finalize assigned them), which the optimizer state follows. */
-static void slots_walk(slot_list *l, const qat_seq *s) {
-    for (int i = 0; i < s->n; i++) {
-        const qat_layer *ly = &s->layers[i];
-        switch (ly->kind) {
-        case QAT_LAYER_LINEAR:
-        case QAT_LAYER_CONV2D:
-            slots_add_param(l, &ly->weight);
-            if (ly->bias.data) slots_add_param(l, &ly->bias);
-            break;
-        case QAT_LAYER_BATCHNORM:
-            slots_add_param(l, &ly->weight);
-            slots_add_param(l, &ly->bias);
-            slots_add_buffer(l, ly->name, "running_mean", ly->running_mean, ly->cfg.bn.channels);
-            slots_add_buffer(l, ly->name, "running_var", ly->running_var, ly->cfg.bn.channels);
-            break;
-        case QAT_LAYER_RESIDUAL:
-            slots_walk(l, &ly->body);
-            slots_walk(l, &ly->shortcut);
-            break;
-        default: break;
-        }
-    }
-}
-
+/* The model's state (layers/model.h): every tensor it saves, in order. Parameters come
+ * out in the model's flat order, which the optimizer state follows. */
 static qat_status model_slots(slot_list *l, const qat_model *m, const char *path, qat_error *err) {
     QAT_ASSERT(m->finalized);
     memset(l, 0, sizeof *l);
-    slots_walk(l, &m->root);
-    for (int i = 0; i < m->n_extra_tensors; i++) slots_add_param(l, m->extra_tensors[i]);
+    for (int i = 0; i < m->n_state; i++) slots_add_param(l, m->state[i]);
     if (l->oom) {
         free(l->s);
         memset(l, 0, sizeof *l);
@@ -206,7 +174,7 @@ static qat_status match_slots(const qat_st_file *f, const slot_list *sl, const m
         const char *nm = f->tensors[j].name;
         if (used[j]) continue;
         if ((o->ignore_nbt && is_num_batches_tracked(nm)) ||
-            (o->ignore_optim && strncmp(nm, "optim.", 6) == 0)) {
+            (o->ignore_optim && (strncmp(nm, "optim.", 6) == 0 || strcmp(nm, LEGACY_QUANT_STEP) == 0))) {
             rep->n_ignored++;
         } else if (o->allow_unexpected) {
             rep->n_unexpected++;
@@ -666,6 +634,7 @@ qat_status qat_checkpoint_restore(const qat_checkpoint *c, qat_model *m, qat_opt
         for (int b = 0; b < nb; b++)
             memcpy(bv[b], qat_safetensors_find(&c->file, bn[b])->data, opt->n * sizeof(float));
         if (opt) opt->step = c->optim_step;
+        m->step = c->step;
     }
     free(src);
     free(sl.s);

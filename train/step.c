@@ -71,6 +71,12 @@ static qat_tensor *forward_batch(qat_model *m, qat_tape *t, const qat_batch *b) 
 
 qat_status qat_train_step(qat_model *m, qat_tape *t, qat_optim *o, float lr, float clip_norm,
                           const qat_batch *b, qat_step_result *r, qat_error *err) {
+    if (o->n != m->n_params)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "the optimizer covers %zu parameters but the model has %zu: create it "
+                             "after the last change to the model's parameters (qat_quant_prepare "
+                             "adds some)",
+                             o->n, m->n_params);
     t->training = true;
     t->grad_enabled = true;
     qat_tape_reset(t);
@@ -100,6 +106,7 @@ qat_status qat_train_step(qat_model *m, qat_tape *t, qat_optim *o, float lr, flo
         qat_parallel_for(m->n_params, 65536, scale_part, &sj);
     }
     qat_optim_step(o, m->params, m->grads, lr);
+    m->step++;
     return QAT_STATUS_OK;
 }
 

@@ -24,7 +24,9 @@ typedef struct qat_step_result {
 } qat_step_result;
 
 /* clip_norm > 0 rescales the gradients so that their global L2 norm is at most
- * clip_norm (torch.nn.utils.clip_grad_norm_), 0 disables clipping. */
+ * clip_norm (torch.nn.utils.clip_grad_norm_), 0 disables clipping. After the optimizer
+ * step, m->step advances by one. An optimizer that does not cover every parameter of the
+ * model (created before qat_quant_prepare added some, say) is refused: INVALID_ARG. */
 qat_status qat_train_step(qat_model *m, qat_tape *t, qat_optim *o, float lr, float clip_norm,
                           const qat_batch *b, qat_step_result *r, qat_error *err);
 

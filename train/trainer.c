@@ -43,7 +43,7 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
     t.rng = rng;
     qat_progress p;
     qat_progress_init(&p, stderr);
-    long step = start_step;
+    m->step = start_step; /* qat_train_step advances it */
     qat_status s = QAT_STATUS_OK;
     double total_seconds = 0;
     long total_samples = 0;
@@ -55,7 +55,7 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
         long correct = 0, seen = 0;
         qat_batch b;
         while (qat_loader_next(train, &b)) {
-            lr = qat_lr_schedule_at(&cfg->sched, (float)o->cfg.lr, step);
+            lr = qat_lr_schedule_at(&cfg->sched, (float)o->cfg.lr, m->step);
             qat_step_result sr;
             qat_error step_err = {0};
             s = qat_train_step(m, &t, o, (float)lr, cfg->clip_norm, &b, &sr, &step_err);
@@ -70,7 +70,6 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
                     qat_error_set(err, s, "epoch %d, batch %d: %s", epoch + 1, b.index + 1, step_err.msg);
                 break;
             }
-            step++;
             loss_sum += (double)sr.loss * b.n;
             correct += sr.correct;
             seen += b.n;
@@ -89,19 +88,19 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
             if (s != QAT_STATUS_OK) break;
         }
         r->epochs_done = epoch + 1;
-        r->steps = step;
+        r->steps = m->step;
         if (cfg->progress) {
             char extra[96] = "";
             if (test) snprintf(extra, sizeof extra, "test loss %.4f  acc %.2f%%", r->test_loss, 100 * r->test_acc);
             qat_progress_end_epoch(&p, extra);
         }
         if (cfg->log) {
-            qat_metrics mt = {epoch + 1, step, lr, r->train_loss, r->train_acc, r->test_loss,
+            qat_metrics mt = {epoch + 1, m->step, lr, r->train_loss, r->train_acc, r->test_loss,
                               r->test_acc, secs, seen / secs};
             s = qat_metrics_append(cfg->log, &mt, err);
             if (s != QAT_STATUS_OK) break;
         }
-        s = save(cfg, m, o, epoch + 1, step, rng, err);
+        s = save(cfg, m, o, epoch + 1, m->step, rng, err);
     }
     qat_tape_free(&t);
     return s;
