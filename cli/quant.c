@@ -5,7 +5,7 @@
 
 #include "autograd/parallel.h"
 #include "common.h"
-#include "quant/export.h"
+#include "export/int8.h"
 #include "quant/quant.h"
 #include "train/progress.h"
 #include "train/trainer.h"
@@ -255,7 +255,7 @@ int cmd_export(int argc, char **argv) {
     }
     qat_export_report rep;
     int rc = 0;
-    if (qat_export(cm.m, out, meta, nm, &rep, &err)) {
+    if (qat_export_int8(cm.m, out, meta, nm, &rep, &err)) {
         rc = cli_fail("export", err.msg);
     } else {
         /* The float model's weights: every parameter but the quantization's own. */

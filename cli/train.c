@@ -12,7 +12,7 @@
 
 #include "autograd/parallel.h"
 #include "common.h"
-#include "quant/export.h"
+#include "export/int8.h"
 #include "quant/quant.h"
 #include "data/loader.h"
 #include "train/progress.h"
@@ -493,7 +493,7 @@ int cmd_demo(int argc, char **argv) {
         qat_export_report rep;
         if (cli_model_open(&cm, qat, 0, &err)) return cli_fail("demo", err.msg);
         qat_st_kv meta[2] = {{"source", qat}, {"class_names", FASHION_CLASSES}};
-        qat_status st = qat_export(cm.m, int8, meta, 2, &rep, &err);
+        qat_status st = qat_export_int8(cm.m, int8, meta, 2, &rep, &err);
         cli_model_close(&cm);
         if (st) return cli_fail("demo", err.msg);
     }

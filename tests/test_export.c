@@ -1,4 +1,4 @@
-/* test_export.c - the exporter (quant/export.h).
+/* test_export.c - lowering to the integer model (quant/lower.h) and its int8 file (export/int8.h).
  *
  *  - the spec's fixed-point multiplier: hand cases, M0 rounding up to 2^31, tiny and
  *    degenerate multipliers, and M0 * 2^(shift-31) within half an ulp of M0 of m;
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "quant/export.h"
+#include "export/int8.h"
 #include "quant/fake_quant.h"
 #include "testutil.h"
 
@@ -105,7 +105,7 @@ static void test_integers_match_fake_quant(void **state) {
         snprintf(path, sizeof path, "%s/m%d.safetensors", dir, sidx);
         qat_export_report rep;
         qat_error err = {0};
-        if (qat_export(m, path, NULL, 0, &rep, &err)) fail_msg("%s: %s", specs[sidx], err.msg);
+        if (qat_export_int8(m, path, NULL, 0, &rep, &err)) fail_msg("%s: %s", specs[sidx], err.msg);
         assert_int_equal(rep.n_ops, 4);
         qat_st_file f;
         assert_int_equal(qat_safetensors_read(&f, path, &err), QAT_STATUS_OK);
@@ -166,13 +166,13 @@ static void test_refusals(void **state) {
     qat_export_report rep;
     qat_error err = {0};
     qat_model *m = small("w4a8,group=4", false);
-    assert_int_equal(qat_export(m, path, NULL, 0, &rep, &err), QAT_STATUS_INVALID_ARG);
+    assert_int_equal(qat_export_int8(m, path, NULL, 0, &rep, &err), QAT_STATUS_INVALID_ARG);
     assert_non_null(strstr(err.msg, "layer 0"));
     assert_non_null(strstr(err.msg, "per-group"));
     qat_model_free(m);
     m = small("w8a8", true);
     err = (qat_error){0};
-    assert_int_equal(qat_export(m, path, NULL, 0, &rep, &err), QAT_STATUS_INVALID_ARG);
+    assert_int_equal(qat_export_int8(m, path, NULL, 0, &rep, &err), QAT_STATUS_INVALID_ARG);
     if (!strstr(err.msg, "sigmoid")) fail_msg("%s", err.msg);
     qat_model_free(m);
     assert_int_equal(access(path, F_OK), -1); /* nothing written */
@@ -189,7 +189,7 @@ static void test_refusals(void **state) {
     qat_quant_input in = {true, 0.5f, 0.5f};
     assert_int_equal(qat_quant_prepare(m, &spec, &in, &err), QAT_STATUS_OK);
     err = (qat_error){0};
-    assert_int_equal(qat_export(m, path, NULL, 0, &rep, &err), QAT_STATUS_NUMERIC);
+    assert_int_equal(qat_export_int8(m, path, NULL, 0, &rep, &err), QAT_STATUS_NUMERIC);
     assert_non_null(strstr(err.msg, "layer 1"));
     assert_non_null(strstr(err.msg, "overflow"));
     qat_model_free(m);
@@ -199,7 +199,7 @@ static void test_refusals(void **state) {
     qat_model_linear(f, 2, true);
     qat_model_finalize(f, &rng);
     err = (qat_error){0};
-    assert_int_equal(qat_export(f, path, NULL, 0, &rep, &err), QAT_STATUS_INVALID_ARG);
+    assert_int_equal(qat_export_int8(f, path, NULL, 0, &rep, &err), QAT_STATUS_INVALID_ARG);
     assert_non_null(strstr(err.msg, "not quantized"));
     qat_model_free(f);
 }
