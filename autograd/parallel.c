@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -69,12 +68,12 @@ static int clamp_threads(long n) {
     return n > QAT_PARALLEL_MAX_THREADS ? QAT_PARALLEL_MAX_THREADS : (int)n;
 }
 
+/* The count before any qat_set_num_threads: the machine's online CPUs. (The environment is
+ * the program's business: the CLI maps QAT_NUM_THREADS to qat_set_num_threads.) */
 int qat_num_threads(void) {
     pthread_mutex_lock(&P.mu);
     if (!P.nthreads) {
-        const char *e = getenv("QAT_NUM_THREADS");
-        long n = e && *e ? strtol(e, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
-        P.nthreads = clamp_threads(n);
+        P.nthreads = clamp_threads(sysconf(_SC_NPROCESSORS_ONLN));
         /* GEMMs run inside the pool's parts: OpenBLAS must not start its own threads. */
         openblas_set_num_threads(1);
     }

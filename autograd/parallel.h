@@ -2,9 +2,10 @@
  * pooling, batch norm, fake quantization, optimizers) and for splitting GEMMs.
  *
  * One pool per process, like OpenBLAS's own threads: the thread count is a property of
- * the machine a run uses, set once by the program (qat_set_num_threads, the CLI's
- * --threads, or the QAT_NUM_THREADS environment variable at first use), not state that
- * travels with a model. This is the one piece of process-wide mutable state in the
+ * the machine a run uses, set by the program with qat_set_num_threads (default: the
+ * number of online CPUs), not state that travels with a model. The library reads no
+ * environment variable: the qat command maps QAT_NUM_THREADS and its --threads option to
+ * qat_set_num_threads. This is the one piece of process-wide mutable state in the
  * library, and it holds no numbers a result depends on (see "Determinism" below).
  *
  *     qat_set_num_threads(2);                      // pool and OpenBLAS, once
@@ -42,8 +43,8 @@ typedef void (*qat_task_fn)(void *ctx, size_t i);
 /* Sets the pool's thread count (n >= 1; clamped to QAT_PARALLEL_MAX_THREADS) and
  * OpenBLAS's (to 1: see above). Must not be called from inside a job. */
 void qat_set_num_threads(int n);
-/* The pool's thread count. Before any qat_set_num_threads: QAT_NUM_THREADS from the
- * environment if set, else the number of online CPUs. */
+/* The pool's thread count. Before any qat_set_num_threads: the number of online CPUs
+ * (clamped to QAT_PARALLEL_MAX_THREADS). */
 int qat_num_threads(void);
 
 /* Splits [0, n) into at most T contiguous parts of at least `grain` elements (fewer when

@@ -10,7 +10,7 @@
  *     bench_train [rounds] [steps_per_round] [threads] [--only NAME]
  *
  * threads: the pool's and OpenBLAS's (qat_set_num_threads); default QAT_NUM_THREADS from
- * the environment, else all cores. --only NAME trains that model alone (CNN, CNN-QAT,
+ * the environment (read here: the library reads no environment), else all cores. --only NAME trains that model alone (CNN, CNN-QAT,
  * DW-CNN, ...), so the peak resident memory printed is that of a process training it.
  */
 #include <stdio.h>
@@ -103,6 +103,8 @@ int main(int argc, char **argv) {
                 argv[0]);
         return 2;
     }
+    const char *env = getenv("QAT_NUM_THREADS");
+    if (threads == 0 && env && atoi(env) > 0) threads = atoi(env);
     if (threads > 0) qat_set_num_threads(threads);
     qat_rng rng;
     qat_rng_init(&rng, 7);

@@ -56,6 +56,14 @@ static void read_meta(int8_model *h, const char *path) {
     qat_safetensors_free(&st);
 }
 
+/* QRT_ISA (checked by main.c's env_ok) chooses the int8 kernels of every model the
+ * command loads; unset, the runtime's default stands: the best path this CPU has. */
+static void apply_isa_env(qrt_model *m) {
+    const char *e = getenv("QRT_ISA");
+    qrt_isa isa;
+    if (e && *e && qrt_isa_parse(e, &isa)) qrt_model_set_isa(m, isa);
+}
+
 static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
     memset(h, 0, sizeof *h);
     FILE *f = fopen(path, "rb");
@@ -77,6 +85,7 @@ static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
         int8_close(h);
         return qat_error_set(err, QAT_STATUS_FORMAT, "%s: %s", path, re.msg[0] ? re.msg : "out of memory");
     }
+    apply_isa_env(&h->m);
     h->arena = malloc(qrt_arena_size(&h->m) ? qrt_arena_size(&h->m) : 1);
     if (!h->arena) {
         int8_close(h);
@@ -185,14 +194,14 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
         res->agreement = fq_pred ? (double)agree / test.n : -1;
     } else if (json) {
         printf("{\"command\": \"eval\", \"model\": \"%s\", \"int8\": true, \"samples\": %d, \"test_accuracy\": %.6f, "
-               "\"images_per_s\": %.1f",
-               path, test.n, acc, test.n / secs);
+               "\"images_per_s\": %.1f, \"threads\": %d, \"kernels\": \"%s\"",
+               path, test.n, acc, test.n / secs, threads, qrt_isa_str(h.m.isa));
         if (fq_pred)
             printf(", \"fake_quant_accuracy\": %.6f, \"top1_agreement\": %.6f", fq_acc, (double)agree / test.n);
         printf("}\n");
     } else {
-        printf("%s on %s: integer-only accuracy %.2f%% (%d samples), %.0f images/s (%d thread%s)\n", path,
-               data, 100 * acc, test.n, test.n / secs, threads, threads > 1 ? "s" : "");
+        printf("%s on %s: integer-only accuracy %.2f%% (%d samples), %.0f images/s (%d thread%s, %s kernels)\n",
+               path, data, 100 * acc, test.n, test.n / secs, threads, threads > 1 ? "s" : "", qrt_isa_str(h.m.isa));
         if (fq_pred)
             printf("fake-quant %s: %.2f%%; top-1 agreement %.2f%%\n", compare, 100 * fq_acc,
                    100.0 * agree / test.n);

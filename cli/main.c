@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/parallel.h"
 #include "blas.h"
 #include "common.h"
 #include "runtime/simd.h"
@@ -27,9 +28,14 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
 
-/* The environment variables that choose threads and the int8 kernels are read deep in
- * the library, which falls back silently on a value it does not know; a typo should be
- * an error the user sees instead. Returns false after printing the problem. */
+/* The environment variables that choose threads and the int8 kernels. The library reads
+ * no environment (it takes settings as arguments), so the command maps them:
+ *   QAT_NUM_THREADS=N  -> qat_set_num_threads(N) here, before any subcommand; a
+ *                         subcommand's --threads N (N > 0) calls it again and wins;
+ *   QRT_ISA=path       -> qrt_model_set_isa on every int8 model the command loads
+ *                         (cli/int8.c reads it there, after this check).
+ * A typo is an error the user sees, not a silent fallback. Returns false after printing
+ * the problem. */
 static bool env_ok(void) {
     const char *t = getenv("QAT_NUM_THREADS");
     if (t && *t) {
@@ -39,6 +45,7 @@ static bool env_ok(void) {
             fprintf(stderr, "qat: QAT_NUM_THREADS='%s': need a whole number of threads >= 1\n", t);
             return false;
         }
+        qat_set_num_threads((int)n);
     }
     const char *isa = getenv("QRT_ISA");
     qrt_isa parsed;

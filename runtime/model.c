@@ -186,7 +186,7 @@ static uint32_t le32(const uint8_t *p) {
  * scan remembers; an op left unpacked runs the portable kernel) and sizes the scratch. */
 static void pack_ops(qrt_model *m, uint8_t *mem, size_t cap) {
     size_t used = qrt_round_up((size_t)m->n_ops * sizeof(void *), QRT_SIMD_ALIGN), scratch = 0;
-    m->isa = qrt_isa_default();
+    m->isa = qrt_isa_best();
     if (used > cap) return; /* no SIMD kernels in this build (cap 0) */
     const void **packed = (const void **)(void *)mem;
     m->packed = packed;
@@ -300,6 +300,12 @@ qrt_status qrt_model_load(qrt_model *m, const uint8_t *file, size_t len, void *m
 }
 
 /* ---- accessors --------------------------------------------------------------------- */
+
+qrt_isa qrt_model_set_isa(qrt_model *m, qrt_isa isa) {
+    if (!m || !m->ops) return QRT_ISA_PORTABLE;
+    m->isa = qrt_isa_resolve(isa);
+    return m->isa;
+}
 
 /* The scratch starts at the first QRT_SIMD_ALIGN boundary after the activations (run.c),
  * whatever the arena's alignment: hence the slack. */

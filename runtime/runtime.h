@@ -20,6 +20,8 @@
  *         fprintf(stderr, "%s: %s\n", path, err.msg);          // names line/field/tensor
  *         ...
  *     }
+ *     qrt_model_set_isa(&m, QRT_ISA_PORTABLE);   // optional: the kernels (default: the
+ *                                                //   best this CPU has; simd.h)
  *     void *arena = malloc(qrt_arena_size(&m));               // activations, reused
  *     int8_t *logits = malloc(qrt_model_n_outputs(&m));
  *     int label;
@@ -198,7 +200,8 @@ typedef struct qrt_model {
     const void *const *packed; /* per op: the SIMD packed form of a conv2d/linear in model
                                   memory (simd.h), or NULL (portable kernel); NULL without
                                   SIMD kernels */
-    qrt_isa isa;               /* the path qrt_run takes: qrt_isa_default() at load time */
+    qrt_isa isa;               /* the path qrt_run takes: qrt_isa_best() after loading,
+                                  then what qrt_model_set_isa chose */
 } qrt_model;
 
 /* Bytes of model memory qrt_model_load needs for this file: an upper bound computed
@@ -226,6 +229,14 @@ qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_
  * every path gives the same logits, byte for byte. */
 qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, void *arena,
                        int8_t *logits, int *argmax);
+
+/* Chooses the path qrt_run takes for this model (qrt_model_load picks the best the CPU
+ * has): isa lowered to the best supported path at or below it (qrt_isa_resolve), so a
+ * request for AVX-512 VNNI on an AVX2 machine runs AVX2. Returns the path set
+ * (QRT_ISA_PORTABLE, and nothing set, if m is NULL or not loaded). Every path gives the
+ * same bytes; this only changes the speed. Call it before threads share the model: it
+ * writes m->isa, which qrt_run reads. */
+qrt_isa qrt_model_set_isa(qrt_model *m, qrt_isa isa);
 
 /* Inspection (`qat inspect`). */
 const qrt_value *qrt_model_input(const qrt_model *m);  /* shape, z, s of the input */

@@ -14,7 +14,6 @@
  * product (128 + z_in) * sum(w) is formed in int64 (|.| <= 255 * K * 127) and the
  * difference wrapped through uint32 (no signed overflow).
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "simd_impl.h"
@@ -49,8 +48,8 @@ bool qrt_isa_supported(qrt_isa isa) {
     }
 }
 
-/* The best supported path at or below isa. */
-static qrt_isa lower(qrt_isa isa) {
+/* The best supported path at or below isa (the paths are ordered by what they need). */
+qrt_isa qrt_isa_resolve(qrt_isa isa) {
     int i = (int)isa;
     if (i < 0) return QRT_ISA_PORTABLE;
     if (i >= QRT_ISA_COUNT) i = QRT_ISA_COUNT - 1;
@@ -58,13 +57,11 @@ static qrt_isa lower(qrt_isa isa) {
     return (qrt_isa)i;
 }
 
-qrt_isa qrt_isa_best(void) { return lower((qrt_isa)(QRT_ISA_COUNT - 1)); }
+qrt_isa qrt_isa_best(void) { return qrt_isa_resolve((qrt_isa)(QRT_ISA_COUNT - 1)); }
 
-qrt_isa qrt_isa_default(void) {
-    qrt_isa isa;
-    if (qrt_isa_parse(getenv("QRT_ISA"), &isa)) return lower(isa);
-    return qrt_isa_best();
-}
+/* No environment variable is read here: a program that wants QRT_ISA maps it to
+ * qrt_model_set_isa (the qat command and bench/ do). */
+qrt_isa qrt_isa_default(void) { return qrt_isa_best(); }
 
 const char *qrt_isa_name(void) { return qrt_isa_str(qrt_isa_default()); }
 
@@ -264,7 +261,7 @@ size_t qrt_linear_scratch_size(const qrt_linear_params *p) { (void)p; return 0; 
 void qrt_conv2d_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
                        const qrt_conv_params *p, void *scratch) {
     const qrt_packed_conv *pk = packed;
-    isa = lower(isa);
+    isa = qrt_isa_resolve(isa);
 #if defined(QRT_SIMD_X86)
     if (isa == QRT_ISA_AVX512VNNI) {
         qrt_avx512_conv2d(out, in, pk, p, qrt_align_ptr(scratch));
@@ -285,7 +282,7 @@ void qrt_conv2d_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const
     const qrt_packed_conv *pk = packed;
     const qrt_pool_params pp = {.C = p->OC, .H = p->OH, .W = p->OW, .OH = p->OH / 2, .OW = p->OW / 2,
                                 .k = 2, .stride = 2, .pad = 0, .z_in = p->z_out};
-    isa = lower(isa);
+    isa = qrt_isa_resolve(isa);
 #if defined(QRT_SIMD_X86)
     if (isa == QRT_ISA_AVX512VNNI && !pk->depthwise) {
         qrt_avx512_conv2d_maxpool(out, in, pk, p, qrt_align_ptr(scratch));
@@ -311,7 +308,7 @@ void qrt_conv2d_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const
 void qrt_linear_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
                        const qrt_linear_params *p, void *scratch) {
     const qrt_packed_linear *pk = packed;
-    isa = lower(isa);
+    isa = qrt_isa_resolve(isa);
 #if defined(QRT_SIMD_X86)
     if (isa == QRT_ISA_AVX512VNNI) {
         qrt_avx512_linear(out, in, pk, p, qrt_align_ptr(scratch));
@@ -328,7 +325,7 @@ void qrt_linear_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
 }
 
 void qrt_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_pool_params *p) {
-    isa = lower(isa);
+    isa = qrt_isa_resolve(isa);
 #if defined(QRT_SIMD_X86)
     if (isa == QRT_ISA_AVX512VNNI && qrt_avx512_maxpool(out, in, p)) return;
     if (isa == QRT_ISA_AVX2 && qrt_avx2_maxpool(out, in, p)) return;
@@ -345,7 +342,7 @@ void qrt_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_po
 /* AVX2 and AVX-512 VNNI: the vpsadbw kernel of simd_avx2.c (its comment derives that it
  * computes the spec's formula exactly). */
 void qrt_global_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, int C, int HW, int32_t z) {
-    isa = lower(isa);
+    isa = qrt_isa_resolve(isa);
 #if defined(QRT_SIMD_X86)
     if (isa != QRT_ISA_PORTABLE) {
         qrt_avx2_global_avgpool(out, in, C, HW, z);
@@ -357,7 +354,7 @@ void qrt_global_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, int C
 
 void qrt_add_s8_isa(qrt_isa isa, int8_t *out, const int8_t *a, const int8_t *b, size_t n,
                     const qrt_add_params *p) {
-    isa = lower(isa);
+    isa = qrt_isa_resolve(isa);
 #if defined(QRT_SIMD_X86)
     if (isa == QRT_ISA_AVX512VNNI) {
         qrt_avx512_add(out, a, b, n, p);
@@ -372,7 +369,7 @@ void qrt_add_s8_isa(qrt_isa isa, int8_t *out, const int8_t *a, const int8_t *b, 
 }
 
 void qrt_input_u8_isa(qrt_isa isa, int8_t *out, const uint8_t *pixels, size_t n) {
-    isa = lower(isa);
+    isa = qrt_isa_resolve(isa);
 #if defined(QRT_SIMD_X86)
     if (isa == QRT_ISA_AVX512VNNI) {
         qrt_avx512_input(out, pixels, n);

@@ -6,9 +6,10 @@
  * build with -DQRT_SIMD=OFF, where everything here still links: qrt_isa_best() is then
  * QRT_ISA_PORTABLE, the pack sizes are 0 and the _isa kernels call the portable ones).
  *
- * qrt_run picks its path from the model (qrt_model_load stores qrt_isa_default() in it):
- * the best the CPU has, or the one the environment variable QRT_ISA names
- * (portable | avx2 | avx512vnni; a path the CPU lacks falls back to the best below it).
+ * qrt_run picks its path from the model: qrt_model_load stores the best the CPU has
+ * (qrt_isa_default()), and qrt_model_set_isa (runtime.h) chooses another, lowered to what
+ * the CPU has. The library reads no environment variable: the qat command maps QRT_ISA
+ * (portable | avx2 | avx512vnni) to qrt_model_set_isa for the models it loads.
  * qrt_run_isa runs one image on a given path, so that tests and benchmarks can compare
  * paths in one process.
  *
@@ -43,16 +44,19 @@ typedef enum qrt_isa {
     QRT_ISA_COUNT,
 } qrt_isa;
 
-/* "portable", "avx2", "avx512vnni" (the spellings QRT_ISA accepts). */
+/* "portable", "avx2", "avx512vnni" (the spellings the qat command's QRT_ISA accepts). */
 const char *qrt_isa_str(qrt_isa isa);
-/* Parses one of those spellings; false if unknown. */
+/* Parses one of those spellings (NULL: false); false if unknown. */
 bool qrt_isa_parse(const char *s, qrt_isa *isa);
 /* Compiled in and supported by this CPU (and OS). QRT_ISA_PORTABLE always is. */
 bool qrt_isa_supported(qrt_isa isa);
+/* The best supported path at or below isa: what asking for isa gets on this CPU (and
+ * build). Every _isa entry point and qrt_model_set_isa lower their argument with it. */
+qrt_isa qrt_isa_resolve(qrt_isa isa);
 /* The fastest supported path. */
 qrt_isa qrt_isa_best(void);
-/* QRT_ISA from the environment if set and known (lowered to the best supported path at
- * or below it), else qrt_isa_best(). */
+/* The path qrt_model_load gives a model: qrt_isa_best(). (It read QRT_ISA from the
+ * environment once; the library takes its settings as arguments now: qrt_model_set_isa.) */
 qrt_isa qrt_isa_default(void);
 /* qrt_isa_str(qrt_isa_default()): the path a model loaded now runs on. */
 const char *qrt_isa_name(void);

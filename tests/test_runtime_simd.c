@@ -17,7 +17,8 @@
  *    (sum q = -21070 over 196, z = -128 -> -107), random data, and small models of
  *    avgpool and global_avgpool through qrt_run_isa;
  *  - whole models built here (safetensors bytes + graph text): qrt_run_isa on every path
- *    gives the portable logits; every conv/linear got packed; QRT_ISA forces a path.
+ *    gives the portable logits; every conv/linear got packed; qrt_model_set_isa
+ *    chooses the path (lowered to what the CPU has).
  * A mismatch prints its position, got and expected.
  */
 #include <stdarg.h>
@@ -797,33 +798,56 @@ static void test_avgpool_models(void **state) {
         }
 }
 
+/* The path is an argument (the library reads no environment): qrt_model_load gives the
+ * best the CPU has, qrt_model_set_isa chooses another, lowered to what the CPU has, and
+ * qrt_run then runs it. */
 static void test_isa_selection(void **state) {
     (void)state;
     qrt_isa isa;
-    if (!qrt_isa_parse("avx512vnni", &isa) || isa != QRT_ISA_AVX512VNNI || qrt_isa_parse("sse9", &isa))
+    if (!qrt_isa_parse("avx512vnni", &isa) || isa != QRT_ISA_AVX512VNNI || qrt_isa_parse("sse9", &isa) ||
+        qrt_isa_parse(NULL, &isa))
         fail_msg("qrt_isa_parse");
     if (!qrt_isa_supported(QRT_ISA_PORTABLE)) fail_msg("portable must always be supported");
-    const char *old = getenv("QRT_ISA");
-    char saved[64] = "";
-    if (old) snprintf(saved, sizeof saved, "%s", old);
-    setenv("QRT_ISA", "portable", 1);
-    if (qrt_isa_default() != QRT_ISA_PORTABLE || strcmp(qrt_isa_name(), "portable"))
-        fail_msg("QRT_ISA=portable: default %s", qrt_isa_name());
-    setenv("QRT_ISA", "avx512vnni", 1);
-    if (qrt_isa_default() != qrt_isa_best()) fail_msg("QRT_ISA=avx512vnni: default %s", qrt_isa_name());
+    if (qrt_isa_default() != qrt_isa_best() || strcmp(qrt_isa_name(), qrt_isa_str(qrt_isa_best())))
+        fail_msg("default %s, best %s", qrt_isa_name(), qrt_isa_str(qrt_isa_best()));
+    for (int i = 0; i < QRT_ISA_COUNT; i++) {
+        /* the best supported path at or below i */
+        int want = i;
+        while (want > 0 && !qrt_isa_supported((qrt_isa)want)) want--;
+        if (qrt_isa_resolve((qrt_isa)i) != (qrt_isa)want)
+            fail_msg("resolve(%s) = %s, expected %s", qrt_isa_str((qrt_isa)i), qrt_isa_str(qrt_isa_resolve((qrt_isa)i)),
+                     qrt_isa_str((qrt_isa)want));
+    }
     size_t len;
     uint8_t *file = build_model(0, 5, &len);
     const size_t need = qrt_model_mem_size(file, len);
     uint8_t *mem = xmalloc(need);
     qrt_model m;
-    setenv("QRT_ISA", "avx2", 1);
     if (qrt_model_load(&m, file, len, mem, need, NULL) != QRT_STATUS_OK) fail_msg("load");
-    if (m.isa != (qrt_isa_supported(QRT_ISA_AVX2) ? QRT_ISA_AVX2 : QRT_ISA_PORTABLE))
-        fail_msg("QRT_ISA=avx2: the model runs %s", qrt_isa_str(m.isa));
-    if (old) setenv("QRT_ISA", saved, 1);
-    else unsetenv("QRT_ISA");
-    printf("note: best path %s, default %s\n", qrt_isa_str(qrt_isa_best()), qrt_isa_name());
-    free(mem), free(file);
+    if (m.isa != qrt_isa_best()) fail_msg("a loaded model runs %s, not the best path %s", qrt_isa_str(m.isa),
+                                          qrt_isa_str(qrt_isa_best()));
+    if (qrt_model_set_isa(&m, QRT_ISA_PORTABLE) != QRT_ISA_PORTABLE || m.isa != QRT_ISA_PORTABLE)
+        fail_msg("set_isa(portable): the model runs %s", qrt_isa_str(m.isa));
+    const qrt_isa avx2 = qrt_isa_supported(QRT_ISA_AVX2) ? QRT_ISA_AVX2 : QRT_ISA_PORTABLE;
+    if (qrt_model_set_isa(&m, QRT_ISA_AVX2) != avx2 || m.isa != avx2)
+        fail_msg("set_isa(avx2): the model runs %s", qrt_isa_str(m.isa));
+    if (qrt_model_set_isa(&m, QRT_ISA_AVX512VNNI) != qrt_isa_best()) fail_msg("set_isa(avx512vnni)");
+    if (qrt_model_set_isa(NULL, QRT_ISA_AVX2) != QRT_ISA_PORTABLE) fail_msg("set_isa(NULL)");
+    qrt_model empty = {0};
+    if (qrt_model_set_isa(&empty, QRT_ISA_AVX2) != QRT_ISA_PORTABLE || empty.isa != QRT_ISA_PORTABLE)
+        fail_msg("set_isa on a model that is not loaded");
+    /* qrt_run follows the choice: the same logits on each (any path gives the same bytes,
+     * so this checks that the call runs, not which kernels ran). */
+    uint8_t *arena = xmalloc(qrt_arena_size(&m)), px[784];
+    for (int i = 0; i < 784; i++) px[i] = (uint8_t)(i * 7);
+    int8_t want[10], got[10];
+    qrt_model_set_isa(&m, QRT_ISA_PORTABLE);
+    if (qrt_run(&m, px, arena, want, NULL) != QRT_STATUS_OK) fail_msg("run (portable)");
+    qrt_model_set_isa(&m, QRT_ISA_AVX512VNNI);
+    if (qrt_run(&m, px, arena, got, NULL) != QRT_STATUS_OK) fail_msg("run (best)");
+    expect_vec(got, want, 10, "qrt_run after qrt_model_set_isa");
+    printf("note: best path %s\n", qrt_isa_str(qrt_isa_best()));
+    free(arena), free(mem), free(file);
 }
 
 int main(void) {
