@@ -1,4 +1,6 @@
-/* adam.c - the Adam and AdamW updates.
+/* adam.c - the Adam and AdamW kinds: their descriptors (optim/kind.h), config fields
+ * and check, state layout and update, shared but for the name, the default
+ * weight_decay and where the decay enters.
  *
  * As torch/optim/adam.py and adamw.py (_single_tensor_adam/_adamw, PyTorch 1.13,
  * amsgrad=False, maximize=False, capturable=False), per element, t = step number from 1:
@@ -35,6 +37,40 @@
 #include <math.h>
 
 #include "autograd/parallel.h"
+#include "optim/kind.h"
+
+/* In the order checkpoints store them; files already written have this order. */
+static const qat_optim_field adam_fields[] = {
+    {"lr", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, lr)},
+    {"beta1", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, beta1)},
+    {"beta2", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, beta2)},
+    {"eps", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, eps)},
+    {"weight_decay", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, weight_decay)},
+};
+
+/* PyTorch's AdamW default; Adam's (0) is the common one. */
+static void adamw_defaults(qat_optim_config *cfg) { cfg->weight_decay = 1e-2; }
+
+static qat_status adam_check(const qat_optim_config *cfg, qat_error *err) {
+    qat_status s;
+    if ((s = qat_optim_check_nonneg(cfg, "weight_decay", cfg->weight_decay, err))) return s;
+    if ((s = qat_optim_check_unit(cfg, "beta1", cfg->beta1, true, err))) return s;
+    if ((s = qat_optim_check_unit(cfg, "beta2", cfg->beta2, true, err))) return s;
+    return qat_optim_check_positive(cfg, "eps", cfg->eps, err);
+}
+
+/* Indices into o->tensors. */
+enum { ADAM_EXP_AVG = 0, ADAM_EXP_AVG_SQ, ADAM_N_TENSORS };
+
+/* exp_avg (m) and exp_avg_sq (v), n floats each. */
+static int adam_layout(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out) {
+    (void)cfg;
+    out[ADAM_EXP_AVG] =
+        (qat_optim_state_tensor){.name = "exp_avg", .dtype = QAT_ST_DTYPE_F32, .numel = n};
+    out[ADAM_EXP_AVG_SQ] =
+        (qat_optim_state_tensor){.name = "exp_avg_sq", .dtype = QAT_ST_DTYPE_F32, .numel = n};
+    return ADAM_N_TENSORS;
+}
 
 typedef struct adam_job {
     float *p, *m, *v;
@@ -67,10 +103,12 @@ QAT_HOT static void adam_part(void *ctx, size_t b, size_t e) {
 }
 
 /* params, grads, exp_avg, exp_avg_sq: (n) */
-void qat_optim_adam_update(qat_optim *o, float *params, const float *grads, float lr) {
+static void adam_update(qat_optim *o, float *params, const float *grads, float lr) {
     const qat_optim_config *c = &o->cfg;
     QAT_ASSERT(c->kind == QAT_OPTIM_ADAM || c->kind == QAT_OPTIM_ADAMW);
-    QAT_ASSERT(o->exp_avg != NULL && o->exp_avg_sq != NULL);
+    QAT_ASSERT(o->n_tensors == ADAM_N_TENSORS);
+    for (int i = 0; i < ADAM_N_TENSORS; i++)
+        QAT_ASSERT(o->tensors[i].dtype == QAT_ST_DTYPE_F32 && o->tensors[i].numel == o->n);
     const size_t n = o->n;
     const double t = (double)(o->step + 1); /* PyTorch increments step_t first */
     const double bias_correction1 = 1.0 - pow(c->beta1, t);
@@ -84,7 +122,8 @@ void qat_optim_adam_update(qat_optim *o, float *params, const float *grads, floa
     const float eps = (float)c->eps;
     const float neg_step_size = (float)(-step_size);
 
-    adam_job j = {.p = params, .g = grads, .m = o->exp_avg, .v = o->exp_avg_sq, .b1 = b1,
+    adam_job j = {.p = params, .g = grads, .m = o->tensors[ADAM_EXP_AVG].data,
+                  .v = o->tensors[ADAM_EXP_AVG_SQ].data, .b1 = b1,
                   .one_minus_b1 = one_minus_b1, .b2 = b2, .one_minus_b2 = one_minus_b2,
                   .bc2_sqrt = bc2_sqrt, .eps = eps, .neg_step_size = neg_step_size,
                   .adamw = c->kind == QAT_OPTIM_ADAMW,
@@ -95,3 +134,23 @@ void qat_optim_adam_update(qat_optim *o, float *params, const float *grads, floa
                   .wd = (float)c->weight_decay};
     qat_parallel_for(n, QAT_OPTIM_GRAIN, adam_part, &j);
 }
+
+const qat_optim_desc qat_optim_desc_adam = {
+    .name = "Adam",
+    .fields = adam_fields,
+    .n_fields = (int)(sizeof adam_fields / sizeof adam_fields[0]),
+    .defaults = NULL, /* the common defaults are Adam's */
+    .check = adam_check,
+    .layout = adam_layout,
+    .update = adam_update,
+};
+
+const qat_optim_desc qat_optim_desc_adamw = {
+    .name = "AdamW",
+    .fields = adam_fields,
+    .n_fields = (int)(sizeof adam_fields / sizeof adam_fields[0]),
+    .defaults = adamw_defaults,
+    .check = adam_check,
+    .layout = adam_layout,
+    .update = adam_update,
+};

@@ -1,86 +1,198 @@
-/* optim.c - the optimizer object: defaults, config checks, init/free, and the step
- * that dispatches to the per-kind updates (sgd.c, adam.c). The formulas are in optim.h.
+/* optim.c - the optimizer object: the table of kinds, defaults, config checks, the
+ * config as key/values, the state layout, init/free, and the step that dispatches to
+ * the kind's update. Everything here is a loop over or a lookup in the kinds table;
+ * what each kind does is in its own file (sgd.c, adam.c; optim/kind.h). The formulas
+ * are in optim.h.
  */
 #include "optim/optim.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "optim/kind.h"
+
+/* One descriptor per kind, indexed by qat_optim_kind. */
+static const qat_optim_desc *const kinds[] = {
+    [QAT_OPTIM_SGD] = &qat_optim_desc_sgd,
+    [QAT_OPTIM_ADAM] = &qat_optim_desc_adam,
+    [QAT_OPTIM_ADAMW] = &qat_optim_desc_adamw,
+};
+_Static_assert(sizeof kinds / sizeof kinds[0] == QAT_OPTIM_COUNT,
+               "optim.c: one descriptor per qat_optim_kind");
+
+static bool kind_valid(qat_optim_kind k) { return (int)k >= 0 && (int)k < QAT_OPTIM_COUNT; }
+
+/* The descriptor of a kind the caller guarantees (asserted). */
+static const qat_optim_desc *desc_of(qat_optim_kind k) {
+    QAT_ASSERT(kind_valid(k));
+    QAT_ASSERT(kinds[k] != NULL);
+    return kinds[k];
+}
+
 qat_optim_config qat_optim_config_default(qat_optim_kind kind) {
-    QAT_ASSERT(kind == QAT_OPTIM_SGD || kind == QAT_OPTIM_ADAM || kind == QAT_OPTIM_ADAMW);
+    const qat_optim_desc *d = desc_of(kind);
+    /* Every field, whatever the kind: PyTorch's default in the optimizer that uses it. */
     qat_optim_config c = {
         .kind = kind,
         .lr = 1e-3,
         .momentum = 0.0,
         .dampening = 0.0,
         .nesterov = false,
-        .weight_decay = kind == QAT_OPTIM_ADAMW ? 1e-2 : 0.0,
+        .weight_decay = 0.0,
         .beta1 = 0.9,
         .beta2 = 0.999,
         .eps = 1e-8,
     };
+    if (d->defaults) d->defaults(&c);
     return c;
 }
 
 const char *qat_optim_kind_str(qat_optim_kind kind) {
-    switch (kind) {
-    case QAT_OPTIM_SGD: return "SGD";
-    case QAT_OPTIM_ADAM: return "Adam";
-    case QAT_OPTIM_ADAMW: return "AdamW";
-    }
-    return "unknown";
+    return kind_valid(kind) ? kinds[kind]->name : "unknown";
 }
 
-/* `lo <= x < hi` (hi_open) or `lo <= x <= hi`; false for NaN. */
-static bool in_range(double x, double lo, double hi, bool hi_open) {
-    return x >= lo && (hi_open ? x < hi : x <= hi);
+/* ASCII case-insensitive equality (not strcasecmp: no locale). */
+static bool equal_nocase(const char *a, const char *b) {
+    for (; *a && *b; a++, b++) {
+        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z') x = (unsigned char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = (unsigned char)(y - 'A' + 'a');
+        if (x != y) return false;
+    }
+    return *a == *b;
+}
+
+bool qat_optim_kind_parse(const char *name, qat_optim_kind *kind) {
+    QAT_ASSERT(name != NULL && kind != NULL);
+    for (int k = 0; k < QAT_OPTIM_COUNT; k++)
+        if (equal_nocase(name, kinds[k]->name)) {
+            *kind = (qat_optim_kind)k;
+            return true;
+        }
+    return false;
+}
+
+size_t qat_optim_kind_names(char *buf, size_t size) {
+    QAT_ASSERT(buf != NULL || size == 0);
+    size_t len = 0;
+    if (size > 0) buf[0] = '\0';
+    for (int k = 0; k < QAT_OPTIM_COUNT; k++) {
+        const char *sep = k == 0 ? "" : k == QAT_OPTIM_COUNT - 1 ? " or " : ", ";
+        const size_t at = len < size ? len : size; /* where the text continues */
+        int w = snprintf(size > at ? buf + at : NULL, size > at ? size - at : 0, "%s%s", sep,
+                         kinds[k]->name);
+        QAT_ASSERT(w >= 0);
+        len += (size_t)w;
+    }
+    return len;
+}
+
+/* ---- config checks ------------------------------------------------------------------ */
+
+qat_status qat_optim_check_nonneg(const qat_optim_config *cfg, const char *field, double v,
+                                  qat_error *err) {
+    if (v >= 0.0 && isfinite(v)) return QAT_STATUS_OK;
+    return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                         "optim %s: %s = %g is invalid; it must be finite and >= 0",
+                         qat_optim_kind_str(cfg->kind), field, v);
+}
+
+qat_status qat_optim_check_positive(const qat_optim_config *cfg, const char *field, double v,
+                                    qat_error *err) {
+    if (v > 0.0 && isfinite(v)) return QAT_STATUS_OK;
+    return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                         "optim %s: %s = %g is invalid; it must be finite and > 0",
+                         qat_optim_kind_str(cfg->kind), field, v);
+}
+
+qat_status qat_optim_check_unit(const qat_optim_config *cfg, const char *field, double v,
+                                bool hi_open, qat_error *err) {
+    if (v >= 0.0 && (hi_open ? v < 1.0 : v <= 1.0)) return QAT_STATUS_OK;
+    return qat_error_set(err, QAT_STATUS_INVALID_ARG, "optim %s: %s = %g is outside [0, 1%c",
+                         qat_optim_kind_str(cfg->kind), field, v, hi_open ? ')' : ']');
 }
 
 qat_status qat_optim_config_check(const qat_optim_config *cfg, qat_error *err) {
     QAT_ASSERT(cfg != NULL);
-    const qat_optim_kind k = cfg->kind;
-    if (k != QAT_OPTIM_SGD && k != QAT_OPTIM_ADAM && k != QAT_OPTIM_ADAMW)
+    if (!kind_valid(cfg->kind)) {
+        char names[64];
+        qat_optim_kind_names(names, sizeof names);
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "optim: kind = %d is not an optimizer (use QAT_OPTIM_SGD, "
-                             "QAT_OPTIM_ADAM or QAT_OPTIM_ADAMW)",
-                             (int)k);
-    const char *name = qat_optim_kind_str(k);
-    if (!(cfg->lr >= 0.0 && isfinite(cfg->lr)))
-        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "optim %s: lr = %g is invalid; it must be finite and >= 0", name,
-                             cfg->lr);
-    if (!(cfg->weight_decay >= 0.0 && isfinite(cfg->weight_decay)))
-        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "optim %s: weight_decay = %g is invalid; it must be finite and "
-                             ">= 0",
-                             name, cfg->weight_decay);
-    if (k == QAT_OPTIM_SGD) {
-        if (!in_range(cfg->momentum, 0.0, 1.0, true))
-            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                                 "optim SGD: momentum = %g is outside [0, 1)", cfg->momentum);
-        if (!in_range(cfg->dampening, 0.0, 1.0, false))
-            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                                 "optim SGD: dampening = %g is outside [0, 1]", cfg->dampening);
-        if (cfg->nesterov && cfg->momentum == 0.0)
-            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                                 "optim SGD: nesterov needs momentum > 0, but momentum = 0");
-        if (cfg->nesterov && cfg->dampening != 0.0)
-            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                                 "optim SGD: nesterov needs dampening = 0, but dampening = %g",
-                                 cfg->dampening);
-    } else {
-        if (!in_range(cfg->beta1, 0.0, 1.0, true))
-            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                                 "optim %s: beta1 = %g is outside [0, 1)", name, cfg->beta1);
-        if (!in_range(cfg->beta2, 0.0, 1.0, true))
-            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                                 "optim %s: beta2 = %g is outside [0, 1)", name, cfg->beta2);
-        if (!(cfg->eps > 0.0 && isfinite(cfg->eps)))
-            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                                 "optim %s: eps = %g is invalid; it must be finite and > 0",
-                                 name, cfg->eps);
+                             "optim: kind = %d is not an optimizer (the kinds are %s)",
+                             (int)cfg->kind, names);
     }
-    return QAT_STATUS_OK;
+    /* Every kind has lr, the rate qat_optim_step takes. */
+    qat_status s = qat_optim_check_nonneg(cfg, "lr", cfg->lr, err);
+    if (s != QAT_STATUS_OK) return s;
+    return desc_of(cfg->kind)->check(cfg, err);
+}
+
+/* ---- the config as key/values ------------------------------------------------------- */
+
+const qat_optim_field *qat_optim_fields(qat_optim_kind kind, int *n) {
+    QAT_ASSERT(n != NULL);
+    const qat_optim_desc *d = desc_of(kind);
+    *n = d->n_fields;
+    return d->fields;
+}
+
+const qat_optim_field *qat_optim_field_find(qat_optim_kind kind, const char *name) {
+    QAT_ASSERT(name != NULL);
+    const qat_optim_desc *d = desc_of(kind);
+    for (int i = 0; i < d->n_fields; i++)
+        if (strcmp(d->fields[i].name, name) == 0) return &d->fields[i];
+    return NULL;
+}
+
+double qat_optim_field_get(const qat_optim_config *cfg, const qat_optim_field *f) {
+    QAT_ASSERT(cfg != NULL && f != NULL && f->offset < sizeof *cfg);
+    const char *at = (const char *)cfg + f->offset;
+    switch (f->type) {
+    case QAT_OPTIM_VALUE_NUMBER: return *(const double *)at;
+    case QAT_OPTIM_VALUE_BOOL: return *(const bool *)at ? 1.0 : 0.0;
+    case QAT_OPTIM_VALUE_COUNT: break;
+    }
+    QAT_ASSERT(!"qat_optim_field_get: the field's type is not a qat_optim_value");
+    return 0.0;
+}
+
+void qat_optim_field_set(qat_optim_config *cfg, const qat_optim_field *f, double v) {
+    QAT_ASSERT(cfg != NULL && f != NULL && f->offset < sizeof *cfg);
+    char *at = (char *)cfg + f->offset;
+    switch (f->type) {
+    case QAT_OPTIM_VALUE_NUMBER: *(double *)at = v; return;
+    case QAT_OPTIM_VALUE_BOOL: *(bool *)at = v != 0.0; return;
+    case QAT_OPTIM_VALUE_COUNT: break;
+    }
+    QAT_ASSERT(!"qat_optim_field_set: the field's type is not a qat_optim_value");
+}
+
+/* ---- state -------------------------------------------------------------------------- */
+
+int qat_optim_state_layout(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out) {
+    QAT_ASSERT(cfg != NULL && out != NULL);
+    const int k = desc_of(cfg->kind)->layout(cfg, n, out);
+    QAT_ASSERT(k >= 0 && k <= QAT_OPTIM_MAX_STATE);
+    for (int i = 0; i < k; i++) {
+        QAT_ASSERT(out[i].name != NULL && (int)out[i].dtype >= 0 &&
+                   (int)out[i].dtype < QAT_ST_DTYPE_COUNT);
+        out[i].data = NULL;
+    }
+    return k;
+}
+
+/* The pre-tensors[] views (optim.h): by name, for F32 tensors only. */
+static void set_views(qat_optim *o) {
+    for (int i = 0; i < o->n_tensors; i++) {
+        const qat_optim_state_tensor *t = &o->tensors[i];
+        if (t->dtype != QAT_ST_DTYPE_F32) continue;
+        if (strcmp(t->name, "momentum_buffer") == 0) o->momentum_buffer = t->data;
+        if (strcmp(t->name, "exp_avg") == 0) o->exp_avg = t->data;
+        if (strcmp(t->name, "exp_avg_sq") == 0) o->exp_avg_sq = t->data;
+    }
 }
 
 qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, qat_error *err) {
@@ -88,57 +200,63 @@ qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, q
     memset(o, 0, sizeof *o);
     qat_status s = qat_optim_config_check(cfg, err);
     if (s != QAT_STATUS_OK) return s;
+    const char *name = qat_optim_kind_str(cfg->kind);
     if (n == 0)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "optim %s: no parameters to optimize (n = 0)",
-                             qat_optim_kind_str(cfg->kind));
-    size_t per_param = 0;
-    if (cfg->kind == QAT_OPTIM_SGD)
-        per_param = cfg->momentum != 0.0 ? 1 : 0;
-    else
-        per_param = 2;
-    if (per_param && n > (size_t)-1 / sizeof(float) / per_param)
-        return qat_error_set(err, QAT_STATUS_NOMEM, "optim %s: state for n = %zu is too large",
-                             qat_optim_kind_str(cfg->kind), n);
-    float *state = NULL;
-    if (per_param) {
-        state = calloc(per_param * n, sizeof(float));
-        if (!state)
+                             "optim %s: no parameters to optimize (n = 0)", name);
+    qat_optim_state_tensor t[QAT_OPTIM_MAX_STATE];
+    const int k = qat_optim_state_layout(cfg, n, t);
+
+    /* One allocation, the tensors in layout order, each starting at a multiple of its
+     * element size (calloc's block is aligned for any type). F32 tensors after F32
+     * tensors need no padding, so an all-F32 state is one float array. */
+    size_t offset[QAT_OPTIM_MAX_STATE], total = 0;
+    bool all_f32 = true;
+    for (int i = 0; i < k; i++) {
+        const size_t es = qat_st_dtype_size(t[i].dtype);
+        const size_t pad = (es - total % es) % es;
+        if (pad > SIZE_MAX - total || t[i].numel > (SIZE_MAX - total - pad) / es)
+            return qat_error_set(err, QAT_STATUS_NOMEM,
+                                 "optim %s: state for n = %zu is too large", name, n);
+        offset[i] = total + pad;
+        total = offset[i] + t[i].numel * es;
+        all_f32 = all_f32 && t[i].dtype == QAT_ST_DTYPE_F32;
+    }
+    void *mem = NULL;
+    if (total > 0) {
+        mem = calloc(total, 1);
+        if (!mem)
             return qat_error_set(err, QAT_STATUS_NOMEM,
                                  "optim %s: cannot allocate %zu bytes of state for n = %zu",
-                                 qat_optim_kind_str(cfg->kind), per_param * n * sizeof(float),
-                                 n);
+                                 name, total, n);
     }
     o->cfg = *cfg;
     o->n = n;
     o->step = 0;
-    o->state = state;
-    o->n_state = per_param * n;
-    if (cfg->kind == QAT_OPTIM_SGD) {
-        o->momentum_buffer = state;
-    } else {
-        o->exp_avg = state;
-        o->exp_avg_sq = state + n;
+    for (int i = 0; i < k; i++) {
+        o->tensors[i] = t[i];
+        o->tensors[i].data = mem ? (char *)mem + offset[i] : NULL;
     }
+    o->n_tensors = k;
+    o->mem = mem;
+    o->mem_bytes = total;
+    if (all_f32 && mem) {
+        o->state = mem;
+        o->n_state = total / sizeof(float);
+    }
+    set_views(o);
     return QAT_STATUS_OK;
 }
 
 void qat_optim_free(qat_optim *o) {
     if (!o) return;
-    free(o->state);
+    free(o->mem);
     memset(o, 0, sizeof *o);
 }
 
 void qat_optim_step(qat_optim *o, float *params, const float *grads, float lr) {
     QAT_ASSERT(o != NULL && params != NULL && grads != NULL);
     QAT_ASSERT(lr >= 0.0f && isfinite(lr));
-    switch (o->cfg.kind) {
-    case QAT_OPTIM_SGD: qat_optim_sgd_update(o, params, grads, lr); break;
-    case QAT_OPTIM_ADAM:
-    case QAT_OPTIM_ADAMW: qat_optim_adam_update(o, params, grads, lr); break;
-    default: QAT_ASSERT(!"qat_optim_step: cfg.kind changed after qat_optim_init");
-    }
+    desc_of(o->cfg.kind)->update(o, params, grads, lr);
     o->step++;
 }
-
-/* params, grads, momentum_buffer: (n) */

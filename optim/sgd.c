@@ -1,4 +1,5 @@
-/* sgd.c - the SGD update (the optimizer object itself is in optim.c).
+/* sgd.c - the SGD kind: its descriptor (optim/kind.h), config fields and check, state
+ * layout and update (the optimizer object itself is in optim.c).
  *
  * SGD, as torch/optim/sgd.py (_single_tensor_sgd, PyTorch 1.13), per element:
  *     d = g + weight_decay * p                       (if weight_decay != 0)
@@ -24,6 +25,42 @@
 #include <string.h>
 
 #include "autograd/parallel.h"
+#include "optim/kind.h"
+
+/* In the order checkpoints store them; files already written have this order. */
+static const qat_optim_field sgd_fields[] = {
+    {"lr", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, lr)},
+    {"momentum", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, momentum)},
+    {"dampening", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, dampening)},
+    {"weight_decay", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, weight_decay)},
+    {"nesterov", QAT_OPTIM_VALUE_BOOL, offsetof(qat_optim_config, nesterov)},
+};
+
+static qat_status sgd_check(const qat_optim_config *cfg, qat_error *err) {
+    qat_status s;
+    if ((s = qat_optim_check_nonneg(cfg, "weight_decay", cfg->weight_decay, err))) return s;
+    if ((s = qat_optim_check_unit(cfg, "momentum", cfg->momentum, true, err))) return s;
+    if ((s = qat_optim_check_unit(cfg, "dampening", cfg->dampening, false, err))) return s;
+    if (cfg->nesterov && cfg->momentum == 0.0)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "optim SGD: nesterov needs momentum > 0, but momentum = 0");
+    if (cfg->nesterov && cfg->dampening != 0.0)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "optim SGD: nesterov needs dampening = 0, but dampening = %g",
+                             cfg->dampening);
+    return QAT_STATUS_OK;
+}
+
+/* Indices into o->tensors. */
+enum { SGD_MOMENTUM_BUFFER = 0 };
+
+/* momentum_buffer (n floats) when momentum != 0, else no state. */
+static int sgd_layout(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out) {
+    if (cfg->momentum == 0.0) return 0;
+    out[SGD_MOMENTUM_BUFFER] =
+        (qat_optim_state_tensor){.name = "momentum_buffer", .dtype = QAT_ST_DTYPE_F32, .numel = n};
+    return 1;
+}
 
 typedef struct sgd_job {
     float *p, *buf;
@@ -59,11 +96,11 @@ QAT_HOT static void sgd_momentum_part(void *ctx, size_t b, size_t e) {
 }
 
 /* Elementwise, so the threads share the parameters out (any split, the same bits). */
-void qat_optim_sgd_update(qat_optim *o, float *params, const float *grads, float lr) {
+static void sgd_update(qat_optim *o, float *params, const float *grads, float lr) {
     QAT_ASSERT(o->cfg.kind == QAT_OPTIM_SGD);
     /* Each scalar rounded to float once, as ATen does when it scales a float tensor;
      * 1 - dampening is computed in double first (a Python float expression). */
-    sgd_job j = {.p = params, .g = grads, .buf = o->momentum_buffer,
+    sgd_job j = {.p = params, .g = grads,
                  .wd = (float)o->cfg.weight_decay, .mom = (float)o->cfg.momentum,
                  .one_minus_damp = (float)(1.0 - o->cfg.dampening), .neg_lr = -lr,
                  .has_wd = o->cfg.weight_decay != 0.0,
@@ -73,6 +110,18 @@ void qat_optim_sgd_update(qat_optim *o, float *params, const float *grads, float
         qat_parallel_for(o->n, QAT_OPTIM_GRAIN, sgd_plain_part, &j);
         return;
     }
-    QAT_ASSERT(j.buf != NULL);
+    QAT_ASSERT(o->n_tensors == 1 && o->tensors[SGD_MOMENTUM_BUFFER].dtype == QAT_ST_DTYPE_F32 &&
+               o->tensors[SGD_MOMENTUM_BUFFER].numel == o->n);
+    j.buf = o->tensors[SGD_MOMENTUM_BUFFER].data;
     qat_parallel_for(o->n, QAT_OPTIM_GRAIN, sgd_momentum_part, &j);
 }
+
+const qat_optim_desc qat_optim_desc_sgd = {
+    .name = "SGD",
+    .fields = sgd_fields,
+    .n_fields = (int)(sizeof sgd_fields / sizeof sgd_fields[0]),
+    .defaults = NULL, /* the common defaults are SGD's */
+    .check = sgd_check,
+    .layout = sgd_layout,
+    .update = sgd_update,
+};

@@ -5,14 +5,20 @@
  *    torch.optim in tests/fixtures/optim.bin (written by gen_optim.py): every parameter
  *    after every step to |diff| <= 1e-6 + 1e-6 |expected|.
  *  - Small cases worked by hand (the first Adam step is lr * sign(g); momentum sums).
- *  - Saving the state (step + the state array) and loading it into a fresh optimizer
- *    continues bit-identically.
+ *  - Saving an optimizer as a checkpoint does (kind name, config fields as key/values,
+ *    step, state tensors by name) and restoring it into a fresh optimizer continues
+ *    bit-identically.
+ *  - Self-description: kind names and qat_optim_kind_parse; the field tables (names,
+ *    order, types, offsets, get/set); the state layout equals what qat_optim_init
+ *    builds (names, dtypes, sizes, placement) for every kind, and the views kept for
+ *    older code point into it.
  *  - Bad configs are refused with a message naming the field.
  *  - Schedules: hand-computed values and PyTorch's StepLR, CosineAnnealingLR, LinearLR
  *    and SequentialLR(LinearLR, ...) sequences.
  */
 #include "testutil.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,9 +205,74 @@ static void test_adamw_decay_is_decoupled(void **state) {
 
 /* ---- state round trip --------------------------------------------------------------- */
 
-/* Run A: 5 steps uninterrupted. Run B: 2 steps, then its step count and state array are
- * copied (as a checkpoint would) into a fresh optimizer C, which takes the other 3 steps
- * from B's parameters. C must end bit-identical to A: parameters and state. */
+/* What a checkpoint holds, saved and restored as a checkpoint does, knowing no kind:
+ * through the kind's name, its field table and its tensor list only. */
+typedef struct saved_optim {
+    char kind[16];
+    int n_fields;
+    char field_name[8][24];
+    double field_value[8];
+    long step;
+    int n_tensors;
+    qat_optim_state_tensor tensors[QAT_OPTIM_MAX_STATE]; /* data: malloc'ed copies */
+} saved_optim;
+
+static void save_optim(saved_optim *sv, const qat_optim *o) {
+    memset(sv, 0, sizeof *sv);
+    snprintf(sv->kind, sizeof sv->kind, "%s", qat_optim_kind_str(o->cfg.kind));
+    const qat_optim_field *f = qat_optim_fields(o->cfg.kind, &sv->n_fields);
+    assert_in_range(sv->n_fields, 1, 8);
+    for (int i = 0; i < sv->n_fields; i++) {
+        snprintf(sv->field_name[i], sizeof sv->field_name[i], "%s", f[i].name);
+        sv->field_value[i] = qat_optim_field_get(&o->cfg, &f[i]);
+    }
+    sv->step = o->step;
+    sv->n_tensors = o->n_tensors;
+    for (int i = 0; i < o->n_tensors; i++) {
+        const qat_optim_state_tensor *t = &o->tensors[i];
+        const size_t bytes = t->numel * qat_st_dtype_size(t->dtype);
+        sv->tensors[i] = *t;
+        sv->tensors[i].data = malloc(bytes);
+        assert_non_null(sv->tensors[i].data);
+        memcpy(sv->tensors[i].data, t->data, bytes);
+    }
+}
+
+/* A fresh optimizer from sv for n parameters; the file's tensors must be exactly the
+ * ones the config lays out (checked before the optimizer exists, as a reader does). */
+static void restore_optim(qat_optim *o, const saved_optim *sv, size_t n) {
+    qat_optim_kind kind;
+    assert_true(qat_optim_kind_parse(sv->kind, &kind));
+    qat_optim_config cfg = qat_optim_config_default(kind);
+    for (int i = 0; i < sv->n_fields; i++) {
+        const qat_optim_field *f = qat_optim_field_find(kind, sv->field_name[i]);
+        if (!f) fail_msg("%s has no field \"%s\"", sv->kind, sv->field_name[i]);
+        qat_optim_field_set(&cfg, f, sv->field_value[i]);
+    }
+    qat_optim_state_tensor want[QAT_OPTIM_MAX_STATE];
+    const int k = qat_optim_state_layout(&cfg, n, want);
+    assert_int_equal(k, sv->n_tensors);
+    for (int i = 0; i < k; i++) {
+        assert_string_equal(want[i].name, sv->tensors[i].name);
+        assert_int_equal(want[i].dtype, sv->tensors[i].dtype);
+        assert_int_equal(want[i].numel, sv->tensors[i].numel);
+    }
+    init_ok(o, &cfg, n);
+    o->step = sv->step;
+    for (int i = 0; i < o->n_tensors; i++)
+        memcpy(o->tensors[i].data, sv->tensors[i].data,
+               o->tensors[i].numel * qat_st_dtype_size(o->tensors[i].dtype));
+}
+
+static void saved_optim_free(saved_optim *sv) {
+    for (int i = 0; i < sv->n_tensors; i++) free(sv->tensors[i].data);
+    memset(sv, 0, sizeof *sv);
+}
+
+/* Run A: 5 steps uninterrupted. Run B: 2 steps, then saved as a checkpoint would save it
+ * (save_optim) and restored into a fresh optimizer C (restore_optim), which takes the
+ * other 3 steps from B's parameters. C must end bit-identical to A: parameters and every
+ * state tensor. */
 static void test_state_roundtrip_bit_identical(void **state) {
     (void)state;
     enum { N = 97, T = 5, T_SAVE = 2 };
@@ -209,7 +280,7 @@ static void test_state_roundtrip_bit_identical(void **state) {
     fill_uniform(p0, N, -1, 1, 7);
     for (int k = 0; k < T; k++) fill_uniform(grads[k], N, -2, 2, 100 + (uint64_t)k);
 
-    qat_optim_config cfgs[4];
+    qat_optim_config cfgs[6];
     cfgs[0] = qat_optim_config_default(QAT_OPTIM_SGD);
     cfgs[0].momentum = 0.9;
     cfgs[0].nesterov = true;
@@ -220,9 +291,16 @@ static void test_state_roundtrip_bit_identical(void **state) {
     cfgs[2] = qat_optim_config_default(QAT_OPTIM_ADAM);
     cfgs[2].weight_decay = 1e-2;
     cfgs[3] = qat_optim_config_default(QAT_OPTIM_ADAMW);
-    const size_t want_state[4] = {N, N, 2 * N, 2 * N};
+    cfgs[4] = qat_optim_config_default(QAT_OPTIM_SGD); /* no state at all */
+    cfgs[4].weight_decay = 1e-2;
+    cfgs[5] = qat_optim_config_default(QAT_OPTIM_ADAMW);
+    cfgs[5].beta1 = 0.85;
+    cfgs[5].beta2 = 0.99;
+    cfgs[5].eps = 1e-7;
+    cfgs[5].weight_decay = 0.1;
+    const size_t want_state[6] = {N, N, 2 * N, 2 * N, 0, 2 * N};
 
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 6; c++) {
         const float lr = 0.03f;
         qat_optim a, b, r;
         float pa[N], pb[N];
@@ -234,17 +312,13 @@ static void test_state_roundtrip_bit_identical(void **state) {
         init_ok(&b, &cfgs[c], N);
         assert_int_equal(b.n_state, want_state[c]);
         for (int k = 0; k < T_SAVE; k++) qat_optim_step(&b, pb, grads[k], lr);
-        /* The checkpoint: step and the n_state floats. */
-        long saved_step = b.step;
-        float *saved = malloc(b.n_state * sizeof(float));
-        memcpy(saved, b.state, b.n_state * sizeof(float));
+        saved_optim sv;
+        save_optim(&sv, &b);
         qat_optim_free(&b);
 
-        init_ok(&r, &cfgs[c], N);
+        restore_optim(&r, &sv, N);
+        saved_optim_free(&sv);
         assert_int_equal(r.n_state, want_state[c]);
-        r.step = saved_step;
-        memcpy(r.state, saved, r.n_state * sizeof(float));
-        free(saved);
         for (int k = T_SAVE; k < T; k++) qat_optim_step(&r, pb, grads[k], lr);
 
         assert_int_equal(r.step, a.step);
@@ -255,9 +329,12 @@ static void test_state_roundtrip_bit_identical(void **state) {
                              "uninterrupted %.9g",
                              qat_optim_kind_str(cfgs[c].kind), c, i, pb[i], pa[i]);
         }
-        if (memcmp(a.state, r.state, a.n_state * sizeof(float)) != 0)
-            fail_msg("%s config %d: resumed optimizer state differs from uninterrupted run",
-                     qat_optim_kind_str(cfgs[c].kind), c);
+        assert_int_equal(r.n_tensors, a.n_tensors);
+        for (int i = 0; i < a.n_tensors; i++)
+            if (memcmp(a.tensors[i].data, r.tensors[i].data,
+                       a.tensors[i].numel * qat_st_dtype_size(a.tensors[i].dtype)) != 0)
+                fail_msg("%s config %d: resumed %s differs from the uninterrupted run",
+                         qat_optim_kind_str(cfgs[c].kind), c, a.tensors[i].name);
         qat_optim_free(&a);
         qat_optim_free(&r);
     }
@@ -291,6 +368,240 @@ static void test_state_layout(void **state) {
     assert_null(o.state);
     qat_optim_free(&o); /* freeing twice is harmless */
 }
+
+/* qat_optim_state_layout is what a checkpoint reader checks a file against before an
+ * optimizer exists; it must be exactly what qat_optim_init builds. Also checks the
+ * expected lists by name, and the placement of the data in the one allocation. */
+static void test_layout_matches_init(void **state) {
+    (void)state;
+    typedef struct layout_case {
+        const char *what;
+        qat_optim_config cfg;
+        int n_tensors;
+        const char *names[QAT_OPTIM_MAX_STATE];
+    } layout_case;
+    layout_case cases[6] = {
+        {"SGD", qat_optim_config_default(QAT_OPTIM_SGD), 0, {NULL}},
+        {"SGD momentum", qat_optim_config_default(QAT_OPTIM_SGD), 1, {"momentum_buffer"}},
+        {"SGD nesterov", qat_optim_config_default(QAT_OPTIM_SGD), 1, {"momentum_buffer"}},
+        {"SGD wd", qat_optim_config_default(QAT_OPTIM_SGD), 0, {NULL}},
+        {"Adam", qat_optim_config_default(QAT_OPTIM_ADAM), 2, {"exp_avg", "exp_avg_sq"}},
+        {"AdamW", qat_optim_config_default(QAT_OPTIM_ADAMW), 2, {"exp_avg", "exp_avg_sq"}},
+    };
+    cases[1].cfg.momentum = 0.9;
+    cases[2].cfg.momentum = 0.5;
+    cases[2].cfg.nesterov = true;
+    cases[3].cfg.weight_decay = 0.1;
+    bool kind_seen[QAT_OPTIM_COUNT] = {false};
+    const size_t sizes[] = {1, 10, 97, 40000};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        kind_seen[cases[c].cfg.kind] = true;
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            const size_t n = sizes[si];
+            qat_optim_state_tensor lay[QAT_OPTIM_MAX_STATE];
+            for (int i = 0; i < QAT_OPTIM_MAX_STATE; i++)
+                lay[i] = (qat_optim_state_tensor){.data = &lay[i]}; /* must come back NULL */
+            const int k = qat_optim_state_layout(&cases[c].cfg, n, lay);
+            if (k != cases[c].n_tensors)
+                fail_msg("%s, n = %zu: layout has %d tensors, expected %d", cases[c].what, n, k,
+                         cases[c].n_tensors);
+            qat_optim o;
+            init_ok(&o, &cases[c].cfg, n);
+            assert_int_equal(o.n_tensors, k);
+            size_t bytes = 0;
+            for (int i = 0; i < k; i++) {
+                const qat_optim_state_tensor *t = &o.tensors[i];
+                assert_string_equal(lay[i].name, cases[c].names[i]);
+                assert_string_equal(t->name, lay[i].name);
+                assert_int_equal(lay[i].dtype, QAT_ST_DTYPE_F32);
+                assert_int_equal(t->dtype, lay[i].dtype);
+                assert_int_equal(lay[i].numel, n);
+                assert_int_equal(t->numel, lay[i].numel);
+                assert_null(lay[i].data);
+                /* Inside the allocation, aligned, in order, not overlapping, zeroed. */
+                const size_t es = qat_st_dtype_size(t->dtype);
+                const char *at = t->data, *mem = o.mem;
+                assert_non_null(at);
+                assert_true(at >= mem + bytes);
+                assert_int_equal((size_t)(at - mem) % es, 0);
+                bytes = (size_t)(at - mem) + t->numel * es;
+                assert_true(bytes <= o.mem_bytes);
+                for (size_t j = 0; j < t->numel * es; j++)
+                    if (at[j] != 0) fail_msg("%s: %s byte %zu is not zero", cases[c].what,
+                                             t->name, j);
+            }
+            assert_int_equal(bytes, o.mem_bytes);
+            if (k == 0) assert_null(o.mem);
+            /* The views kept for older code: the F32 tensors of those names. */
+            assert_ptr_equal(o.state, o.mem);
+            assert_int_equal(o.n_state, o.mem_bytes / sizeof(float));
+            assert_ptr_equal(o.momentum_buffer, k == 1 ? o.tensors[0].data : NULL);
+            assert_ptr_equal(o.exp_avg, k == 2 ? o.tensors[0].data : NULL);
+            assert_ptr_equal(o.exp_avg_sq, k == 2 ? o.tensors[1].data : NULL);
+            qat_optim_free(&o);
+        }
+    }
+    for (int k = 0; k < QAT_OPTIM_COUNT; k++)
+        if (!kind_seen[k]) fail_msg("no layout case for %s", qat_optim_kind_str(k));
+}
+
+static void test_kind_names(void **state) {
+    (void)state;
+    const char *const want[] = {"SGD", "Adam", "AdamW"};
+    assert_int_equal(QAT_OPTIM_COUNT, 3);
+    for (int k = 0; k < QAT_OPTIM_COUNT; k++) {
+        assert_string_equal(qat_optim_kind_str((qat_optim_kind)k), want[k]);
+        /* The stored name, lower case and upper case all parse back. */
+        char lower[16], upper[16];
+        size_t i = 0;
+        for (; want[k][i]; i++) {
+            lower[i] = (char)tolower((unsigned char)want[k][i]);
+            upper[i] = (char)toupper((unsigned char)want[k][i]);
+        }
+        lower[i] = upper[i] = '\0';
+        const char *spellings[] = {want[k], lower, upper};
+        for (int j = 0; j < 3; j++) {
+            qat_optim_kind got = (qat_optim_kind)-1;
+            if (!qat_optim_kind_parse(spellings[j], &got) || got != (qat_optim_kind)k)
+                fail_msg("qat_optim_kind_parse(\"%s\") did not give %s", spellings[j], want[k]);
+        }
+    }
+    qat_optim_kind got = QAT_OPTIM_ADAM;
+    assert_true(qat_optim_kind_parse("aDaMw", &got) && got == QAT_OPTIM_ADAMW);
+    const char *const bad[] = {"", "sg", "sgdm", "adam ", " adam", "adamw8", "Adam8",
+                               "lion", "unknown", "SGD\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        got = QAT_OPTIM_ADAM;
+        if (qat_optim_kind_parse(bad[i], &got)) fail_msg("\"%s\" parsed as a kind", bad[i]);
+        assert_int_equal(got, QAT_OPTIM_ADAM); /* untouched */
+    }
+    assert_string_equal(qat_optim_kind_str(QAT_OPTIM_COUNT), "unknown");
+    assert_string_equal(qat_optim_kind_str((qat_optim_kind)-1), "unknown");
+
+    char buf[64];
+    const char *list = "SGD, Adam or AdamW";
+    assert_int_equal(qat_optim_kind_names(buf, sizeof buf), strlen(list));
+    assert_string_equal(buf, list);
+    for (size_t size = 0; size <= strlen(list) + 1; size++) {
+        memset(buf, 'x', sizeof buf);
+        assert_int_equal(qat_optim_kind_names(size ? buf : NULL, size), strlen(list));
+        if (size == 0) continue;
+        assert_int_equal(strlen(buf), size - 1); /* truncated, always terminated */
+        assert_memory_equal(buf, list, size - 1);
+        assert_true(buf[size] == 'x'); /* nothing written past size */
+    }
+}
+
+typedef struct want_field {
+    const char *name;
+    qat_optim_value type;
+    size_t offset;
+} want_field;
+
+#define NUM(f) {#f, QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, f)}
+#define BOOL(f) {#f, QAT_OPTIM_VALUE_BOOL, offsetof(qat_optim_config, f)}
+
+/* The tables, in the order of the "optim" JSON that checkpoints already on disk have. */
+static void test_field_tables(void **state) {
+    (void)state;
+    static const want_field sgd[] = {NUM(lr), NUM(momentum), NUM(dampening),
+                                      NUM(weight_decay), BOOL(nesterov)};
+    static const want_field adam[] = {NUM(lr), NUM(beta1), NUM(beta2), NUM(eps),
+                                       NUM(weight_decay)};
+    const struct {
+        qat_optim_kind kind;
+        const want_field *f;
+        int n;
+    } kinds[] = {
+        {QAT_OPTIM_SGD, sgd, 5},
+        {QAT_OPTIM_ADAM, adam, 5},
+        {QAT_OPTIM_ADAMW, adam, 5},
+    };
+    assert_int_equal(sizeof kinds / sizeof kinds[0], QAT_OPTIM_COUNT);
+    static const char *const all_names[] = {"lr",   "momentum", "dampening", "weight_decay",
+                                            "nesterov", "beta1", "beta2", "eps"};
+    for (int k = 0; k < QAT_OPTIM_COUNT; k++) {
+        const qat_optim_kind kind = kinds[k].kind;
+        assert_int_equal(kind, k);
+        const char *kn = qat_optim_kind_str(kind);
+        int n = -1;
+        const qat_optim_field *f = qat_optim_fields(kind, &n);
+        if (n != kinds[k].n) fail_msg("%s: %d fields, expected %d", kn, n, kinds[k].n);
+        for (int i = 0; i < n; i++) {
+            if (strcmp(f[i].name, kinds[k].f[i].name) != 0)
+                fail_msg("%s field %d is \"%s\", expected \"%s\"", kn, i, f[i].name,
+                         kinds[k].f[i].name);
+            assert_int_equal(f[i].type, kinds[k].f[i].type);
+            assert_int_equal(f[i].offset, kinds[k].f[i].offset);
+            assert_ptr_equal(qat_optim_field_find(kind, f[i].name), &f[i]);
+        }
+        /* Names the kind does not use, wrong case, near misses. */
+        for (size_t j = 0; j < sizeof all_names / sizeof all_names[0]; j++) {
+            bool used = false;
+            for (int i = 0; i < n; i++) used = used || strcmp(f[i].name, all_names[j]) == 0;
+            if (!used) assert_null(qat_optim_field_find(kind, all_names[j]));
+        }
+        assert_null(qat_optim_field_find(kind, "LR"));
+        assert_null(qat_optim_field_find(kind, "lr "));
+        assert_null(qat_optim_field_find(kind, "kind"));
+        assert_null(qat_optim_field_find(kind, ""));
+
+        /* get/set: each field set to its own value reads back, lands in its member and
+         * changes no other member. */
+        const qat_optim_config base = qat_optim_config_default(kind);
+        for (int i = 0; i < n; i++) {
+            qat_optim_config c = base;
+            const double v = f[i].type == QAT_OPTIM_VALUE_BOOL ? 1.0 : 0.0625 * (i + 1);
+            assert_true(qat_optim_field_get(&c, &f[i]) != v);
+            qat_optim_field_set(&c, &f[i], v);
+            if (qat_optim_field_get(&c, &f[i]) != v)
+                fail_msg("%s.%s: set %g, got %g", kn, f[i].name, v,
+                         qat_optim_field_get(&c, &f[i]));
+            qat_optim_config expect = base;
+            if (f[i].type == QAT_OPTIM_VALUE_BOOL)
+                *(bool *)((char *)&expect + f[i].offset) = true;
+            else
+                *(double *)((char *)&expect + f[i].offset) = v;
+            assert_int_equal(c.kind, expect.kind);
+            assert_true(c.lr == expect.lr && c.momentum == expect.momentum &&
+                        c.dampening == expect.dampening && c.nesterov == expect.nesterov &&
+                        c.weight_decay == expect.weight_decay && c.beta1 == expect.beta1 &&
+                        c.beta2 == expect.beta2 && c.eps == expect.eps);
+            if (f[i].type == QAT_OPTIM_VALUE_BOOL) {
+                qat_optim_field_set(&c, &f[i], 0.0);
+                assert_true(qat_optim_field_get(&c, &f[i]) == 0.0);
+                qat_optim_field_set(&c, &f[i], -2.5); /* any nonzero is true */
+                assert_true(qat_optim_field_get(&c, &f[i]) == 1.0);
+            }
+        }
+        /* A config through its key/values into a default one comes back equal on every
+         * field the kind uses, as in a checkpoint. */
+        qat_optim_config a = base;
+        a.lr = 0.0123;
+        a.weight_decay = 3e-4;
+        if (kind == QAT_OPTIM_SGD) {
+            a.momentum = 0.875;
+            a.nesterov = true;
+        } else {
+            a.beta1 = 0.8;
+            a.beta2 = 0.95;
+            a.eps = 1e-6;
+        }
+        qat_error err = {0};
+        assert_int_equal(qat_optim_config_check(&a, &err), QAT_STATUS_OK);
+        qat_optim_config b = qat_optim_config_default(kind);
+        for (int i = 0; i < n; i++) qat_optim_field_set(&b, &f[i], qat_optim_field_get(&a, &f[i]));
+        for (int i = 0; i < n; i++)
+            if (qat_optim_field_get(&b, &f[i]) != qat_optim_field_get(&a, &f[i]))
+                fail_msg("%s.%s did not survive the round trip", kn, f[i].name);
+        assert_int_equal(b.kind, kind);
+        assert_int_equal(qat_optim_config_check(&b, &err), QAT_STATUS_OK);
+        assert_string_equal(f[0].name, "lr"); /* every kind's first field */
+    }
+}
+
+#undef NUM
+#undef BOOL
 
 /* ---- configs ------------------------------------------------------------------------ */
 
@@ -504,6 +815,9 @@ int main(void) {
         cmocka_unit_test(test_adamw_decay_is_decoupled),
         cmocka_unit_test(test_state_roundtrip_bit_identical),
         cmocka_unit_test(test_state_layout),
+        cmocka_unit_test(test_layout_matches_init),
+        cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_field_tables),
         cmocka_unit_test(test_config_defaults),
         cmocka_unit_test(test_bad_configs_refused),
         cmocka_unit_test(test_schedules_by_hand),
