@@ -15,12 +15,18 @@ const char *qat_lr_kind_str(qat_lr_kind kind) {
     case QAT_LR_CONSTANT: return "constant";
     case QAT_LR_STEP: return "step";
     case QAT_LR_COSINE: return "cosine";
+    case QAT_LR_COUNT: break;
     }
     return "unknown";
 }
 
 qat_status qat_lr_schedule_check(const qat_lr_schedule *s, qat_error *err) {
     QAT_ASSERT(s != NULL);
+    if ((int)s->kind < 0 || (int)s->kind >= QAT_LR_COUNT)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "lr schedule: kind = %d is not a schedule (use QAT_LR_CONSTANT, "
+                             "QAT_LR_STEP or QAT_LR_COSINE)",
+                             (int)s->kind);
     switch (s->kind) {
     case QAT_LR_CONSTANT: break;
     case QAT_LR_STEP:
@@ -45,11 +51,7 @@ qat_status qat_lr_schedule_check(const qat_lr_schedule *s, qat_error *err) {
                                  "finite and >= 0",
                                  s->eta_min);
         break;
-    default:
-        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "lr schedule: kind = %d is not a schedule (use QAT_LR_CONSTANT, "
-                             "QAT_LR_STEP or QAT_LR_COSINE)",
-                             (int)s->kind);
+    case QAT_LR_COUNT: break; /* refused above */
     }
     if (s->warmup_steps < 0)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
@@ -85,6 +87,7 @@ float qat_lr_schedule_at(const qat_lr_schedule *s, float base_lr, long step) {
         const double c = cos(pi * (double)u / (double)s->t_max);
         return (float)(s->eta_min + (base - s->eta_min) * (1.0 + c) / 2.0);
     }
+    case QAT_LR_COUNT: break;
     }
     QAT_ASSERT(!"qat_lr_schedule_at: unknown schedule kind");
     return 0.0f;

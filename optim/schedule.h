@@ -45,6 +45,7 @@ typedef enum qat_lr_kind {
     QAT_LR_CONSTANT = 0,
     QAT_LR_STEP,
     QAT_LR_COSINE,
+    QAT_LR_COUNT
 } qat_lr_kind;
 
 /* Valid ranges (qat_lr_schedule_check):

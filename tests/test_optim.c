@@ -789,6 +789,8 @@ static void test_bad_schedules_refused(void **state) {
         {{.kind = QAT_LR_CONSTANT, .warmup_steps = 5, .warmup_start_factor = 1.5},
          "warmup_start_factor = 1.5"},
         {{.kind = (qat_lr_kind)9}, "kind = 9"},
+        {{.kind = QAT_LR_COUNT}, "kind = 3"},
+        {{.kind = (qat_lr_kind)-1}, "kind = -1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         qat_error err = {0};
@@ -800,6 +802,7 @@ static void test_bad_schedules_refused(void **state) {
             fail_msg("case %zu: message \"%s\" does not mention \"%s\"", i, err.msg,
                      cases[i].field);
     }
+    assert_string_equal(qat_lr_kind_str(QAT_LR_COUNT), "unknown");
     /* Unused fields are not checked; no warm-up ignores the start factor. */
     qat_lr_schedule ok = {.kind = QAT_LR_CONSTANT, .t_max = -1, .gamma = -1,
                           .warmup_start_factor = 7};
