@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,4 +267,415 @@ void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) fail_msg("out of memory (%zu bytes)", n);
     return p;
+}
+
+/* ---- safetensors files built by hand ----------------------------------------------------- */
+
+/* A shift that maps a typical accumulator of K products with weights up to maxw to tens
+ * of levels (so that outputs are neither all clamped nor all zero), +-1. */
+int typical_shift(trng *r, size_t K, int maxw) {
+    double acc = sqrt((double)K) * 74.0 * (maxw / sqrt(3.0)) * 0.75 / 40.0;
+    return -(int)lround(log2(acc > 1 ? acc : 1)) + (int)rint_in(r, -1, 1);
+}
+
+/* Random per-channel integers: weights within wbits, bias, M0, shift. */
+void gen_channel_params(trng *r, int OC, size_t K, int wbits, int8_t *w, int32_t *b,
+                               int32_t *m, int32_t *s) {
+    int lim = (1 << (wbits - 1)) - 1;
+    fill_s8(r, w, (size_t)OC * K, -lim, lim);
+    for (int c = 0; c < OC; c++) {
+        b[c] = (int32_t)rint_in(r, -5000, 5000);
+        m[c] = (int32_t)rint_in(r, (int64_t)1 << 30, INT32_MAX);
+        s[c] = typical_shift(r, K, lim);
+    }
+}
+
+ttensor *tf_add(tfile *tf, const char *name, const char *dtype, int ndim, const int64_t *shape,
+                       const void *data, size_t nbytes) {
+    ttensor *t = &tf->t[tf->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    snprintf(t->dtype, sizeof t->dtype, "%s", dtype);
+    t->ndim = ndim;
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    t->data = xmalloc(nbytes);
+    memcpy(t->data, data, nbytes);
+    t->nbytes = nbytes;
+    return t;
+}
+
+void tf_free(tfile *tf) {
+    for (int i = 0; i < tf->n; i++) free(tf->t[i].data);
+}
+
+void tf_add_i32(tfile *tf, const char *name, const int32_t *v, int n) {
+    uint8_t *b = xmalloc((size_t)n * 4);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 4; k++) b[4 * i + k] = (uint8_t)((uint32_t)v[i] >> (8 * k));
+    tf_add(tf, name, "I32", 1, (int64_t[]){n}, b, (size_t)n * 4);
+    free(b);
+}
+
+/* Two 4-bit two's-complement weights per byte, weight 2i in the low nibble. */
+void tf_add_packed(tfile *tf, const char *name, const int8_t *w, size_t n) {
+    size_t nb = (n + 1) / 2;
+    uint8_t *b = xmalloc(nb);
+    for (size_t i = 0; i < nb; i++) {
+        uint8_t lo = (uint8_t)(w[2 * i] & 0xF), hi = 2 * i + 1 < n ? (uint8_t)(w[2 * i + 1] & 0xF) : 0;
+        b[i] = (uint8_t)(lo | hi << 4);
+    }
+    tf_add(tf, name, "U8", 1, (int64_t[]){(int64_t)nb}, b, nb);
+    free(b);
+}
+
+void gappend(tfile *tf, const char *fmt, ...) {
+    size_t used = strlen(tf->graph);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tf->graph + used, sizeof tf->graph - used, fmt, ap);
+    va_end(ap);
+}
+
+/* The header JSON: metadata (format, version, the graph JSON-escaped), then the tensors
+ * with contiguous offsets in their order. */
+char *tf_header(tfile *tf, const char *format, const char *version) {
+    size_t cap = 65536, used = 0;
+    char *h = xmalloc(cap);
+    used += (size_t)snprintf(h + used, cap - used,
+                             "{\"__metadata__\":{\"format\":\"%s\",\"format_version\":\"%s\","
+                             "\"source\":\"test_runtime \\\"built by hand\\\"\",\"graph\":\"",
+                             format, version);
+    for (const char *p = tf->graph; *p; p++) {
+        if (*p == '\n') h[used++] = '\\', h[used++] = 'n';
+        else if (*p == '"' || *p == '\\') h[used++] = '\\', h[used++] = *p;
+        else h[used++] = *p;
+    }
+    used += (size_t)snprintf(h + used, cap - used, "\"}");
+    size_t off = 0;
+    for (int i = 0; i < tf->n; i++) {
+        ttensor *t = &tf->t[i];
+        t->offset = off;
+        used += (size_t)snprintf(h + used, cap - used, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, t->dtype);
+        for (int d = 0; d < t->ndim; d++)
+            used += (size_t)snprintf(h + used, cap - used, d ? ",%lld" : "%lld", (long long)t->shape[d]);
+        used += (size_t)snprintf(h + used, cap - used, "],\"data_offsets\":[%zu,%zu]}", off, off + t->nbytes);
+        off += t->nbytes;
+    }
+    snprintf(h + used, cap - used, "}");
+    return h;
+}
+
+/* uint64 N | header padded with spaces to a multiple of 8 | data. */
+uint8_t *pack_file(const char *header, const uint8_t *data, size_t data_len, size_t *len) {
+    size_t hl = strlen(header), N = (hl + 7) / 8 * 8;
+    uint8_t *f = xmalloc(8 + N + data_len);
+    for (int i = 0; i < 8; i++) f[i] = (uint8_t)((uint64_t)N >> (8 * i));
+    memcpy(f + 8, header, hl);
+    memset(f + 8 + hl, ' ', N - hl);
+    if (data_len) memcpy(f + 8 + N, data, data_len);
+    *len = 8 + N + data_len;
+    return f;
+}
+
+uint8_t *tf_bytes_with(tfile *tf, const char *header, size_t *len) {
+    size_t total = 0;
+    for (int i = 0; i < tf->n; i++) total += tf->t[i].nbytes;
+    uint8_t *data = xmalloc(total);
+    for (int i = 0, off = 0; i < tf->n; off += (int)tf->t[i].nbytes, i++)
+        memcpy(data + off, tf->t[i].data, tf->t[i].nbytes);
+    uint8_t *f = pack_file(header, data, total, len);
+    free(data);
+    return f;
+}
+
+/* A copy of s with the first occurrence of a replaced by b; fails the test if absent. */
+char *replace1(const char *s, const char *a, const char *b) {
+    const char *at = strstr(s, a);
+    if (!at) fail_msg("test bug: '%s' not found in '%.200s...'", a, s);
+    size_t la = strlen(a), lb = strlen(b), ls = strlen(s);
+    char *r = xmalloc(ls - la + lb + 1);
+    memcpy(r, s, (size_t)(at - s));
+    memcpy(r + (at - s), b, lb);
+    strcpy(r + (at - s) + lb, at + la);
+    return r;
+}
+
+
+void tlayer_init(tlayer *L, trng *r, int OC, size_t K, int wbits) {
+    L->OC = OC, L->K = K, L->wbits = wbits;
+    L->w = xmalloc((size_t)OC * K);
+    L->b = xmalloc((size_t)OC * 4), L->m = xmalloc((size_t)OC * 4), L->s = xmalloc((size_t)OC * 4);
+    gen_channel_params(r, OC, K, wbits, L->w, L->b, L->m, L->s);
+}
+
+void tlayer_free(tlayer *L) { free(L->w), free(L->b), free(L->m), free(L->s); }
+
+/* Adds <name>.weight (I8 with wshape, or packed U8), .bias, .mult, .shift. */
+void tf_add_layer(tfile *tf, const char *name, const tlayer *L, bool packed, int wndim,
+                         const int64_t *wshape) {
+    char n[48];
+    snprintf(n, sizeof n, "%s.weight", name);
+    if (packed) tf_add_packed(tf, n, L->w, (size_t)L->OC * L->K);
+    else tf_add(tf, n, "I8", wndim, wshape, L->w, (size_t)L->OC * L->K);
+    snprintf(n, sizeof n, "%s.bias", name);
+    tf_add_i32(tf, n, L->b, L->OC);
+    snprintf(n, sizeof n, "%s.mult", name);
+    tf_add_i32(tf, n, L->m, L->OC);
+    snprintf(n, sizeof n, "%s.shift", name);
+    tf_add_i32(tf, n, L->s, L->OC);
+}
+
+
+const qrt_add_params ADD4 = {.z_a = -100, .z_b = 7, .z_out = -20, .mult_a = ADD_A_M0,
+                                    .shift_a = 0, .mult_b = ADD_B_M0, .shift_b = -1,
+                                    .mult_out = ADD_OUT_M0, .shift_out = -19, .act_min = -128,
+                                    .act_max = 127};
+const qrt_add_params ADD13 = {.z_a = -3, .z_b = 4, .z_out = 1, .mult_a = ADD_A_M0,
+                                     .shift_a = 0, .mult_b = ADD_B_M0, .shift_b = 0,
+                                     .mult_out = ADD_OUT_M0, .shift_out = -20, .act_min = -128,
+                                     .act_max = 127};
+
+
+const qrt_conv_params P_C1 = {.C = 3, .H = 9, .W = 9, .OC = 8, .OH = 9, .OW = 9, .k = 3, .stride = 1,
+                                     .pad = 1, .groups = 1, .z_in = -5, .z_out = -100, .act_min = -100, .act_max = 127};
+const qrt_pool_params P_MP = {.C = 8, .H = 9, .W = 9, .OH = 5, .OW = 5, .k = 3, .stride = 2, .pad = 1, .z_in = -100};
+const qrt_conv_params P_DW = {.C = 8, .H = 5, .W = 5, .OC = 8, .OH = 5, .OW = 5, .k = 3, .stride = 1,
+                                     .pad = 1, .groups = 8, .z_in = -100, .z_out = 7, .act_min = 7, .act_max = 100};
+const qrt_pool_params P_AP = {.C = 8, .H = 5, .W = 5, .OH = 3, .OW = 3, .k = 3, .stride = 2, .pad = 1, .z_in = -20};
+const qrt_conv_params P_C2 = {.C = 3, .H = 9, .W = 9, .OC = 5, .OH = 4, .OW = 4, .k = 3, .stride = 2,
+                                     .pad = 0, .groups = 1, .z_in = -5, .z_out = 0, .act_min = -128, .act_max = 127};
+const qrt_conv_params P_G = {.C = 8, .H = 3, .W = 3, .OC = 6, .OH = 2, .OW = 2, .k = 3, .stride = 2,
+                                    .pad = 1, .groups = 2, .z_in = -20, .z_out = 12, .act_min = -128, .act_max = 127};
+const qrt_linear_params P_FC1 = {.F_in = 24, .F_out = 10, .z_in = 12, .z_out = -3, .act_min = -128, .act_max = 127};
+const qrt_linear_params P_FC2 = {.F_in = 5, .F_out = 10, .z_in = 0, .z_out = 4, .act_min = -128, .act_max = 127};
+
+static void conv_line(tfile *tf, int in, int out, const qrt_conv_params *p, const char *name, int wbits,
+                      const char *s) {
+    gappend(tf, "conv2d in=%d out=%d shape=%d,%d,%d k=%d stride=%d pad=%d groups=%d weight=%s.weight "
+            "bias=%s.bias mult=%s.mult shift=%s.shift wbits=%d z_in=%d z_out=%d act_min=%d act_max=%d s=%s\n",
+            in, out, p->OC, p->OH, p->OW, p->k, p->stride, p->pad, p->groups, name, name, name, name,
+            wbits, p->z_in, p->z_out, p->act_min, p->act_max, s);
+}
+
+static void linear_line(tfile *tf, int in, int out, const qrt_linear_params *p, const char *name,
+                        int wbits) {
+    gappend(tf, "linear in=%d out=%d shape=%d weight=%s.weight bias=%s.bias mult=%s.mult "
+            "shift=%s.shift wbits=%d z_in=%d z_out=%d act_min=%d act_max=%d s=0.1358\n",
+            in, out, p->F_out, name, name, name, name, wbits, p->z_in, p->z_out, p->act_min, p->act_max);
+}
+
+static void add_line(tfile *tf, int a, int b, int out, const char *shape, const qrt_add_params *p) {
+    gappend(tf, "add in=%d,%d out=%d shape=%s z_a=%d z_b=%d z_out=%d mult_a=%d shift_a=%d mult_b=%d "
+            "shift_b=%d mult_out=%d shift_out=%d act_min=%d act_max=%d s=0.2\n",
+            a, b, out, shape, p->z_a, p->z_b, p->z_out, p->mult_a, p->shift_a, p->mult_b,
+            p->shift_b, p->mult_out, p->shift_out, p->act_min, p->act_max);
+}
+
+void tmodel_init(tmodel *tm, uint64_t seed) {
+    trng r = {seed};
+    memset(tm, 0, sizeof *tm);
+    tlayer_init(&tm->c1, &r, 8, 27, 8);
+    tlayer_init(&tm->dw, &r, 8, 9, 4);
+    tlayer_init(&tm->c2, &r, 5, 27, 4);
+    tlayer_init(&tm->g, &r, 6, 36, 8);
+    tlayer_init(&tm->fc1, &r, 10, 24, 8);
+    tlayer_init(&tm->fc2, &r, 10, 5, 3);
+    /* Their inputs are far from their zero points (after ReLU and max, after the global
+     * mean): two more bits of right shift keep most outputs inside the clamp. */
+    for (int c = 0; c < 8; c++) tm->dw.s[c] -= 2;
+    for (int c = 0; c < 10; c++) tm->fc2.s[c] -= 2;
+    tfile *tf = &tm->tf;
+    tf_add_layer(tf, "c1", &tm->c1, false, 4, (int64_t[]){8, 3, 3, 3});
+    tf_add_layer(tf, "dw", &tm->dw, true, 0, NULL);
+    tf_add_layer(tf, "c2", &tm->c2, true, 0, NULL);
+    tf_add_layer(tf, "g", &tm->g, false, 4, (int64_t[]){6, 4, 3, 3});
+    tf_add_layer(tf, "fc1", &tm->fc1, false, 2, (int64_t[]){10, 24});
+    tf_add_layer(tf, "fc2", &tm->fc2, false, 2, (int64_t[]){10, 5});
+    gappend(tf, "input out=0 shape=3,9,9 s=0.011109 z=-5\n");
+    conv_line(tf, 0, 1, &P_C1, "c1", 8, "0.0373");
+    gappend(tf, "maxpool in=1 out=2 shape=8,5,5 k=3 stride=2 pad=1\n");
+    conv_line(tf, 2, 3, &P_DW, "dw", 4, "0.02");
+    add_line(tf, 2, 3, 4, "8,5,5", &ADD4);
+    gappend(tf, "avgpool in=4 out=5 shape=8,3,3 k=3 stride=2 pad=1\n");
+    conv_line(tf, 0, 6, &P_C2, "c2", 4, "0.05");
+    conv_line(tf, 5, 7, &P_G, "g", 8, "0.04");
+    gappend(tf, "flatten in=7 out=8 shape=24\n");
+    gappend(tf, "global_avgpool in=6 out=9 shape=5,1,1\n");
+    linear_line(tf, 8, 10, &P_FC1, "fc1", 8);
+    gappend(tf, "flatten in=9 out=11 shape=5\n");
+    linear_line(tf, 11, 12, &P_FC2, "fc2", 3);
+    add_line(tf, 10, 12, 13, "10", &ADD13);
+    gappend(tf, "output in=13\n");
+}
+
+void tmodel_free(tmodel *tm) {
+    tlayer_free(&tm->c1), tlayer_free(&tm->dw), tlayer_free(&tm->c2);
+    tlayer_free(&tm->g), tlayer_free(&tm->fc1), tlayer_free(&tm->fc2);
+    tf_free(&tm->tf);
+}
+
+uint8_t *tmodel_bytes(tmodel *tm, size_t *len) {
+    char *h = tf_header(&tm->tf, "qat-int8", "1");
+    uint8_t *f = tf_bytes_with(&tm->tf, h, len);
+    free(h);
+    return f;
+}
+
+
+/* ---- damaged safetensors headers ---------------------------------------------------------- */
+
+/* The runtime's loader (test_runtime): JSON syntax and container rules, with the words
+ * its message must contain; then the metadata a model file needs (format, version,
+ * graph), which the container itself does not check. */
+const runtime_bad_header runtime_bad_headers[] = {
+    {"[]", 0, "expected '{'"},
+    {"{\"a\":1}", 1, "tensor 'a'|must be an object"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]},}", 1, "expected a string"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}", 1, "expected ',' or '}'"},
+    {"{\"a\" {\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "expected ':'"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1.5],\"data_offsets\":[0,1]}}", 1, "not an integer"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1e3],\"data_offsets\":[0,1]}}", 1, "not an integer"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[01],\"data_offsets\":[0,1]}}", 1, "leading zero"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[-1],\"data_offsets\":[0,1]}}", 1, "negative"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}} x", 1, "unexpected bytes after"},
+    {"{\"a\\q\":{}}", 1, "unknown escape"},
+    {"{\"a", 1, "unterminated string"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1],\"dtype\":\"I8\"}}", 1, "tensor 'a'|'dtype' appears twice"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":1}}", 1, "tensor 'a'|unknown field 'x'"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1]}}", 1, "tensor 'a' has no data_offsets"},
+    {"{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "tensor 'a'|unknown dtype 'Q4'"},
+    {"{\"a\":{\"dtype\":\"i8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "unknown dtype 'i8'"},
+    {"{\"a\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,1]}}", 1, "tensor 'a'|needs 8"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[1,0]}}", 1, "end before they begin"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}", 1, "more than 2"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1, "more than 8"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[9007199254740993],\"data_offsets\":[0,1]}}", 1, "2^53"},
+    {"{\"\xff\":{}}", 1, "invalid UTF-8"},
+    {"{\"\xc0\xaf\":{}}", 1, "invalid UTF-8"},        /* overlong '/' */
+    {"{\"\xed\xa0\x80\":{}}", 1, "invalid UTF-8"},    /* a surrogate */
+    {"{\"a\nb\":{}}", 1, "control character"},
+    {"{\"a\\u0000\":{}}", 1, "NUL"},
+    {"{\"a\\ud800\":{}}", 1, "surrogate"},
+    {"{\"a\\udc00\":{}}", 1, "surrogate"},
+    {"{\"a\\u12\":{}}", 1, "\\u escape"},
+    /* Container rules that need the table. */
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+     "\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, "'a' appears twice"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[0,2]},"
+     "\"b\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[1,3]}}", 3, "'a' [0, 2) and 'b' [1, 3) overlap"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+     "\"b\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[2,3]}}", 3, "[1, 2) belong to no tensor|'b'"},
+    {"{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 2, "[1, 2) after the last tensor"},
+    /* Metadata. */
+    {"{\"__metadata__\":\"x\"}", 0, "__metadata__ must be an object"},
+    {"{\"__metadata__\":{\"format\":1}}", 0, "value of 'format' is not a string"},
+    {"{\"__metadata__\":{},\"__metadata__\":{}}", 0, "__metadata__ appears twice"},
+    {"{\"__metadata__\":{\"graph\":\"\",\"graph\":\"\"}}", 0, "'graph' appears twice"},
+    {"{}", 0, "no 'format'"},
+    {"{\"__metadata__\":{\"format\":\"qat-checkpoint\"}}", 0, "format is 'qat-checkpoint'|qat-int8"},
+    {"{\"__metadata__\":{\"format\":\"qat-int8\"}}", 0, "no 'format_version'"},
+    {"{\"__metadata__\":{\"format\":\"qat-int8\",\"format_version\":\"2\"}}", 0, "format_version '2'|version 1"},
+    {"{\"__metadata__\":{\"format\":\"qat-int8\",\"format_version\":\"1\"}}", 0, "no 'graph'"},
+    {"{\"__metadata__\":{\"format\":\"qat-int8\",\"format_version\":\"1\",\"graph\":\"\"}}", 0, "graph is empty"},
+    {"{\"__metadata__\":{\"format\":\"qat-int8\",\"format_version\":\"1\",\"graph\":\"output in=0\"}}", 0,
+     "line 1|the first op must be 'input'"},
+};
+const size_t n_runtime_bad_headers = sizeof runtime_bad_headers / sizeof runtime_bad_headers[0];
+
+/* The training-side reader (test_checkpoint), one file per rule of docs/checkpoint.md
+ * "Validation", with the words its message must contain. */
+#define E4 "\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]"
+
+const st_bad_header st_bad_headers[] = {
+    {"JSON syntax", "{\"a\":", 0, "not valid JSON"},
+    {"trailing garbage", "{} x", 0, "not valid JSON"},
+    {"two objects", "{}{}", 0, "not valid JSON"},
+    {"array", "[1, 2]", 0, "does not start with '{'"},
+    {"leading space", " {}", 0, "does not start with '{'"},
+    {"invalid UTF-8", "{\"\xff\":{" E4 "}}", 4, "not valid UTF-8 (byte 2)"},
+    {"overlong UTF-8", "{\"\xc0\xaf\":{" E4 "}}", 4, "not valid UTF-8"},
+    {"UTF-16 surrogate", "{\"\xed\xa0\x80\":{" E4 "}}", 4, "not valid UTF-8"},
+    {"raw newline in a name", "{\"a\nb\":{" E4 "}}", 4,
+     "unescaped control character inside a string (byte 3)"},
+    {"raw tab in metadata", "{\"__metadata__\":{\"k\":\"a\tb\"}}", 0,
+     "unescaped control character"},
+    {"escaped NUL in a name", "{\"a\\u0000b\":{" E4 "}}", 4,
+     "escaped NUL (\\u0000) in a string (byte 3)"},
+    {"entry not an object", "{\"a\":5}", 0, "tensor 'a': entry is a number, not an object"},
+    {"missing dtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing \"dtype\""},
+    {"missing shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "missing \"shape\""},
+    {"missing offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "missing \"data_offsets\""},
+    {"dtype a number", "{\"a\":{\"dtype\":4,\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+     "\"dtype\" is a number, not a string"},
+    {"unknown dtype", "{\"a\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+     "unknown dtype \"F33\""},
+    {"lower-case dtype", "{\"a\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+     "unknown dtype \"f32\""},
+    {"shape a number", "{\"a\":{\"dtype\":\"F32\",\"shape\":1,\"data_offsets\":[0,4]}}", 4,
+     "\"shape\" is a number, not an array"},
+    {"negative dim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,-1],\"data_offsets\":[0,4]}}", 4,
+     "shape[1] is not an integer >= 0"},
+    {"fractional dim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4,
+     "shape[0] is not an integer >= 0"},
+    {"string dim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}}", 4,
+     "shape[0] is not an integer >= 0"},
+    {"dim beyond 2^53", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1e300],\"data_offsets\":[0,4]}}", 4,
+     "shape[0] is not an integer >= 0"},
+    {"too many dims",
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
+     "9 dims, more than the 8 supported"},
+    {"shape overflow",
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
+     "\"data_offsets\":[0,0]}}",
+     0, "overflows"},
+    {"offsets a string", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":\"0\"}}", 4,
+     "\"data_offsets\" is not [begin, end]"},
+    {"three offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 8,
+     "\"data_offsets\" is not [begin, end]"},
+    {"negative offset", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", 4,
+     "\"data_offsets\" is not [begin, end]"},
+    {"begin > end", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8,
+     "data_offsets [8, 4] has begin > end"},
+    {"end beyond the data", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4,
+     "end beyond the 4-byte data buffer"},
+    {"byte count", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
+     "hold 4 bytes but F32 (2) needs 8"},
+    {"overlap",
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+     12, "tensors 'a' and 'b' overlap"},
+    {"same bytes twice",
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+     "\"b\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+     4, "overlap"},
+    {"hole",
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+     "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
+     12, "hole: bytes [4, 8) belong to no tensor"},
+    {"hole at the start", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8,
+     "hole: bytes [0, 4)"},
+    {"bytes after the last tensor", "{\"a\":{" E4 "}}", 8, "4 bytes after the last tensor"},
+    {"data but no tensors", "{}", 3, "3 bytes after the last tensor"},
+    {"metadata an array", "{\"__metadata__\":[1]}", 0, "\"__metadata__\" is an array"},
+    {"metadata number value", "{\"__metadata__\":{\"epoch\":3}}", 0,
+     "metadata \"epoch\" is a number; safetensors metadata values must be strings"},
+    {"metadata null value", "{\"__metadata__\":{\"k\":null}}", 0, "is null"},
+    {"duplicate tensor", "{\"a\":{" E4 "},\"a\":{" E4 "}}", 4,
+     "tensor name 'a' appears twice"},
+    {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0,
+     "metadata key 'k' appears twice"},
+    {"duplicate __metadata__", "{\"__metadata__\":{},\"__metadata__\":{}}", 0,
+     "\"__metadata__\" appears twice"},
+    {"duplicate field", "{\"a\":{\"dtype\":\"F32\"," E4 "}}", 4, "field \"dtype\" given twice"},
+    {"unknown field", "{\"a\":{" E4 ",\"foo\":1}}", 4, "unknown field \"foo\""},
+};
+const size_t n_st_bad_headers = sizeof st_bad_headers / sizeof st_bad_headers[0];
+#undef E4
+
+uint8_t *st_raw_bytes(uint64_t n, const char *header, size_t header_len, size_t data_len, size_t *len) {
+    *len = 8 + header_len + data_len;
+    uint8_t *b = xmalloc(*len);
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(n >> (8 * i));
+    memcpy(b + 8, header, header_len);
+    for (size_t i = 0; i < data_len; i++) b[8 + header_len + i] = (uint8_t)(i % 251);
+    return b;
 }

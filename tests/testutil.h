@@ -118,4 +118,135 @@ int64_t rint_in(trng *r, int64_t lo, int64_t hi);
 void fill_s8(trng *r, int8_t *x, size_t n, int lo, int hi);
 void *xmalloc(size_t n);
 
+/* ---- safetensors files built by hand (test_runtime, test_runtime_batch, test_container) ----
+ *
+ * A file is a list of tensors (raw bytes, contiguous in the data buffer in list order)
+ * and a graph text; tf_header writes the JSON header (metadata first: format,
+ * format_version, a "source" with escaped quotes, the graph JSON-escaped), pack_file
+ * the 8-byte length, the header padded with spaces to a multiple of 8, and the data.
+ * tmodel is the runtime's whole-file test model (its graph is in testutil.c). */
+
+#include <stdbool.h>
+
+#include "runtime/kernels.h"
+
+typedef struct ttensor {
+    char name[48];
+    char dtype[8];
+    int ndim;
+    int64_t shape[4];
+    uint8_t *data;
+    size_t nbytes;
+    size_t offset; /* in the data buffer */
+} ttensor;
+
+typedef struct tfile {
+    ttensor t[32];
+    int n;
+    char graph[8192];
+} tfile;
+
+ttensor *tf_add(tfile *tf, const char *name, const char *dtype, int ndim, const int64_t *shape,
+               const void *data, size_t nbytes);
+void tf_free(tfile *tf);
+void tf_add_i32(tfile *tf, const char *name, const int32_t *v, int n);
+/* Two 4-bit two's-complement weights per byte, weight 2i in the low nibble. */
+void tf_add_packed(tfile *tf, const char *name, const int8_t *w, size_t n);
+/* Appends printf-formatted text to the graph. */
+void gappend(tfile *tf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The header JSON (malloc'ed): metadata (format, version, the graph JSON-escaped), then
+ * the tensors with contiguous offsets in their order. */
+char *tf_header(tfile *tf, const char *format, const char *version);
+/* uint64 N | header padded with spaces to a multiple of 8 | data (malloc'ed, *len bytes). */
+uint8_t *pack_file(const char *header, const uint8_t *data, size_t data_len, size_t *len);
+/* pack_file of the header and the tensors' bytes. */
+uint8_t *tf_bytes_with(tfile *tf, const char *header, size_t *len);
+/* A copy of s with the first occurrence of a replaced by b; fails the test if absent. */
+char *replace1(const char *s, const char *a, const char *b);
+
+/* A shift that maps a typical accumulator of K products with weights up to maxw to tens
+ * of levels, +-1; random per-channel integers: weights within wbits, bias, M0, shift. */
+int typical_shift(trng *r, size_t K, int maxw);
+void gen_channel_params(trng *r, int OC, size_t K, int wbits, int8_t *w, int32_t *b,
+                        int32_t *m, int32_t *s);
+
+/* A conv2d or linear layer: the reference's integers. */
+typedef struct tlayer {
+    int OC;
+    size_t K;
+    int wbits;
+    int8_t *w;
+    int32_t *b, *m, *s;
+} tlayer;
+
+void tlayer_init(tlayer *L, trng *r, int OC, size_t K, int wbits);
+void tlayer_free(tlayer *L);
+/* Adds <name>.weight (I8 with wshape, or packed U8), .bias, .mult, .shift. */
+void tf_add_layer(tfile *tf, const char *name, const tlayer *L, bool packed, int wndim,
+                  const int64_t *wshape);
+
+#define ADD_A_M0 (1 << 30)
+#define ADD_B_M0 1518500250
+#define ADD_OUT_M0 1800000000
+
+extern const qrt_add_params ADD4, ADD13;
+extern const qrt_conv_params P_C1, P_DW, P_C2, P_G;
+extern const qrt_pool_params P_MP, P_AP;
+extern const qrt_linear_params P_FC1, P_FC2;
+
+/* The test model (values numbered as in the graph; line = op index + 1):
+ *   0 input 3,9,9 z=-5
+ *   1 conv2d c1 in=0 8,9,9 k3 s1 p1, 8-bit, ReLU (act_min = z_out)
+ *   2 maxpool in=1 8,5,5 k3 s2 p1
+ *   3 conv2d dw in=2 8,5,5 k3 s1 p1 groups=8 (depthwise), 4-bit packed, clamp [7, 100]
+ *   4 add in=2,3 8,5,5
+ *   5 avgpool in=4 8,3,3 k3 s2 p1
+ *   6 conv2d c2 in=0 5,4,4 k3 s2 p0, 4-bit packed, 135 weights (odd: a padding nibble)
+ *   7 conv2d g in=5 6,2,2 k3 s2 p1 groups=2
+ *   8 flatten in=7 24
+ *   9 global_avgpool in=6 5,1,1
+ *  10 linear fc1 in=8 10
+ *  11 flatten in=9 5
+ *  12 linear fc2 in=11 10, 3-bit weights stored as I8
+ *  13 add in=10,12 10
+ *     output in=13 */
+typedef struct tmodel {
+    tlayer c1, dw, c2, g, fc1, fc2;
+    tfile tf;
+} tmodel;
+
+/* Builds the model's integers (seeded) and its tensors and graph. */
+void tmodel_init(tmodel *tm, uint64_t seed);
+void tmodel_free(tmodel *tm);
+/* The whole file: format "qat-int8", version "1" (malloc'ed, *len bytes). */
+uint8_t *tmodel_bytes(tmodel *tm, size_t *len);
+
+/* ---- damaged safetensors headers (test_runtime, test_checkpoint, test_container) ------ */
+
+/* A header (over data_len bytes of data) the runtime's loader refuses, and '|'-separated
+ * words its message contains. Some are model-level refusals (the metadata a model file
+ * needs), which the container alone accepts. */
+typedef struct runtime_bad_header {
+    const char *header;
+    size_t data;
+    const char *want;
+} runtime_bad_header;
+extern const runtime_bad_header runtime_bad_headers[];
+extern const size_t n_runtime_bad_headers;
+
+/* A header (over data_len bytes: 0, 1, 2, ... mod 251) qat_safetensors_read refuses,
+ * and words its message contains. */
+typedef struct st_bad_header {
+    const char *what, *header;
+    size_t data_len;
+    const char *needle;
+} st_bad_header;
+extern const st_bad_header st_bad_headers[];
+extern const size_t n_st_bad_headers;
+
+/* A safetensors file by hand (malloc'ed, *len bytes): the 8-byte length n (normally the
+ * header's length), the header bytes, then data_len bytes of data (0, 1, 2, ... mod 251),
+ * as test_checkpoint writes them. */
+uint8_t *st_raw_bytes(uint64_t n, const char *header, size_t header_len, size_t data_len, size_t *len);
+
 #endif
