@@ -135,6 +135,7 @@ qat_status qat_optim_config_check(const qat_optim_config *cfg, qat_error *err) {
 const qat_optim_field *qat_optim_fields(qat_optim_kind kind, int *n) {
     QAT_ASSERT(n != NULL);
     const qat_optim_desc *d = desc_of(kind);
+    QAT_ASSERT(d->n_fields <= QAT_OPTIM_MAX_FIELDS);
     *n = d->n_fields;
     return d->fields;
 }

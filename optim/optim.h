@@ -166,8 +166,11 @@ typedef struct qat_optim_field {
     size_t offset;        /* of the member in qat_optim_config */
 } qat_optim_field;
 
+/* The most fields one kind may have (a reader's table of seen fields). */
+#define QAT_OPTIM_MAX_FIELDS 16
+
 /* The fields `kind` uses, in the order checkpoints store them (see the top of this
- * file); *n is set to their number. `kind` must be a qat_optim_kind (asserted). The
+ * file); *n is set to their number, at most QAT_OPTIM_MAX_FIELDS. `kind` must be a qat_optim_kind (asserted). The
  * array is static. */
 const qat_optim_field *qat_optim_fields(qat_optim_kind kind, int *n);
 /* The field of `kind` called `name` (case-sensitive), or NULL if the kind has none. */

@@ -823,7 +823,7 @@ static void test_restore_mismatches(void **state) {
     qat_optim plain = make_optim(QAT_OPTIM_SGD, 0, m->n_params);
     qat_error_clear(&err);
     assert_failed(qat_checkpoint_restore(&c, m, &plain, &err), &err, QAT_STATUS_FORMAT, path,
-                  "1 state buffers, the one given 0", "momentum vs none");
+                  "1 state tensors, the one given 0", "momentum vs none");
     qat_checkpoint_free(&c);
     qat_optim_free(&mom);
     qat_optim_free(&plain);
@@ -963,7 +963,7 @@ static void test_load_rejects_bad_checkpoints(void **state) {
          NULL, "missing \"nesterov\""},
         {NULL, NULL, "optim.exp_avg_sq", NULL, "lacks tensor 'optim.exp_avg_sq'"},
         {NULL, NULL, NULL, &extra_optim, "'optim.momentum_buffer' does not belong"},
-        {NULL, NULL, NULL, &int8, "'0.weight_q' is I8; a qat checkpoint holds F32 tensors only"},
+        {NULL, NULL, NULL, &int8, "'0.weight_q' is I8; a qat checkpoint holds the model's state as F32 tensors"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         rewrite(good, bad, cases[i].key, cases[i].value, cases[i].drop, cases[i].add);

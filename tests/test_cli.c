@@ -1,13 +1,15 @@
 /* test_cli.c - the qat command end to end, on small CSV data made here: train with
  * --json, stop with --until and --resume to a byte-identical checkpoint, eval, inspect,
  * --help everywhere, PTQ and QAT with quantized checkpoints (eval, inspect, exact resume),
- * and clear errors for bad input. */
+ * checkpoints of an earlier format resumed to the bits that format's build produced, and
+ * clear errors for bad input. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "io/safetensors.h"
 #include "testutil.h"
 
 static char dir[64];
@@ -132,6 +134,55 @@ static void test_quantization(void **state) {
         fail_msg("inspect of a PACT checkpoint: %s", out);
 }
 
+/* Every tensor of `want` (but the legacy "quant.step", see checkpoint.c) equals the one of
+ * the same name in `got`, byte for byte, and `got` has no other tensor. */
+static void assert_same_tensors(const char *got_path, const char *want_path) {
+    qat_st_file got, want;
+    qat_error err = {0};
+    if (qat_safetensors_read(&got, got_path, &err) || qat_safetensors_read(&want, want_path, &err))
+        fail_msg("%s", err.msg);
+    size_t compared = 0;
+    for (size_t i = 0; i < want.n_tensors; i++) {
+        const qat_st_tensor *w = &want.tensors[i];
+        if (!strcmp(w->name, "quant.step")) continue;
+        const qat_st_tensor *g = qat_safetensors_find(&got, w->name);
+        if (!g) fail_msg("%s: no tensor %s", got_path, w->name);
+        if (g->dtype != w->dtype || g->nbytes != w->nbytes || memcmp(g->data, w->data, w->nbytes))
+            fail_msg("%s: tensor %s differs from %s", got_path, w->name, want_path);
+        compared++;
+    }
+    if (compared != got.n_tensors) fail_msg("%s has %zu tensors, %s %zu", got_path, got.n_tensors, want_path, compared);
+    assert_string_equal(qat_safetensors_meta(&got, "step"), qat_safetensors_meta(&want, "step"));
+    assert_string_equal(qat_safetensors_meta(&got, "optim_step"), qat_safetensors_meta(&want, "optim_step"));
+    qat_safetensors_free(&got);
+    qat_safetensors_free(&want);
+}
+
+/* Checkpoints written before issue 11 (tests/fixtures/legacy/README.md: the old float
+ * QAT step tensor, the old optimizer code) load, and resume to the very bits the old
+ * build produced; a legacy quantized checkpoint still evaluates and exports. */
+static void test_legacy_checkpoints(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    const char *runs[] = {"fp32_adam", "qat_sgd"};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        char cmd[1024], got[256], want[256];
+        path(got, sizeof got, runs[i]);
+        strcat(got, ".safetensors");
+        snprintf(cmd, sizeof cmd, "cp %s/legacy/%s_e1.safetensors %s", QAT_FIXTURE_DIR, runs[i], got);
+        assert_int_equal(system(cmd), 0);
+        snprintf(cmd, sizeof cmd, "train --resume %s.safetensors --threads 2 --quiet", runs[i]);
+        if (qat(out, sizeof out, cmd) != 0) fail_msg("resuming the legacy %s checkpoint failed: %s", runs[i], out);
+        snprintf(want, sizeof want, "%s/legacy/%s_e2.safetensors", QAT_FIXTURE_DIR, runs[i]);
+        assert_same_tensors(got, want);
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "eval %s/legacy/qat_sgd_e1.safetensors --json", QAT_FIXTURE_DIR);
+    if (qat(out, sizeof out, cmd) != 0) fail_msg("eval of a legacy QAT checkpoint failed: %s", out);
+    snprintf(cmd, sizeof cmd, "export %s/legacy/qat_sgd_e1.safetensors --out legacy.int8", QAT_FIXTURE_DIR);
+    if (qat(out, sizeof out, cmd) != 0) fail_msg("export of a legacy QAT checkpoint failed: %s", out);
+}
+
 static void test_help_everywhere(void **state) {
     (void)state;
     static char out[1 << 14];
@@ -184,6 +235,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_json_resume_eval_inspect),
         cmocka_unit_test(test_quantization),
+        cmocka_unit_test(test_legacy_checkpoints),
         cmocka_unit_test(test_help_everywhere),
         cmocka_unit_test(test_errors),
     };

@@ -23,64 +23,6 @@
  * the tensor is ignored on load. */
 #define LEGACY_QUANT_STEP "quant.step"
 
-/* ---- the model's tensors -------------------------------------------------------------- */
-
-/* One model tensor a file fills: a parameter or a batch-norm buffer. */
-typedef struct slot {
-    char name[QAT_NAME_LEN + 32];
-    float *data;
-    int ndim;
-    int64_t shape[QAT_MAX_DIMS];
-    size_t n;
-} slot;
-
-typedef struct slot_list {
-    slot *s;
-    size_t n, cap;
-    bool oom;
-} slot_list;
-
-static slot *slots_add(slot_list *l) {
-    if (l->oom) return NULL;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 32;
-        slot *s = realloc(l->s, cap * sizeof *s);
-        if (!s) {
-            l->oom = true;
-            return NULL;
-        }
-        l->s = s;
-        l->cap = cap;
-    }
-    slot *s = &l->s[l->n++];
-    memset(s, 0, sizeof *s);
-    return s;
-}
-
-static void slots_add_param(slot_list *l, const qat_tensor *t) {
-    slot *s = slots_add(l);
-    if (!s) return;
-    snprintf(s->name, sizeof s->name, "%s", t->name);
-    s->data = t->data;
-    s->ndim = t->ndim;
-    for (int d = 0; d < t->ndim; d++) s->shape[d] = t->shape[d];
-    s->n = t->n;
-}
-
-/* The model's state (layers/model.h): every tensor it saves, in order. Parameters come
- * out in the model's flat order, which the optimizer state follows. */
-static qat_status model_slots(slot_list *l, const qat_model *m, const char *path, qat_error *err) {
-    QAT_ASSERT(m->finalized);
-    memset(l, 0, sizeof *l);
-    for (int i = 0; i < m->n_state; i++) slots_add_param(l, m->state[i]);
-    if (l->oom) {
-        free(l->s);
-        memset(l, 0, sizeof *l);
-        return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
-    }
-    return QAT_STATUS_OK;
-}
-
 /* ---- matching a file against a model -------------------------------------------------- */
 
 /* A message of bounded length that lists at most a few names per kind of problem. */
@@ -126,9 +68,10 @@ typedef struct match_opts {
     bool allow_missing, allow_unexpected;
 } match_opts;
 
-/* For every slot, the file tensor that fills it (src[i], NULL if missing); checks dtype
- * and shape; lists missing, unexpected and mismatched names in one message. */
-static qat_status match_slots(const qat_st_file *f, const slot_list *sl, const match_opts *o,
+/* For every tensor of the model's state, the file tensor that fills it (src[i], NULL if
+ * missing); checks dtype and shape; lists missing, unexpected and mismatched names in one
+ * message. */
+static qat_status match_state(const qat_st_file *f, const qat_model *m, const match_opts *o,
                               const qat_st_tensor **src, qat_import_report *rep, qat_error *err) {
     problems missing = {"missing from the file", 0, {0}};
     problems unexpected = {"not in the model", 0, {0}};
@@ -141,8 +84,8 @@ static qat_status match_slots(const qat_st_file *f, const slot_list *sl, const m
     if (!used) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", f->path);
     const char *prefix = o->prefix ? o->prefix : "";
     memset(rep, 0, sizeof *rep);
-    for (size_t i = 0; i < sl->n; i++) {
-        const slot *s = &sl->s[i];
+    for (int i = 0; i < m->n_state; i++) {
+        const qat_tensor *s = m->state[i];
         key.len = 0;
         qat_strbuf_puts(&key, prefix);
         qat_strbuf_puts(&key, s->name);
@@ -161,7 +104,7 @@ static qat_status match_slots(const qat_st_file *f, const slot_list *sl, const m
         } else if (!same) {
             char a[160], b[160];
             qat_st_shape_str(a, sizeof a, t->ndim, t->shape);
-            qat_st_shape_str(b, sizeof b, s->ndim, s->shape);
+            qat_tensor_shape_str(s, b, sizeof b);
             problem_add(&shape, "%s: file %s, model %s", s->name, a, b);
         } else if (!qat_safetensors_fits_f32(t)) {
             problem_add(&range, "%s", t->name);
@@ -186,8 +129,8 @@ static qat_status match_slots(const qat_st_file *f, const slot_list *sl, const m
         /* The usual cause of "everything missing, everything unexpected": the file's
          * names carry a prefix ("model.0.weight"). Name it, before the lists. */
         const char *first_missing = NULL;
-        for (size_t i = 0; i < sl->n && !first_missing; i++)
-            if (!src[i] && !o->allow_missing) first_missing = sl->s[i].name;
+        for (int i = 0; i < m->n_state && !first_missing; i++)
+            if (!src[i] && !o->allow_missing) first_missing = m->state[i]->name;
         for (size_t j = 0; first_missing && j < f->n_tensors; j++) {
             const char *nm = f->tensors[j].name;
             size_t a = strlen(nm), b = strlen(first_missing);
@@ -232,55 +175,29 @@ bool qat_checkpoint_key_reserved(const char *key) {
     return false;
 }
 
-/* The optimizer fields each kind uses, as stored in the "optim" JSON. */
-typedef struct optim_field {
-    const char *name;
-    size_t offset; /* of a double in qat_optim_config */
-} optim_field;
+/* The optimizer's state tensors are stored as "optim.<name>". */
+#define OPTIM_PREFIX "optim."
 
-static const optim_field sgd_fields[] = {
-    {"lr", offsetof(qat_optim_config, lr)},
-    {"momentum", offsetof(qat_optim_config, momentum)},
-    {"dampening", offsetof(qat_optim_config, dampening)},
-    {"weight_decay", offsetof(qat_optim_config, weight_decay)},
-    {NULL, 0},
-};
-static const optim_field adam_fields[] = {
-    {"lr", offsetof(qat_optim_config, lr)},
-    {"beta1", offsetof(qat_optim_config, beta1)},
-    {"beta2", offsetof(qat_optim_config, beta2)},
-    {"eps", offsetof(qat_optim_config, eps)},
-    {"weight_decay", offsetof(qat_optim_config, weight_decay)},
-    {NULL, 0},
-};
-
-static const optim_field *fields_of(qat_optim_kind k) {
-    return k == QAT_OPTIM_SGD ? sgd_fields : adam_fields;
-}
-
-/* {"kind":"SGD","lr":0.1,...,"nesterov":false}: cJSON prints doubles with up to 17
- * significant digits, enough to read back the same double. */
+/* {"kind":"SGD","lr":0.1,...,"nesterov":false}: the kind's name, then its config fields in
+ * the order of its field table (optim.h). cJSON prints doubles with up to 17 significant
+ * digits, enough to read back the same double. */
 static char *optim_json(const qat_optim_config *cfg) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     bool ok = cJSON_AddStringToObject(o, "kind", qat_optim_kind_str(cfg->kind)) != NULL;
-    for (const optim_field *fl = fields_of(cfg->kind); ok && fl->name; fl++)
-        ok = cJSON_AddNumberToObject(o, fl->name,
-                                     *(const double *)((const char *)cfg + fl->offset)) != NULL;
-    if (ok && cfg->kind == QAT_OPTIM_SGD)
-        ok = cJSON_AddBoolToObject(o, "nesterov", cfg->nesterov) != NULL;
+    int nf;
+    const qat_optim_field *fields = qat_optim_fields(cfg->kind, &nf);
+    for (int i = 0; ok && i < nf; i++) {
+        double v = qat_optim_field_get(cfg, &fields[i]);
+        switch (fields[i].type) {
+        case QAT_OPTIM_VALUE_NUMBER: ok = cJSON_AddNumberToObject(o, fields[i].name, v) != NULL; break;
+        case QAT_OPTIM_VALUE_BOOL: ok = cJSON_AddBoolToObject(o, fields[i].name, v != 0) != NULL; break;
+        case QAT_OPTIM_VALUE_COUNT: ok = false; break;
+        }
+    }
     char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     return s;
-}
-
-/* The optimizer state tensors in file order, with their views. */
-static int optim_buffers(const qat_optim *o, const char **names, float **views) {
-    int k = 0;
-    if (o->momentum_buffer) names[k] = "optim.momentum_buffer", views[k++] = o->momentum_buffer;
-    if (o->exp_avg) names[k] = "optim.exp_avg", views[k++] = o->exp_avg;
-    if (o->exp_avg_sq) names[k] = "optim.exp_avg_sq", views[k++] = o->exp_avg_sq;
-    return k;
 }
 
 qat_status qat_checkpoint_save(const char *path, const qat_model *m, const qat_optim *opt,
@@ -315,22 +232,24 @@ qat_status qat_checkpoint_save(const char *path, const qat_model *m, const qat_o
                                  e2.msg);
     }
 
-    slot_list sl;
-    qat_status st = model_slots(&sl, m, path, err);
-    if (st) return st;
-    size_t nt = sl.n + 3, nm = N_RESERVED + meta->n_extra;
-    qat_st_tensor *ts = calloc(nt, sizeof *ts);
+    /* The model's state, then the optimizer's: two loops over self-describing lists. */
+    const int n_opt = opt ? opt->n_tensors : 0;
+    size_t nt = (size_t)m->n_state + (size_t)n_opt, nm = N_RESERVED + meta->n_extra;
+    qat_st_tensor *ts = calloc(nt ? nt : 1, sizeof *ts);
     qat_st_kv *kv = calloc(nm, sizeof *kv);
+    char (*onames)[64] = calloc(n_opt ? (size_t)n_opt : 1, sizeof *onames);
     char *ojson = NULL;
-    if (!ts || !kv) {
+    qat_status st = QAT_STATUS_OK;
+    if (!ts || !kv || !onames) {
         st = qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
         goto done;
     }
     size_t k = 0;
-    for (size_t i = 0; i < sl.n; i++, k++) {
-        ts[k] = (qat_st_tensor){.name = sl.s[i].name, .dtype = QAT_ST_DTYPE_F32,
-                                .ndim = sl.s[i].ndim, .data = sl.s[i].data};
-        memcpy(ts[k].shape, sl.s[i].shape, sizeof sl.s[i].shape);
+    for (int i = 0; i < m->n_state; i++, k++) {
+        const qat_tensor *x = m->state[i];
+        ts[k] = (qat_st_tensor){.name = x->name, .dtype = QAT_ST_DTYPE_F32, .ndim = x->ndim,
+                                .data = x->data};
+        for (int d = 0; d < x->ndim; d++) ts[k].shape[d] = x->shape[d];
     }
     char epoch[32], step[32], rs[32], ri[32], ostep[32];
     snprintf(epoch, sizeof epoch, "%ld", meta->epoch);
@@ -346,12 +265,12 @@ qat_status qat_checkpoint_save(const char *path, const qat_model *m, const qat_o
     kv[j++] = (qat_st_kv){"rng_state", rs};
     kv[j++] = (qat_st_kv){"rng_inc", ri};
     if (opt) {
-        const char *bn[3];
-        float *bv[3];
-        int nb = optim_buffers(opt, bn, bv);
-        for (int b = 0; b < nb; b++, k++)
-            ts[k] = (qat_st_tensor){.name = bn[b], .dtype = QAT_ST_DTYPE_F32, .ndim = 1,
-                                    .shape = {(int64_t)opt->n}, .data = bv[b]};
+        for (int b = 0; b < n_opt; b++, k++) {
+            const qat_optim_state_tensor *x = &opt->tensors[b];
+            snprintf(onames[b], sizeof onames[b], OPTIM_PREFIX "%s", x->name);
+            ts[k] = (qat_st_tensor){.name = onames[b], .dtype = x->dtype, .ndim = 1,
+                                    .shape = {(int64_t)x->numel}, .data = x->data};
+        }
         ojson = optim_json(&opt->cfg);
         if (!ojson) {
             st = qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
@@ -364,9 +283,9 @@ qat_status qat_checkpoint_save(const char *path, const qat_model *m, const qat_o
     for (size_t i = 0; i < meta->n_extra; i++) kv[j++] = meta->extra[i];
     st = qat_safetensors_write(path, ts, k, kv, j, err);
 done:
-    free(sl.s);
     free(ts);
     free(kv);
+    free(onames);
     cJSON_free(ojson);
     return st;
 }
@@ -400,6 +319,7 @@ static qat_status need_meta(const qat_st_file *f, const char *key, const char **
     return QAT_STATUS_OK;
 }
 
+/* The "optim" metadata: {"kind": K, one member per field of K's table} (optim.h). */
 static qat_status parse_optim(const char *json, qat_optim_config *cfg, const char *path,
                               qat_error *err) {
     cJSON *root = cJSON_Parse(json);
@@ -411,24 +331,21 @@ static qat_status parse_optim(const char *json, qat_optim_config *cfg, const cha
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(root, "kind");
     const char *ks = cJSON_IsString(kind) ? kind->valuestring : "";
     qat_optim_kind k;
-    if (strcmp(ks, "SGD") == 0) k = QAT_OPTIM_SGD;
-    else if (strcmp(ks, "Adam") == 0) k = QAT_OPTIM_ADAM;
-    else if (strcmp(ks, "AdamW") == 0) k = QAT_OPTIM_ADAMW;
-    else {
-        st = FMT("%s: optim: \"kind\" is not SGD, Adam or AdamW", path);
+    if (!qat_optim_kind_parse(ks, &k)) {
+        char names[128];
+        qat_optim_kind_names(names, sizeof names);
+        st = FMT("%s: optim: \"kind\" is not %s", path, names);
         goto done;
     }
     *cfg = qat_optim_config_default(k);
-    const optim_field *fields = fields_of(k);
-    bool seen[8] = {false}, seen_kind = false, seen_nesterov = false;
+    int nf;
+    const qat_optim_field *fields = qat_optim_fields(k, &nf);
+    bool seen[QAT_OPTIM_MAX_FIELDS] = {false}, seen_kind = false;
+    QAT_ASSERT(nf <= QAT_OPTIM_MAX_FIELDS);
     const cJSON *c;
     cJSON_ArrayForEach(c, root) {
-        bool *flag = NULL;
-        int fi = -1;
-        for (int i = 0; fields[i].name; i++)
-            if (strcmp(c->string, fields[i].name) == 0) fi = i, flag = &seen[i];
-        if (strcmp(c->string, "kind") == 0) flag = &seen_kind;
-        if (k == QAT_OPTIM_SGD && strcmp(c->string, "nesterov") == 0) flag = &seen_nesterov;
+        const qat_optim_field *fl = qat_optim_field_find(k, c->string);
+        bool *flag = fl ? &seen[fl - fields] : strcmp(c->string, "kind") == 0 ? &seen_kind : NULL;
         if (!flag) {
             st = FMT("%s: optim: unknown field \"%.60s\" for %s", path, c->string, ks);
             goto done;
@@ -438,29 +355,25 @@ static qat_status parse_optim(const char *json, qat_optim_config *cfg, const cha
             goto done;
         }
         *flag = true;
-        if (fi >= 0) {
-            if (!cJSON_IsNumber(c)) {
-                st = FMT("%s: optim: \"%s\" is %s, not a number", path, c->string, qat_st_json_kind(c));
-                goto done;
-            }
-            *(double *)((char *)cfg + fields[fi].offset) = c->valuedouble;
-        } else if (flag == &seen_nesterov) {
-            if (!cJSON_IsBool(c)) {
-                st = FMT("%s: optim: \"nesterov\" is %s, not a boolean", path, qat_st_json_kind(c));
-                goto done;
-            }
-            cfg->nesterov = cJSON_IsTrue(c);
+        if (!fl) continue;
+        bool typed = false;
+        switch (fl->type) {
+        case QAT_OPTIM_VALUE_NUMBER: typed = cJSON_IsNumber(c); break;
+        case QAT_OPTIM_VALUE_BOOL: typed = cJSON_IsBool(c); break;
+        case QAT_OPTIM_VALUE_COUNT: break;
         }
+        if (!typed) {
+            st = FMT("%s: optim: \"%s\" is %s, not a %s", path, c->string, qat_st_json_kind(c),
+                     fl->type == QAT_OPTIM_VALUE_BOOL ? "boolean" : "number");
+            goto done;
+        }
+        qat_optim_field_set(cfg, fl, cJSON_IsBool(c) ? (cJSON_IsTrue(c) ? 1.0 : 0.0) : c->valuedouble);
     }
-    for (int i = 0; fields[i].name; i++)
+    for (int i = 0; i < nf; i++)
         if (!seen[i]) {
             st = FMT("%s: optim: missing \"%s\"", path, fields[i].name);
             goto done;
         }
-    if (k == QAT_OPTIM_SGD && !seen_nesterov) {
-        st = FMT("%s: optim: missing \"nesterov\"", path);
-        goto done;
-    }
     qat_error e2 = {0};
     if (qat_optim_config_check(cfg, &e2)) st = FMT("%s: optim: %s", path, e2.msg);
 done:
@@ -468,16 +381,40 @@ done:
     return st;
 }
 
-/* The optimizer tensors a config has, as qat_optim_init lays them out. */
-static int optim_buffer_names(const qat_optim_config *cfg, const char **names) {
-    if (cfg->kind == QAT_OPTIM_SGD) {
-        if (cfg->momentum == 0) return 0;
-        names[0] = "optim.momentum_buffer";
-        return 1;
+/* The file's optimizer tensors against the saved config's layout (optim.h): the same
+ * names and dtypes, 1-D. Their lengths depend on the model, which restore checks. */
+static qat_status check_optim_tensors(const qat_checkpoint *c, qat_error *err) {
+    const qat_st_file *f = &c->file;
+    qat_optim_state_tensor want[QAT_OPTIM_MAX_STATE];
+    int n_want = c->has_optim ? qat_optim_state_layout(&c->optim_cfg, 1, want) : 0;
+    for (size_t i = 0; i < f->n_tensors; i++) {
+        const qat_st_tensor *t = &f->tensors[i];
+        if (strncmp(t->name, OPTIM_PREFIX, strlen(OPTIM_PREFIX)) != 0) {
+            if (t->dtype != QAT_ST_DTYPE_F32)
+                return FMT("%s: tensor '%.100s' is %s; a qat checkpoint holds the model's state as "
+                           "F32 tensors",
+                           f->path, t->name, qat_st_dtype_str(t->dtype));
+            continue;
+        }
+        const char *nm = t->name + strlen(OPTIM_PREFIX);
+        int w = 0;
+        while (w < n_want && strcmp(nm, want[w].name) != 0) w++;
+        if (w == n_want)
+            return FMT("%s: tensor '%.100s' does not belong to the saved optimizer (%s)", f->path,
+                       t->name, c->has_optim ? "its state is different" : "none saved");
+        if (t->dtype != want[w].dtype || t->ndim != 1)
+            return FMT("%s: optimizer tensor '%s' is %s with %d dims; the saved %s keeps it as 1-D %s",
+                       f->path, t->name, qat_st_dtype_str(t->dtype), t->ndim,
+                       qat_optim_kind_str(c->optim_cfg.kind), qat_st_dtype_str(want[w].dtype));
     }
-    names[0] = "optim.exp_avg";
-    names[1] = "optim.exp_avg_sq";
-    return 2;
+    for (int w = 0; w < n_want; w++) {
+        char name[64];
+        snprintf(name, sizeof name, OPTIM_PREFIX "%s", want[w].name);
+        if (!qat_safetensors_find(f, name))
+            return FMT("%s: the saved %s optimizer lacks tensor '%s'", f->path,
+                       qat_optim_kind_str(c->optim_cfg.kind), name);
+    }
+    return QAT_STATUS_OK;
 }
 
 static qat_status check_checkpoint(qat_checkpoint *c, qat_error *err) {
@@ -512,37 +449,14 @@ static qat_status check_checkpoint(qat_checkpoint *c, qat_error *err) {
 
     const char *oj = qat_safetensors_meta(f, "optim"), *os = qat_safetensors_meta(f, "optim_step");
     if (!oj != !os) return FMT("%s: metadata has one of \"optim\" and \"optim_step\" only", path);
-    const char *want[3];
-    int n_want = 0;
     if (oj) {
         c->has_optim = true;
         if ((st = parse_optim(oj, &c->optim_cfg, path, err))) return st;
         if (!parse_long(os, &c->optim_step))
             return FMT("%s: metadata \"optim_step\" is \"%.30s\", not a decimal integer >= 0", path,
                        os);
-        n_want = optim_buffer_names(&c->optim_cfg, want);
     }
-    int64_t len = -1;
-    for (size_t i = 0; i < f->n_tensors; i++) {
-        const qat_st_tensor *t = &f->tensors[i];
-        if (t->dtype != QAT_ST_DTYPE_F32)
-            return FMT("%s: tensor '%.100s' is %s; a qat checkpoint holds F32 tensors only", path,
-                       t->name, qat_st_dtype_str(t->dtype));
-        if (strncmp(t->name, "optim.", 6) != 0) continue;
-        bool known = false;
-        for (int w = 0; w < n_want; w++) known |= strcmp(t->name, want[w]) == 0;
-        if (!known)
-            return FMT("%s: tensor '%.100s' does not belong to the saved optimizer (%s)", path,
-                       t->name, oj ? "its state is different" : "none saved");
-        if (t->ndim != 1 || (len >= 0 && t->shape[0] != len))
-            return FMT("%s: optimizer tensor '%s' is not 1-D or not as long as the others", path,
-                       t->name);
-        len = t->shape[0];
-    }
-    for (int w = 0; w < n_want; w++)
-        if (!qat_safetensors_find(f, want[w]))
-            return FMT("%s: the saved %s optimizer lacks tensor '%s'", path,
-                       qat_optim_kind_str(c->optim_cfg.kind), want[w]);
+    if ((st = check_optim_tensors(c, err))) return st;
 
     size_t ne = 0;
     for (size_t i = 0; i < f->n_meta; i++) ne += !qat_checkpoint_key_reserved(f->meta[i].key);
@@ -577,67 +491,64 @@ const char *qat_checkpoint_extra(const qat_checkpoint *c, const char *key) {
 
 /* ---- checkpoints: restore, import ----------------------------------------------------- */
 
+/* For each of the optimizer's state tensors, the file tensor that fills it: the same kind
+ * of optimizer, sized for the model, with the same tensors (name, dtype, length). */
+static qat_status match_optim(const qat_checkpoint *c, const qat_model *m, const qat_optim *opt,
+                              const qat_st_tensor **src, qat_error *err) {
+    const char *path = c->file.path;
+    if (!c->has_optim)
+        return FMT("%s: holds no optimizer state; pass NULL as the optimizer or start it fresh", path);
+    if (opt->cfg.kind != c->optim_cfg.kind)
+        return FMT("%s: the saved optimizer is %s, the one given is %s", path,
+                   qat_optim_kind_str(c->optim_cfg.kind), qat_optim_kind_str(opt->cfg.kind));
+    if (opt->n != m->n_params)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "%s: the optimizer has %zu parameters, the model %zu", path, opt->n,
+                             m->n_params);
+    qat_optim_state_tensor want[QAT_OPTIM_MAX_STATE];
+    int n_want = qat_optim_state_layout(&c->optim_cfg, opt->n, want);
+    if (n_want != opt->n_tensors)
+        return FMT("%s: the saved optimizer has %d state tensors, the one given %d (momentum 0 "
+                   "versus non-zero?)",
+                   path, n_want, opt->n_tensors);
+    for (int b = 0; b < opt->n_tensors; b++) {
+        const qat_optim_state_tensor *x = &opt->tensors[b];
+        char name[64];
+        snprintf(name, sizeof name, OPTIM_PREFIX "%s", x->name);
+        const qat_st_tensor *t = qat_safetensors_find(&c->file, name);
+        if (!t) return FMT("%s: lacks optimizer tensor '%s'", path, name);
+        if (t->dtype != x->dtype || t->ndim != 1 || t->numel != x->numel)
+            return FMT("%s: optimizer tensor '%s' holds %zu %s elements; the optimizer of this model "
+                       "keeps %zu %s",
+                       path, name, t->numel, qat_st_dtype_str(t->dtype), x->numel,
+                       qat_st_dtype_str(x->dtype));
+        src[b] = t;
+    }
+    return QAT_STATUS_OK;
+}
+
 qat_status qat_checkpoint_restore(const qat_checkpoint *c, qat_model *m, qat_optim *opt,
                                   qat_error *err) {
     QAT_ASSERT(c != NULL && m != NULL && c->file.path != NULL);
     const char *path = c->file.path;
     if (!m->finalized)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG, "%s: the model is not finalized", path);
-    slot_list sl;
-    qat_status st = model_slots(&sl, m, path, err);
-    if (st) return st;
-    const qat_st_tensor **src = calloc(sl.n ? sl.n : 1, sizeof *src);
-    if (!src) {
-        free(sl.s);
-        return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
-    }
+    const qat_st_tensor **src = calloc(m->n_state ? (size_t)m->n_state : 1, sizeof *src);
+    const qat_st_tensor *osrc[QAT_OPTIM_MAX_STATE];
+    if (!src) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
     match_opts mo = {.ignore_optim = true};
     qat_import_report rep;
-    st = match_slots(&c->file, &sl, &mo, src, &rep, err);
-
-    /* The optimizer: same kind, same size, the same state buffers. */
-    const char *bn[3];
-    float *bv[3];
-    int nb = 0;
-    if (!st && opt) {
-        nb = optim_buffers(opt, bn, bv);
-        if (!c->has_optim) {
-            st = FMT("%s: holds no optimizer state; pass NULL as the optimizer or start it fresh",
-                     path);
-        } else if (opt->cfg.kind != c->optim_cfg.kind) {
-            st = FMT("%s: the saved optimizer is %s, the one given is %s", path,
-                     qat_optim_kind_str(c->optim_cfg.kind), qat_optim_kind_str(opt->cfg.kind));
-        } else if (opt->n != m->n_params) {
-            st = qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                               "%s: the optimizer has %zu parameters, the model %zu", path, opt->n,
-                               m->n_params);
-        } else {
-            const char *want[3];
-            int n_want = optim_buffer_names(&c->optim_cfg, want);
-            if (n_want != nb)
-                st = FMT("%s: the saved optimizer has %d state buffers, the one given %d "
-                         "(momentum 0 versus non-zero?)",
-                         path, n_want, nb);
-            for (int b = 0; !st && b < nb; b++) {
-                const qat_st_tensor *t = qat_safetensors_find(&c->file, bn[b]);
-                if (!t)
-                    st = FMT("%s: lacks optimizer tensor '%s'", path, bn[b]);
-                else if ((size_t)t->shape[0] != opt->n)
-                    st = FMT("%s: optimizer tensor '%s' has %" PRId64 " elements, the model %zu "
-                             "parameters",
-                             path, bn[b], t->shape[0], opt->n);
-            }
-        }
-    }
+    qat_status st = match_state(&c->file, m, &mo, src, &rep, err);
+    if (!st && opt) st = match_optim(c, m, opt, osrc, err);
+    /* Everything was checked: copy. */
     if (!st) {
-        for (size_t i = 0; i < sl.n; i++) memcpy(sl.s[i].data, src[i]->data, sl.s[i].n * 4);
-        for (int b = 0; b < nb; b++)
-            memcpy(bv[b], qat_safetensors_find(&c->file, bn[b])->data, opt->n * sizeof(float));
+        for (int i = 0; i < m->n_state; i++) memcpy(m->state[i]->data, src[i]->data, src[i]->nbytes);
+        for (int b = 0; opt && b < opt->n_tensors; b++)
+            memcpy(opt->tensors[b].data, osrc[b]->data, osrc[b]->nbytes);
         if (opt) opt->step = c->optim_step;
         m->step = c->step;
     }
     free(src);
-    free(sl.s);
     return st;
 }
 
@@ -651,12 +562,7 @@ qat_status qat_checkpoint_import(qat_model *m, const char *path, const qat_impor
     qat_st_file f;
     qat_status st = qat_safetensors_read(&f, path, err);
     if (st) return st;
-    slot_list sl;
-    if ((st = model_slots(&sl, m, path, err))) {
-        qat_safetensors_free(&f);
-        return st;
-    }
-    const qat_st_tensor **src = calloc(sl.n ? sl.n : 1, sizeof *src);
+    const qat_st_tensor **src = calloc(m->n_state ? (size_t)m->n_state : 1, sizeof *src);
     qat_import_report rep;
     if (!src) {
         st = qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
@@ -668,17 +574,16 @@ qat_status qat_checkpoint_import(qat_model *m, const char *path, const qat_impor
                          .ignore_optim = fmt && strcmp(fmt, QAT_CHECKPOINT_FORMAT) == 0,
                          .allow_missing = opts->allow_missing,
                          .allow_unexpected = opts->allow_unexpected};
-        st = match_slots(&f, &sl, &mo, src, &rep, err);
+        st = match_state(&f, m, &mo, src, &rep, err);
     }
-    /* match_slots checked dtypes and ranges, so the conversions cannot fail. */
-    for (size_t i = 0; !st && i < sl.n; i++)
+    /* match_state checked dtypes and ranges, so the conversions cannot fail. */
+    for (int i = 0; !st && i < m->n_state; i++)
         if (src[i]) {
-            qat_status cs = qat_safetensors_to_f32(sl.s[i].data, src[i], err);
+            qat_status cs = qat_safetensors_to_f32(m->state[i]->data, src[i], err);
             QAT_ASSERT(cs == QAT_STATUS_OK);
         }
     if (!st && report) *report = rep;
     free(src);
-    free(sl.s);
     qat_safetensors_free(&f);
     return st;
 }
