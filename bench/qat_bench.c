@@ -35,13 +35,13 @@
 
 #include "autograd/parallel.h"
 #include "blas.h"
-#include "int8_batch.h"
 #include "layers/loss.h"
 #include "layers/model.h"
 #include "layers/model_file.h"
 #include "optim/optim.h"
 #include "quant/export.h"
 #include "quant/quant.h"
+#include "runtime/batch.h"
 #include "runtime/runtime.h"
 #include "runtime/simd.h"
 
@@ -194,14 +194,14 @@ static void fp32_infer(void *p, int batch) {
 
 typedef struct int8_ctx {
     qrt_model m;
-    cli_int8_runner r;
+    qrt_batch b;
     uint8_t *pixels;
     int *labels;
 } int8_ctx;
 
 static void int8_infer(void *p, int batch) {
     int8_ctx *c = p;
-    cli_int8_runner_run(&c->r, c->pixels, batch, c->labels, NULL);
+    qrt_batch_run(&c->b, c->pixels, batch, c->labels, NULL);
 }
 
 /* Exports m (quantized and calibrated) to a temporary file and loads it into c. */
@@ -227,8 +227,12 @@ static void int8_load(int8_ctx *c, const qat_model *m, int threads) {
     qrt_error re;
     if (!mem || qrt_model_load(&c->m, file, (size_t)len, mem, ms, &re)) die("load", re.msg);
     qrt_model_set_isa(&c->m, bench_isa());
-    /* The model keeps pointers into file and mem for the life of the process. */
-    if (cli_int8_runner_init(&c->r, &c->m, threads)) die("runner", "out of memory");
+    /* The model keeps pointers into file and mem, the batch into its arenas, for the life
+     * of the process. */
+    if (threads < 1) threads = qat_num_threads(); /* --one by hand with 0: the pool's count */
+    const size_t bs = qrt_batch_mem_size(&c->m, threads);
+    void *arenas = malloc(bs);
+    if (!arenas || qrt_batch_init(&c->b, &c->m, threads, arenas, bs)) die("batch", "out of memory");
 }
 
 /* The int8 conv kernel's peak: a 1x1 conv with C = OC = 512 over a 32x32 plane (a
@@ -273,9 +277,9 @@ static double peak_int8(int threads, double seconds) {
     void *pmem = malloc(psz ? psz : 1);
     const void *packed = qrt_conv2d_pack(pmem, w, b, mult, shift, &p);
     if (!packed) return NAN; /* no SIMD kernels in this build */
-    peak_ctx c[CLI_INT8_MAX_THREADS];
-    pthread_t tid[CLI_INT8_MAX_THREADS];
-    if (threads > CLI_INT8_MAX_THREADS) threads = CLI_INT8_MAX_THREADS;
+    peak_ctx c[QRT_BATCH_MAX_THREADS];
+    pthread_t tid[QRT_BATCH_MAX_THREADS];
+    if (threads > QRT_BATCH_MAX_THREADS) threads = QRT_BATCH_MAX_THREADS;
     for (int t = 0; t < threads; t++) c[t] = (peak_ctx){&p, packed, in, seconds, 0};
     double t0 = now();
     for (int t = 1; t < threads; t++) pthread_create(&tid[t], NULL, peak_thread, &c[t]);

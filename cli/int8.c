@@ -7,9 +7,9 @@
 
 #include "autograd/parallel.h"
 #include "common.h"
-#include "int8_batch.h"
 #include "data/image.h"
 #include "quant/export.h"
+#include "runtime/batch.h"
 #include "runtime/runtime.h"
 #include "train/progress.h"
 #include "train/trainer.h"
@@ -169,16 +169,19 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
     }
     /* Every image on the runtime, on the pool's thread count (--threads; results do not
      * depend on it). */
-    cli_int8_runner runner;
+    qrt_batch runner;
+    const size_t arenas_len = qrt_batch_mem_size(&h.m, qat_num_threads());
     int *pred = malloc((size_t)test.n * sizeof(int));
-    if (!pred || cli_int8_runner_init(&runner, &h.m, qat_num_threads())) {
+    void *arenas = malloc(arenas_len);
+    if (!pred || !arenas || qrt_batch_init(&runner, &h.m, qat_num_threads(), arenas, arenas_len)) {
         free(pred);
+        free(arenas);
         rc = cli_fail("eval", "out of memory");
         goto done;
     }
     int correct = 0, agree = 0;
     double t0 = qat_now();
-    cli_int8_runner_run(&runner, test.pixels, test.n, pred, NULL);
+    qrt_batch_run(&runner, test.pixels, test.n, pred, NULL);
     double secs = qat_now() - t0, acc;
     for (int i = 0; i < test.n; i++) {
         correct += pred[i] == test.labels[i];
@@ -186,7 +189,7 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
     }
     acc = (double)correct / test.n;
     int threads = runner.threads;
-    cli_int8_runner_free(&runner);
+    free(arenas);
     free(pred);
     if (res) {
         res->accuracy = acc;

@@ -32,6 +32,9 @@
  *     // gives shape, z, s text), k/stride/pad/groups, wbits, weight->name/shape,
  *     // z_in/z_out, act_min/act_max, the raw s= text
  *
+ * Many images on several threads: runtime/batch.h (CMake target qat_runtime_batch, a
+ * library of its own because it needs POSIX threads; this one stays libc only).
+ *
  * Memory. The runtime never allocates. Two caller buffers:
  *   - model memory (`mem`, qrt_model_mem_size() bytes, any alignment): the tensor table,
  *     the decoded tensor names and graph text, the op and value tables, int32 tensors
