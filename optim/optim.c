@@ -185,17 +185,6 @@ int qat_optim_state_layout(const qat_optim_config *cfg, size_t n, qat_optim_stat
     return k;
 }
 
-/* The pre-tensors[] views (optim.h): by name, for F32 tensors only. */
-static void set_views(qat_optim *o) {
-    for (int i = 0; i < o->n_tensors; i++) {
-        const qat_optim_state_tensor *t = &o->tensors[i];
-        if (t->dtype != QAT_ST_DTYPE_F32) continue;
-        if (strcmp(t->name, "momentum_buffer") == 0) o->momentum_buffer = t->data;
-        if (strcmp(t->name, "exp_avg") == 0) o->exp_avg = t->data;
-        if (strcmp(t->name, "exp_avg_sq") == 0) o->exp_avg_sq = t->data;
-    }
-}
-
 qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, qat_error *err) {
     QAT_ASSERT(o != NULL && cfg != NULL);
     memset(o, 0, sizeof *o);
@@ -209,10 +198,8 @@ qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, q
     const int k = qat_optim_state_layout(cfg, n, t);
 
     /* One allocation, the tensors in layout order, each starting at a multiple of its
-     * element size (calloc's block is aligned for any type). F32 tensors after F32
-     * tensors need no padding, so an all-F32 state is one float array. */
+     * element size (calloc's block is aligned for any type). */
     size_t offset[QAT_OPTIM_MAX_STATE], total = 0;
-    bool all_f32 = true;
     for (int i = 0; i < k; i++) {
         const size_t es = qat_st_dtype_size(t[i].dtype);
         const size_t pad = (es - total % es) % es;
@@ -221,7 +208,6 @@ qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, q
                                  "optim %s: state for n = %zu is too large", name, n);
         offset[i] = total + pad;
         total = offset[i] + t[i].numel * es;
-        all_f32 = all_f32 && t[i].dtype == QAT_ST_DTYPE_F32;
     }
     void *mem = NULL;
     if (total > 0) {
@@ -241,11 +227,6 @@ qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, q
     o->n_tensors = k;
     o->mem = mem;
     o->mem_bytes = total;
-    if (all_f32 && mem) {
-        o->state = mem;
-        o->n_state = total / sizeof(float);
-    }
-    set_views(o);
     return QAT_STATUS_OK;
 }
 

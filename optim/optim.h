@@ -207,16 +207,6 @@ typedef struct qat_optim {
     int n_tensors;
     void *mem;            /* the single allocation holding every tensor (NULL if none) */
     size_t mem_bytes;
-    /* For code written before tensors[] (tests/test_checkpoint.c, train/checkpoint.c
-     * until its rewrite); new code should use tensors[]. state: the whole state as one
-     * float array, n_state floats, when every tensor is F32 (every kind today), else
-     * NULL and 0. The views are the F32 tensors of those names, NULL when the config has
-     * none. */
-    float *state;
-    size_t n_state;
-    float *momentum_buffer; /* SGD with momentum != 0 */
-    float *exp_avg;         /* Adam/AdamW: first moment m */
-    float *exp_avg_sq;      /* Adam/AdamW: second moment v */
 } qat_optim;
 
 /* Checks `cfg` (qat_optim_config_check), then allocates the zeroed state tensors for

@@ -34,6 +34,14 @@
 
 /* ---- scratch directory and file helpers ------------------------------------------------- */
 
+/* The optimizer's whole state as one float array: every state tensor of today's kinds is
+ * F32, and qat_optim_init lays them out one after the other. */
+static float *ostate(const qat_optim *o) {
+    for (int i = 0; i < o->n_tensors; i++) assert_int_equal(o->tensors[i].dtype, QAT_ST_DTYPE_F32);
+    return o->mem;
+}
+static size_t ostate_n(const qat_optim *o) { return o->mem_bytes / sizeof(float); }
+
 static char g_dir[256]; /* per-program scratch directory, made by the group setup */
 
 static int group_setup(void **state) {
@@ -628,7 +636,7 @@ static void test_round_trip(void **state) {
     qat_optim o = make_optim(QAT_OPTIM_ADAMW, 0, m->n_params);
     o.cfg.beta1 = 0.8;
     o.cfg.eps = 1.5e-7;
-    fill_uniform(o.state, o.n_state, 0, 1, 11);
+    fill_uniform(ostate(&o), ostate_n(&o), 0, 1, 11);
     o.step = 1234567;
     qat_st_kv extra[] = {{"mean", "0.2860"}, {"std", "0.3530"}, {"dataset", "fashion-mnist"},
                          {"metrics", "{\"val_acc\": 0.91}"}};
@@ -680,8 +688,8 @@ static void test_round_trip(void **state) {
     if (qat_checkpoint_restore(&c, m2, &o2, &err)) fail_msg("restore: %s", err.msg);
     assert_memory_equal(m2->params, m->params, m->n_params * sizeof(float));
     assert_memory_equal(m2->buffers, m->buffers, m->n_buffers * sizeof(float));
-    assert_int_equal(o2.n_state, o.n_state);
-    assert_memory_equal(o2.state, o.state, o.n_state * sizeof(float));
+    assert_int_equal(ostate_n(&o2), ostate_n(&o));
+    assert_memory_equal(ostate(&o2), ostate(&o), ostate_n(&o) * sizeof(float));
     assert_int_equal(o2.step, o.step);
     qat_checkpoint_free(&c);
     qat_checkpoint_free(&c);
@@ -717,7 +725,7 @@ static void test_round_trip_sgd_and_no_optimizer(void **state) {
         qat_optim o = make_optim(QAT_OPTIM_SGD, mom, m->n_params);
         o.cfg.nesterov = variant == 0;
         o.cfg.dampening = 0;
-        if (o.state) fill_uniform(o.state, o.n_state, -1, 1, 3);
+        if (o.mem) fill_uniform(ostate(&o), ostate_n(&o), -1, 1, 3);
         o.step = 5;
         save_or_fail(path, m, &o, &meta);
         if (qat_checkpoint_load(&c, path, &err)) fail_msg("load: %s", err.msg);
@@ -728,7 +736,7 @@ static void test_round_trip_sgd_and_no_optimizer(void **state) {
         qat_optim o2 = make_optim(QAT_OPTIM_SGD, mom, m->n_params);
         if (qat_checkpoint_restore(&c, m, &o2, &err)) fail_msg("restore: %s", err.msg);
         assert_int_equal(o2.step, 5);
-        if (o.state) assert_memory_equal(o2.state, o.state, o.n_state * sizeof(float));
+        if (o.mem) assert_memory_equal(ostate(&o2), ostate(&o), ostate_n(&o) * sizeof(float));
         qat_optim_free(&o2);
         qat_checkpoint_free(&c);
         qat_optim_free(&o);
@@ -994,7 +1002,7 @@ static float version_value(long e, size_t i) {
 
 static void fill_version(qat_model *m, qat_optim *o, long e) {
     for (size_t i = 0; i < m->n_params; i++) m->params[i] = version_value(e, i);
-    for (size_t i = 0; i < o->n_state; i++) o->state[i] = version_value(e, i) + 1;
+    for (size_t i = 0; i < ostate_n(o); i++) ostate(o)[i] = version_value(e, i) + 1;
     o->step = e;
 }
 
@@ -1011,8 +1019,8 @@ static long check_version(const char *path, qat_model *m, qat_optim *o) {
         if (m->params[i] != version_value(e, i))
             fail_msg("after a kill: param %zu is %g, version %ld has %g", i, m->params[i], e,
                      version_value(e, i));
-    for (size_t i = 0; i < o->n_state; i++)
-        if (o->state[i] != version_value(e, i) + 1)
+    for (size_t i = 0; i < ostate_n(o); i++)
+        if (ostate(o)[i] != version_value(e, i) + 1)
             fail_msg("after a kill: optimizer state %zu does not belong to version %ld", i, e);
     qat_checkpoint_free(&c);
     return e;

@@ -10,8 +10,7 @@
  *    bit-identically.
  *  - Self-description: kind names and qat_optim_kind_parse; the field tables (names,
  *    order, types, offsets, get/set); the state layout equals what qat_optim_init
- *    builds (names, dtypes, sizes, placement) for every kind, and the views kept for
- *    older code point into it.
+ *    builds (names, dtypes, sizes, placement) for every kind.
  *  - Bad configs are refused with a message naming the field.
  *  - Schedules: hand-computed values and PyTorch's StepLR, CosineAnnealingLR, LinearLR
  *    and SequentialLR(LinearLR, ...) sequences.
@@ -310,7 +309,7 @@ static void test_state_roundtrip_bit_identical(void **state) {
         for (int k = 0; k < T; k++) qat_optim_step(&a, pa, grads[k], lr);
 
         init_ok(&b, &cfgs[c], N);
-        assert_int_equal(b.n_state, want_state[c]);
+        assert_int_equal(b.mem_bytes, want_state[c] * sizeof(float));
         for (int k = 0; k < T_SAVE; k++) qat_optim_step(&b, pb, grads[k], lr);
         saved_optim sv;
         save_optim(&sv, &b);
@@ -318,7 +317,7 @@ static void test_state_roundtrip_bit_identical(void **state) {
 
         restore_optim(&r, &sv, N);
         saved_optim_free(&sv);
-        assert_int_equal(r.n_state, want_state[c]);
+        assert_int_equal(r.mem_bytes, want_state[c] * sizeof(float));
         for (int k = T_SAVE; k < T; k++) qat_optim_step(&r, pb, grads[k], lr);
 
         assert_int_equal(r.step, a.step);
@@ -345,27 +344,29 @@ static void test_state_layout(void **state) {
     qat_optim o;
     qat_optim_config cfg = qat_optim_config_default(QAT_OPTIM_SGD);
     init_ok(&o, &cfg, 10);
-    assert_int_equal(o.n_state, 0);
-    assert_null(o.state);
-    assert_null(o.momentum_buffer);
+    assert_int_equal(o.n_tensors, 0);
+    assert_null(o.mem);
     qat_optim_free(&o);
 
     cfg.momentum = 0.5;
     init_ok(&o, &cfg, 10);
-    assert_int_equal(o.n_state, 10);
-    assert_ptr_equal(o.momentum_buffer, o.state);
-    assert_null(o.exp_avg);
+    assert_int_equal(o.n_tensors, 1);
+    assert_string_equal(o.tensors[0].name, "momentum_buffer");
+    assert_int_equal(o.tensors[0].numel, 10);
+    assert_ptr_equal(o.tensors[0].data, o.mem);
     qat_optim_free(&o);
 
     cfg = qat_optim_config_default(QAT_OPTIM_ADAM);
     init_ok(&o, &cfg, 10);
-    assert_int_equal(o.n_state, 20);
-    assert_ptr_equal(o.exp_avg, o.state);
-    assert_ptr_equal(o.exp_avg_sq, o.state + 10);
+    assert_int_equal(o.n_tensors, 2);
+    assert_string_equal(o.tensors[0].name, "exp_avg");
+    assert_string_equal(o.tensors[1].name, "exp_avg_sq");
+    assert_ptr_equal(o.tensors[1].data, (float *)o.tensors[0].data + 10);
     assert_int_equal(o.step, 0);
-    for (size_t i = 0; i < o.n_state; i++) assert_true(o.state[i] == 0.0f);
+    for (int t = 0; t < 2; t++)
+        for (size_t i = 0; i < 10; i++) assert_true(((const float *)o.tensors[t].data)[i] == 0.0f);
     qat_optim_free(&o);
-    assert_null(o.state);
+    assert_null(o.mem);
     qat_optim_free(&o); /* freeing twice is harmless */
 }
 
@@ -432,12 +433,6 @@ static void test_layout_matches_init(void **state) {
             }
             assert_int_equal(bytes, o.mem_bytes);
             if (k == 0) assert_null(o.mem);
-            /* The views kept for older code: the F32 tensors of those names. */
-            assert_ptr_equal(o.state, o.mem);
-            assert_int_equal(o.n_state, o.mem_bytes / sizeof(float));
-            assert_ptr_equal(o.momentum_buffer, k == 1 ? o.tensors[0].data : NULL);
-            assert_ptr_equal(o.exp_avg, k == 2 ? o.tensors[0].data : NULL);
-            assert_ptr_equal(o.exp_avg_sq, k == 2 ? o.tensors[1].data : NULL);
             qat_optim_free(&o);
         }
     }
@@ -677,7 +672,7 @@ static void test_bad_configs_refused(void **state) {
         if (!strstr(err.msg, cases[i].field))
             fail_msg("case %zu: message \"%s\" does not mention \"%s\"", i, err.msg,
                      cases[i].field);
-        assert_null(o.state);
+        assert_null(o.mem);
         qat_optim_free(&o);
     }
 
