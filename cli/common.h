@@ -1,5 +1,7 @@
-/* common.h - what the qat subcommands share: loading a model from a name, a model file
- * or a checkpoint, and reporting errors. Only the CLI calls exit(). */
+/* common.h - what the qat subcommands share: reporting errors, data checked against a
+ * model, the recipes. The work itself is the library's (train/open.h opens models and
+ * checkpoints, data/ reads data sets, train/ trains and calibrates, export/ writes). Only
+ * the CLI calls exit() and reads the environment. */
 #ifndef QAT_CLI_COMMON_H
 #define QAT_CLI_COMMON_H
 
@@ -8,39 +10,23 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "train/checkpoint.h"
+#include "train/open.h"
 
-/* A model and where it came from. `text` is its description (model-file text). */
-typedef struct cli_model {
-    qat_model *m;
-    char *text;
-    qat_checkpoint ckpt; /* loaded when the source was a checkpoint */
-    bool from_checkpoint;
-} cli_model;
-
-/* `spec`: "cnn", "mlp", a model file, or a checkpoint (.safetensors, detected by
- * content). A checkpoint's weights are restored; otherwise the model is initialised
- * from `seed`. */
-qat_status cli_model_open(cli_model *cm, const char *spec, uint64_t seed, qat_error *err);
-void cli_model_close(cli_model *cm);
-
-/* Parses up to n comma-separated floats ("0.49,0.48,0.45") into out; NULL or missing
- * values repeat the first. */
+/* Until cli/int8.c moves to the library's names (train/open.h, data/dataset.h, the
+ * typed qat_normalization), the three it still calls: */
+typedef qat_opened cli_model;
+#define cli_model_open qat_model_open
+#define cli_model_close qat_opened_free
 void cli_parse_floats(const char *s, float *out, int n);
-
-/* Loads one split of a data set: format "idx", "cifar10", "csv", "folder", or NULL to
- * detect it from what `path` holds. */
 qat_status cli_load_split(qat_dataset *ds, const char *path, const char *format, qat_split split,
                           const qat_model *m, qat_error *err);
-/* Checks that the data fit the model: sample shape and number of classes. */
-qat_status cli_check_fit(const qat_dataset *ds, const qat_model *m, const char *path, qat_error *err);
 
-/* Quantization (cli/quant.c). Prepares cm's model with `spec` (quant/quant.h), the input
- * mapping taken from the normalisation lists ("0.286" or "0.49,0.48,0.45"). */
-qat_status cli_quant_prepare(qat_model *m, const char *spec, const char *mean, const char *std,
-                             qat_error *err);
-/* Calibrates a prepared model on the first `samples` samples of `l` (in its epoch-0
- * order), then, if the spec asks, applies bias correction on the same samples. */
-qat_status cli_quant_calibrate(qat_model *m, qat_loader *l, int samples, qat_error *err);
+/* The number of classes a model outputs: the length of its last layer's output vector. */
+int cli_model_outputs(const qat_model *m);
+/* One split of the data at `path` (format NULL: detected), checked against the model's
+ * input and outputs. */
+qat_status cli_open_data(qat_dataset *ds, const char *path, const char *format, qat_split split,
+                         const qat_model *m, qat_error *err);
 
 /* PTQ of a float checkpoint `from` with `spec` on `samples` training samples, written to
  * `out`; returns the float and quantized test accuracies and the calibration time. */

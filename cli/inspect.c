@@ -21,8 +21,8 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (n < 0) return cli_fail("inspect", err.msg);
     if (cli_is_int8(pos[0])) return cli_int8_inspect(pos[0]);
-    cli_model cm;
-    if (cli_model_open(&cm, pos[0], 0, &err) != QAT_STATUS_OK) return cli_fail("inspect", err.msg);
+    qat_opened cm;
+    if (qat_model_open(&cm, pos[0], 0, &err) != QAT_STATUS_OK) return cli_fail("inspect", err.msg);
     printf("model: %s\n", pos[0]);
     qat_model_print(cm.m, stdout);
     printf("fp32 weights: %.1f KiB (%zu parameters), batch-norm statistics: %zu values\n",
@@ -37,6 +37,6 @@ int cmd_inspect(int argc, char **argv) {
         printf("\n");
         for (size_t i = 0; i < c->n_extra; i++) printf("  %s: %s\n", c->extra[i].key, c->extra[i].value);
     }
-    cli_model_close(&cm);
+    qat_opened_free(&cm);
     return 0;
 }

@@ -41,17 +41,15 @@ int cmd_predict(int argc, char **argv) {
     }
     if (n < 0) return cli_fail("predict", err.msg);
     if (cli_is_int8(pos[0])) return cli_int8_predict(pos[0], pos + 1, n - 1, top, json);
-    cli_model cm;
-    if (cli_model_open(&cm, pos[0], 0, &err)) return cli_fail("predict", err.msg);
+    qat_opened cm;
+    if (qat_model_open(&cm, pos[0], 0, &err)) return cli_fail("predict", err.msg);
     qat_model *m = cm.m;
     if (!cm.from_checkpoint || m->in_ndim != 3) {
-        cli_model_close(&cm);
+        qat_opened_free(&cm);
         return cli_fail("predict", "needs a checkpoint of a model with an image input");
     }
     int C = m->in_shape[0], H = m->in_shape[1], W = m->in_shape[2];
-    float mean[3] = {0}, std[3] = {1, 1, 1};
-    cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_mean"), mean, 3);
-    cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
+    const float *mean = cm.norm.mean, *std = cm.norm.std;
     const char *names = qat_checkpoint_extra(&cm.ckpt, "class_names");
     uint8_t *pix = malloc((size_t)C * H * W);
     float *x = malloc(sizeof(float) * C * H * W);
@@ -101,6 +99,6 @@ int cmd_predict(int argc, char **argv) {
     qat_tape_free(&t);
     free(pix);
     free(x);
-    cli_model_close(&cm);
+    qat_opened_free(&cm);
     return rc;
 }

@@ -8,63 +8,8 @@
 #include "export/int8.h"
 #include "quant/quant.h"
 #include "train/progress.h"
+#include "train/calibrate.h"
 #include "train/trainer.h"
-
-qat_status cli_quant_prepare(qat_model *m, const char *spec_text, const char *mean, const char *std,
-                             qat_error *err) {
-    qat_quant_spec spec;
-    qat_status s = qat_quant_spec_parse(&spec, spec_text, err);
-    if (s) return s;
-    /* The spec's input mapping needs one mean and one std for uint8 image inputs. */
-    qat_quant_input in = {0};
-    if (mean && std && m->in_ndim == 3) {
-        float mv[3] = {0}, sv[3] = {1, 1, 1};
-        cli_parse_floats(mean, mv, 3);
-        cli_parse_floats(std, sv, 3);
-        in.have = true;
-        for (int c = 1; c < m->in_shape[0] && c < 3; c++) in.have = in.have && mv[c] == mv[0] && sv[c] == sv[0];
-        in.mean = mv[0];
-        in.std = sv[0];
-    }
-    return qat_quant_prepare(m, &spec, &in, err);
-}
-
-/* Forward passes in inference mode over the first `samples` samples of l. */
-static qat_status run_batches(qat_model *m, qat_loader *l, int samples, qat_error *err) {
-    qat_tape t;
-    qat_tape_init(&t, 0);
-    t.grad_enabled = false;
-    t.training = false;
-    qat_status s = qat_loader_seek(l, 0, 0, err);
-    qat_batch b;
-    int seen = 0;
-    while (!s && seen < samples && qat_loader_next(l, &b)) {
-        qat_tape_reset(&t);
-        int n = b.n < samples - seen ? b.n : samples - seen;
-        int shape[4];
-        memcpy(shape, b.shape, sizeof shape);
-        shape[0] = n;
-        qat_tensor *x = qat_tape_input(&t, b.ndim, shape, b.x);
-        if (!qat_model_forward(m, &t, x)) s = qat_error_set(err, t.err.status, "%s", t.err.msg);
-        seen += n;
-    }
-    qat_tape_free(&t);
-    return s;
-}
-
-qat_status cli_quant_calibrate(qat_model *m, qat_loader *l, int samples, qat_error *err) {
-    if (samples < 1) return qat_error_set(err, QAT_STATUS_INVALID_ARG, "calibration needs at least 1 sample");
-    qat_status s = qat_quant_calibrate_begin(m, err);
-    if (!s) s = run_batches(m, l, samples, err);
-    qat_status e = qat_quant_calibrate_end(m, s ? NULL : err);
-    if (!s) s = e;
-    if (!s && m->quant->spec.bias_correction) {
-        qat_quant_bias_correction_begin(m);
-        s = run_batches(m, l, samples, err);
-        qat_quant_bias_correction_end(m);
-    }
-    return s;
-}
 
 /* ---- qat calibrate ---- */
 
@@ -76,44 +21,38 @@ typedef struct ptq_result {
 static qat_status ptq_run(const char *from, const char *spec_text, int samples, const char *data,
                           const char *format, long seed, const char *out, FILE *table, ptq_result *res,
                           qat_error *err) {
-    cli_model cm;
-    qat_status s = cli_model_open(&cm, from, 0, err);
+    qat_opened cm;
+    qat_status s = qat_model_open(&cm, from, 0, err);
     if (s) return s;
     if (!cm.from_checkpoint || cm.m->quant) {
-        cli_model_close(&cm);
+        qat_opened_free(&cm);
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                              "%s: --from needs a float checkpoint (from qat train without --quant)", from);
     }
     const char *v = qat_checkpoint_extra(&cm.ckpt, "data");
     if (!data) data = v ? v : QAT_FASHION_MNIST_DIR;
-    const char *smean = qat_checkpoint_extra(&cm.ckpt, "normalize_mean");
-    const char *sstd = qat_checkpoint_extra(&cm.ckpt, "normalize_std");
-    float mean[3] = {0}, std[3] = {1, 1, 1};
-    cli_parse_floats(smean, mean, 3);
-    cli_parse_floats(sstd, std, 3);
 
     qat_dataset train = {0}, test = {0};
     qat_loader ltrain = {0}, ltest = {0};
     qat_loader_config lc = qat_loader_config_default();
     lc.batch_size = 256;
     lc.seed = (uint64_t)seed;
-    for (int c = 0; c < 3; c++) lc.mean[c] = mean[c], lc.std[c] = std[c];
+    qat_loader_config_normalize(&lc, &cm.norm);
     qat_loader_config tc = lc;
     tc.shuffle = false;
     qat_tape t;
     qat_tape_init(&t, 0);
     qat_st_kv *extra = NULL;
     double t0;
-    if ((s = cli_load_split(&train, data, format, QAT_SPLIT_TRAIN, cm.m, err)) ||
-        (s = cli_check_fit(&train, cm.m, data, err)) ||
-        (s = cli_load_split(&test, data, format, QAT_SPLIT_TEST, cm.m, err)) ||
-        (s = cli_check_fit(&test, cm.m, data, err)) || (s = qat_loader_init(&ltrain, &train, &lc, err)) ||
+    if ((s = cli_open_data(&train, data, format, QAT_SPLIT_TRAIN, cm.m, err)) ||
+        (s = cli_open_data(&test, data, format, QAT_SPLIT_TEST, cm.m, err)) ||
+        (s = qat_loader_init(&ltrain, &train, &lc, err)) ||
         (s = qat_loader_init(&ltest, &test, &tc, err)) ||
         (s = qat_evaluate(cm.m, &t, &ltest, &res->loss_fp32, &res->acc_fp32, err)) ||
-        (s = cli_quant_prepare(cm.m, spec_text, smean, sstd, err)))
+        (s = qat_model_quantize(cm.m, spec_text, cm.have_norm ? &cm.norm : NULL, err)))
         goto done;
     t0 = qat_now();
-    if ((s = cli_quant_calibrate(cm.m, &ltrain, samples, err))) goto done;
+    if ((s = qat_calibrate(cm.m, &ltrain, samples, err))) goto done;
     res->seconds = qat_now() - t0;
     if ((s = qat_evaluate(cm.m, &t, &ltest, &res->loss_q, &res->acc_q, err))) goto done;
     /* The source's metadata (normalisation, data, classes...), plus the spec. */
@@ -141,7 +80,7 @@ done:
     qat_loader_free(&ltest);
     qat_dataset_free(&train);
     qat_dataset_free(&test);
-    cli_model_close(&cm);
+    qat_opened_free(&cm);
     return s;
 }
 
@@ -238,10 +177,10 @@ int cmd_export(int argc, char **argv) {
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("export", err.msg);
-    cli_model cm;
-    if (cli_model_open(&cm, pos[0], 0, &err)) return cli_fail("export", err.msg);
+    qat_opened cm;
+    if (qat_model_open(&cm, pos[0], 0, &err)) return cli_fail("export", err.msg);
     if (!cm.m->quant) {
-        cli_model_close(&cm);
+        qat_opened_free(&cm);
         return cli_fail("export", "needs a quantized checkpoint (qat calibrate or qat train --quant)");
     }
     /* For people and tools: where it came from, the class names, the normalisation. */
@@ -258,12 +197,11 @@ int cmd_export(int argc, char **argv) {
     if (qat_export_int8(cm.m, out, meta, nm, &rep, &err)) {
         rc = cli_fail("export", err.msg);
     } else {
-        /* The float model's weights: every parameter but the quantization's own. */
+        /* The float model's weights: the layers' parameters (the state's first entries;
+         * the quantization's own parameters and buffers come after them). */
         size_t fp32 = 0;
-        for (int i = 0; i < cm.m->n_param_tensors; i++) {
-            const char *nm2 = cm.m->param_tensors[i]->name;
-            if (!strstr(nm2, "pact_alpha") && !strstr(nm2, "_step")) fp32 += 4 * cm.m->param_tensors[i]->n;
-        }
+        for (int i = 0; i < cm.m->n_layer_state; i++)
+            if (cm.m->state[i]->grad) fp32 += 4 * cm.m->state[i]->n;
         if (json)
             printf("{\"command\": \"export\", \"model\": \"%s\", \"ops\": %d, \"file_bytes\": %zu, "
                    "\"weight_bytes\": %zu, \"fp32_weight_bytes\": %zu, \"ratio\": %.4f}\n",
@@ -274,6 +212,6 @@ int cmd_export(int argc, char **argv) {
                    out, rep.n_ops, rep.file_bytes, rep.weight_bytes, rep.other_bytes, fp32,
                    (double)rep.file_bytes / (double)fp32);
     }
-    cli_model_close(&cm);
+    qat_opened_free(&cm);
     return rc;
 }

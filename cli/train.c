@@ -16,77 +16,11 @@
 #include "quant/quant.h"
 #include "data/loader.h"
 #include "train/progress.h"
+#include "train/calibrate.h"
 #include "train/trainer.h"
 
 static const char *FASHION_CLASSES =
     "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
-
-/* ---- data ---- */
-
-static bool file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static bool dir_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool has_suffix(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-/* Picks the format from what the path holds: an MNIST-style directory (IDX), a CIFAR-10
- * batch directory, a .csv file, or a folder of class sub-folders. */
-qat_status cli_load_split(qat_dataset *ds, const char *path, const char *format, qat_split split,
-                             const qat_model *m, qat_error *err) {
-    char probe[1200];
-    if (!format || !format[0]) {
-        snprintf(probe, sizeof probe, "%s/data_batch_1.bin", path);
-        bool cifar = file_exists(probe);
-        snprintf(probe, sizeof probe, "%s/train-images-idx3-ubyte.gz", path);
-        bool idx = file_exists(probe);
-        snprintf(probe, sizeof probe, "%s/train-images-idx3-ubyte", path);
-        idx = idx || file_exists(probe);
-        format = has_suffix(path, ".csv") ? "csv" : cifar ? "cifar10" : idx ? "idx" : "folder";
-    }
-    if (strcmp(format, "idx") == 0) return qat_dataset_load_mnist(ds, path, split, err);
-    if (strcmp(format, "cifar10") == 0) return qat_dataset_load_cifar10_dir(ds, path, split, err);
-    if (strcmp(format, "csv") == 0) return qat_dataset_load_csv(ds, path, 0, err);
-    if (strcmp(format, "folder") == 0) {
-        if (!dir_exists(path))
-            return qat_error_set(err, QAT_STATUS_IO, "%s: no such directory (--data)", path);
-        if (m->in_ndim != 3)
-            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                                 "an image folder needs a model with a (C, H, W) input");
-        return qat_dataset_load_folder(ds, path, m->in_shape[0], m->in_shape[1], m->in_shape[2], err);
-    }
-    return qat_error_set(err, QAT_STATUS_INVALID_ARG, "--format %s: expected idx, cifar10, folder or csv", format);
-}
-
-/* Checks that the data fit the model: sample shape and number of classes. */
-qat_status cli_check_fit(const qat_dataset *ds, const qat_model *m, const char *path, qat_error *err) {
-    int dim = 1;
-    for (int i = 0; i < m->in_ndim; i++) dim *= m->in_shape[i];
-    bool ok = ds->dim == dim;
-    if (ok && ds->kind == QAT_DATASET_KIND_IMAGES && m->in_ndim == 3)
-        ok = ds->c == m->in_shape[0] && ds->h == m->in_shape[1] && ds->w == m->in_shape[2];
-    if (!ok)
-        return qat_error_set(err, QAT_STATUS_SHAPE,
-                             "%s: samples of %d values (%dx%dx%d) do not fit the model's input "
-                             "of %d values",
-                             path, ds->dim, ds->c, ds->h, ds->w, dim);
-    const qat_layer *last = &m->root.layers[m->root.n - 1];
-    int classes = last->out_ndim == 1 ? last->out_shape[0] : 0;
-    if (ds->n_classes > classes)
-        return qat_error_set(err, QAT_STATUS_SHAPE,
-                             "%s: labels go up to %d but the model has %d outputs", path,
-                             ds->n_classes - 1, classes);
-    return QAT_STATUS_OK;
-}
-
 
 /* ---- train ---- */
 
@@ -126,12 +60,12 @@ static void print_json(const char *what, const qat_train_result *r, const char *
 static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_train_result *res) {
     qat_error err = {0};
     if (a->threads > 0) qat_set_num_threads(a->threads);
-    cli_model cm;
+    qat_opened cm;
     const char *spec = a->resume ? a->resume : a->from ? a->from : a->model;
-    if (cli_model_open(&cm, spec, (uint64_t)a->seed, &err)) return cli_fail(cmd, err.msg);
+    if (qat_model_open(&cm, spec, (uint64_t)a->seed, &err)) return cli_fail(cmd, err.msg);
     qat_model *m = cm.m;
     if (a->from && (!cm.from_checkpoint || m->quant)) {
-        cli_model_close(&cm);
+        qat_opened_free(&cm);
         return cli_fail(cmd, "--from needs a float checkpoint (from qat train without --quant); "
                              "to continue a quantized run use --resume");
     }
@@ -139,15 +73,15 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     long start_step = 0;
     qat_rng rng;
     qat_rng_init(&rng, (uint64_t)a->seed ^ 0x9e3779b97f4a7c15ULL);
-    float mean[3] = {QAT_FASHION_MNIST_MEAN}, std[3] = {QAT_FASHION_MNIST_STD};
+    /* The normalisation: a checkpoint's own (--from, --resume), else --mean/--std, else
+     * Fashion-MNIST's for the default data, else the training set's statistics. */
+    qat_normalization norm = qat_normalization_identity();
+    norm.mean[0] = norm.mean[1] = norm.mean[2] = QAT_FASHION_MNIST_MEAN;
+    norm.std[0] = norm.std[1] = norm.std[2] = QAT_FASHION_MNIST_STD;
     bool have_norm = false;
-    if (a->from) {
-        const char *v;
-        if ((v = qat_checkpoint_extra(&cm.ckpt, "normalize_mean"))) {
-            cli_parse_floats(v, mean, 3);
-            cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
-            have_norm = true;
-        }
+    if ((a->from || a->resume) && cm.have_norm) {
+        norm = cm.norm;
+        have_norm = true;
     }
     if (a->resume) {
         start_epoch = (int)cm.ckpt.epoch;
@@ -155,11 +89,6 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         rng = cm.ckpt.rng;
         const char *v;
         if ((v = qat_checkpoint_extra(&cm.ckpt, "seed"))) a->seed = strtol(v, NULL, 10);
-        if ((v = qat_checkpoint_extra(&cm.ckpt, "normalize_mean"))) {
-            cli_parse_floats(v, mean, 3);
-            cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
-            have_norm = true;
-        }
     }
     if (a->import) {
         qat_import_report rep;
@@ -169,19 +98,37 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
 
     qat_dataset train = {0}, test = {0};
     const char *test_path = a->test_data ? a->test_data : a->data;
-    if (cli_load_split(&train, a->data, a->format, QAT_SPLIT_TRAIN, m, &err) ||
-        cli_check_fit(&train, m, a->data, &err) ||
-        cli_load_split(&test, test_path, a->format, QAT_SPLIT_TEST, m, &err) ||
-        cli_check_fit(&test, m, test_path, &err)) {
+    if (cli_open_data(&train, a->data, a->format, QAT_SPLIT_TRAIN, m, &err) ||
+        cli_open_data(&test, test_path, a->format, QAT_SPLIT_TEST, m, &err)) {
         qat_dataset_free(&train);
+        qat_opened_free(&cm);
         return cli_fail(cmd, err.msg);
     }
+    const int channels = train.kind == QAT_DATASET_KIND_IMAGES ? train.c : 1;
     if (a->mean) {
-        cli_parse_floats(a->mean, mean, 3);
-        cli_parse_floats(a->std ? a->std : "1", std, 3);
+        if (qat_normalization_parse(&norm, a->mean, a->std, &err) ||
+            (norm.channels != 1 && norm.channels != channels &&
+             qat_error_set(&err, QAT_STATUS_INVALID_ARG, "--mean/--std give %d values for data of %d channels",
+                           norm.channels, channels))) {
+            qat_dataset_free(&train);
+            qat_dataset_free(&test);
+            qat_opened_free(&cm);
+            return cli_fail(cmd, err.msg);
+        }
     } else if (!have_norm && strcmp(a->data, QAT_FASHION_MNIST_DIR) != 0 &&
                train.kind == QAT_DATASET_KIND_IMAGES) {
-        qat_dataset_channel_stats(&train, mean, std, &err);
+        qat_dataset_channel_stats(&train, norm.mean, norm.std, &err);
+    }
+    /* Normalisation as one value per channel of the data, comma-separated: the text the
+     * checkpoint stores, and the values everything below uses, so that a model opened from
+     * the checkpoint later sees the very same floats. */
+    char smean[64] = "", sstd[64] = "", sseed[32], sclasses[16];
+    qat_normalization_format(&norm, channels, smean, sstd, sizeof smean);
+    if (qat_normalization_parse(&norm, smean, sstd, &err)) {
+        qat_dataset_free(&train);
+        qat_dataset_free(&test);
+        qat_opened_free(&cm);
+        return cli_fail(cmd, err.msg);
     }
 
     qat_loader_config lc = qat_loader_config_default();
@@ -189,7 +136,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     lc.seed = (uint64_t)a->seed;
     lc.crop_padding = a->crop;
     lc.hflip = a->flip;
-    for (int c = 0; c < 3; c++) lc.mean[c] = mean[c], lc.std[c] = std[c];
+    qat_loader_config_normalize(&lc, &norm);
     qat_loader_config tc = lc;
     tc.shuffle = false;
     tc.crop_padding = 0;
@@ -205,23 +152,14 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         goto done;
     }
 
-    /* Normalisation as one value per channel of the data, comma-separated. */
-    char smean[64] = "", sstd[64] = "", sseed[32], sclasses[16];
-    int channels = train.kind == QAT_DATASET_KIND_IMAGES ? train.c : 1;
-    for (int c = 0; c < channels; c++) {
-        size_t lm = strlen(smean), ls = strlen(sstd);
-        snprintf(smean + lm, sizeof smean - lm, "%s%.7g", c ? "," : "", (double)mean[c]);
-        snprintf(sstd + ls, sizeof sstd - ls, "%s%.7g", c ? "," : "", (double)std[c]);
-    }
-
     /* Quantization-aware training: quantize, calibrate the ranges, then train. */
     char quant_text[512] = "";
     if (a->quant) {
         qat_quant_spec qs;
         if (qat_quant_spec_parse(&qs, a->quant, &err) ||
             (qat_quant_spec_format(&qs, quant_text, sizeof quant_text),
-             cli_quant_prepare(m, quant_text, smean, sstd, &err)) ||
-            cli_quant_calibrate(m, &ltrain, a->calib_samples, &err)) {
+             qat_model_quantize(m, quant_text, &norm, &err)) ||
+            qat_calibrate(m, &ltrain, a->calib_samples, &err)) {
             rc = cli_fail(cmd, err.msg);
             goto done;
         }
@@ -229,18 +167,30 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         qat_quant_spec_format(&m->quant->spec, quant_text, sizeof quant_text);
     }
 
-    qat_optim_config oc;
-    if (strcmp(a->optim, "sgd") == 0) oc = qat_optim_config_default(QAT_OPTIM_SGD);
-    else if (strcmp(a->optim, "adam") == 0) oc = qat_optim_config_default(QAT_OPTIM_ADAM);
-    else if (strcmp(a->optim, "adamw") == 0) oc = qat_optim_config_default(QAT_OPTIM_ADAMW);
-    else {
-        rc = cli_fail(cmd, "--optim: expected sgd, adam or adamw");
+    /* The optimizer from its name; each flag sets the config field of that name where
+     * the kind has one (optim.h's field tables); a weight decay of 0 keeps the kind's
+     * default (AdamW's 0.01). */
+    qat_optim_kind okind;
+    if (!qat_optim_kind_parse(a->optim, &okind)) {
+        char names[128], msg[200];
+        qat_optim_kind_names(names, sizeof names);
+        snprintf(msg, sizeof msg, "--optim %s: expected %s", a->optim, names);
+        rc = cli_fail(cmd, msg);
         goto done;
     }
-    oc.lr = a->lr;
-    if (oc.kind == QAT_OPTIM_SGD) oc.momentum = a->momentum;
-    oc.nesterov = a->nesterov;
-    if (oc.kind != QAT_OPTIM_ADAMW || a->weight_decay > 0) oc.weight_decay = a->weight_decay;
+    qat_optim_config oc = qat_optim_config_default(okind);
+    const struct {
+        const char *field;
+        double value;
+        bool set;
+    } flags[] = {{"lr", a->lr, true},
+                 {"momentum", a->momentum, true},
+                 {"nesterov", a->nesterov, true},
+                 {"weight_decay", a->weight_decay, a->weight_decay > 0}};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
+        const qat_optim_field *f = qat_optim_field_find(okind, flags[i].field);
+        if (f && flags[i].set) qat_optim_field_set(&oc, f, flags[i].value);
+    }
     if (qat_optim_init(&opt, &oc, m->n_params, &err)) {
         rc = cli_fail(cmd, err.msg);
         goto done;
@@ -317,7 +267,7 @@ done:
     qat_loader_free(&ltest);
     qat_dataset_free(&train);
     qat_dataset_free(&test);
-    cli_model_close(&cm);
+    qat_opened_free(&cm);
     return rc;
 }
 
@@ -412,6 +362,11 @@ int cmd_train(int argc, char **argv) {
     return run_train(&a, opts, "train", NULL);
 }
 
+static bool dir_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static double file_mib(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? st.st_size / 1048576.0 : 0;
@@ -489,12 +444,12 @@ int cmd_demo(int argc, char **argv) {
     fprintf(stderr, "qat demo 4/4: export to int8 and integer-only evaluation\n");
     cli_int8_result ri;
     {
-        cli_model cm;
+        qat_opened cm;
         qat_export_report rep;
-        if (cli_model_open(&cm, qat, 0, &err)) return cli_fail("demo", err.msg);
+        if (qat_model_open(&cm, qat, 0, &err)) return cli_fail("demo", err.msg);
         qat_st_kv meta[2] = {{"source", qat}, {"class_names", FASHION_CLASSES}};
         qat_status st = qat_export_int8(cm.m, int8, meta, 2, &rep, &err);
-        cli_model_close(&cm);
+        qat_opened_free(&cm);
         if (st) return cli_fail("demo", err.msg);
     }
     if ((rc = cli_int8_eval(int8, data, NULL, qat, false, &ri))) return rc;
@@ -556,26 +511,22 @@ int cmd_eval(int argc, char **argv) {
     if (cli_is_int8(pos[0])) return cli_int8_eval(pos[0], data, format, compare, json, NULL);
     if (compare) return cli_fail("eval", "--compare goes with an int8 model from qat export");
     if (batch < 1) return cli_fail("eval", "--batch must be at least 1");
-    cli_model cm;
-    if (cli_model_open(&cm, pos[0], 0, &err)) return cli_fail("eval", err.msg);
+    qat_opened cm;
+    if (qat_model_open(&cm, pos[0], 0, &err)) return cli_fail("eval", err.msg);
     if (!cm.from_checkpoint) {
-        cli_model_close(&cm);
+        qat_opened_free(&cm);
         return cli_fail("eval", "needs a checkpoint (qat train writes one)");
     }
     const char *v = qat_checkpoint_extra(&cm.ckpt, "data");
     if (!data) data = v ? v : QAT_FASHION_MNIST_DIR;
-    float mean[3] = {0}, std[3] = {1, 1, 1};
-    cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_mean"), mean, 3);
-    cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
     qat_dataset test = {0};
     qat_loader l = {0};
     int rc = 0;
     qat_loader_config lc = qat_loader_config_default();
     lc.batch_size = batch;
     lc.shuffle = false;
-    for (int c = 0; c < 3; c++) lc.mean[c] = mean[c], lc.std[c] = std[c];
-    if (cli_load_split(&test, data, format, QAT_SPLIT_TEST, cm.m, &err) || cli_check_fit(&test, cm.m, data, &err) ||
-        qat_loader_init(&l, &test, &lc, &err)) {
+    qat_loader_config_normalize(&lc, &cm.norm);
+    if (cli_open_data(&test, data, format, QAT_SPLIT_TEST, cm.m, &err) || qat_loader_init(&l, &test, &lc, &err)) {
         rc = cli_fail("eval", err.msg);
     } else {
         qat_tape t;
@@ -597,6 +548,6 @@ int cmd_eval(int argc, char **argv) {
     }
     qat_loader_free(&l);
     qat_dataset_free(&test);
-    cli_model_close(&cm);
+    qat_opened_free(&cm);
     return rc;
 }

@@ -35,6 +35,7 @@
 #ifndef QAT_DATASET_H
 #define QAT_DATASET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "autograd/common.h"
@@ -55,11 +56,13 @@ typedef enum qat_dataset_kind {
     QAT_DATASET_KIND_NONE = 0, /* zeroed or freed */
     QAT_DATASET_KIND_IMAGES,   /* pixels (N, C, H, W) uint8 */
     QAT_DATASET_KIND_FEATURES, /* features (N, D) float */
+    QAT_DATASET_KIND_COUNT
 } qat_dataset_kind;
 
 typedef enum qat_split {
     QAT_SPLIT_TRAIN,
     QAT_SPLIT_TEST,
+    QAT_SPLIT_COUNT
 } qat_split;
 
 typedef struct qat_dataset {
@@ -113,6 +116,37 @@ qat_status qat_dataset_load_folder(qat_dataset *ds, const char *dir, int channel
  * labels integers in [0, n_classes) (n_classes = 0: max label + 1). */
 qat_status qat_dataset_load_csv(qat_dataset *ds, const char *path, int n_classes,
                                 qat_error *err);
+
+/* ---- any format (data/open.c) ---- */
+
+typedef enum qat_data_format {
+    QAT_DATA_FORMAT_IDX,     /* an MNIST-style directory */
+    QAT_DATA_FORMAT_CIFAR10, /* a cifar-10-batches-bin directory */
+    QAT_DATA_FORMAT_FOLDER,  /* a folder of class sub-folders of images */
+    QAT_DATA_FORMAT_CSV,     /* a .csv file */
+    QAT_DATA_FORMAT_COUNT
+} qat_data_format;
+
+/* "idx", "cifar10", "folder", "csv"; "unknown" for anything else. */
+const char *qat_data_format_str(qat_data_format f);
+/* The format named (as qat_data_format_str spells it); false if unknown. */
+bool qat_data_format_parse(const char *name, qat_data_format *f);
+/* What `path` holds: a file ending in .csv is CSV; a directory with data_batch_1.bin or
+ * test_batch.bin is CIFAR-10, one with {train,t10k}-images-idx3-ubyte[.gz] is IDX, any
+ * other directory an image folder. IO with the path named if it is neither a file nor a
+ * directory, FORMAT for a file that is not .csv. */
+qat_status qat_data_format_detect(const char *path, qat_data_format *f, qat_error *err);
+
+/* One split of the data at `path`, in `format` ("idx", "cifar10", "folder", "csv"; NULL
+ * or "": detected). An image folder is converted to the model's input (in_ndim must be
+ * 3, in_shape its (C, H, W)); a CSV file has no splits (the same file either way). */
+qat_status qat_dataset_open(qat_dataset *ds, const char *path, const char *format, qat_split split,
+                            int in_ndim, const int *in_shape, qat_error *err);
+
+/* Whether the samples fit a model's per-sample input (in_ndim, in_shape) and its
+ * n_outputs classes: SHAPE with the path and both shapes otherwise. */
+qat_status qat_dataset_check_fit(const qat_dataset *ds, int in_ndim, const int *in_shape,
+                                 int n_outputs, const char *path, qat_error *err);
 
 /* Frees what the dataset owns and zeroes it. NULL or a zeroed dataset is fine. */
 void qat_dataset_free(qat_dataset *ds);

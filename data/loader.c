@@ -7,6 +7,7 @@
  */
 #include "loader.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 
@@ -216,4 +217,81 @@ bool qat_loader_next(qat_loader *l, qat_batch *b) {
     b->index = l->batch;
     l->batch++;
     return true;
+}
+
+/* ---- normalisation ---- */
+
+qat_normalization qat_normalization_identity(void) {
+    qat_normalization n = {.channels = 1};
+    for (int c = 0; c < QAT_DATA_MAX_CHANNELS; c++) n.mean[c] = 0.0f, n.std[c] = 1.0f;
+    return n;
+}
+
+/* Up to QAT_DATA_MAX_CHANNELS comma-separated finite floats; their count, or -1. */
+static int parse_list(const char *s, float *out) {
+    int k = 0;
+    for (;;) {
+        if (k == QAT_DATA_MAX_CHANNELS) return -1;
+        char *end;
+        errno = 0;
+        float v = strtof(s, &end);
+        if (end == s || errno == ERANGE || !isfinite(v)) return -1;
+        out[k++] = v;
+        while (*end == ' ') end++;
+        if (*end == '\0') return k;
+        if (*end != ',') return -1;
+        s = end + 1;
+    }
+}
+
+qat_status qat_normalization_parse(qat_normalization *n, const char *mean, const char *std,
+                                   qat_error *err) {
+    QAT_ASSERT(n != NULL && mean != NULL);
+    *n = qat_normalization_identity();
+    float m[QAT_DATA_MAX_CHANNELS], sd[QAT_DATA_MAX_CHANNELS] = {1.0f};
+    int km = parse_list(mean, m), ks = std ? parse_list(std, sd) : 1;
+    if (km < 0)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "normalisation mean '%.60s': expected 1 to %d finite numbers, "
+                             "comma-separated",
+                             mean, QAT_DATA_MAX_CHANNELS);
+    if (ks < 0)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "normalisation std '%.60s': expected 1 to %d finite numbers, "
+                             "comma-separated",
+                             std, QAT_DATA_MAX_CHANNELS);
+    if (km != ks && km != 1 && ks != 1)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "normalisation: %d means but %d standard deviations", km, ks);
+    for (int c = 0; c < ks; c++)
+        if (!(sd[c] > 0.0f))
+            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                                 "normalisation std '%.60s': %g is not > 0", std, (double)sd[c]);
+    n->channels = km > ks ? km : ks;
+    for (int c = 0; c < QAT_DATA_MAX_CHANNELS; c++) {
+        n->mean[c] = c < km ? m[c] : m[0];
+        n->std[c] = c < ks ? sd[c] : sd[0];
+    }
+    return QAT_STATUS_OK;
+}
+
+void qat_normalization_format(const qat_normalization *n, int channels, char *mean, char *std,
+                              size_t len) {
+    QAT_ASSERT(channels >= 1 && channels <= QAT_DATA_MAX_CHANNELS && len > 0);
+    mean[0] = std[0] = '\0';
+    for (int c = 0; c < channels; c++) {
+        size_t lm = strlen(mean), ls = strlen(std);
+        snprintf(mean + lm, len - lm, "%s%.7g", c ? "," : "", (double)n->mean[c]);
+        snprintf(std + ls, len - ls, "%s%.7g", c ? "," : "", (double)n->std[c]);
+    }
+}
+
+bool qat_normalization_uniform(const qat_normalization *n, int channels) {
+    for (int c = 1; c < channels && c < QAT_DATA_MAX_CHANNELS; c++)
+        if (n->mean[c] != n->mean[0] || n->std[c] != n->std[0]) return false;
+    return true;
+}
+
+void qat_loader_config_normalize(qat_loader_config *c, const qat_normalization *n) {
+    for (int i = 0; i < QAT_DATA_MAX_CHANNELS; i++) c->mean[i] = n->mean[i], c->std[i] = n->std[i];
 }

@@ -57,6 +57,31 @@
 #include "autograd/common.h"
 #include "data/dataset.h"
 
+/* The normalisation of a data set's images, x = (p / 255 - mean[c]) / std[c] for channel
+ * c: one typed value where the recipe, checkpoints and the CLI meet. As text (the
+ * checkpoint keys "normalize_mean" and "normalize_std", the --mean/--std flags) it is a
+ * comma-separated list of one value per channel, "0.286" or "0.4914,0.4822,0.4465"; a
+ * single value stands for every channel. */
+typedef struct qat_normalization {
+    int channels;                       /* values given: 1..QAT_DATA_MAX_CHANNELS */
+    float mean[QAT_DATA_MAX_CHANNELS];  /* finite; every channel filled (repeating the first) */
+    float std[QAT_DATA_MAX_CHANNELS];   /* finite and > 0 */
+} qat_normalization;
+
+/* mean 0, std 1: x = p / 255. */
+qat_normalization qat_normalization_identity(void);
+/* Parses the two lists (std NULL: 1 for every channel). INVALID_ARG naming the text when
+ * a value is not a finite number, a std is not > 0, the lists are longer than
+ * QAT_DATA_MAX_CHANNELS or of different lengths (one may be a single value). */
+qat_status qat_normalization_parse(qat_normalization *n, const char *mean, const char *std,
+                                   qat_error *err);
+/* The lists for `channels` channels (1..QAT_DATA_MAX_CHANNELS), "%.7g" each, into mean
+ * and std (len bytes each; 64 always suffice). */
+void qat_normalization_format(const qat_normalization *n, int channels, char *mean, char *std,
+                              size_t len);
+/* Whether every channel has the same mean and std: the int8 input mapping needs one. */
+bool qat_normalization_uniform(const qat_normalization *n, int channels);
+
 typedef struct qat_loader_config {
     int batch_size;  /* >= 1 */
     bool shuffle;    /* false: dataset order every epoch (evaluation) */
@@ -71,6 +96,8 @@ typedef struct qat_loader_config {
 /* batch_size 64, shuffle, keep the last batch, seed 0, mean 0, std 1 (x = p / 255), no
  * augmentation. */
 qat_loader_config qat_loader_config_default(void);
+/* Sets the config's mean and std per channel. */
+void qat_loader_config_normalize(qat_loader_config *c, const qat_normalization *n);
 
 typedef struct qat_batch {
     const float *x;      /* (n, C, H, W) for images, (n, D) for features; normalized */

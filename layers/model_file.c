@@ -271,6 +271,16 @@ qat_status qat_model_parse(const char *text, const char *source, qat_model **out
     return QAT_STATUS_OK;
 }
 
+const char *qat_model_builtin_text(const char *name) {
+    if (strcmp(name, "cnn") == 0)
+        return "input 1 28 28\nconv2d out=32 kernel=3 pad=1\nbatchnorm\nrelu\nmaxpool kernel=2\n"
+               "conv2d out=64 kernel=3 pad=1\nbatchnorm\nrelu\nmaxpool kernel=2\nflatten\n"
+               "linear out=128\nrelu\nlinear out=10\n";
+    if (strcmp(name, "mlp") == 0)
+        return "input 1 28 28\nflatten\nlinear out=256\nrelu\nlinear out=128\nrelu\nlinear out=10\n";
+    return NULL;
+}
+
 qat_status qat_model_load_file(const char *path, qat_model **out, qat_error *err) {
     *out = NULL;
     FILE *f = fopen(path, "rb");

@@ -37,6 +37,9 @@
  * "<checkpoint>"). On success *out is a new model, not yet finalized (finalize it with
  * an RNG to initialise, or load weights into it after finalizing). */
 qat_status qat_model_parse(const char *text, const char *source, qat_model **out, qat_error *err);
+/* The text of a reference model: "cnn" or "mlp" (layers/model.h's qat_model_cnn and
+ * qat_model_mlp, as model files); NULL for any other name. */
+const char *qat_model_builtin_text(const char *name);
 /* Reads and parses a file (at most 1 MiB). */
 qat_status qat_model_load_file(const char *path, qat_model **out, qat_error *err);
 /* The model as text in the format above; malloc'd, the caller frees. NULL if out of

@@ -1266,6 +1266,100 @@ static void test_loader_features_and_bad_config(void **state) {
 
 /* ---- the real Fashion-MNIST -------------------------------------------------------- */
 
+/* ---- any format, and the normalisation ----------------------------------------------- */
+
+static void test_open_any_format(void **state) {
+    char d[512], f[512], bad[512], none[512];
+    qat_error err = {0};
+    qat_dataset ds;
+    qat_data_format fmt;
+    make_dir(P(d, "any"));
+    write_idx_pair(state, "any/train-images-idx3-ubyte", "any/train-labels-idx1-ubyte", false);
+    write_text(P(f, "any.csv"), "label,a,b\n0,1,2\n1,3,4\n");
+    write_text(P(bad, "any.txt"), "0,1,2\n");
+    expect_ok(qat_data_format_detect(d, &fmt, &err), &err, "detect idx");
+    assert_int_equal(fmt, QAT_DATA_FORMAT_IDX);
+    expect_ok(qat_data_format_detect(f, &fmt, &err), &err, "detect csv");
+    assert_int_equal(fmt, QAT_DATA_FORMAT_CSV);
+    expect_ok(qat_data_format_detect(P(none, "."), &fmt, &err), &err, "detect folder");
+    assert_int_equal(fmt, QAT_DATA_FORMAT_FOLDER);
+    for (int k = 0; k < QAT_DATA_FORMAT_COUNT; k++) {
+        qat_data_format back;
+        assert_true(qat_data_format_parse(qat_data_format_str((qat_data_format)k), &back));
+        assert_int_equal(back, k);
+    }
+    assert_false(qat_data_format_parse("IDX", &fmt));
+
+    const int img[3] = {1, IH, IW}, feat[1] = {2};
+    expect_ok(qat_dataset_open(&ds, d, NULL, QAT_SPLIT_TRAIN, 3, img, &err), &err, "open idx");
+    assert_int_equal(ds.n, IN);
+    expect_ok(qat_dataset_check_fit(&ds, 3, img, 10, d, &err), &err, "idx fits");
+    expect_fail(qat_dataset_check_fit(&ds, 3, (int[]){1, IH + 1, IW}, 10, d, &err), &err, QAT_STATUS_SHAPE,
+                "idx shape", d, "do not fit", NULL);
+    qat_error_clear(&err);
+    expect_fail(qat_dataset_check_fit(&ds, 3, img, 3, d, &err), &err, QAT_STATUS_SHAPE, "idx classes", d,
+                "outputs", NULL);
+    qat_dataset_free(&ds);
+    expect_ok(qat_dataset_open(&ds, f, "csv", QAT_SPLIT_TEST, 1, feat, &err), &err, "open csv");
+    assert_int_equal(ds.dim, 2);
+    qat_dataset_free(&ds);
+    qat_error_clear(&err);
+    expect_fail(qat_dataset_open(&ds, bad, NULL, QAT_SPLIT_TRAIN, 1, feat, &err), &err, QAT_STATUS_FORMAT,
+                "not csv", bad, ".csv", NULL);
+    qat_error_clear(&err);
+    expect_fail(qat_dataset_open(&ds, P(none, "nowhere"), NULL, QAT_SPLIT_TRAIN, 1, feat, &err), &err,
+                QAT_STATUS_IO, "missing path", none, "no such", NULL);
+    qat_error_clear(&err);
+    expect_fail(qat_dataset_open(&ds, d, "mnist", QAT_SPLIT_TRAIN, 3, img, &err), &err,
+                QAT_STATUS_INVALID_ARG, "unknown format", "mnist", "idx, cifar10", NULL);
+    qat_error_clear(&err);
+    expect_fail(qat_dataset_open(&ds, P(none, "."), "folder", QAT_SPLIT_TRAIN, 1, feat, &err), &err,
+                QAT_STATUS_INVALID_ARG, "folder, flat model", "(C, H, W)", NULL, NULL);
+    expect_zeroed(&ds, "failed open");
+}
+
+static void test_normalization(void **state) {
+    (void)state;
+    qat_error err = {0};
+    qat_normalization n;
+    expect_ok(qat_normalization_parse(&n, "0.286", "0.353", &err), &err, "one channel");
+    assert_int_equal(n.channels, 1);
+    for (int c = 0; c < 3; c++) assert_true(n.mean[c] == 0.286f && n.std[c] == 0.353f);
+    assert_true(qat_normalization_uniform(&n, 3));
+    expect_ok(qat_normalization_parse(&n, "0.4914, 0.4822,0.4465", "0.247", &err), &err, "three means");
+    assert_int_equal(n.channels, 3);
+    assert_true(n.mean[1] == 0.4822f && n.std[2] == 0.247f);
+    assert_false(qat_normalization_uniform(&n, 3));
+    assert_true(qat_normalization_uniform(&n, 1));
+    expect_ok(qat_normalization_parse(&n, "0.5", NULL, &err), &err, "no std");
+    assert_true(n.std[0] == 1.0f && n.std[2] == 1.0f);
+    /* format then parse gives the same floats; %.7g of the old checkpoints */
+    char m[64], s[64];
+    expect_ok(qat_normalization_parse(&n, "0.2860", "0.3530", &err), &err, "fashion");
+    qat_normalization_format(&n, 1, m, s, sizeof m);
+    assert_string_equal(m, "0.286");
+    assert_string_equal(s, "0.353");
+    n.mean[0] = 0.12345678f, n.mean[1] = 1e-9f, n.mean[2] = -3.0f;
+    qat_normalization_format(&n, 3, m, s, sizeof m);
+    assert_string_equal(m, "0.1234568,1e-09,-3");
+    const struct {
+        const char *mean, *std, *needle;
+    } bad[] = {
+        {"", "1", "mean ''"},           {"0.1,", "1", "mean '0.1,'"},
+        {"0.1 0.2", "1", "mean"},       {"nan", "1", "mean 'nan'"},
+        {"0.1,0.2,0.3,0.4", "1", "1 to 3"}, {"0.1", "0", "is not > 0"},
+        {"0.1", "-1", "is not > 0"},    {"0.1", "inf", "std 'inf'"},
+        {"0.1,0.2", "0.3,0.4,0.5", "2 means but 3"}, {"1e99", "1", "mean '1e99'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        qat_error_clear(&err);
+        char what[64];
+        snprintf(what, sizeof what, "bad normalisation %zu", i);
+        expect_fail(qat_normalization_parse(&n, bad[i].mean, bad[i].std, &err), &err, QAT_STATUS_INVALID_ARG,
+                    what, bad[i].needle, NULL, NULL);
+    }
+}
+
 static void test_fashion_mnist(void **state) {
     (void)state;
     struct stat st;
@@ -1344,6 +1438,8 @@ int main(void) {
         cmocka_unit_test(test_loader_normalize),
         cmocka_unit_test(test_loader_augment),
         cmocka_unit_test(test_loader_features_and_bad_config),
+        cmocka_unit_test(test_open_any_format),
+        cmocka_unit_test(test_normalization),
         cmocka_unit_test(test_fashion_mnist),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
