@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "io/strbuf.h"
+
 /* ---- parsing ---- */
 
 #define MAX_TOKENS 16
@@ -308,82 +310,56 @@ qat_status qat_model_load_file(const char *path, qat_model **out, qat_error *err
 
 /* ---- writing ---- */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->p && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap ? b->cap * 2 : 256) + (size_t)n;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-}
-
-static void write_seq(sbuf *b, const qat_seq *s, int indent) {
+static void write_seq(qat_strbuf *b, const qat_seq *s, int indent) {
     for (int i = 0; i < s->n; i++) {
         const qat_layer *l = &s->layers[i];
-        sb_printf(b, "%*s", indent, "");
+        qat_strbuf_printf(b, "%*s", indent, "");
         switch (l->kind) {
         case QAT_LAYER_CONV2D:
-            sb_printf(b, "conv2d out=%d kernel=%d", l->cfg.conv.out, l->cfg.conv.kernel);
-            if (l->cfg.conv.stride != 1) sb_printf(b, " stride=%d", l->cfg.conv.stride);
-            if (l->cfg.conv.pad) sb_printf(b, " pad=%d", l->cfg.conv.pad);
-            if (l->cfg.conv.groups != 1) sb_printf(b, " groups=%d", l->cfg.conv.groups);
-            if (!l->cfg.conv.bias) sb_printf(b, " bias=false");
+            qat_strbuf_printf(b, "conv2d out=%d kernel=%d", l->cfg.conv.out, l->cfg.conv.kernel);
+            if (l->cfg.conv.stride != 1) qat_strbuf_printf(b, " stride=%d", l->cfg.conv.stride);
+            if (l->cfg.conv.pad) qat_strbuf_printf(b, " pad=%d", l->cfg.conv.pad);
+            if (l->cfg.conv.groups != 1) qat_strbuf_printf(b, " groups=%d", l->cfg.conv.groups);
+            if (!l->cfg.conv.bias) qat_strbuf_printf(b, " bias=false");
             break;
         case QAT_LAYER_LINEAR:
-            sb_printf(b, "linear out=%d%s", l->cfg.linear.out, l->cfg.linear.bias ? "" : " bias=false");
+            qat_strbuf_printf(b, "linear out=%d%s", l->cfg.linear.out, l->cfg.linear.bias ? "" : " bias=false");
             break;
         case QAT_LAYER_MAXPOOL:
         case QAT_LAYER_AVGPOOL:
-            sb_printf(b, "%s kernel=%d", qat_layer_kind_str(l->kind), l->cfg.pool.kernel);
-            if (l->cfg.pool.stride != l->cfg.pool.kernel) sb_printf(b, " stride=%d", l->cfg.pool.stride);
-            if (l->cfg.pool.pad) sb_printf(b, " pad=%d", l->cfg.pool.pad);
+            qat_strbuf_printf(b, "%s kernel=%d", qat_layer_kind_str(l->kind), l->cfg.pool.kernel);
+            if (l->cfg.pool.stride != l->cfg.pool.kernel) qat_strbuf_printf(b, " stride=%d", l->cfg.pool.stride);
+            if (l->cfg.pool.pad) qat_strbuf_printf(b, " pad=%d", l->cfg.pool.pad);
             break;
-        case QAT_LAYER_DROPOUT: sb_printf(b, "dropout p=%.9g", (double)l->cfg.dropout.p); break;
+        case QAT_LAYER_DROPOUT: qat_strbuf_printf(b, "dropout p=%.9g", (double)l->cfg.dropout.p); break;
         case QAT_LAYER_RESIDUAL:
-            sb_printf(b, "residual\n");
+            qat_strbuf_printf(b, "residual\n");
             write_seq(b, &l->body, indent + 2);
             if (l->shortcut.n) {
-                sb_printf(b, "%*sshortcut\n", indent, "");
+                qat_strbuf_printf(b, "%*sshortcut\n", indent, "");
                 write_seq(b, &l->shortcut, indent + 2);
             }
-            sb_printf(b, "%*send", indent, "");
+            qat_strbuf_printf(b, "%*send", indent, "");
             break;
-        default: sb_printf(b, "%s", qat_layer_kind_str(l->kind)); break;
+        case QAT_LAYER_BATCHNORM:
+        case QAT_LAYER_RELU:
+        case QAT_LAYER_RELU6:
+        case QAT_LAYER_SIGMOID:
+        case QAT_LAYER_TANH:
+        case QAT_LAYER_GLOBAL_AVGPOOL:
+        case QAT_LAYER_FLATTEN:
+        case QAT_LAYER_COUNT: qat_strbuf_printf(b, "%s", qat_layer_kind_str(l->kind)); break;
         }
-        sb_printf(b, "\n");
+        qat_strbuf_printf(b, "\n");
     }
 }
 
 char *qat_model_to_text(const qat_model *m) {
-    sbuf b = {0};
+    qat_strbuf b = {0};
     if (m->in_ndim == 3)
-        sb_printf(&b, "input %d %d %d\n", m->in_shape[0], m->in_shape[1], m->in_shape[2]);
+        qat_strbuf_printf(&b, "input %d %d %d\n", m->in_shape[0], m->in_shape[1], m->in_shape[2]);
     else
-        sb_printf(&b, "input %d\n", m->in_shape[0]);
+        qat_strbuf_printf(&b, "input %d\n", m->in_shape[0]);
     write_seq(&b, &m->root, 0);
     if (b.oom) {
         free(b.p);

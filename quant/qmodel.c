@@ -399,11 +399,15 @@ static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x, bool priv) 
     }
     case QAT_ACT_METHOD_OBSERVER:
         if (f->update_ranges) ema_update(p, x->data, x->n, q->spec.momentum);
-        /* fall through */
-    default:
-        point_refresh(p);
-        return qat_fake_quant_ex(t, x, &p->scale, &p->zp, 1, 0, p->qmin, p->qmax, priv);
+        break;
+    case QAT_ACT_METHOD_PACT:  /* PACT with fake quant off: calibration, handled above */
+    case QAT_ACT_METHOD_FIXED: /* the input: its fixed scale and zero point */
+    case QAT_ACT_METHOD_SAME:  /* qat_fake_quant_avgpool takes the pools; another SAME point
+                                  keeps its source's parameters */
+    case QAT_ACT_METHOD_COUNT: break;
     }
+    point_refresh(p);
+    return qat_fake_quant_ex(t, x, &p->scale, &p->zp, 1, 0, p->qmin, p->qmax, priv);
 }
 
 static qat_tensor *weight_quant(fwd *f, qat_layer_quant *u, qat_tensor *wf) {
