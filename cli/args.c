@@ -30,6 +30,7 @@ void qat_args_format(const qat_opt *o, char *buf, size_t n) {
     case QAT_OPT_FLOAT: snprintf(buf, n, "%.9g", (double)*(float *)o->value); break;
     case QAT_OPT_STRING: snprintf(buf, n, "%s", *(const char **)o->value ? *(const char **)o->value : ""); break;
     case QAT_OPT_FLAG: snprintf(buf, n, "%s", *(bool *)o->value ? "true" : "false"); break;
+    case QAT_OPT_COUNT: break;
     }
 }
 
@@ -56,7 +57,8 @@ static bool set_value(qat_opt *o, const char *v, qat_error *err) {
         return true;
     }
     case QAT_OPT_STRING: *(const char **)o->value = v; return true;
-    case QAT_OPT_FLAG: break;
+    case QAT_OPT_FLAG:
+    case QAT_OPT_COUNT: break;
     }
     qat_error_set(err, QAT_STATUS_INVALID_ARG, "--%s %s: expected %s", o->name, v,
                   o->kind == QAT_OPT_FLOAT ? "a finite number" : "a whole number");
@@ -122,7 +124,8 @@ void qat_args_help(FILE *f, const char *usage, const char *about, const qat_opt 
         case QAT_OPT_STRING:
             if (*(const char **)o->value) fprintf(f, " (default %s)", *(const char **)o->value);
             break;
-        case QAT_OPT_FLAG: break;
+        case QAT_OPT_FLAG:
+        case QAT_OPT_COUNT: break;
         }
         fprintf(f, "\n");
     }

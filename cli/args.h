@@ -26,6 +26,7 @@ typedef enum qat_opt_kind {
     QAT_OPT_FLOAT,  /* float */
     QAT_OPT_STRING, /* const char * */
     QAT_OPT_FLAG,   /* bool, no value */
+    QAT_OPT_COUNT
 } qat_opt_kind;
 
 typedef struct qat_opt {

@@ -13,7 +13,8 @@ static const char *const KIND_NAMES[] = {
     [QAT_OBSERVER_PERCENTILE] = "percentile", [QAT_OBSERVER_KL] = "kl",
     [QAT_OBSERVER_MSE] = "mse",
 };
-#define N_KINDS ((int)(sizeof KIND_NAMES / sizeof KIND_NAMES[0]))
+_Static_assert(sizeof KIND_NAMES / sizeof KIND_NAMES[0] == QAT_OBSERVER_COUNT, "one name per observer kind");
+#define N_KINDS QAT_OBSERVER_COUNT
 
 const char *qat_observer_kind_str(qat_observer_kind k) {
     return (int)k >= 0 && (int)k < N_KINDS ? KIND_NAMES[k] : "unknown";
@@ -448,6 +449,7 @@ void qat_observer_range(const qat_observer *o, int qmin, int qmax, bool symmetri
         case QAT_OBSERVER_PERCENTILE: range_percentile(o, symmetric, &l, &h); break;
         case QAT_OBSERVER_KL: range_kl(o, qmin, qmax, symmetric, &l, &h); break;
         case QAT_OBSERVER_MSE: range_mse(o, qmin, qmax, symmetric, &l, &h); break;
+        case QAT_OBSERVER_COUNT: break;
         }
     }
     if (symmetric) {

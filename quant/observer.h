@@ -103,6 +103,7 @@ typedef enum qat_observer_kind {
     QAT_OBSERVER_PERCENTILE, /* histogram; lo/hi at a percentile of the negative/positive values */
     QAT_OBSERVER_KL,         /* TensorRT entropy calibration on a histogram of |x| */
     QAT_OBSERVER_MSE,        /* the clipping range minimising quantization MSE on the histogram */
+    QAT_OBSERVER_COUNT
 } qat_observer_kind;
 
 #define QAT_OBSERVER_DEFAULT_MOMENTUM 0.01f
