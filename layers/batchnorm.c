@@ -18,7 +18,8 @@
 #define LANES 8
 
 typedef struct bn_job {
-    float *out, *mean, *rstd, *running_mean, *running_var;
+    float *out, *mean, *rstd, *running_mean, *running_var; /* forward: written */
+    const float *saved_mean, *saved_rstd;                  /* backward: the forward's */
     float *dinp, *dgamma, *dbeta, *dpre_a, *dpre_b;
     const float *inp, *dout, *gamma, *beta, *pre_a, *pre_b;
     const float *rmean, *rvar; /* eval */
@@ -126,7 +127,7 @@ QAT_HOT static void backward_train_channels(void *p, size_t c0, size_t c1) {
     const bool pre = j->pre_a != NULL;
     for (size_t c = c0; c < c1; c++) {
         const float a = pre ? j->pre_a[c] : 1.0f, b = pre ? j->pre_b[c] : 0.0f;
-        const float m = j->mean[c], rs = j->rstd[c];
+        const float m = j->saved_mean[c], rs = j->saved_rstd[c];
         /* sum dy and sum dy * xhat over the channel */
         double sdy[LANES] = {0}, sdyx[LANES] = {0};
         for (int n = 0; n < j->N; n++) {
@@ -201,7 +202,7 @@ void qat_batchnorm_backward_train_pre(float *dinp, float *dpre_a, float *dpre_b,
     QAT_ASSERT(overwrite || dinp != dout || dinp == NULL);
     bn_job j = {.dinp = dinp, .dgamma = dgamma, .dbeta = dbeta, .dpre_a = dpre_a,
                 .dpre_b = dpre_b, .dout = dout, .inp = inp, .pre_a = pre_a, .pre_b = pre_b,
-                .gamma = gamma, .mean = (float *)mean, .rstd = (float *)rstd, .N = N, .C = C,
+                .gamma = gamma, .saved_mean = mean, .saved_rstd = rstd, .N = N, .C = C,
                 .HW = HW, .overwrite = overwrite};
     qat_parallel_for((size_t)C, channel_grain(N, HW), backward_train_channels, &j);
 }

@@ -13,11 +13,12 @@ static const float *saved(qat_tape *t, const float *v, int n) {
     return c;
 }
 
-static qat_tensor *check_channels(qat_tape *t, const char *op, const qat_tensor *gamma, int c) {
-    if (gamma->n != (size_t)c)
-        return qat_tape_fail(t, QAT_STATUS_SHAPE, "%s: %zu batch-norm channels for %d output channels",
-                             op, gamma->n, c);
-    return (qat_tensor *)gamma;
+/* false (the tape's error set) when a per-channel tensor does not have c channels. */
+static bool check_channels(qat_tape *t, const char *op, const qat_tensor *gamma, int c) {
+    if (gamma->n == (size_t)c) return true;
+    qat_tape_fail(t, QAT_STATUS_SHAPE, "%s: %zu batch-norm channels for %d output channels", op,
+                  gamma->n, c);
+    return false;
 }
 
 /* ---- weight: (C, K) -> (C, K) ---- */

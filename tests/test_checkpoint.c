@@ -1198,13 +1198,12 @@ static void write_state_dict(const char *path, const qat_model *src, const char 
     ts[k] = (qat_st_tensor){.name = names[k], .dtype = QAT_ST_DTYPE_I64, .ndim = 0, .data = &nbt};
     k++;
     /* The running statistics, always F32. */
-    const char *bufs[] = {"1.running_mean", "1.running_var"};
-    for (int b = 0; b < 2; b++) {
-        size_t n;
-        float *v = qat_model_buffer((qat_model *)src, bufs[b], &n);
-        snprintf(names[k], sizeof names[k], "%s%s", prefix, bufs[b]);
+    for (int i = 0; i < src->n_state; i++) {
+        const qat_tensor *b = src->state[i];
+        if (b->grad) continue; /* a parameter, above */
+        snprintf(names[k], sizeof names[k], "%s%s", prefix, b->name);
         ts[k] = (qat_st_tensor){.name = names[k], .dtype = QAT_ST_DTYPE_F32, .ndim = 1,
-                                .shape = {(int64_t)n}, .data = v};
+                                .shape = {(int64_t)b->n}, .data = b->data};
         k++;
     }
     if (add_extra)
