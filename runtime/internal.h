@@ -1,5 +1,5 @@
-/* internal.h - what the loader's source files share (json.c, safetensors.c, graph.c,
- * model.c). Not part of the API: include runtime.h instead. */
+/* internal.h - what the loader's source files share (json.c, safetensors.c, container.c,
+ * graph.c, model.c). Not part of the API: include runtime.h instead. */
 #ifndef QRT_INTERNAL_H
 #define QRT_INTERNAL_H
 
@@ -66,17 +66,48 @@ typedef struct qrt_header_scan {
     const uint8_t *data;        /* the data buffer, file + 8 + N */
     size_t data_len;
     size_t n_tensors;
+    size_t n_meta;              /* __metadata__ entries */
     uint64_t i32_bytes, u8_bytes; /* totals over the I32 and U8 tensors */
-    /* __metadata__ values, at their opening quote, or NULL if absent */
+    /* the first __metadata__ values of these keys, at their opening quote, or NULL */
     const uint8_t *format, *format_version, *graph;
     size_t graph_lines;         /* decoded '\n' in the graph + 1 */
+    size_t strings_used;        /* storing pass: bytes of the string pool used */
 } qrt_header_scan;
 
-/* Parses and checks the header (all container rules but coverage and duplicate names,
- * which need the table). With tensors != NULL also stores each entry, its name decoded
- * into names (names_cap bytes; header_len + 1 always suffice). */
+/* A string pool in caller memory. */
+typedef struct qrt_pool {
+    char *p;
+    size_t cap, used;
+} qrt_pool;
+
+/* Parses and checks the header (all container rules but coverage and duplicate names
+ * and keys, which need the table). With tensors != NULL (and meta != NULL) also stores
+ * each tensor entry and metadata entry, names, keys and values decoded into names
+ * (names_cap bytes; header_len + 1 always suffice). */
 qrt_status qrt_st_parse(const uint8_t *file, size_t len, qrt_header_scan *scan,
-                        qrt_tensor *tensors, char *names, size_t names_cap, qrt_error *err);
+                        qrt_tensor *tensors, qrt_meta *meta, char *names, size_t names_cap,
+                        qrt_error *err);
+
+/* ---- the container checked whole (container.c) -------------------------------------- */
+
+/* Bytes of container memory for a scanned header, each block aligned to QRT_ALIGN (the
+ * caller aligns the base): the tensor table, the metadata table, the string pool. */
+uint64_t qrt_container_bytes(const qrt_header_scan *s);
+
+/* The container's blocks in memory, writable by the model loader that owns them. */
+typedef struct qrt_container_mem {
+    qrt_tensor *tensors;
+    qrt_meta *meta;
+    char *strings;      /* the pool: names, keys, values, then strings_used bytes used */
+    size_t strings_cap, strings_used;
+} qrt_container_mem;
+
+/* From a measuring scan *s of file, stores and checks the container into mem (aligned to
+ * QRT_ALIGN, qrt_container_bytes(s) bytes): the tables, then coverage of the data buffer,
+ * duplicate tensor names and duplicate metadata keys. Fills *c (tensors sorted by name,
+ * metadata by key) and *cm. */
+qrt_status qrt_container_fill(qrt_container *c, qrt_container_mem *cm, const uint8_t *file,
+                              size_t len, const qrt_header_scan *s, uint8_t *mem, qrt_error *err);
 
 /* Element size of a dtype in bytes. */
 int qrt_dtype_size(qrt_dtype d);

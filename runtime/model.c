@@ -1,15 +1,15 @@
-/* model.c - qrt_model_load and qrt_model_mem_size: the container is parsed twice, once
- * to measure (safetensors.c fills a qrt_header_scan with counts and byte totals, from
- * which the model-memory layout below follows), once to store the tensor table into
- * the caller's memory. Then: int32 tensors converted to native order, the coverage and
- * duplicate-name checks that need the table, the metadata (format, version), the graph
- * decoded and loaded (graph.c). Container errors thus come first, then metadata, then
- * graph errors; a too-small memory is reported once the container parses.
+/* model.c - qrt_model_load and qrt_model_mem_size: the container is parsed once to
+ * measure (safetensors.c fills a qrt_header_scan with counts and byte totals, from which
+ * the model-memory layout below follows), then checked whole and stored by the code of
+ * qrt_container_load (container.c: the tables, coverage, duplicate names and keys) in the
+ * first block. Then: int32 tensors converted to native order, the metadata (format,
+ * version), the graph (its decoded text is the container's "graph" value) loaded by
+ * graph.c. Container errors thus come first, then metadata, then graph errors; a
+ * too-small memory is reported once the header parses.
  *
  * Model memory, in this order, each block aligned to QRT_ALIGN:
- *   tensors   n_tensors qrt_tensor
- *   strings   header_len + 1 bytes: the decoded tensor names and graph text (each decodes
- *             to fewer bytes than its quoted JSON form, so they all fit)
+ *   container qrt_container_bytes: the tensor table, the metadata table, the decoded
+ *             names, keys and values (container.c)
  *   ops       graph_lines qrt_op      (a line holds at most one op)
  *   values    graph_lines qrt_value   (an op writes at most one value)
  *   live      graph_lines int         (the arena planner's list)
@@ -50,15 +50,14 @@ const char *qrt_status_str(qrt_status s) {
 
 /* ---- memory layout ----------------------------------------------------------------- */
 
-enum { BLOCK_TENSORS, BLOCK_STRINGS, BLOCK_OPS, BLOCK_VALUES, BLOCK_LIVE, BLOCK_I32,
-       BLOCK_UNPACKED, BLOCK_SIMD, N_BLOCKS };
+enum { BLOCK_CONTAINER, BLOCK_OPS, BLOCK_VALUES, BLOCK_LIVE, BLOCK_I32, BLOCK_UNPACKED,
+       BLOCK_SIMD, N_BLOCKS };
 
 /* Block sizes and their aligned total (plus QRT_ALIGN - 1 to align the caller's base);
  * computed in 64 bits and saturated at SIZE_MAX, which no caller can provide. */
 static size_t layout(const qrt_header_scan *s, uint64_t size[N_BLOCKS]) {
     uint64_t lines = s->graph_lines < QRT_MAX_LINES ? s->graph_lines : QRT_MAX_LINES;
-    size[BLOCK_TENSORS] = (uint64_t)s->n_tensors * sizeof(qrt_tensor);
-    size[BLOCK_STRINGS] = (uint64_t)s->header_len + 1;
+    size[BLOCK_CONTAINER] = qrt_container_bytes(s);
     size[BLOCK_OPS] = lines * sizeof(qrt_op);
     size[BLOCK_VALUES] = lines * sizeof(qrt_value);
     size[BLOCK_LIVE] = lines * sizeof(int);
@@ -73,101 +72,25 @@ static size_t layout(const qrt_header_scan *s, uint64_t size[N_BLOCKS]) {
 size_t qrt_model_mem_size(const uint8_t *file, size_t len) {
     qrt_header_scan s;
     uint64_t size[N_BLOCKS];
-    if (!file || qrt_st_parse(file, len, &s, NULL, NULL, 0, NULL) != QRT_STATUS_OK) return 0;
+    if (!file || qrt_st_parse(file, len, &s, NULL, NULL, NULL, 0, NULL) != QRT_STATUS_OK) return 0;
     return layout(&s, size);
 }
 
-/* ---- checks that need the table ---------------------------------------------------- */
+/* ---- the metadata a model file needs ------------------------------------------------ */
 
-typedef int (*tensor_cmp)(const qrt_tensor *, const qrt_tensor *);
-
-static int by_offset(const qrt_tensor *a, const qrt_tensor *b) {
-    if (a->begin != b->begin) return a->begin < b->begin ? -1 : 1;
-    return a->nbytes < b->nbytes ? -1 : a->nbytes > b->nbytes;
-}
-
-static int by_name(const qrt_tensor *a, const qrt_tensor *b) { return strcmp(a->name, b->name); }
-
-static void swap_tensors(qrt_tensor *a, qrt_tensor *b) {
-    qrt_tensor t = *a;
-    *a = *b;
-    *b = t;
-}
-
-static void sift_down(qrt_tensor *t, size_t i, size_t n, tensor_cmp cmp) {
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) return;
-        if (c + 1 < n && cmp(&t[c], &t[c + 1]) < 0) c++;
-        if (cmp(&t[i], &t[c]) >= 0) return;
-        swap_tensors(&t[i], &t[c]);
-        i = c;
-    }
-}
-
-/* Heapsort: O(n log n) on any header, in place, no allocation (libc's qsort would do,
- * but stdlib.h is kept out of the float-free library). */
-static void sort_tensors(qrt_tensor *t, size_t n, tensor_cmp cmp) {
-    for (size_t i = n / 2; i-- > 0;) sift_down(t, i, n, cmp);
-    for (size_t e = n; e-- > 1;) {
-        swap_tensors(&t[0], &t[e]);
-        sift_down(t, 0, e, cmp);
-    }
-}
-
-/* Sorted by offset, the tensors must tile the data buffer exactly. */
-static qrt_status check_coverage(qrt_tensor *t, size_t n, size_t data_len, qrt_error *err) {
-    sort_tensors(t, n, by_offset);
-    size_t pos = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (t[i].begin < pos)
-            return qrt_fail(err, QRT_STATUS_FORMAT, 0, "tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) "
-                            "overlap", t[i - 1].name, t[i - 1].begin, t[i - 1].begin + t[i - 1].nbytes,
-                            t[i].name, t[i].begin, t[i].begin + t[i].nbytes);
-        if (t[i].begin > pos)
-            return qrt_fail(err, QRT_STATUS_FORMAT, 0, "data buffer bytes [%zu, %zu) belong to no "
-                            "tensor (a hole before '%s')", pos, t[i].begin, t[i].name);
-        pos = t[i].begin + t[i].nbytes;
-    }
-    if (pos != data_len)
-        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "data buffer bytes [%zu, %zu) after the last "
-                        "tensor belong to no tensor", pos, data_len);
-    return QRT_STATUS_OK;
-}
-
-static qrt_status check_names(qrt_tensor *t, size_t n, qrt_error *err) {
-    sort_tensors(t, n, by_name);
-    for (size_t i = 1; i < n; i++)
-        if (!strcmp(t[i - 1].name, t[i].name))
-            return qrt_fail(err, QRT_STATUS_FORMAT, 0, "tensor name '%s' appears twice in the header",
-                            t[i].name);
-    return QRT_STATUS_OK;
-}
-
-/* A metadata string (located by the scan) decoded into buf; false if longer than buf. */
-static bool meta_string(const qrt_header_scan *s, const uint8_t *file, const uint8_t *at,
-                        char *buf, size_t cap) {
-    qrt_json j = {file + 8, at, file + 8 + s->header_len, NULL};
-    size_t len = 0;
-    return qrt_json_string(&j, buf, cap, &len, NULL) == QRT_STATUS_OK && len < cap;
-}
-
-static qrt_status check_metadata(const qrt_header_scan *s, const uint8_t *file, qrt_error *err) {
-    char buf[40];
-    if (!s->format)
+static qrt_status check_metadata(const qrt_header_scan *s, const qrt_container *c, qrt_error *err) {
+    const char *format = qrt_container_meta(c, "format"), *version = qrt_container_meta(c, "format_version");
+    if (!format)
         return qrt_fail(err, QRT_STATUS_FORMAT, 0, "__metadata__ has no 'format' (not a qat int8 "
                         "model file; `qat export` writes them)");
-    if (!meta_string(s, file, s->format, buf, sizeof buf)) strcpy(buf, "(too long)");
-    if (strcmp(buf, "qat-int8"))
-        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "format is '%s', expected 'qat-int8' (not an int8 "
-                        "model file; `qat export` writes them)", buf);
-    if (!s->format_version)
-        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "__metadata__ has no 'format_version'");
-    if (!meta_string(s, file, s->format_version, buf, sizeof buf)) strcpy(buf, "(too long)");
-    if (strcmp(buf, "1"))
-        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "format_version '%s' is not supported (this "
-                        "runtime reads version 1)", buf);
-    if (!s->graph) return qrt_fail(err, QRT_STATUS_FORMAT, 0, "__metadata__ has no 'graph'");
+    if (strcmp(format, "qat-int8"))
+        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "format is '%.40s', expected 'qat-int8' (not an int8 "
+                        "model file; `qat export` writes them)", format);
+    if (!version) return qrt_fail(err, QRT_STATUS_FORMAT, 0, "__metadata__ has no 'format_version'");
+    if (strcmp(version, "1"))
+        return qrt_fail(err, QRT_STATUS_FORMAT, 0, "format_version '%.40s' is not supported (this "
+                        "runtime reads version 1)", version);
+    if (!qrt_container_meta(c, "graph")) return qrt_fail(err, QRT_STATUS_FORMAT, 0, "__metadata__ has no 'graph'");
     if (s->graph_lines > QRT_MAX_LINES)
         return qrt_fail(err, QRT_STATUS_GRAPH, 0, "the graph has %zu lines, more than the limit of %d",
                         s->graph_lines, QRT_MAX_LINES);
@@ -233,7 +156,7 @@ static qrt_status load(qrt_model *m, const uint8_t *file, size_t len, void *mem,
     qrt_header_scan s;
     uint64_t size[N_BLOCKS];
     uint8_t *block[N_BLOCKS];
-    TRY(qrt_st_parse(file, len, &s, NULL, NULL, 0, err));
+    TRY(qrt_st_parse(file, len, &s, NULL, NULL, NULL, 0, err));
     const size_t need = layout(&s, size);
     if (!mem || mem_len < need)
         return qrt_fail(err, QRT_STATUS_NO_MEMORY, 0, "model memory of %zu bytes is too small: this "
@@ -243,31 +166,27 @@ static qrt_status load(qrt_model *m, const uint8_t *file, size_t len, void *mem,
         block[i] = p;
         p += (size[i] + QRT_ALIGN - 1) / QRT_ALIGN * QRT_ALIGN;
     }
-    qrt_tensor *tensors = (qrt_tensor *)(void *)block[BLOCK_TENSORS];
-    char *strings = (char *)block[BLOCK_STRINGS];
-    const size_t strings_cap = (size_t)size[BLOCK_STRINGS];
-    TRY(qrt_st_parse(file, len, &s, tensors, strings, strings_cap, err));
-    const size_t n = s.n_tensors;
+    /* The container, checked whole: the same code as qrt_container_load. */
+    qrt_container c;
+    qrt_container_mem cm;
+    TRY(qrt_container_fill(&c, &cm, file, len, &s, block[BLOCK_CONTAINER], err));
+    qrt_tensor *tensors = cm.tensors;
+    const size_t n = c.n_tensors;
 
     /* Native int32 copies (the file is little-endian and may be unaligned). */
     int32_t *i32 = (int32_t *)(void *)block[BLOCK_I32];
-    size_t names_used = 0;
     for (size_t i = 0; i < n; i++) {
-        names_used += strlen(tensors[i].name) + 1;
         if (tensors[i].dtype != QRT_DTYPE_I32) continue;
         size_t count = tensors[i].nbytes / 4;
         for (size_t k = 0; k < count; k++) i32[k] = (int32_t)le32(tensors[i].data + 4 * k);
         tensors[i].s32 = i32;
         i32 += count;
     }
-    TRY(check_coverage(tensors, n, s.data_len, err));
-    TRY(check_names(tensors, n, err));
-    TRY(check_metadata(&s, file, err));
+    TRY(check_metadata(&s, &c, err));
 
-    /* The graph text, decoded after the names. */
-    char *text = strings + names_used;
-    qrt_json j = {file + 8, s.graph, file + 8 + s.header_len, err};
-    TRY(qrt_json_string(&j, text, strings_cap - names_used, NULL, NULL));
+    /* The graph text: the decoded "graph" value in the container's pool, which this
+     * memory owns (graph.c cuts it into fields in place). */
+    char *text = cm.strings + (qrt_container_meta(&c, "graph") - cm.strings);
 
     qrt_graph_mem gm = {
         .ops = (qrt_op *)(void *)block[BLOCK_OPS],

@@ -36,8 +36,9 @@
  * library of its own because it needs POSIX threads; this one stays libc only).
  *
  * Memory. The runtime never allocates. Two caller buffers:
- *   - model memory (`mem`, qrt_model_mem_size() bytes, any alignment): the tensor table,
- *     the decoded tensor names and graph text, the op and value tables, int32 tensors
+ *   - model memory (`mem`, qrt_model_mem_size() bytes, any alignment): the container's
+ *     tables (tensors, metadata) and its decoded names, keys and values (the graph text
+ *     among them), the op and value tables, int32 tensors
  *     converted to native int32, and 4-bit packed weights unpacked to int8. int8 weights
  *     stay in the file buffer: the model points into both, so both must outlive it.
  *     qrt_model_mem_size() is computed from a scan of the header alone (counts and byte
@@ -57,14 +58,18 @@
  *
  * What qrt_model_load validates (and refuses with a message naming the problem), before
  * anything runs:
- *   - the container (safetensors): at least 8 bytes; header length N in [2, 10^8] and
- *     within the file ("truncated file?"); the header is exactly one JSON object (objects,
- *     strings with escapes and valid UTF-8, integers; no floats, no NUL, no duplicate
- *     keys), followed only by whitespace; each tensor entry has exactly dtype (a
- *     safetensors dtype), shape (at most 8 dims >= 0) and data_offsets [begin, end] with
- *     end - begin = element size * numel and end within the data buffer; the tensors
- *     cover the data buffer without holes or overlaps; __metadata__ is an object of
- *     strings with format "qat-int8", format_version "1" and a graph;
+ *   - the container (safetensors; the rules of docs/checkpoint.md "Validation", which
+ *     the training side's reader applies too, and qrt_container_load alone below): at
+ *     least 8 bytes; header length N in [2, 10^8] and within the file ("truncated
+ *     file?"); the header is exactly one JSON object starting at its first byte
+ *     (objects, strings with JSON's escapes and valid UTF-8, unsigned integers written
+ *     with digits only, up to 2^53; no floats, no NUL, no duplicate keys at any level),
+ *     followed only by whitespace (space, tab, LF, CR); each tensor entry has exactly
+ *     dtype (a safetensors dtype), shape (at most 8 dims >= 0, their product in order
+ *     and the byte size within 64 bits) and data_offsets [begin, end] with end - begin =
+ *     element size * numel and end within the data buffer; the tensors cover the data
+ *     buffer without holes or overlaps; __metadata__ is an object of strings; then, for
+ *     a model, with format "qat-int8", format_version "1" and a graph;
  *   - the graph: one op per line, known op kinds, every field present, none unknown or
  *     repeated, each integer in range; value 0 written by the first line (`input`), each
  *     op writing the next value and reading only values already written; one `output`,
@@ -139,6 +144,53 @@ typedef struct qrt_tensor {
     const int8_t *s8;              /* a weight: int8 values (the file's I8 bytes, or the
                                       U8 packed nibbles unpacked into model memory) */
 } qrt_tensor;
+
+/* A metadata entry: key and value decoded (UTF-8, NUL-terminated; neither can contain a
+ * NUL, the header may not). */
+typedef struct qrt_meta {
+    const char *key;
+    const char *value;
+} qrt_meta;
+
+/* ---- the container alone ------------------------------------------------------------
+ *
+ * The safetensors checks of qrt_model_load (the first list at the top of this header,
+ * "the container"), exactly those and nothing of the model: any safetensors file that
+ * passes them loads here, a checkpoint as well as an int8 model. qrt_model_load calls
+ * this code; tests/test_container.c feeds the same files to it and to the training
+ * side's reader (io/safetensors.h) and requires the same verdicts and tensors.
+ *
+ *     size_t n = qrt_container_mem_size(file, len);   // 0: the container is unreadable
+ *     qrt_container c;
+ *     if (qrt_container_load(&c, file, len, mem, n, &err) == QRT_STATUS_OK)
+ *         for (size_t i = 0; i < c.n_tensors; i++) c.tensors[i].name, .dtype, .shape, .data
+ */
+typedef struct qrt_container {
+    const qrt_tensor *tensors; /* sorted by name (s32 and s8 are NULL: no model here) */
+    size_t n_tensors;
+    const qrt_meta *meta;      /* __metadata__, sorted by key (no key twice) */
+    size_t n_meta;
+    size_t header_len;         /* N */
+    const uint8_t *data;       /* the data buffer, in the file buffer */
+    size_t data_len;
+} qrt_container;
+
+/* Bytes of memory qrt_container_load needs (any alignment): the tensor and metadata
+ * tables and a string pool of header_len + 1 bytes for the decoded names, keys and
+ * values. 0 if the container is unreadable (qrt_container_load then says why). */
+size_t qrt_container_mem_size(const uint8_t *file, size_t len);
+
+/* Validates the container (the list at the top, "the container", without the metadata's
+ * format, format_version and graph) and fills *c, whose pointers go into file and mem
+ * (both must outlive it). On failure returns QRT_STATUS_FORMAT (the file),
+ * QRT_STATUS_NO_MEMORY (mem_len too small; the message gives the size) or
+ * QRT_STATUS_INVALID_ARG (NULL c or file), fills *err (may be NULL) and leaves *c zeroed. */
+qrt_status qrt_container_load(qrt_container *c, const uint8_t *file, size_t len, void *mem,
+                              size_t mem_len, qrt_error *err);
+
+/* The tensor of that name, or NULL; the value of a metadata key, or NULL (binary search). */
+const qrt_tensor *qrt_container_tensor(const qrt_container *c, const char *name);
+const char *qrt_container_meta(const qrt_container *c, const char *key);
 
 typedef enum qrt_op_kind {
     QRT_OP_INPUT,

@@ -6,9 +6,9 @@
  * The header is one object: "__metadata__" (an object of strings) and one entry per
  * tensor, {"dtype": D, "shape": [...], "data_offsets": [begin, end]}. This file walks
  * that fixed structure with json.c's reader and checks every rule that needs no table;
- * model.c checks coverage and duplicate names once the table is stored. It runs twice
- * per load: once to measure (counts and byte totals for the model memory), once to
- * store the entries.
+ * container.c checks coverage and duplicate names and keys once the table is stored. It
+ * runs twice per load: once to measure (counts and byte totals for the memory), once to
+ * store the entries (tensors, and metadata keys and values, decoded into a pool).
  */
 #include <string.h>
 
@@ -46,7 +46,8 @@ static uint64_t le64(const uint8_t *p) {
     return v;
 }
 
-/* "[a, b, ...]": at most max integers, each in [0, 2^53]. */
+/* "[a, b, ...]": at most max unsigned integers, each in [0, 2^53], written without a
+ * sign (-0 included: the reference reads these as usize, which refuses it). */
 static qrt_status int_array(qrt_json *j, const char *tensor, const char *field, int64_t *v,
                             int max, int *n) {
     qrt_status st;
@@ -61,8 +62,8 @@ static qrt_status int_array(qrt_json *j, const char *tensor, const char *field, 
         qrt_json_ws(j);
         if (*n == max)
             return qrt_json_fail(j, "tensor '%s': %s has more than %d entries", tensor, field, max);
+        if (qrt_json_peek(j, '-')) return qrt_json_fail(j, "tensor '%s': %s has a negative entry", tensor, field);
         if ((st = qrt_json_int(j, &v[*n]))) return st;
-        if (v[*n] < 0) return qrt_json_fail(j, "tensor '%s': %s has a negative entry", tensor, field);
         (*n)++;
         qrt_json_ws(j);
         if (qrt_json_peek(j, ']')) {
@@ -136,14 +137,19 @@ static qrt_status tensor_entry(qrt_json *j, const char *name, qrt_header_scan *s
     if (!have_dtype || !have_shape || !have_offsets)
         return qrt_json_fail(j, "tensor '%s' has no %s", name,
                              !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
-    /* numel * element size, refusing overflow (2^53 bounds every JSON integer, and a
-     * tensor larger than that cannot be in a buffer anyway). */
-    uint64_t nbytes = (uint64_t)esize;
+    /* numel, the product of the dims in their order, then times the element size, in
+     * 64-bit unsigned arithmetic, refusing overflow as the reference implementation does
+     * (its checked usize products): [2^53, 0] is an empty tensor, [2^40, 2^40, 0] is
+     * refused although it would be empty (docs/checkpoint.md "Validation"). */
+    uint64_t numel = 1;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] != 0 && nbytes > ((uint64_t)1 << 53) / (uint64_t)shape[i])
-            return qrt_json_fail(j, "tensor '%s': shape too large", name);
-        nbytes *= (uint64_t)shape[i];
+        if (shape[i] != 0 && numel > UINT64_MAX / (uint64_t)shape[i])
+            return qrt_json_fail(j, "tensor '%s': the element count of its shape overflows", name);
+        numel *= (uint64_t)shape[i];
     }
+    if (numel > UINT64_MAX / (uint64_t)esize)
+        return qrt_json_fail(j, "tensor '%s': the byte size of its shape overflows", name);
+    const uint64_t nbytes = numel * (uint64_t)esize;
     if (off[1] < off[0])
         return qrt_json_fail(j, "tensor '%s': data_offsets [%lld, %lld] end before they begin", name,
                              (long long)off[0], (long long)off[1]);
@@ -172,9 +178,20 @@ static qrt_status tensor_entry(qrt_json *j, const char *name, qrt_header_scan *s
     return QRT_STATUS_OK;
 }
 
-/* The __metadata__ object, after its ':'. Its values must be strings; format,
- * format_version and graph are located (at most once each), the others only checked. */
-static qrt_status metadata(qrt_json *j, qrt_header_scan *s) {
+/* Decodes the string at j's cursor (validated already) into the pool; returns it. */
+static const char *pool_string(qrt_json *j, qrt_pool *pool) {
+    char *at = pool->p + pool->used;
+    size_t n = 0;
+    qrt_json_string(j, at, pool->cap - pool->used, &n, NULL);
+    pool->used += n + 1;
+    return at;
+}
+
+/* The __metadata__ object, after its ':'. Its values must be strings; every entry is
+ * counted (and with meta != NULL stored, key and value decoded into the pool); the first
+ * format, format_version and graph are located for the measuring pass. Duplicate keys
+ * are found once the entries are stored (container.c). */
+static qrt_status metadata(qrt_json *j, qrt_header_scan *s, qrt_meta *meta, qrt_pool *pool) {
     qrt_status st;
     if (!qrt_json_peek(j, '{')) return qrt_json_fail(j, "__metadata__ must be an object");
     j->p++;
@@ -199,14 +216,21 @@ static qrt_status metadata(qrt_json *j, qrt_header_scan *s) {
                                : !strcmp(key, "format_version") ? &s->format_version
                                : !strcmp(key, "graph")          ? &s->graph
                                                                  : NULL;
-        if (slot && *slot) {
-            j->p = kpos;
-            return qrt_json_fail(j, "__metadata__ key '%s' appears twice", key);
-        }
-        if (slot) *slot = j->p;
+        const uint8_t *vpos = j->p;
+        if (slot && !*slot) *slot = vpos;
         size_t nl = 0;
         if ((st = qrt_json_string(j, NULL, 0, NULL, &nl))) return st;
-        if (slot == &s->graph) s->graph_lines = nl + 1;
+        if (slot == &s->graph && *slot == vpos) s->graph_lines = nl + 1;
+        if (meta) {
+            const uint8_t *after = j->p;
+            qrt_meta *e = &meta[s->n_meta];
+            j->p = kpos;
+            e->key = pool_string(j, pool);
+            j->p = vpos;
+            e->value = pool_string(j, pool);
+            j->p = after;
+        }
+        s->n_meta++;
         qrt_json_ws(j);
         if (qrt_json_peek(j, '}')) {
             j->p++;
@@ -217,7 +241,7 @@ static qrt_status metadata(qrt_json *j, qrt_header_scan *s) {
 }
 
 qrt_status qrt_st_parse(const uint8_t *file, size_t len, qrt_header_scan *s, qrt_tensor *tensors,
-                        char *names, size_t names_cap, qrt_error *err) {
+                        qrt_meta *meta, char *names, size_t names_cap, qrt_error *err) {
     qrt_status st;
     memset(s, 0, sizeof *s);
     if (len < 8)
@@ -237,11 +261,14 @@ qrt_status qrt_st_parse(const uint8_t *file, size_t len, qrt_header_scan *s, qrt
     s->data = file + 8 + N;
     s->data_len = len - 8 - (size_t)N;
     qrt_json j = {file + 8, file + 8, file + 8 + N, err};
-    qrt_json_ws(&j);
-    if ((st = qrt_json_expect(&j, '{', "'{' (the header is one JSON object)"))) return st;
+    /* The first byte must be '{', no whitespace before it (docs/checkpoint.md
+     * "Validation"; the reference implementation's InvalidHeaderStart). */
+    if ((st = qrt_json_expect(&j, '{', "'{' as the header's first byte (the header is one JSON "
+                              "object)")))
+        return st;
     qrt_json_ws(&j);
     bool have_meta = false;
-    size_t names_used = 0;
+    qrt_pool pool = {names, names_cap, 0};
     if (qrt_json_peek(&j, '}')) j.p++;
     else
         for (;;) {
@@ -259,19 +286,17 @@ qrt_status qrt_st_parse(const uint8_t *file, size_t len, qrt_header_scan *s, qrt
                     return qrt_json_fail(&j, "__metadata__ appears twice");
                 }
                 have_meta = true;
-                if ((st = metadata(&j, s))) return st;
+                if ((st = metadata(&j, s, tensors ? meta : NULL, &pool))) return st;
             } else {
                 qrt_tensor *t = tensors ? &tensors[s->n_tensors] : NULL;
                 if (t) {
                     /* Decode the full name into the pool (header_len + 1 bytes hold every
-                     * name: each decodes to at most its quoted length minus 1, plus NUL). */
+                     * name, metadata key and value: each decodes to at most its quoted
+                     * length minus 2, plus a NUL). */
                     const uint8_t *after = j.p;
-                    size_t n;
                     j.p = kpos;
-                    qrt_json_string(&j, names + names_used, names_cap - names_used, &n, NULL);
+                    t->name = pool_string(&j, &pool);
                     j.p = after;
-                    t->name = names + names_used;
-                    names_used += n + 1;
                 }
                 if ((st = tensor_entry(&j, key, s, t))) return st;
             }
@@ -286,5 +311,6 @@ qrt_status qrt_st_parse(const uint8_t *file, size_t len, qrt_header_scan *s, qrt
     if (j.p != j.end)
         return qrt_json_fail(&j, "unexpected bytes after the header object (only whitespace may "
                              "pad it)");
+    s->strings_used = pool.used;
     return QRT_STATUS_OK;
 }

@@ -38,14 +38,22 @@ bool qrt_isa_parse(const char *s, qrt_isa *isa) {
 bool qrt_isa_supported(qrt_isa isa) {
     switch (isa) {
     case QRT_ISA_PORTABLE: return true;
+    case QRT_ISA_AVX2:
 #if defined(QRT_SIMD_X86)
-    case QRT_ISA_AVX2: return __builtin_cpu_supports("avx2");
+        return __builtin_cpu_supports("avx2");
+#else
+        return false;
+#endif
     case QRT_ISA_AVX512VNNI:
+#if defined(QRT_SIMD_X86)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+        return false;
 #endif
-    default: return false;
+    case QRT_ISA_COUNT: return false;
     }
+    return false; /* not a qrt_isa value */
 }
 
 /* The best supported path at or below isa (the paths are ordered by what they need). */
