@@ -339,22 +339,60 @@ static int cmp_kv_key(const void *a, const void *b) {
     return strcmp((*(const qat_st_kv *const *)a)->key, (*(const qat_st_kv *const *)b)->key);
 }
 
-/* Strings cJSON would accept but should not: a raw control character (< 0x20), which
- * RFC 8259 section 7 requires escaped (Python's json refuses it), and the escape \u0000,
- * at which cJSON would silently cut the string short (so "a\u0000b" would become "a").
- * Returns the problem and its byte offset in *at, or NULL. Outside strings cJSON itself
- * rejects everything but whitespace. */
-static const char *bad_json_string(const char *s, size_t n, size_t *at) {
+/* What cJSON would accept but JSON (RFC 8259) and the reference reader (serde_json) do
+ * not, found in the header text before cJSON parses it (docs/checkpoint.md, "Validation"):
+ *  - in strings: a raw control character (< 0x20), which RFC 8259 section 7 requires
+ *    escaped (Python's json refuses it); an escape other than \" \\ \/ \b \f \n \r \t
+ *    and \u with four hex digits (cJSON reads "\u00G0" as U+0000 and cuts the string
+ *    there); the escape \u0000, at which cJSON would silently cut the string short (so
+ *    "a\u0000b" would become "a");
+ *  - outside strings: a control character other than JSON's whitespace (tab, LF, CR):
+ *    cJSON skips every byte <= 0x20 between tokens.
+ * Returns the problem and its byte offset in *at, or NULL.
+ *
+ * Numbers are checked here too, as text, because cJSON keeps only their double value:
+ * 2.0, 2e0, -0, 02 and 2^53 + 1 (which rounds to 2^53) would all pass an "integral
+ * double" test. num_ok (may be NULL) gets, for each number token in document order,
+ * whether it is a plain unsigned integer (digits, no leading zero) of at most 2^53, as
+ * the reference reader (usize fields) and the runtime's reader require; *n_num their
+ * count. mark_numbers then hands the verdicts to the parsed tree. */
+static const char *lex_header(const char *s, size_t n, size_t *at, unsigned char *num_ok, size_t *n_num) {
     bool in = false;
+    *n_num = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         *at = i;
         if (!in) {
-            in = c == '"';
+            if (c == '"') {
+                in = true;
+            } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+                return "a control character outside a string";
+            } else if (c == '-' || (c >= '0' && c <= '9')) {
+                size_t e = i;
+                while (e < n && s[e] && strchr("0123456789+-.eE", s[e])) e++;
+                bool ok = s[i] != '-' && !(s[i] == '0' && e - i > 1);
+                uint64_t v = 0;
+                for (size_t k = i; ok && k < e; k++) {
+                    ok = s[k] >= '0' && s[k] <= '9' && v <= ((uint64_t)1 << 53) / 10;
+                    if (ok) v = v * 10 + (uint64_t)(s[k] - '0');
+                }
+                if (num_ok) num_ok[*n_num] = ok && v <= ((uint64_t)1 << 53);
+                (*n_num)++;
+                i = e - 1;
+            }
         } else if (c == '\\') {
-            if (n - i >= 6 && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0)
-                return "an escaped NUL (\\u0000) in a string";
-            i++; /* skip the escaped character, whatever it is */
+            const char e = i + 1 < n ? s[i + 1] : '\0';
+            if (e == 'u') {
+                for (int k = 2; k < 6; k++)
+                    if (i + (size_t)k >= n || !isxdigit((unsigned char)s[i + k]))
+                        return "a \\u escape without four hex digits in a string";
+                if (memcmp(s + i + 2, "0000", 4) == 0) return "an escaped NUL (\\u0000) in a string";
+                i += 5;
+            } else if (e && strchr("\"\\/bfnrt", e)) {
+                i++;
+            } else {
+                return "an unknown escape in a string";
+            }
         } else if (c == '"') {
             in = false;
         } else if (c < 0x20) {
@@ -362,6 +400,20 @@ static const char *bad_json_string(const char *s, size_t n, size_t *at) {
         }
     }
     return NULL;
+}
+
+/* Walks the tree in document order (cJSON keeps every member, duplicates too, in order)
+ * and makes each number that lex_header found malformed NaN, which json_uint refuses with
+ * the message of its field. Returns the count of numbers seen. */
+static size_t mark_numbers(cJSON *j, const unsigned char *num_ok, size_t n_num, size_t k) {
+    for (; j; j = j->next) {
+        if (cJSON_IsNumber(j)) {
+            if (k >= n_num || !num_ok[k]) j->valuedouble = NAN;
+            k++;
+        }
+        k = mark_numbers(j->child, num_ok, n_num, k);
+    }
+    return k;
 }
 
 /* One tensor entry of the header into t (name, dtype, shape, sizes) and its offsets. */
@@ -447,7 +499,8 @@ static qat_status parse_header(qat_st_file *f, char *hdr, size_t n, const char *
     if (bad != SIZE_MAX) return FMT("%s: header is not valid UTF-8 (byte %zu)", path, bad);
     if (hdr[0] != '{')
         return FMT("%s: header does not start with '{' (not a safetensors file?)", path);
-    const char *why = bad_json_string(hdr, n, &bad);
+    size_t n_num;
+    const char *why = lex_header(hdr, n, &bad, NULL, &n_num);
     if (why) return FMT("%s: header has %s (byte %zu)", path, why, bad);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(hdr, &end, true);
@@ -456,6 +509,13 @@ static qat_status parse_header(qat_st_file *f, char *hdr, size_t n, const char *
                    end ? (size_t)(end - hdr) : 0, n);
     f->json = root;
     if (!cJSON_IsObject(root)) return FMT("%s: header is not a JSON object", path);
+    unsigned char *num_ok = malloc(n_num ? n_num : 1);
+    if (!num_ok) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
+    lex_header(hdr, n, &bad, num_ok, &n_num);
+    const size_t seen = mark_numbers(root->child, num_ok, n_num, 0);
+    free(num_ok);
+    if (seen != n_num) /* cannot happen for a header cJSON parsed; refuse rather than guess */
+        return FMT("%s: header has %zu numbers, but %zu were parsed", path, n_num, seen);
 
     const cJSON *c, *meta = NULL;
     size_t nt = 0;

@@ -136,13 +136,17 @@ typedef struct qat_st_file {
  * in err (may be NULL), and leaves `f` zeroed so that qat_safetensors_free is safe.
  * Rules (docs/checkpoint.md, "Validation"):
  *  - at least 8 bytes; N >= 2, N <= QAT_ST_MAX_HEADER, N <= file size - 8;
- *  - the header is valid UTF-8 without NUL bytes, starts with '{', and is one JSON
- *    object (trailing whitespace allowed, no raw control characters inside strings)
- *    with no duplicate keys at any level;
+ *  - the header is valid UTF-8 without NUL bytes, its first byte is '{', and it is one
+ *    JSON object (whitespace: space, tab, LF, CR only, also after the object; no raw
+ *    control characters inside strings; only JSON's escapes, \uXXXX with four hex
+ *    digits and never \u0000) with no duplicate keys at any level;
+ *  - every number is an unsigned JSON integer written with digits only (no sign,
+ *    fraction, exponent or leading zero), at most 2^53;
  *  - every member except "__metadata__" is a tensor entry: an object with exactly the
  *    fields "dtype" (a known dtype string), "shape" (an array of at most QAT_ST_MAX_DIMS
- *    integers >= 0 whose product does not overflow) and "data_offsets" (two integers,
- *    begin <= end <= data buffer length) with end - begin == numel * dtype size;
+ *    integers >= 0 whose product, taken in dim order, and byte size fit in 64 bits)
+ *    and "data_offsets" (two integers, begin <= end <= data buffer length) with
+ *    end - begin == numel * dtype size;
  *  - "__metadata__", if present, is an object whose values are all strings;
  *  - sorted by offset, the tensors neither overlap nor leave a gap, and the last one
  *    ends where the file ends (the spec's "no holes" rule). */
