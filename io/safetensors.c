@@ -812,8 +812,19 @@ qat_status qat_safetensors_to_f32(float *out, const qat_st_tensor *t, qat_error 
             memcpy(&out[i], &bits, 4);
         }
         return QAT_STATUS_OK;
-    default:
-        return FMT("tensor '%.100s' is %s; only F32, F64, F16 and BF16 convert to float", t->name,
-                   qat_st_dtype_str(t->dtype));
+    case QAT_ST_DTYPE_BOOL:
+    case QAT_ST_DTYPE_U8:
+    case QAT_ST_DTYPE_I8:
+    case QAT_ST_DTYPE_F8_E5M2:
+    case QAT_ST_DTYPE_F8_E4M3:
+    case QAT_ST_DTYPE_I16:
+    case QAT_ST_DTYPE_U16:
+    case QAT_ST_DTYPE_I32:
+    case QAT_ST_DTYPE_U32:
+    case QAT_ST_DTYPE_I64:
+    case QAT_ST_DTYPE_U64:
+    case QAT_ST_DTYPE_COUNT: break;
     }
+    return FMT("tensor '%.100s' is %s; only F32, F64, F16 and BF16 convert to float", t->name,
+               qat_st_dtype_str(t->dtype));
 }

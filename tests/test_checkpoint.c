@@ -433,103 +433,13 @@ static void test_read_rejects_bad_lengths(void **state) {
     expect_read_fails(g_dir, QAT_STATUS_IO, "not a regular file", "a directory");
 }
 
-typedef struct bad_header {
-    const char *what, *header;
-    size_t data_len;
-    const char *needle;
-} bad_header;
-
-#define E4 "\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]"
-
-static const bad_header bad_headers[] = {
-    {"JSON syntax", "{\"a\":", 0, "not valid JSON"},
-    {"trailing garbage", "{} x", 0, "not valid JSON"},
-    {"two objects", "{}{}", 0, "not valid JSON"},
-    {"array", "[1, 2]", 0, "does not start with '{'"},
-    {"leading space", " {}", 0, "does not start with '{'"},
-    {"invalid UTF-8", "{\"\xff\":{" E4 "}}", 4, "not valid UTF-8 (byte 2)"},
-    {"overlong UTF-8", "{\"\xc0\xaf\":{" E4 "}}", 4, "not valid UTF-8"},
-    {"UTF-16 surrogate", "{\"\xed\xa0\x80\":{" E4 "}}", 4, "not valid UTF-8"},
-    {"raw newline in a name", "{\"a\nb\":{" E4 "}}", 4,
-     "unescaped control character inside a string (byte 3)"},
-    {"raw tab in metadata", "{\"__metadata__\":{\"k\":\"a\tb\"}}", 0,
-     "unescaped control character"},
-    {"escaped NUL in a name", "{\"a\\u0000b\":{" E4 "}}", 4,
-     "escaped NUL (\\u0000) in a string (byte 3)"},
-    {"entry not an object", "{\"a\":5}", 0, "tensor 'a': entry is a number, not an object"},
-    {"missing dtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing \"dtype\""},
-    {"missing shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "missing \"shape\""},
-    {"missing offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "missing \"data_offsets\""},
-    {"dtype a number", "{\"a\":{\"dtype\":4,\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-     "\"dtype\" is a number, not a string"},
-    {"unknown dtype", "{\"a\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-     "unknown dtype \"F33\""},
-    {"lower-case dtype", "{\"a\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-     "unknown dtype \"f32\""},
-    {"shape a number", "{\"a\":{\"dtype\":\"F32\",\"shape\":1,\"data_offsets\":[0,4]}}", 4,
-     "\"shape\" is a number, not an array"},
-    {"negative dim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,-1],\"data_offsets\":[0,4]}}", 4,
-     "shape[1] is not an integer >= 0"},
-    {"fractional dim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4,
-     "shape[0] is not an integer >= 0"},
-    {"string dim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}}", 4,
-     "shape[0] is not an integer >= 0"},
-    {"dim beyond 2^53", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1e300],\"data_offsets\":[0,4]}}", 4,
-     "shape[0] is not an integer >= 0"},
-    {"too many dims",
-     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
-     "9 dims, more than the 8 supported"},
-    {"shape overflow",
-     "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
-     "\"data_offsets\":[0,0]}}",
-     0, "overflows"},
-    {"offsets a string", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":\"0\"}}", 4,
-     "\"data_offsets\" is not [begin, end]"},
-    {"three offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 8,
-     "\"data_offsets\" is not [begin, end]"},
-    {"negative offset", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", 4,
-     "\"data_offsets\" is not [begin, end]"},
-    {"begin > end", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8,
-     "data_offsets [8, 4] has begin > end"},
-    {"end beyond the data", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4,
-     "end beyond the 4-byte data buffer"},
-    {"byte count", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
-     "hold 4 bytes but F32 (2) needs 8"},
-    {"overlap",
-     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
-     12, "tensors 'a' and 'b' overlap"},
-    {"same bytes twice",
-     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-     "\"b\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
-     4, "overlap"},
-    {"hole",
-     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-     "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
-     12, "hole: bytes [4, 8) belong to no tensor"},
-    {"hole at the start", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8,
-     "hole: bytes [0, 4)"},
-    {"bytes after the last tensor", "{\"a\":{" E4 "}}", 8, "4 bytes after the last tensor"},
-    {"data but no tensors", "{}", 3, "3 bytes after the last tensor"},
-    {"metadata an array", "{\"__metadata__\":[1]}", 0, "\"__metadata__\" is an array"},
-    {"metadata number value", "{\"__metadata__\":{\"epoch\":3}}", 0,
-     "metadata \"epoch\" is a number; safetensors metadata values must be strings"},
-    {"metadata null value", "{\"__metadata__\":{\"k\":null}}", 0, "is null"},
-    {"duplicate tensor", "{\"a\":{" E4 "},\"a\":{" E4 "}}", 4,
-     "tensor name 'a' appears twice"},
-    {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0,
-     "metadata key 'k' appears twice"},
-    {"duplicate __metadata__", "{\"__metadata__\":{},\"__metadata__\":{}}", 0,
-     "\"__metadata__\" appears twice"},
-    {"duplicate field", "{\"a\":{\"dtype\":\"F32\"," E4 "}}", 4, "field \"dtype\" given twice"},
-    {"unknown field", "{\"a\":{" E4 ",\"foo\":1}}", 4, "unknown field \"foo\""},
-};
+/* The damaged headers are shared with test_container (tests/testutil.c, st_bad_headers). */
 
 static void test_read_rejects_bad_headers(void **state) {
     (void)state;
     const char *path = tpath("hdr.safetensors");
-    for (size_t i = 0; i < sizeof bad_headers / sizeof *bad_headers; i++) {
-        const bad_header *c = &bad_headers[i];
+    for (size_t i = 0; i < n_st_bad_headers; i++) {
+        const st_bad_header *c = &st_bad_headers[i];
         write_st(path, c->header, c->data_len);
         expect_read_fails(path, QAT_STATUS_FORMAT, c->needle, c->what);
     }
