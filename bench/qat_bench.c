@@ -39,7 +39,7 @@
 #include "layers/model.h"
 #include "layers/model_file.h"
 #include "optim/optim.h"
-#include "quant/export.h"
+#include "export/int8.h"
 #include "quant/quant.h"
 #include "runtime/batch.h"
 #include "runtime/runtime.h"
@@ -212,7 +212,7 @@ static void int8_load(int8_ctx *c, const qat_model *m, int threads) {
     close(fd);
     qat_error err = {0};
     qat_export_report rep;
-    if (qat_export(m, path, NULL, 0, &rep, &err)) die("export", err.msg);
+    if (qat_export_int8(m, path, NULL, 0, &rep, &err)) die("export", err.msg);
     FILE *f = fopen(path, "rb");
     if (!f) die(path, strerror(errno));
     fseek(f, 0, SEEK_END);

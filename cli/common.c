@@ -19,19 +19,3 @@ qat_status cli_open_data(qat_dataset *ds, const char *path, const char *format, 
     if (s) qat_dataset_free(ds);
     return s;
 }
-
-/* ---- what cli/int8.c still calls ---- */
-
-/* Missing values repeat the first one, so "0.5" fills every channel. */
-void cli_parse_floats(const char *s, float *out, int n) {
-    for (int i = 0; i < n; i++) out[i] = out[0];
-    for (int i = 0; i < n && s && *s; i++) {
-        out[i] = strtof(s, (char **)&s);
-        if (*s == ',') s++;
-    }
-}
-
-qat_status cli_load_split(qat_dataset *ds, const char *path, const char *format, qat_split split,
-                          const qat_model *m, qat_error *err) {
-    return qat_dataset_open(ds, path, format, split, m->in_ndim, m->in_shape, err);
-}

@@ -12,15 +12,6 @@
 #include "train/checkpoint.h"
 #include "train/open.h"
 
-/* Until cli/int8.c moves to the library's names (train/open.h, data/dataset.h, the
- * typed qat_normalization), the three it still calls: */
-typedef qat_opened cli_model;
-#define cli_model_open qat_model_open
-#define cli_model_close qat_opened_free
-void cli_parse_floats(const char *s, float *out, int n);
-qat_status cli_load_split(qat_dataset *ds, const char *path, const char *format, qat_split split,
-                          const qat_model *m, qat_error *err);
-
 /* The number of classes a model outputs: the length of its last layer's output vector. */
 int cli_model_outputs(const qat_model *m);
 /* One split of the data at `path` (format NULL: detected), checked against the model's

@@ -8,7 +8,7 @@
 #include "autograd/parallel.h"
 #include "common.h"
 #include "data/image.h"
-#include "quant/export.h"
+#include "export/int8.h"
 #include "runtime/batch.h"
 #include "runtime/runtime.h"
 #include "train/progress.h"
@@ -104,14 +104,12 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
     if (int8_open(&h, path, &err)) return cli_fail("eval", err.msg);
     if (!data) data = h.data ? h.data : QAT_FASHION_MNIST_DIR;
     const qrt_value *in = qrt_model_input(&h.m);
-    /* A float model of the same input shape only to let the data loader check the fit. */
-    qat_model *shape = qat_model_new(3, in->shape);
     qat_dataset test = {0};
     int rc = 0;
-    cli_model cm = {0};
+    qat_opened cm = {0};
     int K = qrt_model_n_outputs(&h.m);
     int8_t *logits = malloc((size_t)K);
-    if (!shape || !logits || cli_load_split(&test, data, format, QAT_SPLIT_TEST, shape, &err)) {
+    if (!logits || qat_dataset_open(&test, data, format, QAT_SPLIT_TEST, 3, in->shape, &err)) {
         rc = cli_fail("eval", err.msg[0] ? err.msg : "out of memory");
         goto done;
     }
@@ -128,17 +126,14 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
     int *fq_pred = NULL;
     double fq_acc = -1;
     if (compare) {
-        if (cli_model_open(&cm, compare, 0, &err) || !cm.m->quant) {
+        if (qat_model_open(&cm, compare, 0, &err) || !cm.m->quant) {
             rc = cli_fail("eval", cm.m ? "--compare needs the quantized checkpoint that was exported" : err.msg);
             goto done;
         }
-        float mean[3] = {0}, std[3] = {1, 1, 1};
-        cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_mean"), mean, 3);
-        cli_parse_floats(qat_checkpoint_extra(&cm.ckpt, "normalize_std"), std, 3);
         qat_loader_config lc = qat_loader_config_default();
         lc.batch_size = 256;
         lc.shuffle = false;
-        for (int c = 0; c < 3; c++) lc.mean[c] = mean[c], lc.std[c] = std[c];
+        qat_loader_config_normalize(&lc, &cm.norm);
         qat_loader l;
         fq_pred = malloc((size_t)test.n * sizeof(int));
         if (!fq_pred || qat_loader_init(&l, &test, &lc, &err)) {
@@ -211,9 +206,8 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
     }
     free(fq_pred);
 done:
-    if (cm.m) cli_model_close(&cm);
+    qat_opened_free(&cm);
     free(logits);
-    qat_model_free(shape);
     qat_dataset_free(&test);
     int8_close(&h);
     return rc;

@@ -47,16 +47,25 @@ static void test_exported_model_agrees(void **state) {
     if (agree < 0.995) fail_msg("integer-only predictions agree with fake quant on only %.2f%%", 100 * agree);
     if (acc < fq - 0.005) fail_msg("int8 accuracy %.4f is more than 0.5 points under fake quant %.4f", acc, fq);
     /* The same predictions on 1 and 3 threads, and on the portable kernels (the SIMD
-     * paths must equal them byte for byte; QRT_ISA is read when the model loads). */
+     * paths must equal them byte for byte). The command maps QRT_ISA and QAT_NUM_THREADS
+     * to the library's explicit settings: the JSON says which kernels and threads ran. */
     static char again[1 << 16];
     const char *variants[] = {"eval m.int8 --compare q.st --json --threads 1",
-                              "eval m.int8 --compare q.st --json --threads 3"};
-    for (int v = 0; v < 3; v++) {
+                              "eval m.int8 --compare q.st --json --threads 3",
+                              "eval m.int8 --compare q.st --json --threads 1", /* QRT_ISA=portable */
+                              "eval m.int8 --compare q.st --json"};            /* QAT_NUM_THREADS=3 */
+    for (int v = 0; v < 4; v++) {
         if (v == 2) setenv("QRT_ISA", "portable", 1);
-        if (qat(again, sizeof again, variants[v == 2 ? 0 : v]) != 0) fail_msg("int8 eval failed: %s", again);
-        if (v == 2) unsetenv("QRT_ISA");
+        if (v == 3) setenv("QAT_NUM_THREADS", "3", 1);
+        if (qat(again, sizeof again, variants[v]) != 0) fail_msg("int8 eval failed: %s", again);
+        unsetenv("QRT_ISA");
+        unsetenv("QAT_NUM_THREADS");
         if (test_json_number(again, "test_accuracy") != acc || test_json_number(again, "top1_agreement") != agree)
             fail_msg("int8 eval variant %d changed the predictions:\n%s\nagainst\n%s", v, again, out);
+        if (v == 2 && !strstr(again, "\"kernels\": \"portable\""))
+            fail_msg("QRT_ISA=portable did not choose the portable kernels: %s", again);
+        if (v == 3 && test_json_number(again, "threads") != 3)
+            fail_msg("QAT_NUM_THREADS=3 did not set the threads: %s", again);
     }
     if (qat(out, sizeof out, "inspect m.int8") != 0 || !strstr(out, "add") || !strstr(out, "global_avgpool"))
         fail_msg("inspect of the int8 model: %s", out);
