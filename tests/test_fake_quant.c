@@ -6,11 +6,16 @@
  *  - fake quant per tensor, per output channel and per group (a short last group);
  *  - the clipped STE: the gradient passes where round(x/s)+zp lies in [qmin, qmax] and
  *    is 0 where the value was clamped;
+ *  - the average pools' requantization (qat_fake_quant_avgpool) equals the spec's centred
+ *    formula computed in integers, at exact ties whose halves straddle zero (the issue's
+ *    -21070 / 196 with z = -128 among them), for pools with padding and global pools, and
+ *    its gradient is the float pool's;
  *  - bad scales and layouts fail with a message naming the op.
  */
 #include <math.h>
 #include <string.h>
 
+#include "layers/pool.h"
 #include "quant/fake_quant.h"
 #include "testutil.h"
 
@@ -186,6 +191,96 @@ static void test_kernel_matches_formula(void **state) {
     }
 }
 
+/* int8-spec.md, "Other ops", written out: z + sign(d) * floor((2|d| + n) / (2n)). */
+static int spec_mean(long d, long n, int z) {
+    long a = d < 0 ? -d : d, r = (2 * a + n) / (2 * n);
+    return z + (int)(d < 0 ? -r : r);
+}
+
+/* Pools q (C, H, W) on the grid (s, z) with window kh x kw (global: H x W), and checks every
+ * output of the fake-quant pool against the spec; returns how many outputs were exact ties
+ * (d / n ending in .5) whose rounding the old formula round(sum q / n) gets wrong. */
+static int check_pool(int C, int H, int W, int k, int stride, int pad, bool global, const int8_t *q,
+                      int z, float s) {
+    qat_tape t;
+    qat_tape_init(&t, 0);
+    qat_tensor *x = qat_tape_tensor(&t, 4, (int[]){1, C, H, W}, true);
+    for (int i = 0; i < C * H * W; i++) x->data[i] = s * (float)(q[i] - z); /* as fake quant writes it */
+    qat_tensor *y = global ? qat_global_avgpool(&t, x) : qat_avgpool2d(&t, x, k, stride, pad);
+    int kh = global ? H : k, kw = global ? W : k;
+    if (global) stride = 1, pad = 0;
+    qat_tensor *out = qat_fake_quant_avgpool(&t, y, x, s, kh, kw, stride, pad);
+    assert_non_null(out);
+    const int OH = global ? 1 : (H + 2 * pad - k) / stride + 1, OW = global ? 1 : (W + 2 * pad - k) / stride + 1;
+    int flips = 0;
+    for (int c = 0; c < C; c++)
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                long d = 0, sum_q = 0, n = (long)kh * kw;
+                for (int ky = 0; ky < kh; ky++)
+                    for (int kx = 0; kx < kw; kx++) {
+                        int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                        int v = iy >= 0 && iy < H && ix >= 0 && ix < W ? q[(c * H + iy) * W + ix] : z;
+                        d += v - z;
+                        sum_q += v;
+                    }
+                int want = spec_mean(d, n, z);
+                float got = out->data[(c * OH + oy) * OW + ox];
+                if (got != s * (float)(want - z))
+                    fail_msg("pool %dx%d at (%d, %d, %d): d = %ld, n = %ld, z = %d: got %.9g = %g steps, the "
+                             "spec gives %d",
+                             kh, kw, c, oy, ox, d, n, z, (double)got, (double)(got / s), want);
+                double old = (double)sum_q / (double)n; /* round(sum q / n), half away from zero */
+                int old_q = (int)(old < 0 ? -floor(-old + 0.5) : floor(old + 0.5));
+                flips += 2 * labs(d) % n == 0 && d % n != 0 && old_q != want;
+            }
+    /* The gradient is the float pool's: straight through the requantization. */
+    float *dy = malloc(out->n * sizeof(float));
+    for (size_t i = 0; i < out->n; i++) dy[i] = 1.0f + 0.25f * (float)(i % 4);
+    assert_int_equal(qat_tape_backward_seeded(&t, out, dy), QAT_STATUS_OK);
+    qat_tape tf;
+    qat_tape_init(&tf, 0);
+    qat_tensor *xf = qat_tape_tensor(&tf, 4, (int[]){1, C, H, W}, true);
+    memcpy(xf->data, x->data, x->n * sizeof(float));
+    qat_tensor *yf = global ? qat_global_avgpool(&tf, xf) : qat_avgpool2d(&tf, xf, k, stride, pad);
+    assert_int_equal(qat_tape_backward_seeded(&tf, yf, dy), QAT_STATUS_OK);
+    assert_memory_equal(x->grad, xf->grad, x->n * sizeof(float));
+    free(dy);
+    qat_tape_free(&tf);
+    qat_tape_free(&t);
+    return flips;
+}
+
+static void test_avgpool_requantization(void **state) {
+    (void)state;
+    /* The issue's case: 196 values summing to -21070 with z = -128: d = 4018, d / n = 20.5,
+     * so q = -128 + 21 = -107 (round(-21070 / 196) = round(-107.5) would give -108). */
+    int8_t q[196 * 8];
+    for (int i = 0; i < 196; i++) q[i] = (int8_t)(i % 2 ? -107 : -108);
+    assert_int_equal(check_pool(1, 14, 14, 0, 0, 0, true, q, -128, 0.0754867345f), 1);
+    /* A small one: (q - z) = -1, 0, 0, -1 around z = 3: d / n = -0.5 -> q = 2 (not 3). */
+    const int8_t small[4] = {2, 3, 3, 2};
+    assert_int_equal(check_pool(1, 2, 2, 0, 0, 0, true, small, 3, 0.5f), 1);
+    /* Seeded random grids: windows 2x2 (n = 4: ties are common) and 3x3 with padding, and
+     * global pools of even size, over zero points across the whole range. */
+    trng r = {42};
+    int flips = 0;
+    for (int rep = 0; rep < 40; rep++) {
+        int C = (int)rint_in(&r, 1, 4), H = (int)rint_in(&r, 2, 9), W = (int)rint_in(&r, 2, 9);
+        int z = (int)rint_in(&r, -128, 127), spread = (int)rint_in(&r, 1, 6);
+        float s = (float)rint_in(&r, 1, 1000) / 997.0f;
+        for (int i = 0; i < C * H * W; i++) {
+            int v = z + (int)rint_in(&r, -spread, spread);
+            q[i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+        }
+        flips += check_pool(C, H, W, 2, 2, 0, false, q, z, s);
+        if (H >= 3 && W >= 3) flips += check_pool(C, H, W, 3, 1, 1, false, q, z, s);
+        flips += check_pool(C, H, W, 0, 0, 0, true, q, z, s);
+    }
+    print_message("average pools: %d exact ties on which the old formula rounds the other way\n", flips);
+    assert_true(flips > 10);
+}
+
 static void test_errors(void **state) {
     (void)state;
     qat_tape t;
@@ -210,7 +305,7 @@ int main(void) {
         cmocka_unit_test(test_qparams_by_hand),       cmocka_unit_test(test_quantize_ties_and_clamps),
         cmocka_unit_test(test_per_channel_and_group), cmocka_unit_test(test_ste_mask),
         cmocka_unit_test(test_per_channel_op_backward), cmocka_unit_test(test_kernel_matches_formula),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_avgpool_requantization), cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
