@@ -20,24 +20,27 @@ void qat_layer_average_window(const qat_layer *l, int *kh, int *kw, int *stride,
     }
 }
 
-/* Every layer kind: its name (model files, messages) and its role (model.h). */
+/* Every layer kind: its name (model files, messages), its role (model.h), and whether
+ * its output is a tensor of its own that its backward does not read
+ * (qat_layer_output_private). */
 static const struct {
     const char *name;
     qat_layer_role role;
+    bool private_output;
 } KINDS[] = {
-    [QAT_LAYER_LINEAR] = {"linear", QAT_LAYER_ROLE_WEIGHTED},
-    [QAT_LAYER_CONV2D] = {"conv2d", QAT_LAYER_ROLE_WEIGHTED},
-    [QAT_LAYER_BATCHNORM] = {"batchnorm", QAT_LAYER_ROLE_NORM},
-    [QAT_LAYER_RELU] = {"relu", QAT_LAYER_ROLE_CLAMP},
-    [QAT_LAYER_RELU6] = {"relu6", QAT_LAYER_ROLE_CLAMP},
-    [QAT_LAYER_SIGMOID] = {"sigmoid", QAT_LAYER_ROLE_NONLINEAR},
-    [QAT_LAYER_TANH] = {"tanh", QAT_LAYER_ROLE_NONLINEAR},
-    [QAT_LAYER_MAXPOOL] = {"maxpool", QAT_LAYER_ROLE_SELECT},
-    [QAT_LAYER_AVGPOOL] = {"avgpool", QAT_LAYER_ROLE_AVERAGE},
-    [QAT_LAYER_GLOBAL_AVGPOOL] = {"global_avgpool", QAT_LAYER_ROLE_AVERAGE},
-    [QAT_LAYER_FLATTEN] = {"flatten", QAT_LAYER_ROLE_SELECT},
-    [QAT_LAYER_DROPOUT] = {"dropout", QAT_LAYER_ROLE_SELECT},
-    [QAT_LAYER_RESIDUAL] = {"residual", QAT_LAYER_ROLE_BLOCK},
+    [QAT_LAYER_LINEAR] = {"linear", QAT_LAYER_ROLE_WEIGHTED, true},
+    [QAT_LAYER_CONV2D] = {"conv2d", QAT_LAYER_ROLE_WEIGHTED, true},
+    [QAT_LAYER_BATCHNORM] = {"batchnorm", QAT_LAYER_ROLE_NORM, true},
+    [QAT_LAYER_RELU] = {"relu", QAT_LAYER_ROLE_CLAMP, false},
+    [QAT_LAYER_RELU6] = {"relu6", QAT_LAYER_ROLE_CLAMP, false},
+    [QAT_LAYER_SIGMOID] = {"sigmoid", QAT_LAYER_ROLE_NONLINEAR, false},
+    [QAT_LAYER_TANH] = {"tanh", QAT_LAYER_ROLE_NONLINEAR, false},
+    [QAT_LAYER_MAXPOOL] = {"maxpool", QAT_LAYER_ROLE_SELECT, true},
+    [QAT_LAYER_AVGPOOL] = {"avgpool", QAT_LAYER_ROLE_AVERAGE, true},
+    [QAT_LAYER_GLOBAL_AVGPOOL] = {"global_avgpool", QAT_LAYER_ROLE_AVERAGE, true},
+    [QAT_LAYER_FLATTEN] = {"flatten", QAT_LAYER_ROLE_SELECT, false},
+    [QAT_LAYER_DROPOUT] = {"dropout", QAT_LAYER_ROLE_SELECT, false},
+    [QAT_LAYER_RESIDUAL] = {"residual", QAT_LAYER_ROLE_BLOCK, true},
 };
 _Static_assert(sizeof KINDS / sizeof KINDS[0] == QAT_LAYER_COUNT, "one KINDS entry per layer kind");
 
@@ -547,23 +550,8 @@ qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x, bool pri
 }
 
 bool qat_layer_output_private(const qat_layer *l) {
-    switch (l->kind) {
-    case QAT_LAYER_LINEAR:
-    case QAT_LAYER_CONV2D:
-    case QAT_LAYER_BATCHNORM:
-    case QAT_LAYER_MAXPOOL:
-    case QAT_LAYER_AVGPOOL:
-    case QAT_LAYER_GLOBAL_AVGPOOL:
-    case QAT_LAYER_RESIDUAL: return true;
-    case QAT_LAYER_RELU:
-    case QAT_LAYER_RELU6:
-    case QAT_LAYER_SIGMOID:
-    case QAT_LAYER_TANH:
-    case QAT_LAYER_FLATTEN:
-    case QAT_LAYER_DROPOUT:
-    case QAT_LAYER_COUNT: return false;
-    }
-    return false;
+    QAT_ASSERT((unsigned)l->kind < QAT_LAYER_COUNT);
+    return KINDS[l->kind].private_output;
 }
 
 static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x) {
