@@ -39,7 +39,7 @@
 static const struct {
     const char *name;
     size_t size;
-} dtype_table[QAT_ST_DTYPE_COUNT] = {
+} dtype_table[] = {
     [QAT_ST_DTYPE_BOOL] = {"BOOL", 1},       [QAT_ST_DTYPE_U8] = {"U8", 1},
     [QAT_ST_DTYPE_I8] = {"I8", 1},           [QAT_ST_DTYPE_F8_E5M2] = {"F8_E5M2", 1},
     [QAT_ST_DTYPE_F8_E4M3] = {"F8_E4M3", 1}, [QAT_ST_DTYPE_I16] = {"I16", 2},
@@ -49,6 +49,7 @@ static const struct {
     [QAT_ST_DTYPE_I64] = {"I64", 8},         [QAT_ST_DTYPE_U64] = {"U64", 8},
     [QAT_ST_DTYPE_F64] = {"F64", 8},
 };
+_Static_assert(sizeof dtype_table / sizeof dtype_table[0] == QAT_ST_DTYPE_COUNT, "one entry per dtype");
 
 static bool dtype_valid(qat_st_dtype d) { return (unsigned)d < QAT_ST_DTYPE_COUNT; }
 

@@ -49,6 +49,7 @@ static const char *const KIND_NAMES[] = {
     [QRT_OP_OUTPUT] = "output",
 };
 #define N_KINDS ((int)(sizeof KIND_NAMES / sizeof KIND_NAMES[0]))
+QRT_STATIC_ASSERT(N_KINDS == QRT_OP_COUNT, one_name_per_op_kind);
 
 const char *qrt_op_kind_str(qrt_op_kind k) {
     return (int)k >= 0 && (int)k < N_KINDS ? KIND_NAMES[k] : "?";
@@ -644,6 +645,7 @@ qrt_status qrt_graph_load(qrt_model *m, qrt_tensor *tensors, int n_tensors, char
         case QRT_OP_ADD: TRY(op_add(&g, op)); break;
         case QRT_OP_FLATTEN: TRY(op_flatten(&g, op)); break;
         case QRT_OP_OUTPUT: TRY(op_output(&g, op)); have_output = true; break;
+        case QRT_OP_COUNT: break; /* k < N_KINDS above */
         }
         for (int i = 0; i < g.nf; i++)
             if (!g.f[i].used)

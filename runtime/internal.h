@@ -15,6 +15,10 @@
 #define QRT_PRINTF(f, a)
 #endif
 
+/* A compile-time check in C99 (which has no _Static_assert): an array of negative size
+ * when cond is false. At file scope. */
+#define QRT_STATIC_ASSERT(cond, name) typedef char qrt_static_assert_##name[(cond) ? 1 : -1]
+
 /* Fills *err (status, line, formatted message) and returns st. */
 qrt_status qrt_fail(qrt_error *err, qrt_status st, int line, const char *fmt, ...)
     QRT_PRINTF(4, 5);

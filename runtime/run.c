@@ -104,6 +104,7 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
             if (logits) memcpy(logits, A + x->offset, (size_t)x->numel);
             if (argmax) *argmax = qrt_argmax_s8(A + x->offset, x->numel);
             break;
+        case QRT_OP_COUNT: break; /* the loader admits no such op */
         }
     }
     return QRT_STATUS_OK;

@@ -126,6 +126,7 @@ typedef enum qrt_dtype {
     QRT_DTYPE_BOOL, QRT_DTYPE_U8, QRT_DTYPE_I8, QRT_DTYPE_F8_E5M2, QRT_DTYPE_F8_E4M3,
     QRT_DTYPE_I16, QRT_DTYPE_U16, QRT_DTYPE_F16, QRT_DTYPE_BF16, QRT_DTYPE_I32,
     QRT_DTYPE_U32, QRT_DTYPE_F32, QRT_DTYPE_I64, QRT_DTYPE_U64, QRT_DTYPE_F64,
+    QRT_DTYPE_COUNT
 } qrt_dtype;
 
 const char *qrt_dtype_str(qrt_dtype d);
@@ -202,6 +203,7 @@ typedef enum qrt_op_kind {
     QRT_OP_ADD,
     QRT_OP_FLATTEN,
     QRT_OP_OUTPUT,
+    QRT_OP_COUNT
 } qrt_op_kind;
 
 /* The graph spelling: "input", "conv2d", "linear", "maxpool", "avgpool",

@@ -27,6 +27,7 @@ static const struct {
     {"F64", QRT_DTYPE_F64, 8},
 };
 #define N_DTYPES (sizeof DTYPES / sizeof DTYPES[0])
+QRT_STATIC_ASSERT(N_DTYPES == QRT_DTYPE_COUNT, one_entry_per_dtype);
 
 const char *qrt_dtype_str(qrt_dtype d) {
     for (size_t i = 0; i < N_DTYPES; i++)
