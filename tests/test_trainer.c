@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "layers/model_file.h"
+#include "quant/quant.h"
 #include "testutil.h"
 #include "train/trainer.h"
 
@@ -263,6 +264,44 @@ static void test_gradient_clipping(void **state) {
     qat_dataset_free(&ds);
 }
 
+/* An optimizer created before the model gained parameters (quantization adds PACT
+ * alphas) would leave them untouched: qat_train_step refuses it, changes nothing, and a
+ * step with a fitting optimizer advances the model's step count. */
+static void test_step_refuses_a_partial_optimizer(void **state) {
+    (void)state;
+    qat_dataset ds;
+    make_data(&ds);
+    run a;
+    run_init(&a, &ds); /* the optimizer covers the float model's parameters */
+    qat_error err = {0};
+    qat_quant_spec spec;
+    assert_int_equal(qat_quant_spec_parse(&spec, "w8a8,pact", &err), QAT_STATUS_OK);
+    assert_int_equal(qat_quant_prepare(a.m, &spec, NULL, &err), QAT_STATUS_OK);
+    assert_true(a.m->n_params > a.opt.n);
+    float *before = malloc(a.m->n_params * sizeof(float));
+    memcpy(before, a.m->params, a.m->n_params * sizeof(float));
+    qat_tape t;
+    qat_tape_init(&t, 0);
+    t.rng = &a.rng;
+    qat_batch b;
+    assert_true(qat_loader_next(&a.loader, &b));
+    qat_step_result r;
+    assert_int_equal(qat_train_step(a.m, &t, &a.opt, 0.1f, 0, &b, &r, &err), QAT_STATUS_INVALID_ARG);
+    if (!strstr(err.msg, "covers") || !strstr(err.msg, "qat_quant_prepare")) fail_msg("message: %s", err.msg);
+    assert_memory_equal(before, a.m->params, a.m->n_params * sizeof(float));
+    assert_int_equal(a.m->step, 0);
+    assert_int_equal(a.opt.step, 0);
+    qat_optim_config oc = a.opt.cfg;
+    qat_optim_free(&a.opt);
+    assert_int_equal(qat_optim_init(&a.opt, &oc, a.m->n_params, &err), QAT_STATUS_OK);
+    assert_int_equal(qat_train_step(a.m, &t, &a.opt, 0.1f, 0, &b, &r, &err), QAT_STATUS_OK);
+    assert_int_equal(a.m->step, 1);
+    qat_tape_free(&t);
+    free(before);
+    run_free(&a);
+    qat_dataset_free(&ds);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_is_bit_identical),
@@ -270,6 +309,7 @@ int main(void) {
         cmocka_unit_test(test_nan_keeps_last_good_checkpoint),
         cmocka_unit_test(test_metrics_log),
         cmocka_unit_test(test_gradient_clipping),
+        cmocka_unit_test(test_step_refuses_a_partial_optimizer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
