@@ -16,6 +16,7 @@
  */
 #include <string.h>
 
+#include "internal.h"
 #include "simd_impl.h"
 
 /* ---- paths ------------------------------------------------------------------------- */
