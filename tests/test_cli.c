@@ -165,6 +165,18 @@ static void test_legacy_checkpoints(void **state) {
     (void)state;
     static char out[1 << 16];
     const char *runs[] = {"fp32_adam", "qat_sgd"};
+    /* The fixtures' float bits came from OpenBLAS's Haswell kernels (the README's machine);
+     * a CPU with AVX-512 would pick SkylakeX kernels, which sum in another order. Pin the
+     * kernels the fixtures were made with, where the CPU can run them. */
+    bool pinned = false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    pinned = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    const char *was = getenv("OPENBLAS_CORETYPE");
+    char saved[64] = "";
+    if (was) snprintf(saved, sizeof saved, "%s", was);
+    if (pinned) setenv("OPENBLAS_CORETYPE", "Haswell", 1);
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
         char cmd[1024], got[256], want[256];
         path(got, sizeof got, runs[i]);
@@ -174,8 +186,15 @@ static void test_legacy_checkpoints(void **state) {
         snprintf(cmd, sizeof cmd, "train --resume %s.safetensors --threads 2 --quiet", runs[i]);
         if (qat(out, sizeof out, cmd) != 0) fail_msg("resuming the legacy %s checkpoint failed: %s", runs[i], out);
         snprintf(want, sizeof want, "%s/legacy/%s_e2.safetensors", QAT_FIXTURE_DIR, runs[i]);
-        assert_same_tensors(got, want);
+        if (pinned)
+            assert_same_tensors(got, want);
+        else
+            print_message("legacy %s: no AVX2 here, resumed without comparing bits\n", runs[i]);
     }
+    if (was)
+        setenv("OPENBLAS_CORETYPE", saved, 1);
+    else
+        unsetenv("OPENBLAS_CORETYPE");
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "eval %s/legacy/qat_sgd_e1.safetensors --json", QAT_FIXTURE_DIR);
     if (qat(out, sizeof out, cmd) != 0) fail_msg("eval of a legacy QAT checkpoint failed: %s", out);
