@@ -159,9 +159,11 @@ int cmd_calibrate(int argc, char **argv) {
 
 int cmd_export(int argc, char **argv) {
     const char *out = "model.int8.safetensors";
+    const char *format = "int8";
     bool json = false;
     qat_opt opts[] = {
         {"out", QAT_OPT_STRING, &out, "FILE", "the integer model file"},
+        {"format", QAT_OPT_STRING, &format, "F", "int8 (qat's integer model file, the default)"},
         {"json", QAT_OPT_FLAG, &json, NULL, "print the sizes as one JSON object"},
         {0},
     };
@@ -177,6 +179,11 @@ int cmd_export(int argc, char **argv) {
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("export", err.msg);
+    if (strcmp(format, "int8")) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "unknown --format '%s' (int8)", format);
+        return cli_fail("export", msg);
+    }
     qat_opened cm;
     if (qat_model_open(&cm, pos[0], 0, &err)) return cli_fail("export", err.msg);
     if (!cm.m->quant) {

@@ -5,8 +5,12 @@
 set -eu
 
 # Build and test tools and libraries, and the demo's default data set (Fashion-MNIST in
-# /usr/share/datasets/fashion-mnist), which the data tests read too.
-PACKAGES="build-essential cmake pkg-config libopenblas-dev libcmocka-dev zlib1g-dev libstb-dev libcjson-dev dataset-fashion-mnist"
+# /usr/share/datasets/fashion-mnist), which the data tests read too. Then the outside
+# judges the tests run: protobuf-c and the official onnx.proto with onnx.checker
+# (python3-onnx) for ONNX files, the Arm cross compiler, its C library and qemu for the
+# microcontroller firmware, and Node.js for ONNX Runtime (below).
+PACKAGES="build-essential cmake pkg-config libopenblas-dev libcmocka-dev zlib1g-dev libstb-dev libcjson-dev dataset-fashion-mnist
+protobuf-c-compiler libprotobuf-c-dev python3-onnx gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 
 missing=""
 for p in $PACKAGES; do
@@ -15,7 +19,31 @@ for p in $PACKAGES; do
     fi
 done
 
+# Node.js from Debian, unless a node and npm are already there (another packaging of them
+# would conflict with Debian's).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    missing="$missing nodejs npm"
+fi
+
+# ONNX Runtime, the judge of the ONNX tests: the npm package ships its own binaries, so
+# --ignore-scripts (nothing downloaded at install time but the package itself). It goes
+# into the checkout's .deps/, which the tests find (QAT_ORT_DIR in tests/CMakeLists.txt).
+ORT_VERSION=1.31.1
+top=$(cd "$(dirname "$0")/.." && pwd)
+ort_installed() {
+    [ -f "$top/.deps/node_modules/onnxruntime-node/package.json" ] &&
+        grep -q "\"version\": \"$ORT_VERSION\"" "$top/.deps/node_modules/onnxruntime-node/package.json"
+}
+
+install_ort() {
+    ort_installed && return 0
+    echo "bootstrap: installing onnxruntime-node@$ORT_VERSION into $top/.deps" >&2
+    mkdir -p "$top/.deps"
+    (cd "$top/.deps" && npm install --no-audit --no-fund --ignore-scripts --prefix . "onnxruntime-node@$ORT_VERSION" >&2)
+}
+
 if [ -z "$missing" ]; then
+    install_ort
     exit 0
 fi
 
@@ -33,3 +61,4 @@ fi
 echo "bootstrap: installing$missing" >&2
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+install_ort
