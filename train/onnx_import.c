@@ -796,6 +796,7 @@ static qat_status walk(ctx *c, int v, int first, bool emit, int depth, walk_end 
             first = -1;
         } else if (cv->n_readers == 0) {
             if (strcmp(cv->name, c->output_name) == 0 || value_find(c, c->output_name) == v) return QAT_STATUS_OK;
+            if (depth > 0) return QAT_STATUS_OK; /* a branch that ends: the fork reports it */
             return fail(c, QAT_STATUS_FORMAT, "value '%.80s' is read by no node and is not the graph output", cv->name);
         } else if (cv->n_readers == 1) {
             k = cv->readers[0];
