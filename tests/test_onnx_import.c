@@ -77,6 +77,11 @@ static void test_residual(void **s) {
     (void)s;
     roundtrip("residual", "shortcut");
 }
+static void test_small(void **s) {
+    (void)s;
+    roundtrip("mlp6", NULL);
+    roundtrip("fmnist_tiny", "relu6");
+}
 static void test_mlp(void **s) {
     (void)s;
     roundtrip("mlp", "sigmoid");
@@ -351,6 +356,7 @@ int main(void) {
         cmocka_unit_test(test_cnn),       cmocka_unit_test(test_cnn_training_export),
         cmocka_unit_test(test_mobilenet), cmocka_unit_test(test_residual),
         cmocka_unit_test(test_mlp),
+        cmocka_unit_test(test_small),
         cmocka_unit_test(test_unsupported_op),
         cmocka_unit_test(test_truncated_and_garbage),
         cmocka_unit_test(test_bad_contents),
