@@ -133,8 +133,12 @@ def main():
     torch.onnx.export(model, x1, os.path.join(a.out, "cnn.onnx"), input_names=["input"],
                       output_names=["logits"], opset_version=13)
     # Training-mode export keeps BatchNormalization, but tracing in training mode would
-    # update the running statistics: export a copy.
-    torch.onnx.export(copy.deepcopy(model), x1, os.path.join(a.out, "cnn_bn.onnx"), input_names=["input"],
+    # update the running statistics: export a copy whose BN momentum is 0 (statistics kept).
+    bn_copy = copy.deepcopy(model)
+    for mod in bn_copy.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.momentum = 0.0
+    torch.onnx.export(bn_copy, x1, os.path.join(a.out, "cnn_bn.onnx"), input_names=["input"],
                       output_names=["logits"], opset_version=13, training=torch.onnx.TrainingMode.TRAINING,
                       do_constant_folding=False)
     write_safetensors(os.path.join(a.out, "cnn.safetensors"),

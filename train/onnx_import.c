@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "onnx.pb-c.h"
@@ -180,8 +181,8 @@ static qat_status tensor_value(ctx *c, const Onnx__TensorProto *t, const char *n
     } else if (kind == VALUE_CONST_I64 && t->n_int64_data == numel) {
         memcpy(dst, t->int64_data, numel * esz);
     } else {
-        return fail(c, QAT_STATUS_FORMAT, "%s '%.80s': holds no data for its %zu values (shape %s)",
-                    what, name, numel, numel ? "given" : "empty");
+        return fail(c, QAT_STATUS_FORMAT, "%s '%.80s': holds no data (or not %zu values) for its %zu %s values",
+                    what, name, numel, numel, dtype_str(dtype));
     }
     if (kind == VALUE_CONST_F32)
         for (size_t k = 0; k < numel; k++)
@@ -864,7 +865,7 @@ static qat_status walk(ctx *c, int v, int first, bool emit, int depth, walk_end 
 
 bool qat_onnx_path(const char *path) {
     size_t n = strlen(path);
-    return n > 5 && strcmp(path + n - 5, ".onnx") == 0;
+    return n > 5 && strcasecmp(path + n - 5, ".onnx") == 0;
 }
 
 static qat_status read_file(const char *path, uint8_t **buf, size_t *len, qat_error *err) {
