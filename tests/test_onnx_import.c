@@ -81,6 +81,8 @@ static void test_small(void **s) {
     (void)s;
     roundtrip("mlp6", NULL);
     roundtrip("fmnist_tiny", "relu6");
+    roundtrip("reduce_mean", "global_avgpool");
+    roundtrip("view", "flatten");
 }
 static void test_mlp(void **s) {
     (void)s;

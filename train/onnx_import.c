@@ -714,6 +714,27 @@ static qat_status pad_node(ctx *c, int k, int *next) {
     return pool_node(c, c->g->node[r], true, (int)pads[2]);
 }
 
+/* ReduceMean over H and W (x.mean([2, 3]) in PyTorch): a global average pool, flattened
+ * unless keepdims. */
+static qat_status reduce_mean_node(ctx *c, const Onnx__NodeProto *n) {
+    const int64_t *ax = NULL;
+    int na = attr_ints(n, "axes", &ax);
+    if (na < 0 && n->n_input > 1 && n->input[1][0]) {
+        const value *v = &c->vals[value_find(c, n->input[1])];
+        if (v->kind == VALUE_CONST_I64) {
+            ax = v->i;
+            na = (int)v->numel;
+        }
+    }
+    bool hw = na == 2 && c->m->cur_ndim == 3 && ((ax[0] == 2 || ax[0] == -2) && (ax[1] == 3 || ax[1] == -1));
+    if (!hw)
+        return fail(c, QAT_STATUS_FORMAT, NODEF "qat imports ReduceMean only over H and W (axes 2, 3) of a (C, H, W) value",
+                    NODEA(n));
+    qat_status st = built(c, n, qat_model_global_avgpool(c->m));
+    if (!st && !attr_int(n, "keepdims", 1)) st = built(c, n, qat_model_flatten(c->m));
+    return st;
+}
+
 /* One node into layers; *next: the node whose output continues the chain (the node
  * itself, or one it absorbed). With `emit` false nothing is built (a dry walk). */
 static qat_status emit_node(ctx *c, int k, bool emit, int *next) {
@@ -753,6 +774,7 @@ static qat_status emit_node(ctx *c, int k, bool emit, int *next) {
     if (strcmp(op, "AveragePool") == 0) return pool_node(c, n, true, 0);
     if (strcmp(op, "Pad") == 0) return pad_node(c, k, next);
     if (strcmp(op, "GlobalAveragePool") == 0) return built(c, n, qat_model_global_avgpool(c->m));
+    if (strcmp(op, "ReduceMean") == 0) return reduce_mean_node(c, n);
     if (strcmp(op, "Flatten") == 0 || strcmp(op, "Reshape") == 0) return flatten_node(c, n);
     if (strcmp(op, "Gemm") == 0) return gemm_node(c, n);
     if (strcmp(op, "MatMul") == 0) return matmul_node(c, k, next);

@@ -17,7 +17,7 @@
  *   -> relu6 (Clip(0, inf) -> relu); Sigmoid; Tanh; MaxPool and AveragePool (square,
  *   ceil_mode 0 or without effect; AveragePool with padding counts the pad, as qat does);
  *   a zero Pad, or a Pad of H and W that an AveragePool reads (torch writes one);
- *   GlobalAveragePool; Flatten (axis 1) and Reshape to (N, -1) -> flatten; Gemm (alpha and
+ *   GlobalAveragePool; ReduceMean over H and W -> global_avgpool (+ flatten); Flatten (axis 1) and Reshape to (N, -1) -> flatten; Gemm (alpha and
  *   beta folded, transB 0 or 1) and MatMul by a constant [+ Add of a constant] -> linear;
  *   Add of two values -> the end of a residual block; Dropout -> dropout with its ratio;
  *   Identity; Constant and initializers as weights and attributes.
@@ -41,7 +41,8 @@
 /* The ops qat imports, for messages. */
 #define ONNX_IMPORT_SUPPORTED                                                                      \
     "Conv, BatchNormalization, Relu, Clip (as ReLU6 or ReLU), Sigmoid, Tanh, MaxPool, "          \
-    "AveragePool, Pad (before AveragePool), GlobalAveragePool, Flatten, Reshape (to flatten), "  \
+    "AveragePool, Pad (before AveragePool), GlobalAveragePool, ReduceMean (over H, W), Flatten, " \
+    "Reshape (to flatten), "                                                                     \
     "Gemm, MatMul, Add (bias or residual), Dropout, Identity, Constant"
 
 /* Files larger than this are refused (a small CNN is kilobytes to a few megabytes). */
