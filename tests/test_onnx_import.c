@@ -20,9 +20,14 @@
 
 #define ONNX_DIR QAT_FIXTURE_DIR "/onnx/"
 
+/* Where the models and their expected.bin are: the committed fixtures, or the directory
+ * given on the command line (the by-hand check of full-size models, see main). */
+static char g_dir[1024] = ONNX_DIR;
+static char g_expected[1200] = "onnx/expected.bin"; /* relative to QAT_FIXTURE_DIR */
+
 /* The model's logits on the fixture's "<name>.x", against "<name>.y" to 1e-4 relative. */
 static void check_logits(qat_model *m, const char *name) {
-    qat_fixture *fx = fixture_load("onnx/expected.bin");
+    qat_fixture *fx = fixture_load(g_expected);
     char key[64];
     snprintf(key, sizeof key, "%s.x", name);
     const qat_fixture_entry *x = fixture_entry(fx, key);
@@ -41,8 +46,8 @@ static void check_logits(qat_model *m, const char *name) {
 }
 
 static qat_model *import_ok(const char *file) {
-    char path[512];
-    snprintf(path, sizeof path, ONNX_DIR "%s", file);
+    char path[1200];
+    snprintf(path, sizeof path, "%s%s", g_dir, file);
     qat_model *m = NULL;
     qat_error err = {0};
     if (qat_onnx_import(path, &m, NULL, &err)) fail_msg("%s: %s", file, err.msg);
@@ -50,16 +55,19 @@ static qat_model *import_ok(const char *file) {
     return m;
 }
 
-static void roundtrip(const char *name, const char *expect_text) {
+/* <file>.onnx imported; its logits against <expected>.y. */
+static void roundtrip_as(const char *name, const char *expected, const char *expect_text) {
     char file[64];
     snprintf(file, sizeof file, "%s.onnx", name);
     qat_model *m = import_ok(file);
-    check_logits(m, name);
+    check_logits(m, expected);
     char *text = qat_model_to_text(m);
     if (expect_text && !strstr(text, expect_text)) fail_msg("%s: model text lacks '%s':\n%s", name, expect_text, text);
     free(text);
     qat_model_free(m);
 }
+
+static void roundtrip(const char *name, const char *expect_text) { roundtrip_as(name, name, expect_text); }
 
 static void test_cnn(void **s) {
     (void)s;
@@ -76,6 +84,8 @@ static void test_mobilenet(void **s) {
 static void test_residual(void **s) {
     (void)s;
     roundtrip("residual", "shortcut");
+    /* Exported in training mode: BatchNormalization kept inside the blocks. */
+    roundtrip_as("residual_train", "residual", "batchnorm");
 }
 static void test_small(void **s) {
     (void)s;
@@ -372,7 +382,31 @@ static void test_checkpoint_reopens(void **s) {
     unlink(p);
 }
 
-int main(void) {
+/* The by-hand check: ./test_onnx_import DIR NAME... imports DIR/NAME.onnx and compares
+ * with "NAME.x"/"NAME.y" of DIR/expected.bin (gen.py --full DIR writes them). */
+static char **g_names;
+static int g_n_names;
+static void test_given(void **s) {
+    (void)s;
+    for (int i = 0; i < g_n_names; i++) {
+        roundtrip(g_names[i], NULL);
+        print_message("%s: logits equal PyTorch's to 1e-4\n", g_names[i]);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3) {
+        snprintf(g_dir, sizeof g_dir, "%s/", argv[1]);
+        /* fixture_load reads QAT_FIXTURE_DIR/<file>: climb to the root first. */
+        char abs[1024] = "";
+        if (argv[1][0] != '/' && !getcwd(abs, sizeof abs - 2)) return 2;
+        snprintf(abs + strlen(abs), sizeof abs - strlen(abs), "%s%s", argv[1][0] == '/' ? "" : "/", argv[1]);
+        snprintf(g_expected, sizeof g_expected, "../../../../../../../../../../../../../../../..%s/expected.bin", abs);
+        g_names = argv + 2;
+        g_n_names = argc - 2;
+        const struct CMUnitTest given[] = {cmocka_unit_test(test_given)};
+        return cmocka_run_group_tests(given, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cnn),       cmocka_unit_test(test_cnn_training_export),
         cmocka_unit_test(test_mobilenet), cmocka_unit_test(test_residual),
