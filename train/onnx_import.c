@@ -458,7 +458,8 @@ static qat_status built(ctx *c, const Onnx__NodeProto *n, qat_status s) {
  * `lut`: QAT_LAYER_HARDSWISH / QAT_LAYER_LEAKY_RELU, builders qat_model_hardswish(m) and
  * qat_model_leaky_relu(m, alpha)); when they land, this is the one place to build them:
  * HardSwish -> qat_model_hardswish(m); LeakyRelu -> qat_model_leaky_relu(m,
- * attr_float(n, "alpha", 0.01f)). Until then they are refused. */
+ * attr_float(n, "alpha", 0.01f)). Until then they are refused. (Below opset 14, torch
+ * writes hard-swish as x * HardSigmoid(x): the Mul is refused as unsupported.) */
 static bool lut_activation(const char *op) {
     return strcmp(op, "HardSwish") == 0 || strcmp(op, "LeakyRelu") == 0;
 }
@@ -869,6 +870,14 @@ static qat_status walk(ctx *c, int v, int first, bool emit, int depth, walk_end 
             end->join = k;
             return QAT_STATUS_OK;
         }
+        /* A node other than Add that reads two computed values (x * sigmoid(x), a
+         * concatenation) has no qat layer: name it, rather than the fork before it. */
+        int acts = 0;
+        for (size_t j = 0; j < c->g->node[k]->n_input; j++) {
+            const char *in = c->g->node[k]->input[j];
+            acts += in[0] && c->vals[value_find(c, in)].kind == VALUE_ACT;
+        }
+        if (acts > 1 && strcmp(c->g->node[k]->op_type, "Add") != 0) return unsupported(c, c->g->node[k]);
         int next;
         qat_status s = emit_node(c, k, emit, &next);
         if (s) return s;
