@@ -150,6 +150,7 @@ static void test_unsupported_op(void **s) {
     (void)s;
     expect_refusal(ONNX_DIR "unsupported.onnx", QAT_STATUS_FORMAT, "node '/Elu'", "(Elu)", "is not supported",
                    "Conv, BatchNormalization", NULL);
+    expect_refusal(ONNX_DIR "swish.onnx", QAT_STATUS_FORMAT, "node '/Mul'", "(Mul)", "is not supported", NULL);
 }
 
 static void test_truncated_and_garbage(void **s) {
