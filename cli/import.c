@@ -90,6 +90,10 @@ int cmd_import(int argc, char **argv) {
         rc = cli_fail("import", err.msg);
         goto done;
     }
+    if (!mean && (channels != 1 || strcmp(data, QAT_FASHION_MNIST_DIR) != 0))
+        fprintf(stderr, "qat import: no --mean/--std: recording Fashion-MNIST's normalisation (mean %.4f, std %.4f); "
+                        "give the one the model was trained with\n",
+                (double)QAT_FASHION_MNIST_MEAN, (double)QAT_FASHION_MNIST_STD);
     qat_normalization_format(&norm, channels, smean, sstd, sizeof smean);
     snprintf(sclasses, sizeof sclasses, "%d", cli_model_outputs(m));
     qat_st_kv extra[7] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", "0"},

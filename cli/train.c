@@ -349,6 +349,10 @@ int cmd_train(int argc, char **argv) {
             return cli_fail("train", "--import MODEL.onnx brings its own model and weights; drop --model, --from and --resume");
         a.model = a.import;
         a.import = NULL;
+        if (!qat_args_seen(opts, "mean") && strcmp(a.data, QAT_FASHION_MNIST_DIR) != 0)
+            fprintf(stderr, "qat train: --import %s without --mean/--std: the inputs are normalised with the "
+                            "data's own statistics, which may not be what the model was trained with\n",
+                    a.model);
     }
     if (a.resume) {
         /* Options not given again come from the checkpoint's recipe. */
