@@ -347,6 +347,22 @@ static void test_state_dict_mapping(void **s) {
     check_logits(m, "state_dict");
     qat_model_free(m);
 
+    /* Module groups (stem, b1, b2, fc) whose sorted names do not follow the model: placed
+     * by their weighted layers' shapes, then in natural order within. */
+    if (qat_model_load_file(ONNX_DIR "residual_sd.model", &m, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(qat_model_finalize(m, &rng), QAT_STATUS_OK);
+    log = NULL;
+    lf = open_memstream(&log, &log_len);
+    if (qat_checkpoint_import_mapped(m, ONNX_DIR "residual_sd.safetensors", lf, &rep, &err)) fail_msg("%s", err.msg);
+    fclose(lf);
+    const char *want2[] = {"stem.0.weight", "-> 0.weight", "stem.1.running_var", "-> 1.running_var",
+                           "b1.bn2.bias", "-> 3.body.4.bias", "b2.down.1.running_mean", "-> 5.shortcut.1.running_mean"};
+    for (size_t i = 0; i < sizeof want2 / sizeof *want2; i++)
+        if (!strstr(log, want2[i])) fail_msg("mapping lacks '%s':\n%s", want2[i], log);
+    free(log);
+    check_logits(m, "residual");
+    qat_model_free(m);
+
     /* A model it does not fit: refused, naming the layer, and the model untouched. */
     m = qat_model_mlp(&rng);
     float before = m->params[0];

@@ -146,8 +146,9 @@ qat_status qat_checkpoint_import(qat_model *m, const char *path, const qat_impor
  * linear layer (2-D weight) or a batch norm (running_mean and running_var), and the
  * modules of each kind are paired in order with the model's layers of that kind, first
  * in the file's order, then in natural name order ("layer2" < "layer10"; the safetensors
- * library writes names sorted); every pair must have the same tensors of the same
- * shapes. Layers of the same kind and shapes cannot be told apart, so check the mapping:
+ * library writes names sorted), then in natural order within top-level groups ("stem",
+ * "b1", "fc") placed where their convolutions and linear layers fit the model by shape;
+ * every pair must have the same tensors of the same shapes. Layers of the same kind and shapes cannot be told apart, so check the mapping:
  * `log` (may be NULL) receives one line per tensor, file name -> model name. Failure
  * (IO, FORMAT, NOMEM) leaves the model untouched, with a message naming the first
  * module that fits nothing. */

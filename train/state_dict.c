@@ -21,6 +21,7 @@ typedef struct module {
     int64_t shape[MOD_FIELDS][4];
     int index[MOD_FIELDS]; /* file tensor index, or model state index */
     bool used;
+    int rank; /* the grouped order: its group's place in the model */
 } module;
 
 typedef struct modlist {
@@ -118,6 +119,52 @@ static int module_cmp(const void *x, const void *y) {
     return natural_cmp(((const module *)x)->prefix, ((const module *)y)->prefix);
 }
 
+/* The grouped order: modules sorted by their top-level name ("stem", "b1", "layer2")
+ * placed where the group's first weighted module fits the model, then naturally. */
+static int grouped_cmp(const void *x, const void *y) {
+    const module *a = x, *b = y;
+    if (a->rank != b->rank) return a->rank < b->rank ? -1 : 1;
+    return natural_cmp(a->prefix, b->prefix);
+}
+
+static size_t group_len(const char *prefix) {
+    const char *dot = strchr(prefix, '.');
+    return dot ? (size_t)(dot - prefix) : strlen(prefix);
+}
+
+static bool same_group(const module *a, const module *b) {
+    size_t n = group_len(a->prefix);
+    return n == group_len(b->prefix) && strncmp(a->prefix, b->prefix, n) == 0;
+}
+
+/* Ranks the modules of `l` (naturally sorted) by group: each weighted module of the model,
+ * in order, takes the first unused file module of the same kind and shapes; a group's
+ * rank is the earliest model position among its modules. False when a weighted layer
+ * finds no module or a group has no weighted module (a lone batch norm cannot be
+ * placed). */
+static bool rank_groups(const modlist *model, modlist *l) {
+    int *own = malloc((size_t)(l->n ? l->n : 1) * sizeof *own);
+    if (!own) return false;
+    bool ok = true;
+    for (int j = 0; j < l->n; j++) own[j] = -1;
+    for (int i = 0; i < model->n && ok; i++) {
+        if (model->v[i].kind == MOD_NORM) continue;
+        int j = 0;
+        while (j < l->n && (own[j] >= 0 || !same(&model->v[i], &l->v[j]))) j++;
+        if (j == l->n) ok = false;
+        else own[j] = i;
+    }
+    for (int j = 0; j < l->n && ok; j++) {
+        int r = -1;
+        for (int k = 0; k < l->n; k++)
+            if (own[k] >= 0 && same_group(&l->v[j], &l->v[k]) && (r < 0 || own[k] < r)) r = own[k];
+        l->v[j].rank = r;
+        ok = r >= 0;
+    }
+    free(own);
+    return ok;
+}
+
 static void shape_str(char *buf, size_t len, const module *md) {
     int f = md->kind == MOD_NORM ? 2 : 0;
     qat_st_shape_str(buf, len, md->ndim[f], md->shape[f]);
@@ -161,7 +208,7 @@ qat_status qat_checkpoint_import_mapped(qat_model *m, const char *path, FILE *lo
     qat_st_file f;
     qat_status s = qat_safetensors_read(&f, path, err);
     if (s) return s;
-    modlist fm = {0}, mm = {0}, sorted = {0};
+    modlist fm = {0}, mm = {0}, sorted = {0}, grouped = {0};
     int *pair = NULL;
     float **conv = NULL;
     bool oom = false;
@@ -211,11 +258,22 @@ qat_status qat_checkpoint_import_mapped(qat_model *m, const char *path, FILE *lo
     memcpy(sorted.v, fm.v, (size_t)fm.n * sizeof *fm.v);
     sorted.n = fm.n;
     qsort(sorted.v, (size_t)sorted.n, sizeof *sorted.v, module_cmp);
-    int bad;
+    int bad, bad2;
     const modlist *use = &fm;
     if (!pair_up(&mm, &fm, pair, &bad)) {
         use = &sorted;
         if (!pair_up(&mm, &sorted, pair, &bad)) {
+            /* Third: the natural order by group, the groups where their weighted layers fit. */
+            if (!grouped.v && !(grouped.v = malloc((size_t)(fm.n ? fm.n : 1) * sizeof *grouped.v))) {
+                s = qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
+                goto done;
+            }
+            memcpy(grouped.v, sorted.v, (size_t)sorted.n * sizeof *sorted.v);
+            grouped.n = sorted.n;
+            use = &grouped;
+            if (rank_groups(&mm, &grouped)) qsort(grouped.v, (size_t)grouped.n, sizeof *grouped.v, grouped_cmp);
+        }
+        if (use == &grouped && !pair_up(&mm, &grouped, pair, &bad2)) {
             char a[80];
             if (bad >= 0) {
                 const module *md = &mm.v[bad];
@@ -274,6 +332,7 @@ done:
     free(fm.v);
     free(mm.v);
     free(sorted.v);
+    free(grouped.v);
     qat_safetensors_free(&f);
     return s;
 }
