@@ -52,5 +52,6 @@ int cmd_inspect(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 #endif

@@ -1,4 +1,4 @@
-/* qat - the command-line tool: train, calibrate, eval, predict, inspect, demo. */
+/* qat - the command-line tool: train, calibrate, eval, predict, inspect, export, import, demo. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +19,7 @@ static const struct {
     {"inspect", cmd_inspect, "layers, shapes, parameters and MACs of a model or checkpoint"},
     {"calibrate", cmd_calibrate, "post-training quantization of a float checkpoint"},
     {"export", cmd_export, "write a quantized checkpoint as an integer-only model"},
+    {"import", cmd_import, "a float ONNX model or PyTorch weights as a qat checkpoint"},
     {"demo", cmd_demo, "train the reference CNN on Fashion-MNIST and summarise"},
 };
 

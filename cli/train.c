@@ -18,6 +18,7 @@
 #include "train/progress.h"
 #include "train/calibrate.h"
 #include "train/trainer.h"
+#include "train/onnx_import.h"
 
 static const char *FASHION_CLASSES =
     "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
@@ -91,8 +92,12 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         if ((v = qat_checkpoint_extra(&cm.ckpt, "seed"))) a->seed = strtol(v, NULL, 10);
     }
     if (a->import) {
+        /* PyTorch weights: by name, else by order and shape (the mapping printed). */
         qat_import_report rep;
-        if (qat_checkpoint_import(m, a->import, NULL, &rep, &err)) return cli_fail(cmd, err.msg);
+        if (qat_checkpoint_import_mapped(m, a->import, a->quiet ? NULL : stderr, &rep, &err)) {
+            qat_opened_free(&cm);
+            return cli_fail(cmd, err.msg);
+        }
         fprintf(stderr, "imported %d tensors from %s\n", rep.n_loaded, a->import);
     }
 
@@ -304,7 +309,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"from", QAT_OPT_STRING, &a->from, "FILE", "start from a float checkpoint (its model and weights)"},
         {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help); with --from, lr 0.01 and 1 epoch unless given"},
         {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
-        {"import", QAT_OPT_STRING, &a->import, "FILE", "start from float weights in a safetensors file (PyTorch names)"},
+        {"import", QAT_OPT_STRING, &a->import, "FILE", "start from a float ONNX model (its graph and weights; no --model), or from float weights in a safetensors file (PyTorch names, or mapped by order and shape)"},
         {"log", QAT_OPT_STRING, &a->log, "FILE", "append metrics per epoch (.csv or JSON lines)"},
         {"json", QAT_OPT_FLAG, &a->json, NULL, "print the final metrics as one JSON object"},
         {"quiet", QAT_OPT_FLAG, &a->quiet, NULL, "no progress output"},
@@ -338,6 +343,17 @@ int cmd_train(int argc, char **argv) {
     if (a.resume && qat_args_seen(opts, "model"))
         return cli_fail("train", "--resume takes the model from the checkpoint; drop --model");
     if (a.resume && !qat_args_seen(opts, "out")) a.out = NULL; /* continue in the same file */
+    if (a.import && qat_onnx_path(a.import)) {
+        /* An ONNX model is the model and its weights (train/onnx_import.h). */
+        if (qat_args_seen(opts, "model") || a.resume || a.from)
+            return cli_fail("train", "--import MODEL.onnx brings its own model and weights; drop --model, --from and --resume");
+        a.model = a.import;
+        a.import = NULL;
+        if (!qat_args_seen(opts, "mean") && strcmp(a.data, QAT_FASHION_MNIST_DIR) != 0)
+            fprintf(stderr, "qat train: --import %s without --mean/--std: the inputs are normalised with the "
+                            "data's own statistics, which may not be what the model was trained with\n",
+                    a.model);
+    }
     if (a.resume) {
         /* Options not given again come from the checkpoint's recipe. */
         qat_checkpoint ck;

@@ -206,7 +206,7 @@ static void test_help_everywhere(void **state) {
     (void)state;
     static char out[1 << 14];
     const char *cmds[] = {"--help",         "train --help",   "eval --help",     "predict --help",
-                          "inspect --help", "demo --help",    "calibrate --help"};
+                          "inspect --help", "demo --help",    "calibrate --help", "import --help"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         if (qat(out, sizeof out, cmds[i]) != 0) fail_msg("qat %s: nonzero exit: %s", cmds[i], out);
         assert_non_null(strstr(out, "usage"));
@@ -250,6 +250,45 @@ static void test_errors(void **state) {
     unsetenv("QRT_ISA");
 }
 
+
+/* qat import: an ONNX model (tests/fixtures/onnx/mlp6.onnx, 6 features, 3 classes) is a
+ * float checkpoint at once: evaluated, calibrated, exported and run without a training
+ * epoch; qat train --import takes it too; an unsupported op names the node. */
+static void test_import(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "import %s/onnx/mlp6.onnx --data train.csv --out imp.safetensors", QAT_FIXTURE_DIR);
+    if (qat(out, sizeof out, cmd) != 0) fail_msg("import failed: %s", out);
+    if (!strstr(out, "-> 0.weight") || !strstr(out, "-> 2.bias")) fail_msg("no mapping printed: %s", out);
+    if (qat(out, sizeof out, "eval imp.safetensors --data test.csv --json") != 0) fail_msg("eval: %s", out);
+    double acc = test_json_number(out, "test_accuracy");
+    assert_true(acc >= 0.0 && acc <= 1.0);
+    if (qat(out, sizeof out, "calibrate --from imp.safetensors --data train.csv --samples 64 --out imp_q.safetensors --quiet") != 0)
+        fail_msg("calibrate: %s", out);
+    /* Export needs uint8 images: a CNN on Fashion-MNIST (qat's default data). */
+    snprintf(cmd, sizeof cmd, "import %s/onnx/fmnist_tiny.onnx --out tiny.safetensors --quiet", QAT_FIXTURE_DIR);
+    if (qat(out, sizeof out, cmd) != 0) fail_msg("import: %s", out);
+    if (qat(out, sizeof out, "calibrate --from tiny.safetensors --samples 256 --out tiny_q.safetensors --quiet") != 0)
+        fail_msg("calibrate: %s", out);
+    if (qat(out, sizeof out, "export tiny_q.safetensors --out tiny.int8.safetensors") != 0) fail_msg("export: %s", out);
+    if (qat(out, sizeof out, "eval tiny.int8.safetensors --json") != 0) fail_msg("int8 eval: %s", out);
+    snprintf(cmd, sizeof cmd,
+             "train --import %s/onnx/mlp6.onnx --data train.csv --test-data test.csv --epochs 1 --batch 16 --quiet "
+             "--out imp_t.safetensors",
+             QAT_FIXTURE_DIR);
+    if (qat(out, sizeof out, cmd) != 0) fail_msg("train --import: %s", out);
+    if (qat(out, sizeof out, "train --from imp.safetensors --data train.csv --test-data test.csv --quant w8a8 "
+                             "--batch 16 --quiet --out imp_qat.safetensors") != 0)
+        fail_msg("train --from an imported checkpoint: %s", out);
+    snprintf(cmd, sizeof cmd, "import %s/onnx/unsupported.onnx --out x.safetensors", QAT_FIXTURE_DIR);
+    assert_int_equal(qat(out, sizeof out, cmd), 1);
+    if (!strstr(out, "'/Elu' (Elu)") || !strstr(out, "not supported")) fail_msg("message: %s", out);
+    snprintf(cmd, sizeof cmd, "import %s/onnx/state_dict.safetensors --out x.safetensors", QAT_FIXTURE_DIR);
+    assert_int_equal(qat(out, sizeof out, cmd), 1);
+    if (!strstr(out, "--model")) fail_msg("message: %s", out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_json_resume_eval_inspect),
@@ -257,6 +296,7 @@ int main(void) {
         cmocka_unit_test(test_legacy_checkpoints),
         cmocka_unit_test(test_help_everywhere),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_import),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "autograd/common.h"
 #include "autograd/rng.h"
@@ -137,5 +138,21 @@ typedef struct qat_import_report {
  * model is untouched and the message lists the offending names. `report` may be NULL. */
 qat_status qat_checkpoint_import(qat_model *m, const char *path, const qat_import_options *opts,
                                  qat_import_report *report, qat_error *err);
+
+/* Like qat_checkpoint_import (strict), but when the file's names are not the model's
+ * (a state_dict of named modules: "conv1.weight", "bn1.running_mean", "fc.bias"), maps
+ * them by order and shape (train/state_dict.c): the file's tensors are grouped into
+ * modules by the name before the last dot, each module is a convolution (4-D weight), a
+ * linear layer (2-D weight) or a batch norm (running_mean and running_var), and the
+ * modules of each kind are paired in order with the model's layers of that kind, first
+ * in the file's order, then in natural name order ("layer2" < "layer10"; the safetensors
+ * library writes names sorted), then in natural order within top-level groups ("stem",
+ * "b1", "fc") placed where their convolutions and linear layers fit the model by shape;
+ * every pair must have the same tensors of the same shapes. Layers of the same kind and shapes cannot be told apart, so check the mapping:
+ * `log` (may be NULL) receives one line per tensor, file name -> model name. Failure
+ * (IO, FORMAT, NOMEM) leaves the model untouched, with a message naming the first
+ * module that fits nothing. */
+qat_status qat_checkpoint_import_mapped(qat_model *m, const char *path, FILE *log, qat_import_report *report,
+                                        qat_error *err);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "layers/model_file.h"
 #include "quant/quant.h"
+#include "train/onnx_import.h"
 
 qat_status qat_model_quantize(qat_model *m, const char *spec_text, const qat_normalization *norm,
                               qat_error *err) {
@@ -71,6 +72,13 @@ qat_status qat_model_open(qat_opened *o, const char *spec, uint64_t seed, qat_er
     o->norm = qat_normalization_identity();
     qat_status s;
     const char *text = qat_model_builtin_text(spec);
+    if (!text && qat_onnx_path(spec)) {
+        /* An ONNX model: built and filled with its weights (not initialised from seed). */
+        s = qat_onnx_import(spec, &o->m, NULL, err);
+        if (!s && !(o->text = qat_model_to_text(o->m))) s = qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
+        if (s) qat_opened_free(o);
+        return s;
+    }
     if (text) {
         s = qat_model_parse(text, spec, &o->m, err);
         if (!s && !(o->text = strdup(text))) s = qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");

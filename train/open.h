@@ -1,5 +1,6 @@
 /* open.h - a model ready to use, from whatever names it: a reference model ("cnn",
- * "mlp"), a model file (layers/model_file.h), or a checkpoint (checkpoint.h), which is
+ * "mlp"), a model file (layers/model_file.h), an ONNX model (a path ending in ".onnx",
+ * onnx_import.h: its graph and weights), or a checkpoint (checkpoint.h), which is
  * rebuilt from the model text it carries, quantized as it was when saved (its "quant"
  * spec and normalisation), and restored.
  *
@@ -8,7 +9,7 @@
  *     ... o.m (finalized; quantized if the checkpoint was), o.text, o.ckpt, o.norm ...
  *     qat_opened_free(&o);
  *
- * A model that is not a checkpoint is initialised from `seed`. A safetensors file that is
+ * A model that is neither a checkpoint nor ONNX is initialised from `seed`. A safetensors file that is
  * not a qat checkpoint (PyTorch weights) has no model text: the error says to give the
  * model and import the weights (qat_checkpoint_import) instead.
  */
