@@ -393,6 +393,11 @@ void qrt_input_u8_isa(qrt_isa isa, int8_t *out, const uint8_t *pixels, size_t n)
     qrt_input_u8(out, pixels, n);
 }
 
+void qrt_lut_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const int8_t table[256], size_t n) {
+    (void)qrt_isa_resolve(isa); /* one kernel on every path (docs/runtime-simd.md: measured) */
+    qrt_lut_s8(out, in, table, n);
+}
+
 /* ---- model memory: the packed forms of a graph, from the header alone --------------- */
 
 #if defined(QRT_SIMD_X86)
