@@ -63,10 +63,12 @@ QAT_HOT void qat_hardswish_forward(float *out, const float *inp, size_t n) {
     }
 }
 QAT_HOT void qat_hardswish_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    /* aten hardswish_backward: 0 below -3, x/3 + 1/2 on [-3, 3] (both ends), 1 above. */
+    /* aten hardswish_backward's vectorized kernel: 0 below -3, x/3 + 1/2 on [-3, 3), 1
+     * from 3 on (activation.h: its scalar loop says 3/2 at 3; the vector one is what
+     * computes tensors of any size). */
     for (size_t i = 0; i < n; i++) {
         float x = inp[i], g = dout[i];
-        dinp[i] += x < -3.0f ? 0.0f : x <= 3.0f ? g * (x / 3.0f + 0.5f) : g;
+        dinp[i] += x < -3.0f ? 0.0f : x < 3.0f ? g * (x / 3.0f + 0.5f) : g;
     }
 }
 

@@ -4,13 +4,15 @@
  *   relu6(x)   = min(max(x, 0), 6)    d/dx = [0 < x < 6]
  *   sigmoid(x) = 1 / (1 + e^-x)       d/dx = y (1 - y)
  *   tanh(x)                           d/dx = 1 - y^2
- *   hardswish(x) = x relu6(x + 3) / 6  d/dx = 0 (x < -3), x/3 + 1/2 (-3 <= x <= 3), 1 (x > 3)
+ *   hardswish(x) = x relu6(x + 3) / 6  d/dx = 0 (x < -3), x/3 + 1/2 (-3 <= x < 3), 1 (x >= 3)
  *   leaky_relu(x) = x > 0 ? x : a x    d/dx = x > 0 ? 1 : a
  * At a kink (x exactly 0 or 6) the gradient of relu/relu6 is 0, as in PyTorch. Hard-swish
- * and leaky ReLU take PyTorch's one-sided choices too (aten's hardswish_backward and
- * leaky_relu_backward): hardswish'(-3) = -1/2 and hardswish'(3) = 3/2 (the middle piece's
- * slope on the closed interval), leaky_relu'(0) = a. Hard-swish is computed as PyTorch
- * does, x * min(max(x + 3, 0), 6) / 6 in float, so the values agree to the bit.
+ * and leaky ReLU take PyTorch's one-sided choices (aten hardswish_backward and
+ * leaky_relu_backward, as its vectorized kernels compute them): hardswish'(-3) = -1/2,
+ * hardswish'(3) = 1, leaky_relu'(0) = a. (PyTorch 1.13's scalar loop, which handles only
+ * tensors shorter than a vector and the tails of others, gives 3/2 at x = 3 instead.)
+ * Hard-swish is computed in PyTorch's order, x * min(max(x + 3, 0), 6) / 6 in float, so
+ * the values agree to the bit.
  */
 #ifndef QAT_ACTIVATION_H
 #define QAT_ACTIVATION_H
