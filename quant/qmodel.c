@@ -176,6 +176,18 @@ static qat_status prep_seq(prep *st, qat_seq *s, bool root) {
                 r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_FIXED, bits, NULL);
                 u->out.scale = (hi - lo) / (float)(1 << bits);
                 u->out.zp = u->out.qmin - (int32_t)lroundf(lo / u->out.scale);
+                /* "<layer>.act_range" stays in the state, holding the function's range,
+                 * so that checkpoints keep their layout (those written when these points
+                 * were observed load unchanged); the fixed parameters never read it. */
+                float *rg = r ? NULL : calloc(2, sizeof(float));
+                if (!r && !rg) r = qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: out of memory");
+                if (rg) {
+                    rg[0] = lo, rg[1] = hi;
+                    set_vec(&u->out.range, rg, 2, u->out.range_name, sizeof u->out.range_name, l->name,
+                            "act_range");
+                    if (qat_model_add_buffer(st->m, &u->out.range))
+                        r = qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: %s", st->m->err.msg);
+                }
             } else {
                 /* A batch norm alone: observed. Hard-swish, leaky ReLU: observed or learned
                  * like any activation point (PACT has no clip to learn here: observer). */
