@@ -12,7 +12,8 @@
  *    and run by the runtime on all 256 pixel values: its output equals the spec's table
  *    made here from the file's own scales, and the fake-quant forward equals the table's
  *    dequantized values, s_out (T[q] - z_out), exactly; sigmoid and tanh have the spec's
- *    fixed output parameters (1/256, -128) and (1/128, 0);
+ *    fixed output parameters (1/256, -128) and (1/128, 0); also with LSQ's learned steps
+ *    and at 4 bits (tables within the sub-range -8..7);
  *  - a conv followed by hard-swish keeps its own requantization (no fused clamp), and the
  *    lut reads the conv's zero point;
  *  - bad files are refused with the field or tensor named: a table of the wrong size or
@@ -191,7 +192,7 @@ static void loaded_free(loaded *l) {
 
 /* input 1 16 16 (256 pixels) -> body -> flatten; quantized w8a8 with input mapping
  * (mean, std), calibrated on the 256 pixel values. */
-static qat_model *act_model(const char *body, float mean, float std) {
+static qat_model *act_model_spec(const char *body, float mean, float std, const char *spec_text) {
     char text[256];
     snprintf(text, sizeof text, "input 1 16 16\n%s\nflatten\n", body);
     qat_model *m = NULL;
@@ -200,10 +201,15 @@ static qat_model *act_model(const char *body, float mean, float std) {
     qat_rng rng;
     qat_rng_init(&rng, 5);
     assert_int_equal(qat_model_finalize(m, &rng), QAT_STATUS_OK);
-    qat_quant_spec spec = qat_quant_spec_default();
+    qat_quant_spec spec;
+    if (qat_quant_spec_parse(&spec, spec_text, &err)) fail_msg("%s", err.msg);
     qat_quant_input in = {true, mean, std};
     if (qat_quant_prepare(m, &spec, &in, &err)) fail_msg("%s", err.msg);
     return m;
+}
+
+static qat_model *act_model(const char *body, float mean, float std) {
+    return act_model_spec(body, mean, std, "w8a8");
 }
 
 /* The 256 pixel values as the loader normalises them. */
@@ -214,10 +220,14 @@ static void pixels_norm(float *x, uint8_t *px, float mean, float std) {
     }
 }
 
-static void run_one(const char *body, int fn, double alpha, float mean, float std) {
+/* spec: "w8a8", or "w4a4..." (the function's output is not the last layer, so it gets
+ * the activation bits: qmin..qmax = -8..7) */
+static void run_spec(const char *body, int fn, double alpha, float mean, float std, const char *spec) {
     char what[160];
-    snprintf(what, sizeof what, "%s (mean %g std %g)", body, (double)mean, (double)std);
-    qat_model *m = act_model(body, mean, std);
+    snprintf(what, sizeof what, "%s (mean %g std %g, %s)", body, (double)mean, (double)std, spec);
+    const bool four = !strncmp(spec, "w4a4", 4);
+    const int qmin = four ? -8 : -128, qmax = four ? 7 : 127;
+    qat_model *m = act_model_spec(body, mean, std, spec);
     float x[256];
     uint8_t px[256];
     pixels_norm(x, px, mean, std);
@@ -243,12 +253,12 @@ static void run_one(const char *body, int fn, double alpha, float mean, float st
     assert_true(op->lut_alpha == (float)alpha);
     const qat_int_value *vin = &im.values[op->in[0]], *vout = &im.values[op->out];
     if (fn == F_SIGMOID) {
-        assert_true(vout->scale == 1.0f / 256 && vout->zero_point == -128);
+        assert_true(vout->scale == (four ? 1.0f / 16 : 1.0f / 256) && vout->zero_point == qmin);
     } else if (fn == F_TANH) {
-        assert_true(vout->scale == 1.0f / 128 && vout->zero_point == 0);
+        assert_true(vout->scale == (four ? 1.0f / 8 : 1.0f / 128) && vout->zero_point == 0);
     }
     int8_t T[256];
-    ref_table(T, fn, alpha, vin->scale, vin->zero_point, vout->scale, vout->zero_point, -128, 127);
+    ref_table(T, fn, alpha, vin->scale, vin->zero_point, vout->scale, vout->zero_point, qmin, qmax);
     expect_table(op->table, T, what);
 
     /* Fake quant on the grid equals the table's dequantized values, exactly. The input
@@ -287,6 +297,10 @@ static void run_one(const char *body, int fn, double alpha, float mean, float st
     qat_model_free(m);
 }
 
+static void run_one(const char *body, int fn, double alpha, float mean, float std) {
+    run_spec(body, fn, alpha, mean, std, "w8a8");
+}
+
 static void test_end_to_end(void **state) {
     (void)state;
     /* (mean, std): the Fashion-MNIST mapping, z_in = -128, z_in = 127, s_in huge (the
@@ -301,6 +315,15 @@ static void test_end_to_end(void **state) {
         run_one("hardswish", F_HARDSWISH, 0, maps[k][0], maps[k][1]);
         run_one("leaky_relu", F_LEAKY, 0.01f, maps[k][0], maps[k][1]);
         run_one("leaky_relu alpha=0.3", F_LEAKY, 0.3f, maps[k][0], maps[k][1]);
+    }
+    /* Learned ranges (LSQ's step) and 4-bit outputs (the table clamps to the sub-range;
+     * sigmoid s = 1/16, z = -8; tanh s = 1/8, z = 0). */
+    const char *specs[] = {"w8a8,lsq", "w4a4", "w4a4,lsq"};
+    for (int k = 0; k < 3; k++) {
+        run_spec("sigmoid", F_SIGMOID, 0, 0.2860f, 0.3530f, specs[k]);
+        run_spec("tanh", F_TANH, 0, 0.2860f, 0.3530f, specs[k]);
+        run_spec("hardswish", F_HARDSWISH, 0, 0.2860f, 0.3530f, specs[k]);
+        run_spec("leaky_relu alpha=0.1", F_LEAKY, 0.1f, 0.0f, 0.5f, specs[k]);
     }
 }
 
