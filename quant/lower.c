@@ -73,8 +73,9 @@ void qat_lut_make(int8_t table[256], qat_lut_fn fn, double alpha, double s_in, i
     QAT_ASSERT(s_out > 0 && qmin >= -128 && qmin <= qmax && qmax <= 127);
     for (int i = 0; i < 256; i++) {
         /* int8-spec.md, "Other ops": the entry for q_in = i - 128. round() is half away
-         * from zero, the spec's one rounding rule; |f| <= 6 |x| + 1 keeps the quotient
-         * finite for any positive s_out, and the clamp takes the rest. */
+         * from zero, the spec's one rounding rule. f of a finite x is finite or, for a
+         * huge slope, +-inf (|f(x)| <= max(1, |alpha|) |x| + 1), and so is the quotient
+         * for a tiny s_out: never NaN, and the clamp takes the infinities. */
         double y = qat_lut_fn_eval(fn, alpha, s_in * (double)(i - 128 - z_in));
         double q = round(y / s_out) + (double)z_out;
         q = q < qmin ? qmin : q > qmax ? qmax : q;
