@@ -299,10 +299,14 @@ int cli_int8_inspect(const char *path) {
             snprintf(wb, sizeof wb, "%d", op->wbits);
             weights += op->weight->nbytes;
         }
-        char zin[12] = "", zout[12] = "";
-        if (mac) snprintf(zin, sizeof zin, "%d", op->z_in);
-        if (mac || op->kind == QRT_OP_ADD || op->kind == QRT_OP_INPUT) snprintf(zout, sizeof zout, "%d", op->z_out);
-        printf("%-4d %-15s %-14s %-6s %5s %5s %11s  %s\n", i, qrt_op_kind_str(op->kind), shape, wb, zin, zout, clamp,
+        const bool lut = op->kind == QRT_OP_LUT;
+        char zin[12] = "", zout[12] = "", kind[32];
+        if (mac || lut) snprintf(zin, sizeof zin, "%d", op->z_in);
+        if (mac || lut || op->kind == QRT_OP_ADD || op->kind == QRT_OP_INPUT)
+            snprintf(zout, sizeof zout, "%d", op->z_out);
+        /* a table says which function it tabulates: "lut sigmoid" */
+        snprintf(kind, sizeof kind, "%s%s%s", qrt_op_kind_str(op->kind), lut ? " " : "", lut ? op->fn : "");
+        printf("%-4d %-15s %-14s %-6s %5s %5s %11s  %s\n", i, kind, shape, wb, zin, zout, clamp,
                op->s ? op->s : "");
     }
     printf("weights %zu bytes; %d outputs\n", weights, qrt_model_n_outputs(&h.m));

@@ -214,7 +214,7 @@ int cmd_export(int argc, char **argv) {
                    "\"weight_bytes\": %zu, \"fp32_weight_bytes\": %zu, \"ratio\": %.4f}\n",
                    out, rep.n_ops, rep.file_bytes, rep.weight_bytes, fp32, (double)rep.file_bytes / (double)fp32);
         else
-            printf("%s: %d ops, %zu bytes (weights %zu, biases and multipliers %zu); the fp32 weights are %zu "
+            printf("%s: %d ops, %zu bytes (weights %zu, biases, multipliers and tables %zu); the fp32 weights are %zu "
                    "bytes: %.3fx\n",
                    out, rep.n_ops, rep.file_bytes, rep.weight_bytes, rep.other_bytes, fp32,
                    (double)rep.file_bytes / (double)fp32);

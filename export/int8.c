@@ -56,6 +56,14 @@ static void emit_op(qat_strbuf *g, const qat_int_model *im, const qat_int_op *op
                           op->act_max, (double)out->scale);
         return;
     }
+    case QAT_INT_OP_LUT:
+        qat_strbuf_printf(g, "lut in=%d out=%d", op->in[0], op->out);
+        emit_shape(g, out);
+        qat_strbuf_printf(g, " table=%s.table fn=%s", op->name, qat_lut_fn_str(op->lut_fn));
+        if (op->lut_fn == QAT_LUT_LEAKY_RELU) qat_strbuf_printf(g, " alpha=%.9g", (double)op->lut_alpha);
+        qat_strbuf_printf(g, " z_in=%d z_out=%d s=%.9g\n", in->zero_point, out->zero_point,
+                          (double)out->scale);
+        return;
     case QAT_INT_OP_MAXPOOL:
     case QAT_INT_OP_AVGPOOL:
     case QAT_INT_OP_GLOBAL_AVGPOOL:
@@ -96,6 +104,14 @@ qat_status qat_int8_write(const qat_int_model *im, const char *path, const qat_s
     for (int i = 0; i < im->n_ops; i++) {
         const qat_int_op *op = &im->ops[i];
         emit_op(&g, im, op);
+        if (op->kind == QAT_INT_OP_LUT) { /* the 256 entries, indexed by q_in + 128 */
+            snprintf(names[nt], sizeof names[nt], "%s.table", op->name);
+            ts[nt] = (qat_st_tensor){.name = names[nt], .dtype = QAT_ST_DTYPE_I8, .ndim = 1,
+                                     .shape = {256}, .data = op->table};
+            rep->other_bytes += 256;
+            nt++;
+            continue;
+        }
         if (op->kind != QAT_INT_OP_CONV2D && op->kind != QAT_INT_OP_LINEAR) continue;
         size_t n = 1;
         for (int d = 0; d < op->w_ndim; d++) n *= (size_t)op->w_shape[d];

@@ -53,6 +53,37 @@ void qat_tanh_backward(float *dinp, const float *dout, const float *out, size_t 
     for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * (1.0f - out[i] * out[i]);
 }
 
+QAT_HOT void qat_hardswish_forward(float *out, const float *inp, size_t n) {
+    /* PyTorch's order of operations (aten hardswish): x * min(max(x + 3, 0), 6) / 6. */
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], r = x + 3.0f;
+        r = r > 0.0f ? r : 0.0f;
+        r = r < 6.0f ? r : 6.0f;
+        out[i] = x * r / 6.0f;
+    }
+}
+QAT_HOT void qat_hardswish_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    /* aten hardswish_backward's vectorized kernel: 0 below -3, x/3 + 1/2 on [-3, 3), 1
+     * from 3 on (activation.h: its scalar loop says 3/2 at 3; the vector one is what
+     * computes tensors of any size). */
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], g = dout[i];
+        dinp[i] += x < -3.0f ? 0.0f : x < 3.0f ? g * (x / 3.0f + 0.5f) : g;
+    }
+}
+
+QAT_HOT void qat_leaky_relu_forward(float *out, const float *inp, size_t n, float alpha) {
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : inp[i] * alpha;
+}
+QAT_HOT void qat_leaky_relu_backward(float *dinp, const float *dout, const float *inp, size_t n,
+                                     float alpha) {
+    /* aten leaky_relu_backward: x > 0 ? g : g * alpha (so alpha at 0). */
+    for (size_t i = 0; i < n; i++) {
+        float g = dout[i];
+        dinp[i] += inp[i] > 0.0f ? g : g * alpha;
+    }
+}
+
 /* The four autograd wrappers differ only in their kernels and in what backward reads:
  * relu/relu6 need the input, sigmoid/tanh the output. Large tensors are split across the
  * threads (elementwise: any split gives the same bits). */
@@ -151,4 +182,50 @@ qat_tensor *qat_sigmoid(qat_tape *t, qat_tensor *x) {
 }
 qat_tensor *qat_tanh(qat_tape *t, qat_tensor *x) {
     return activation(t, x, qat_tanh_forward, qat_tanh_backward, true, false, "tanh");
+}
+qat_tensor *qat_hardswish(qat_tape *t, qat_tensor *x) {
+    return activation(t, x, qat_hardswish_forward, qat_hardswish_backward, false, false, "hardswish");
+}
+
+/* Leaky ReLU carries its slope, so it has a wrapper of its own (same structure). */
+typedef struct leaky_job {
+    float *out;
+    const float *inp, *dout;
+    float alpha;
+} leaky_job;
+
+static void leaky_fwd_part(void *p, size_t b, size_t e) {
+    const leaky_job *j = p;
+    qat_leaky_relu_forward(j->out + b, j->inp + b, e - b, j->alpha);
+}
+static void leaky_bwd_part(void *p, size_t b, size_t e) {
+    const leaky_job *j = p;
+    qat_leaky_relu_backward(j->out + b, j->dout + b, j->inp + b, e - b, j->alpha);
+}
+
+typedef struct leaky_ctx {
+    qat_tensor *x, *y;
+    float alpha;
+} leaky_ctx;
+
+static void leaky_backward(qat_tape *t, void *p) {
+    (void)t;
+    leaky_ctx *c = p;
+    leaky_job j = {.out = c->x->grad, .dout = c->y->grad, .inp = c->x->data, .alpha = c->alpha};
+    qat_parallel_for(c->x->n, ACT_GRAIN, leaky_bwd_part, &j);
+}
+
+qat_tensor *qat_leaky_relu(qat_tape *t, qat_tensor *x, float alpha) {
+    if (!x) return NULL;
+    bool grad = qat_tape_needs_grad(t, x, NULL, NULL);
+    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad);
+    if (!y) return NULL;
+    leaky_job j = {.out = y->data, .inp = x->data, .alpha = alpha};
+    qat_parallel_for(x->n, ACT_GRAIN, leaky_fwd_part, &j);
+    if (grad) {
+        leaky_ctx *c = qat_tape_record(t, leaky_backward, sizeof *c, "leaky_relu");
+        if (!c) return NULL;
+        *c = (leaky_ctx){x, y, alpha};
+    }
+    return y;
 }

@@ -41,6 +41,9 @@ static const struct {
     [QAT_LAYER_FLATTEN] = {"flatten", QAT_LAYER_ROLE_SELECT, false},
     [QAT_LAYER_DROPOUT] = {"dropout", QAT_LAYER_ROLE_SELECT, false},
     [QAT_LAYER_RESIDUAL] = {"residual", QAT_LAYER_ROLE_BLOCK, true},
+    /* Their backward reads their input, not their output: the output is private. */
+    [QAT_LAYER_HARDSWISH] = {"hardswish", QAT_LAYER_ROLE_NONLINEAR, true},
+    [QAT_LAYER_LEAKY_RELU] = {"leaky_relu", QAT_LAYER_ROLE_NONLINEAR, true},
 };
 _Static_assert(sizeof KINDS / sizeof KINDS[0] == QAT_LAYER_COUNT, "one KINDS entry per layer kind");
 
@@ -51,6 +54,29 @@ const char *qat_layer_kind_str(qat_layer_kind k) {
 qat_layer_role qat_layer_role_of(const qat_layer *l) {
     QAT_ASSERT((unsigned)l->kind < QAT_LAYER_COUNT);
     return KINDS[l->kind].role;
+}
+
+bool qat_layer_fixed_range(const qat_layer *l, float *lo, float *hi) {
+    QAT_ASSERT(qat_layer_role_of(l) == QAT_LAYER_ROLE_NONLINEAR);
+    switch (l->kind) {
+    case QAT_LAYER_SIGMOID: *lo = 0.0f, *hi = 1.0f; return true;
+    case QAT_LAYER_TANH: *lo = -1.0f, *hi = 1.0f; return true;
+    case QAT_LAYER_HARDSWISH:
+    case QAT_LAYER_LEAKY_RELU: return false;
+    case QAT_LAYER_LINEAR:
+    case QAT_LAYER_CONV2D:
+    case QAT_LAYER_BATCHNORM:
+    case QAT_LAYER_RELU:
+    case QAT_LAYER_RELU6:
+    case QAT_LAYER_MAXPOOL:
+    case QAT_LAYER_AVGPOOL:
+    case QAT_LAYER_GLOBAL_AVGPOOL:
+    case QAT_LAYER_FLATTEN:
+    case QAT_LAYER_DROPOUT:
+    case QAT_LAYER_RESIDUAL:
+    case QAT_LAYER_COUNT: break;
+    }
+    return false;
 }
 
 float qat_layer_clamp_max(const qat_layer *l) {
@@ -67,6 +93,8 @@ int qat_layer_channels(const qat_layer *l) {
     case QAT_LAYER_RELU6:
     case QAT_LAYER_SIGMOID:
     case QAT_LAYER_TANH:
+    case QAT_LAYER_HARDSWISH:
+    case QAT_LAYER_LEAKY_RELU:
     case QAT_LAYER_MAXPOOL:
     case QAT_LAYER_AVGPOOL:
     case QAT_LAYER_GLOBAL_AVGPOOL:
@@ -231,6 +259,14 @@ qat_status qat_model_relu(qat_model *m) { return simple(m, QAT_LAYER_RELU); }
 qat_status qat_model_relu6(qat_model *m) { return simple(m, QAT_LAYER_RELU6); }
 qat_status qat_model_sigmoid(qat_model *m) { return simple(m, QAT_LAYER_SIGMOID); }
 qat_status qat_model_tanh(qat_model *m) { return simple(m, QAT_LAYER_TANH); }
+qat_status qat_model_hardswish(qat_model *m) { return simple(m, QAT_LAYER_HARDSWISH); }
+qat_status qat_model_leaky_relu(qat_model *m, float alpha) {
+    qat_layer *l = add_layer(m, QAT_LAYER_LEAKY_RELU);
+    if (!l) return m->err.status;
+    if (!isfinite(alpha)) return fail_layer(m, l, "", "the leaky ReLU slope alpha must be finite");
+    l->cfg.leaky.alpha = alpha;
+    return QAT_STATUS_OK;
+}
 
 static qat_status pool(qat_model *m, qat_layer_kind k, int kernel, int stride, int pad) {
     qat_layer *l = add_layer(m, k);
@@ -362,6 +398,8 @@ static void count_seq(const qat_seq *s, size_t *np, size_t *nb, int *nt, int *nb
         case QAT_LAYER_RELU6:
         case QAT_LAYER_SIGMOID:
         case QAT_LAYER_TANH:
+        case QAT_LAYER_HARDSWISH:
+        case QAT_LAYER_LEAKY_RELU:
         case QAT_LAYER_MAXPOOL:
         case QAT_LAYER_AVGPOOL:
         case QAT_LAYER_GLOBAL_AVGPOOL:
@@ -455,6 +493,8 @@ static void assign_seq(assign_state *st, qat_seq *s) {
         case QAT_LAYER_RELU6:
         case QAT_LAYER_SIGMOID:
         case QAT_LAYER_TANH:
+        case QAT_LAYER_HARDSWISH:
+        case QAT_LAYER_LEAKY_RELU:
         case QAT_LAYER_MAXPOOL:
         case QAT_LAYER_AVGPOOL:
         case QAT_LAYER_GLOBAL_AVGPOOL:
@@ -509,6 +549,8 @@ qat_tensor *qat_layer_forward_with(const qat_layer *l, qat_tape *t, qat_tensor *
     case QAT_LAYER_RELU6:
     case QAT_LAYER_SIGMOID:
     case QAT_LAYER_TANH:
+    case QAT_LAYER_HARDSWISH:
+    case QAT_LAYER_LEAKY_RELU:
     case QAT_LAYER_MAXPOOL:
     case QAT_LAYER_AVGPOOL:
     case QAT_LAYER_GLOBAL_AVGPOOL:
@@ -535,6 +577,8 @@ qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x, bool pri
     case QAT_LAYER_RELU6: return priv ? qat_relu6_inplace(t, x) : qat_relu6(t, x);
     case QAT_LAYER_SIGMOID: return qat_sigmoid(t, x);
     case QAT_LAYER_TANH: return qat_tanh(t, x);
+    case QAT_LAYER_HARDSWISH: return qat_hardswish(t, x);
+    case QAT_LAYER_LEAKY_RELU: return qat_leaky_relu(t, x, l->cfg.leaky.alpha);
     case QAT_LAYER_MAXPOOL:
         return qat_maxpool2d(t, x, l->cfg.pool.kernel, l->cfg.pool.stride, l->cfg.pool.pad);
     case QAT_LAYER_AVGPOOL:
@@ -722,6 +766,8 @@ size_t qat_layer_macs(const qat_layer *l) {
     case QAT_LAYER_RELU6:
     case QAT_LAYER_SIGMOID:
     case QAT_LAYER_TANH:
+    case QAT_LAYER_HARDSWISH:
+    case QAT_LAYER_LEAKY_RELU:
     case QAT_LAYER_MAXPOOL:
     case QAT_LAYER_AVGPOOL:
     case QAT_LAYER_GLOBAL_AVGPOOL:

@@ -44,6 +44,8 @@ typedef enum qat_layer_kind {
     QAT_LAYER_FLATTEN,
     QAT_LAYER_DROPOUT,
     QAT_LAYER_RESIDUAL,
+    QAT_LAYER_HARDSWISH,
+    QAT_LAYER_LEAKY_RELU,
     QAT_LAYER_COUNT
 } qat_layer_kind;
 
@@ -57,7 +59,9 @@ typedef enum qat_layer_role {
     QAT_LAYER_ROLE_WEIGHTED,  /* conv2d, linear: a weighted sum, the head of a quantized unit */
     QAT_LAYER_ROLE_NORM,      /* batchnorm: folded into the weighted layer before it */
     QAT_LAYER_ROLE_CLAMP,     /* relu, relu6: a clamp, fused into the requantization before it */
-    QAT_LAYER_ROLE_NONLINEAR, /* sigmoid, tanh: an elementwise function, requantized after */
+    QAT_LAYER_ROLE_NONLINEAR, /* sigmoid, tanh, hardswish, leaky_relu: an elementwise
+                               * function, requantized after (a lookup table in the int8
+                               * model) */
     QAT_LAYER_ROLE_AVERAGE,   /* avgpool, global_avgpool: the input's scale and zero point */
     QAT_LAYER_ROLE_SELECT,    /* maxpool, flatten, dropout: outputs are input values (dropout
                                * is the identity at inference) */
@@ -85,6 +89,7 @@ typedef struct qat_layer {
         struct { int channels; float eps, momentum; } bn;
         struct { int kernel, stride, pad; } pool;
         struct { float p; } dropout;
+        struct { float alpha; } leaky;    /* leaky_relu: the slope for x <= 0 */
     } cfg;
     /* Parameters: linear/conv weight and bias; batch norm gamma (weight) and beta (bias).
      * data/grad point into the model's flat buffers after finalize. */
@@ -148,6 +153,10 @@ qat_status qat_model_relu(qat_model *m);
 qat_status qat_model_relu6(qat_model *m);
 qat_status qat_model_sigmoid(qat_model *m);
 qat_status qat_model_tanh(qat_model *m);
+qat_status qat_model_hardswish(qat_model *m);
+/* alpha: the slope for x <= 0 (PyTorch's negative_slope; model files default to 0.01),
+ * finite. */
+qat_status qat_model_leaky_relu(qat_model *m, float alpha);
 qat_status qat_model_maxpool(qat_model *m, int kernel, int stride, int pad);
 qat_status qat_model_avgpool(qat_model *m, int kernel, int stride, int pad);
 qat_status qat_model_global_avgpool(qat_model *m);
@@ -180,6 +189,11 @@ qat_tensor *qat_layer_forward_with(const qat_layer *l, qat_tape *t, qat_tensor *
                                    qat_tensor *b);
 
 qat_layer_role qat_layer_role_of(const qat_layer *l);
+/* A nonlinear layer's output range when the function fixes it (sigmoid [0, 1], tanh
+ * [-1, 1]): true and *lo, *hi set; false for the others (hardswish, leaky_relu), whose
+ * range is observed. Quantization gives the fixed ranges fixed output scales
+ * (int8-spec.md, "Other ops"). */
+bool qat_layer_fixed_range(const qat_layer *l, float *lo, float *hi);
 /* A clamp layer's upper bound: 6 for relu6, INFINITY for relu. */
 float qat_layer_clamp_max(const qat_layer *l);
 /* Output channels of a weighted layer, channels of a batch norm. */

@@ -192,6 +192,11 @@ static qat_status apply(qat_model **mp, stmt *st, line_ctx *c) {
         TRY(opt_int(st, c, "pad", false, 0, 0, 32, &pad));
         TRY(check_unused(st, c));
         s = w[0] == 'm' ? qat_model_maxpool(m, k, stride, pad) : qat_model_avgpool(m, k, stride, pad);
+    } else if (strcmp(w, "leaky_relu") == 0) {
+        float alpha = 0.01f;
+        TRY(opt_float(st, c, "alpha", 0.01f, &alpha));
+        TRY(check_unused(st, c));
+        s = qat_model_leaky_relu(m, alpha);
     } else if (strcmp(w, "dropout") == 0) {
         float p = 0.5f;
         TRY(opt_float(st, c, "p", 0.5f, &p));
@@ -205,6 +210,7 @@ static qat_status apply(qat_model **mp, stmt *st, line_ctx *c) {
             {"batchnorm", qat_model_batchnorm}, {"relu", qat_model_relu},
             {"relu6", qat_model_relu6},         {"sigmoid", qat_model_sigmoid},
             {"tanh", qat_model_tanh},           {"global_avgpool", qat_model_global_avgpool},
+            {"hardswish", qat_model_hardswish},
             {"flatten", qat_model_flatten},     {"residual", qat_model_residual_begin},
             {"shortcut", qat_model_residual_shortcut}, {"end", qat_model_residual_end},
         };
@@ -213,7 +219,7 @@ static qat_status apply(qat_model **mp, stmt *st, line_ctx *c) {
         if (i == sizeof simple / sizeof *simple)
             return line_fail(c,
                              "unknown layer '%s' (known: input conv2d linear batchnorm relu relu6 "
-                             "sigmoid tanh maxpool avgpool global_avgpool flatten dropout "
+                             "sigmoid tanh hardswish leaky_relu maxpool avgpool global_avgpool flatten dropout "
                              "residual shortcut end)",
                              w);
         TRY(check_unused(st, c));
@@ -332,6 +338,7 @@ static void write_seq(qat_strbuf *b, const qat_seq *s, int indent) {
             if (l->cfg.pool.pad) qat_strbuf_printf(b, " pad=%d", l->cfg.pool.pad);
             break;
         case QAT_LAYER_DROPOUT: qat_strbuf_printf(b, "dropout p=%.9g", (double)l->cfg.dropout.p); break;
+        case QAT_LAYER_LEAKY_RELU: qat_strbuf_printf(b, "leaky_relu alpha=%.9g", (double)l->cfg.leaky.alpha); break;
         case QAT_LAYER_RESIDUAL:
             qat_strbuf_printf(b, "residual\n");
             write_seq(b, &l->body, indent + 2);
@@ -346,6 +353,7 @@ static void write_seq(qat_strbuf *b, const qat_seq *s, int indent) {
         case QAT_LAYER_RELU6:
         case QAT_LAYER_SIGMOID:
         case QAT_LAYER_TANH:
+        case QAT_LAYER_HARDSWISH:
         case QAT_LAYER_GLOBAL_AVGPOOL:
         case QAT_LAYER_FLATTEN:
         case QAT_LAYER_COUNT: qat_strbuf_printf(b, "%s", qat_layer_kind_str(l->kind)); break;

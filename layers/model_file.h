@@ -12,8 +12,8 @@
  *     flatten
  *     linear out=10                      # bias=true by default
  *
- * Other layers: relu6, sigmoid, tanh, avgpool (like maxpool), global_avgpool,
- * dropout p=0.5. A residual block, out = body(x) + shortcut(x):
+ * Other layers: relu6, sigmoid, tanh, hardswish, leaky_relu alpha=0.01, avgpool (like
+ * maxpool), global_avgpool, dropout p=0.5. A residual block, out = body(x) + shortcut(x):
  *
  *     residual
  *       conv2d out=16 kernel=3 pad=1

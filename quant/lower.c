@@ -38,12 +38,49 @@ static const char *const OP_NAMES[] = {
     [QAT_INT_OP_CONV2D] = "conv2d",   [QAT_INT_OP_LINEAR] = "linear",
     [QAT_INT_OP_MAXPOOL] = "maxpool", [QAT_INT_OP_AVGPOOL] = "avgpool",
     [QAT_INT_OP_GLOBAL_AVGPOOL] = "global_avgpool", [QAT_INT_OP_ADD] = "add",
-    [QAT_INT_OP_FLATTEN] = "flatten",
+    [QAT_INT_OP_FLATTEN] = "flatten", [QAT_INT_OP_LUT] = "lut",
 };
 _Static_assert(sizeof OP_NAMES / sizeof OP_NAMES[0] == QAT_INT_OP_COUNT, "one name per op kind");
 
 const char *qat_int_op_kind_str(qat_int_op_kind k) {
     return (unsigned)k < QAT_INT_OP_COUNT ? OP_NAMES[k] : "unknown";
+}
+
+static const char *const LUT_NAMES[] = {
+    [QAT_LUT_SIGMOID] = "sigmoid", [QAT_LUT_TANH] = "tanh",
+    [QAT_LUT_HARDSWISH] = "hardswish", [QAT_LUT_LEAKY_RELU] = "leaky_relu",
+};
+_Static_assert(sizeof LUT_NAMES / sizeof LUT_NAMES[0] == QAT_LUT_FN_COUNT, "one name per table function");
+
+const char *qat_lut_fn_str(qat_lut_fn fn) {
+    return (unsigned)fn < QAT_LUT_FN_COUNT ? LUT_NAMES[fn] : "unknown";
+}
+
+double qat_lut_fn_eval(qat_lut_fn fn, double alpha, double x) {
+    switch (fn) {
+    case QAT_LUT_SIGMOID: return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+    case QAT_LUT_TANH: return tanh(x);
+    case QAT_LUT_HARDSWISH: return x * fmin(fmax(x + 3.0, 0.0), 6.0) / 6.0;
+    case QAT_LUT_LEAKY_RELU: return x > 0 ? x : alpha * x;
+    case QAT_LUT_FN_COUNT: break;
+    }
+    QAT_ASSERT(!"qat_lut_fn_eval: not a table function");
+    return 0.0;
+}
+
+void qat_lut_make(int8_t table[256], qat_lut_fn fn, double alpha, double s_in, int32_t z_in,
+                  double s_out, int32_t z_out, int32_t qmin, int32_t qmax) {
+    QAT_ASSERT(s_out > 0 && qmin >= -128 && qmin <= qmax && qmax <= 127);
+    for (int i = 0; i < 256; i++) {
+        /* int8-spec.md, "Other ops": the entry for q_in = i - 128. round() is half away
+         * from zero, the spec's one rounding rule. f of a finite x is finite or, for a
+         * huge slope, +-inf (|f(x)| <= max(1, |alpha|) |x| + 1), and so is the quotient
+         * for a tiny s_out: never NaN, and the clamp takes the infinities. */
+        double y = qat_lut_fn_eval(fn, alpha, s_in * (double)(i - 128 - z_in));
+        double q = round(y / s_out) + (double)z_out;
+        q = q < qmin ? qmin : q > qmax ? qmax : q;
+        table[i] = (int8_t)q;
+    }
 }
 
 /* ---- the builder ---- */
@@ -236,6 +273,35 @@ static int lower_residual(lower *L, const qat_layer *l, int in) {
     return op->out;
 }
 
+/* An elementwise nonlinearity as a lookup table: the input is the current value (the
+ * point before it, as in the fake-quant forward), the output the layer's own point. */
+static int lower_lut(lower *L, const qat_layer *l, qat_lut_fn fn, float alpha, int in) {
+    const qat_qpoint *p = &l->quant->out;
+    float s_out;
+    int32_t z_out;
+    qat_qpoint_qparams(p, &s_out, &z_out);
+    int qmin, qmax;
+    qat_qpoint_clamp(p, &qmin, &qmax);
+    const qat_int_value v = L->im->values[in];
+    if (!(s_out > 0.0f) || !isfinite(s_out) || !(v.scale > 0.0f) || !isfinite(v.scale)) {
+        fail(L, QAT_STATUS_NUMERIC, "layer %s (%s): scale in %g, out %g: not positive and finite",
+             l->name, qat_layer_kind_str(l->kind), (double)v.scale, (double)s_out);
+        return -1;
+    }
+    qat_int_op *op = add_op(L, QAT_INT_OP_LUT, l, in, s_out, z_out);
+    if (!op) return -1;
+    op->lut_fn = fn;
+    op->lut_alpha = alpha;
+    op->act_min = qmin;
+    op->act_max = qmax;
+    if (!(op->table = malloc(256))) {
+        fail(L, QAT_STATUS_NOMEM, "out of memory");
+        return -1;
+    }
+    qat_lut_make(op->table, fn, alpha, v.scale, v.zero_point, s_out, z_out, qmin, qmax);
+    return op->out;
+}
+
 /* An op that keeps its input's scale and zero point. */
 static int lower_same(lower *L, qat_int_op_kind kind, const qat_layer *l, int in) {
     const qat_int_value v = L->im->values[in];
@@ -268,15 +334,18 @@ static int lower_seq(lower *L, const qat_seq *s, int in) {
         case QAT_LAYER_GLOBAL_AVGPOOL: v = lower_same(L, QAT_INT_OP_GLOBAL_AVGPOOL, l, v); break;
         case QAT_LAYER_FLATTEN: v = lower_same(L, QAT_INT_OP_FLATTEN, l, v); break;
         case QAT_LAYER_DROPOUT: break; /* the identity at inference */
+        case QAT_LAYER_SIGMOID: v = lower_lut(L, l, QAT_LUT_SIGMOID, 0.0f, v); break;
+        case QAT_LAYER_TANH: v = lower_lut(L, l, QAT_LUT_TANH, 0.0f, v); break;
+        case QAT_LAYER_HARDSWISH: v = lower_lut(L, l, QAT_LUT_HARDSWISH, 0.0f, v); break;
+        case QAT_LAYER_LEAKY_RELU: v = lower_lut(L, l, QAT_LUT_LEAKY_RELU, l->cfg.leaky.alpha, v); break;
         case QAT_LAYER_BATCHNORM:
         case QAT_LAYER_RELU:
         case QAT_LAYER_RELU6:
-        case QAT_LAYER_SIGMOID:
-        case QAT_LAYER_TANH:
         case QAT_LAYER_COUNT:
             fail(L, QAT_STATUS_INVALID_ARG,
                  "layer %s (%s): the int8 runtime has no such op here (it runs conv2d and linear with "
-                 "their batch norm and ReLU/ReLU6 fused, pools, residual adds and flatten)",
+                 "their batch norm and ReLU/ReLU6 fused, pools, residual adds, flatten and lookup tables for "
+                 "sigmoid, tanh, hardswish and leaky_relu)",
                  l->name, qat_layer_kind_str(l->kind));
             v = -1;
             break;
@@ -319,6 +388,7 @@ void qat_int_model_free(qat_int_model *im) {
         free(im->ops[i].bias);
         free(im->ops[i].mult);
         free(im->ops[i].shift);
+        free(im->ops[i].table);
     }
     free(im->ops);
     free(im->values);

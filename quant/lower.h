@@ -14,11 +14,15 @@
  * (the division and rounding fake quant uses), biases on the int32 grid s_in * s_w[c],
  * the multiplier s_in * s_w[c] / s_out as (M0, shift), the clamp of the fused
  * activation. A residual add gets the TFLite ADD multipliers; pools and flatten keep
- * their input's scale and zero point; dropout disappears (the identity at inference).
+ * their input's scale and zero point; dropout disappears (the identity at inference). A
+ * sigmoid, tanh, hard-swish or leaky ReLU becomes a lookup table of 256 int8 entries
+ * (int8-spec.md, "Other ops"), made here in double precision by qat_lut_make, with the
+ * function named (lut_fn, lut_alpha) so that writers of other formats can emit the real
+ * function instead of the table.
  *
  * Refused, with the layer named: a model without the spec's fixed input mapping (raw
- * uint8 pixels), per-group weight scales, ops the integer model lacks (sigmoid, tanh, a
- * batch norm or ReLU that no conv precedes), a non-finite weight, a bias beyond int32,
+ * uint8 pixels), per-group weight scales, ops the integer model lacks (a batch norm or
+ * ReLU that no conv precedes), a non-finite weight, a bias beyond int32,
  * and any layer whose accumulator could overflow (K * 255 * max|w| + max|bias| >= 2^31).
  * The model is only read: lowering computes scales from the current ranges, parameters
  * and weights (qat_qpoint_qparams, qat_quant_weight_scales) and caches nothing.
@@ -45,12 +49,33 @@ typedef enum qat_int_op_kind {
     QAT_INT_OP_GLOBAL_AVGPOOL,
     QAT_INT_OP_ADD,
     QAT_INT_OP_FLATTEN,
+    QAT_INT_OP_LUT,
     QAT_INT_OP_COUNT
 } qat_int_op_kind;
 
-/* "conv2d", "linear", "maxpool", "avgpool", "global_avgpool", "add", "flatten": the
- * names of docs/int8-format.md's graph. */
+/* "conv2d", "linear", "maxpool", "avgpool", "global_avgpool", "add", "flatten", "lut":
+ * the names of docs/int8-format.md's graph. */
 const char *qat_int_op_kind_str(qat_int_op_kind k);
+
+/* The real function a lookup table stands for. */
+typedef enum qat_lut_fn {
+    QAT_LUT_SIGMOID,    /* 1 / (1 + e^-x) */
+    QAT_LUT_TANH,       /* tanh x */
+    QAT_LUT_HARDSWISH,  /* x * min(max(x + 3, 0), 6) / 6 */
+    QAT_LUT_LEAKY_RELU, /* x > 0 ? x : alpha x */
+    QAT_LUT_FN_COUNT
+} qat_lut_fn;
+
+/* "sigmoid", "tanh", "hardswish", "leaky_relu" (the graph's fn= field, the model-file
+ * keywords). */
+const char *qat_lut_fn_str(qat_lut_fn fn);
+/* f(x) in double precision (alpha: leaky ReLU's slope, ignored by the others). */
+double qat_lut_fn_eval(qat_lut_fn fn, double alpha, double x);
+/* The spec's table: T[i] = clamp(round(f(s_in (i - 128 - z_in)) / s_out) + z_out, qmin,
+ * qmax) for i = 0..255, in double, round half away from zero; [qmin, qmax] is [-128, 127]
+ * at 8 bits (a sub-range below, the output point's levels). */
+void qat_lut_make(int8_t table[256], qat_lut_fn fn, double alpha, double s_in, int32_t z_in,
+                  double s_out, int32_t z_out, int32_t qmin, int32_t qmax);
 
 /* An int8 tensor of the graph, per sample: real = scale * (q - zero_point). */
 typedef struct qat_int_value {
@@ -75,6 +100,11 @@ typedef struct qat_int_op {
     int32_t act_min, act_max;
     /* add (int8-spec.md, "Other ops"): each input to the common scale, then the output's */
     int32_t mult_a, shift_a, mult_b, shift_b, mult_out, shift_out;
+    /* lut: q_out = table[q_in + 128] (256 entries, owned by the int model); the function
+     * it tabulates and leaky ReLU's slope (0 for the others) */
+    int8_t *table;
+    qat_lut_fn lut_fn;
+    float lut_alpha;
 } qat_int_op;
 
 typedef struct qat_int_model {

@@ -166,7 +166,35 @@ static qat_status prep_seq(prep *st, qat_seq *s, bool root) {
             l->quant = u;
             u->layer = l;
             bool logits = root && i == s->n - 1 && !sp->all_layers;
-            r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_OBSERVER, logits ? 8 : sp->abits, NULL);
+            const int bits = logits ? 8 : sp->abits;
+            float lo, hi;
+            if (role == QAT_LAYER_ROLE_NONLINEAR && qat_layer_fixed_range(l, &lo, &hi)) {
+                /* int8-spec.md, "Other ops": sigmoid and tanh have fixed output parameters
+                 * (TFLite's): the range split into 2^b steps, s = (hi - lo) / 2^b, with lo
+                 * on qmin. At 8 bits: sigmoid s = 1/256, z = -128; tanh s = 1/128, z = 0
+                 * (the top of the range, 1, falls just outside and clamps to qmax). */
+                r = point_init(st, &u->out, l->name, QAT_ACT_METHOD_FIXED, bits, NULL);
+                u->out.scale = (hi - lo) / (float)(1 << bits);
+                u->out.zp = u->out.qmin - (int32_t)lroundf(lo / u->out.scale);
+                /* "<layer>.act_range" stays in the state, holding the function's range,
+                 * so that checkpoints keep their layout (those written when these points
+                 * were observed load unchanged); the fixed parameters never read it. */
+                float *rg = r ? NULL : calloc(2, sizeof(float));
+                if (!r && !rg) r = qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: out of memory");
+                if (rg) {
+                    rg[0] = lo, rg[1] = hi;
+                    set_vec(&u->out.range, rg, 2, u->out.range_name, sizeof u->out.range_name, l->name,
+                            "act_range");
+                    if (qat_model_add_buffer(st->m, &u->out.range))
+                        r = qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: %s", st->m->err.msg);
+                }
+            } else {
+                /* A batch norm alone: observed. Hard-swish, leaky ReLU: observed or learned
+                 * like any activation point (PACT has no clip to learn here: observer). */
+                qat_act_method method = role == QAT_LAYER_ROLE_NONLINEAR && !logits ? sp->act
+                                                                                    : QAT_ACT_METHOD_OBSERVER;
+                r = point_init(st, &u->out, l->name, method, bits, NULL);
+            }
             st->cur = &u->out;
         }
         /* CLAMP on quantized values and SELECT layers need no point of their own. */

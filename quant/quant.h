@@ -13,8 +13,10 @@
  *     s_in * s_w[c], and its output is fake-quantized at the activation bits;
  *   - on a residual block (with the ReLU that follows it, if any): the add's output;
  *   - after an average pool with the input's own scale and zero point (the runtime
- *     divides in integers and rounds; the scale does not change), and after sigmoid,
- *     tanh or a batch norm that no conv precedes;
+ *     divides in integers and rounds; the scale does not change), and after a
+ *     nonlinear layer (sigmoid and tanh with the spec's fixed output parameters, the
+ *     function's range [lo, hi] in 2^b steps with lo on qmin; hard-swish and leaky ReLU
+ *     observed or learned like any activation) or a batch norm that no conv precedes;
  *   - max pool, flatten, dropout and a ReLU on quantized values need nothing.
  * Below 8 bits, the first layer's weights and the logits stay 8-bit unless the spec
  * says "all" (the spec's "Below 8 bits").
@@ -121,7 +123,7 @@ typedef struct qat_qpoint {
 } qat_qpoint;
 
 /* What quantization hangs on a layer: a unit head (conv/linear), a residual block, an
- * average pool, or a lone sigmoid/tanh/batch norm. */
+ * average pool, or a lone nonlinear layer or batch norm. */
 typedef struct qat_layer_quant {
     qat_layer *layer;
     qat_layer *bn;            /* folded batch norm, or NULL */

@@ -46,7 +46,7 @@ static const char *const KIND_NAMES[] = {
     [QRT_OP_LINEAR] = "linear",   [QRT_OP_MAXPOOL] = "maxpool",
     [QRT_OP_AVGPOOL] = "avgpool", [QRT_OP_GLOBAL_AVGPOOL] = "global_avgpool",
     [QRT_OP_ADD] = "add",         [QRT_OP_FLATTEN] = "flatten",
-    [QRT_OP_OUTPUT] = "output",
+    [QRT_OP_OUTPUT] = "output",   [QRT_OP_LUT] = "lut",
 };
 #define N_KINDS ((int)(sizeof KIND_NAMES / sizeof KIND_NAMES[0]))
 QRT_STATIC_ASSERT(N_KINDS == QRT_OP_COUNT, one_name_per_op_kind);
@@ -525,6 +525,40 @@ static qrt_status op_flatten(gctx *g, qrt_op *op) {
     return QRT_STATUS_OK;
 }
 
+/* A lookup table (int8-spec.md, "Other ops"): q_out = table[q_in + 128]. The function's
+ * name says what the table tabulates (tools may emit the real function); the runtime
+ * only checks that it is one it knows. */
+static qrt_status op_lut(gctx *g, qrt_op *op) {
+    static const char *const FNS[] = {"sigmoid", "tanh", "hardswish", "leaky_relu"};
+    static const uint64_t n256 = 256;
+    qrt_value *v;
+    qrt_tensor *t;
+    TRY(get_in(g, op));
+    TRY(get_out(g, op, &v));
+    const qrt_value *x = &g->values[op->in[0]];
+    TRY(check_shape(g, v, x->ndim, x->shape, "lut (elementwise)"));
+    TRY(get_tensor(g, "table", &t));
+    TRY(check_tensor(g, "table", t, QRT_DTYPE_I8, 1, &n256));
+    t->s8 = (const int8_t *)t->data;
+    op->table = t;
+    field *fn = find(g, "fn");
+    if (!fn) return gfail(g, "missing field 'fn'");
+    size_t k = 0;
+    while (k < sizeof FNS / sizeof *FNS && strcmp(fn->val, FNS[k])) k++;
+    if (k == sizeof FNS / sizeof *FNS)
+        return gfail(g, "fn=%s: unknown function (known: sigmoid, tanh, hardswish, leaky_relu)", fn->val);
+    op->fn = FNS[k];
+    field *alpha = find(g, "alpha");
+    if (alpha && k != 3) return gfail(g, "alpha= is leaky_relu's slope; fn=%s has none", op->fn);
+    if (!alpha && k == 3) return gfail(g, "missing field 'alpha' (fn=leaky_relu)");
+    op->alpha = alpha ? alpha->val : NULL;
+    TRY(get_zp(g, "z_in", &op->z_in));
+    TRY(check_z(g, "z_in", op->z_in, op->in[0]));
+    TRY(get_zp(g, "z_out", &op->z_out));
+    v->z = op->z_out;
+    return QRT_STATUS_OK;
+}
+
 static qrt_status op_output(gctx *g, qrt_op *op) {
     op->out = -1;
     return get_in(g, op);
@@ -627,7 +661,7 @@ qrt_status qrt_graph_load(qrt_model *m, qrt_tensor *tensors, int n_tensors, char
         while (k < N_KINDS && strcmp(kind, KIND_NAMES[k])) k++;
         if (k == N_KINDS)
             return gfail(&g, "unknown op '%s' (known: input, conv2d, linear, maxpool, avgpool, "
-                         "global_avgpool, add, flatten, output)", kind);
+                         "global_avgpool, add, flatten, lut, output)", kind);
         if ((k == QRT_OP_INPUT) != (g.n_ops == 0))
             return gfail(&g, "%s", g.n_ops ? "a second input op" : "the first op must be 'input'");
         qrt_op *op = &g.ops[g.n_ops];
@@ -644,6 +678,7 @@ qrt_status qrt_graph_load(qrt_model *m, qrt_tensor *tensors, int n_tensors, char
         case QRT_OP_GLOBAL_AVGPOOL: TRY(op_global_avgpool(&g, op)); break;
         case QRT_OP_ADD: TRY(op_add(&g, op)); break;
         case QRT_OP_FLATTEN: TRY(op_flatten(&g, op)); break;
+        case QRT_OP_LUT: TRY(op_lut(&g, op)); break;
         case QRT_OP_OUTPUT: TRY(op_output(&g, op)); have_output = true; break;
         case QRT_OP_COUNT: break; /* k < N_KINDS above */
         }

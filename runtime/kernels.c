@@ -178,3 +178,8 @@ int qrt_argmax_s8(const int8_t *x, int n) {
         if (x[i] > x[best]) best = i;
     return best;
 }
+
+void qrt_lut_s8(int8_t *out, const int8_t *in, const int8_t table[256], size_t n) {
+    /* in + 128 is in [0, 255]: every int8 has its entry. */
+    for (size_t i = 0; i < n; i++) out[i] = table[in[i] + 128];
+}

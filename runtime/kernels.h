@@ -91,6 +91,10 @@ void qrt_global_avgpool_s8(int8_t *out, const int8_t *in, int C, int HW, int32_t
 void qrt_add_s8(int8_t *out, const int8_t *a, const int8_t *b, size_t n,
                 const qrt_add_params *p);
 
+/* A lookup table, elementwise over n values: out[i] = table[in[i] + 128] (int8-spec.md,
+ * "Other ops": sigmoid, tanh, hard-swish, leaky ReLU, ...). out may equal in. */
+void qrt_lut_s8(int8_t *out, const int8_t *in, const int8_t table[256], size_t n);
+
 /* The model input: raw uint8 pixels p become q = p - 128 (int8-spec.md, "model input"). */
 void qrt_input_u8(int8_t *out, const uint8_t *pixels, size_t n);
 

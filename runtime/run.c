@@ -100,6 +100,9 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
         }
         case QRT_OP_FLATTEN: /* the same bytes: the planner gave y x's offset */
             break;
+        case QRT_OP_LUT:
+            qrt_lut_s8_isa(isa, A + y->offset, A + x->offset, op->table->s8, (size_t)y->numel);
+            break;
         case QRT_OP_OUTPUT:
             if (logits) memcpy(logits, A + x->offset, (size_t)x->numel);
             if (argmax) *argmax = qrt_argmax_s8(A + x->offset, x->numel);

@@ -76,7 +76,7 @@
  *     the last line; declared shapes equal to the shapes the op computes; zero points
  *     z_in/z_a/z_b equal to those of the values read; act_min <= act_max in [-128, 127];
  *   - tensors named by the graph: present, of the right dtype (I8 weights, or U8 packed
- *     with wbits <= 4; I32 bias/mult/shift) and shape; weights within
+ *     with wbits <= 4; I32 bias/mult/shift; a lut's table I8 of shape (256)) and shape; weights within
  *     [-(2^(wbits-1) - 1), 2^(wbits-1) - 1]; M0 0 or in [2^30, 2^31); shift in [-31, 30];
  *   - overflow: the accumulator bound K * 255 * max|w| + max|bias| <= 2^31 - 1 for each
  *     conv2d/linear, and for every requantization the bound of its int32 input times
@@ -86,6 +86,8 @@
  *     dimensions <= 2^24, k, stride and pad <= 1024.
  *
  * How this runtime reads the places where docs/int8-format.md leaves a choice:
+ *   - a lut declares its input's shape; its fn= is one of the four names and alpha=
+ *     appears with leaky_relu only (as text, not checked as a number);
  *   - every op that writes a value has `shape=`; `s=` is optional everywhere (kept as
  *     text); pools, global_avgpool and flatten pass their input's zero point on;
  *   - global_avgpool may declare C or C,1,1; linear reads any shape (K = its elements);
@@ -203,11 +205,12 @@ typedef enum qrt_op_kind {
     QRT_OP_ADD,
     QRT_OP_FLATTEN,
     QRT_OP_OUTPUT,
+    QRT_OP_LUT,
     QRT_OP_COUNT
 } qrt_op_kind;
 
 /* The graph spelling: "input", "conv2d", "linear", "maxpool", "avgpool",
- * "global_avgpool", "add", "flatten", "output". */
+ * "global_avgpool", "add", "flatten", "output", "lut". */
 const char *qrt_op_kind_str(qrt_op_kind k);
 
 /* A value: one int8 tensor of the graph (per sample). */
@@ -237,6 +240,12 @@ typedef struct qrt_op {
     int32_t z_in, z_out, act_min, act_max; /* conv2d, linear; add: z_out, act_*;
                                               input: z_out is its `z=` */
     int32_t z_a, z_b, mult_a, shift_a, mult_b, shift_b, mult_out, shift_out; /* add */
+    const qrt_tensor *table;               /* lut: I8 (256), q_out = table[q_in + 128]; also
+                                              z_in, z_out */
+    const char *fn, *alpha;                /* lut: the function's name ("sigmoid", "tanh",
+                                              "hardswish", "leaky_relu") and leaky_relu's
+                                              `alpha=` text; for people and tools, never
+                                              parsed as numbers */
     const char *s;                         /* the op's `s=` text, or NULL */
 } qrt_op;
 

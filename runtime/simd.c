@@ -393,6 +393,20 @@ void qrt_input_u8_isa(qrt_isa isa, int8_t *out, const uint8_t *pixels, size_t n)
     qrt_input_u8(out, pixels, n);
 }
 
+void qrt_lut_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const int8_t table[256], size_t n) {
+    isa = qrt_isa_resolve(isa);
+#if defined(QRT_SIMD_X86)
+    /* The AVX-512 path with VBMI's byte permutes (simd_vbmi.c). AVX2 has no 256-entry
+     * byte lookup short of 16 vpshufb per vector, which measured slower than the
+     * portable loop: AVX2 keeps the loop (docs/runtime-simd.md). */
+    if (isa == QRT_ISA_AVX512VNNI && __builtin_cpu_supports("avx512vbmi")) {
+        qrt_vbmi_lut(out, in, table, n);
+        return;
+    }
+#endif
+    qrt_lut_s8(out, in, table, n);
+}
+
 /* ---- model memory: the packed forms of a graph, from the header alone --------------- */
 
 #if defined(QRT_SIMD_X86)

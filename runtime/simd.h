@@ -106,5 +106,8 @@ void qrt_global_avgpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, int C
 void qrt_add_s8_isa(qrt_isa isa, int8_t *out, const int8_t *a, const int8_t *b, size_t n,
                     const qrt_add_params *p);
 void qrt_input_u8_isa(qrt_isa isa, int8_t *out, const uint8_t *pixels, size_t n);
+/* The lookup table (kernels.h's qrt_lut_s8): on the AVX-512 path, VBMI byte permutes
+ * when the CPU has VBMI (it is checked apart); the portable loop otherwise. */
+void qrt_lut_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const int8_t table[256], size_t n);
 
 #endif

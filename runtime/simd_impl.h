@@ -97,6 +97,8 @@ int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 void qrt_avx2_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const qrt_add_params *p);
 void qrt_avx2_input(int8_t *out, const uint8_t *pixels, size_t n);
 void qrt_avx2_global_avgpool(int8_t *out, const int8_t *in, int C, int HW, int32_t z);
+/* The lookup table with AVX-512 VBMI (simd_vbmi.c): only where the CPU has VBMI. */
+void qrt_vbmi_lut(int8_t *out, const int8_t *in, const int8_t table[256], size_t n);
 #endif
 
 /* Model integration (model.c, run.c). */

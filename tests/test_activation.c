@@ -1,4 +1,5 @@
-/* test_activation.c - relu, relu6, sigmoid, tanh (layers/activation.h).
+/* test_activation.c - relu, relu6, sigmoid, tanh, hardswish, leaky_relu
+ * (layers/activation.h).
  *
  *  - forward values equal the definitions (relu/relu6 exactly; sigmoid and tanh to
  *    float rounding, and without overflow at large |x|);
@@ -6,7 +7,11 @@
  *    kinks (relu at 0, relu6 at 0 and 6) and with the kinks masked as well;
  *  - at a kink the gradient is 0, as in PyTorch;
  *  - a tensor feeding two activations receives the sum of both gradients;
- *  - inference mode records nothing; a NULL input propagates.
+ *  - inference mode records nothing; a NULL input propagates;
+ *  - against PyTorch (tests/fixtures/gen_activations.py): forward and backward of all
+ *    four table functions, including hard-swish's kinks at -3 and 3 and leaky ReLU's at
+ *    0, where the gradient is PyTorch's one-sided choice; hard-swish's forward equals
+ *    PyTorch's float32 result to the bit.
  */
 #include <math.h>
 #include <string.h>
@@ -86,6 +91,94 @@ static void test_sigmoid_fd(void **state) {
     qat_tensor *x = new_away_from(64, -5, 5, NULL, 0, 0, 3);
     run_fd(qat_sigmoid, x, NULL, "sigmoid dx");
     test_tensor_free(x);
+}
+
+static bool hardswish_kink(void *user, const qat_tensor *x, size_t i, float eps) {
+    (void)user;
+    return fabsf(x->data[i] + 3.0f) < 2 * eps || fabsf(x->data[i] - 3.0f) < 2 * eps;
+}
+
+static qat_tensor *leaky_op(qat_tape *t, qat_tensor *x) { return qat_leaky_relu(t, x, 0.1f); }
+static qat_tensor *leaky_neg_op(qat_tape *t, qat_tensor *x) { return qat_leaky_relu(t, x, -0.5f); }
+
+static void test_hardswish_fd(void **state) {
+    (void)state;
+    const float kinks[] = {-3, 3};
+    qat_tensor *x = new_away_from(96, -6, 6, kinks, 2, 0.05f, 7);
+    run_fd(qat_hardswish, x, hardswish_kink, "hardswish dx");
+    test_tensor_free(x);
+}
+
+static void test_leaky_relu_fd(void **state) {
+    (void)state;
+    const float kinks[] = {0};
+    qat_tensor *x = new_away_from(64, -3, 3, kinks, 1, 0.05f, 8);
+    run_fd(leaky_op, x, relu_kink, "leaky_relu(0.1) dx");
+    run_fd(leaky_neg_op, x, relu_kink, "leaky_relu(-0.5) dx");
+    test_tensor_free(x);
+}
+
+/* Forward and backward against PyTorch, kinks included. */
+static void check_torch(const qat_fixture *f, const char *c, float alpha, bool leaky) {
+    qat_tensor *x = fixture_tensor(f, c, "x");
+    const float *dout = fixture_field(f, c, "dout", x->n);
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    qat_tensor *y = NULL;
+    if (leaky) y = qat_leaky_relu(&t, x, alpha);
+    else if (!strcmp(c, "sigmoid")) y = qat_sigmoid(&t, x);
+    else if (!strcmp(c, "tanh")) y = qat_tanh(&t, x);
+    else y = qat_hardswish(&t, x);
+    assert_non_null(y);
+    char what[64];
+    snprintf(what, sizeof what, "%s forward", c);
+    fixture_check(f, c, "y", y->data, y->n);
+    if (!strcmp(c, "hardswish") || leaky)
+        assert_same(y->data, fixture_field(f, c, "y32", x->n), x->data, x->n, what);
+    assert_int_equal(qat_tape_backward_seeded(&t, y, dout), QAT_STATUS_OK);
+    fixture_check(f, c, "dx", x->grad, x->n);
+    qat_tape_free(&t);
+    test_tensor_free(x);
+}
+
+static void test_activation_torch(void **state) {
+    (void)state;
+    qat_fixture *f = fixture_load("activations.bin");
+    check_torch(f, "sigmoid", 0, false);
+    check_torch(f, "tanh", 0, false);
+    check_torch(f, "hardswish", 0, false);
+    const char *leaky[] = {"leaky_relu", "leaky_relu2", "leaky_relu_neg"};
+    for (int i = 0; i < 3; i++) {
+        const float alpha = fixture_field(f, leaky[i], "cfg", 1)[0];
+        check_torch(f, leaky[i], alpha, true);
+    }
+    fixture_free(f);
+}
+
+/* The kinks exactly: PyTorch's gradient there (aten hardswish_backward, leaky_relu_backward). */
+static void test_activation_new_kinks(void **state) {
+    (void)state;
+    enum { N = 7 };
+    const float x[N] = {-3.0f, 3.0f, -3.0001f, 3.0001f, 0.0f, -0.0f, 1.5f};
+    const float dout[N] = {1, 1, 1, 1, 2, 2, 2};
+    const float want_hs[N] = {-0.5f, 1.0f, 0, 1, 1.0f, 1.0f, 2.0f};
+    const float want_lk[N] = {0.25f, 1, 0.25f, 1, 0.5f, 0.5f, 2};
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    qat_tensor *xt = test_tensor_new(1, (int[]){N});
+    memcpy(xt->data, x, sizeof x);
+    qat_tensor *y = qat_hardswish(&t, xt);
+    assert_non_null(y);
+    assert_int_equal(qat_tape_backward_seeded(&t, y, dout), QAT_STATUS_OK);
+    assert_close(xt->grad, want_hs, N, 1e-6, 0, "hardswish gradient at -3, 3 and around");
+    memset(xt->grad, 0, sizeof x);
+    qat_tape_reset(&t);
+    y = qat_leaky_relu(&t, xt, 0.25f);
+    assert_non_null(y);
+    assert_int_equal(qat_tape_backward_seeded(&t, y, dout), QAT_STATUS_OK);
+    assert_close(xt->grad, want_lk, N, 0, 0, "leaky_relu gradient at 0 and around");
+    qat_tape_free(&t);
+    test_tensor_free(xt);
 }
 
 static void test_tanh_fd(void **state) {
@@ -213,12 +306,12 @@ static void test_activation_shared_input(void **state) {
 
 static void test_activation_inference_and_null(void **state) {
     (void)state;
-    const act_op ops[] = {qat_relu, qat_relu6, qat_sigmoid, qat_tanh};
+    const act_op ops[] = {qat_relu, qat_relu6, qat_sigmoid, qat_tanh, qat_hardswish, leaky_op};
     qat_tensor *x = test_tensor_new(2, (int[]){2, 3});
     fill_uniform(x->data, x->n, -2, 2, 6);
     qat_tape t;
     qat_tape_init(&t, 1 << 16);
-    for (size_t k = 0; k < 4; k++) {
+    for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
         qat_tape_reset(&t);
         t.grad_enabled = false;
         qat_tensor *y = ops[k](&t, x);
@@ -243,6 +336,10 @@ int main(void) {
         cmocka_unit_test(test_relu6_fd),
         cmocka_unit_test(test_sigmoid_fd),
         cmocka_unit_test(test_tanh_fd),
+        cmocka_unit_test(test_hardswish_fd),
+        cmocka_unit_test(test_leaky_relu_fd),
+        cmocka_unit_test(test_activation_torch),
+        cmocka_unit_test(test_activation_new_kinks),
         cmocka_unit_test(test_activation_forward_values),
         cmocka_unit_test(test_activation_kink_gradient),
         cmocka_unit_test(test_activation_smooth_gradient),

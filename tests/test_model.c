@@ -378,8 +378,43 @@ static void test_model_gradients_fd(void **state) {
     qat_model_free(u.m);
 }
 
+/* Hard-swish and leaky ReLU in a model, where their outputs are private (a batch norm
+ * after hard-swish reuses its gradient buffer, a ReLU after leaky ReLU works in place):
+ * finite differences of every parameter, in training mode. eps 1e-3: with 1e-2 a weight
+ * moves some of the 3 x 144 pre-activations across a kink (hard-swish at -3 and 3,
+ * the ReLUs at 0; batch statistics spread every weight to all of them). A wrong buffer
+ * reuse would fail at any eps. */
+static void test_model_gradients_fd_lut_acts(void **state) {
+    (void)state;
+    qat_rng rng;
+    qat_rng_init(&rng, 21);
+    fd_model u;
+    u.m = qat_model_new(3, (int[]){2, 6, 6});
+    qat_model_conv2d(u.m, 4, 3, 1, 1, 1, true);
+    qat_model_hardswish(u.m);
+    qat_model_batchnorm(u.m);
+    qat_model_leaky_relu(u.m, 0.1f);
+    qat_model_relu(u.m);
+    qat_model_conv2d(u.m, 4, 3, 2, 1, 1, true);
+    qat_model_leaky_relu(u.m, -0.3f);
+    qat_model_hardswish(u.m);
+    qat_model_flatten(u.m);
+    qat_model_linear(u.m, 3, true);
+    assert_int_equal(qat_model_finalize(u.m, &rng), QAT_STATUS_OK);
+    fill_uniform(u.x, sizeof u.x / sizeof *u.x, -2, 2, 22);
+    qat_tape t;
+    qat_tape_init(&t, 0);
+    for (int i = 0; i < u.m->n_param_tensors; i++) {
+        qat_tensor *p = u.m->param_tensors[i];
+        fd_check(&t, fd_model_forward, &u, p, 1e-3f, 2e-2, 2e-4, 24, NULL, p->name);
+    }
+    qat_tape_free(&t);
+    qat_model_free(u.m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_gradients_fd_lut_acts),
         cmocka_unit_test(test_trajectory_matches_pytorch),
         cmocka_unit_test(test_reference_models),
         cmocka_unit_test(test_overfit_mlp),

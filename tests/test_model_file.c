@@ -66,6 +66,9 @@ static void test_round_trip(void **state) {
         "  residual\n"
         "    conv2d out=8 kernel=1\n"
         "    tanh\n"
+        "    hardswish\n"
+        "    leaky_relu alpha=0.2\n"
+        "    leaky_relu\n"
         "  end\n"
         "shortcut\n"
         "  avgpool kernel=3 stride=1 pad=1\n"
@@ -83,6 +86,14 @@ static void test_round_trip(void **state) {
     char *t2 = qat_model_to_text(m2);
     assert_string_equal(t1, t2);
     assert_non_null(strstr(t1, "dropout p=0.25"));
+    assert_non_null(strstr(t1, "    hardswish\n    leaky_relu alpha=0.200000003\n    leaky_relu alpha=0.00999999978\n"));
+    const qat_layer *blk = &m->root.layers[3].body.layers[2];
+    assert_int_equal(blk->body.layers[2].kind, QAT_LAYER_HARDSWISH);
+    assert_int_equal(blk->body.layers[3].kind, QAT_LAYER_LEAKY_RELU);
+    assert_true(blk->body.layers[3].cfg.leaky.alpha == 0.2f);
+    assert_true(blk->body.layers[4].cfg.leaky.alpha == 0.01f); /* the default */
+    assert_int_equal(qat_layer_role_of(&blk->body.layers[2]), QAT_LAYER_ROLE_NONLINEAR);
+    assert_int_equal(qat_layer_role_of(&blk->body.layers[3]), QAT_LAYER_ROLE_NONLINEAR);
     assert_non_null(strstr(t1, "    conv2d out=8 kernel=1\n"));
     qat_rng rng;
     qat_rng_init(&rng, 3);
@@ -115,6 +126,10 @@ static void test_errors_name_file_and_line(void **state) {
     (void)state;
     expect_parse_error("input 1 28 28\nconvolution out=3\n", 2, "unknown layer 'convolution'");
     expect_parse_error("input 1 28 28\nconv2d kernel=3\n", 2, "needs out=N");
+    expect_parse_error("input 1 28 28\nleaky_relu alpha=x\n", 2, "alpha=x");
+    expect_parse_error("input 1 28 28\nleaky_relu alpha=inf\n", 2, "finite");
+    expect_parse_error("input 1 28 28\nleaky_relu slope=0.1\n", 2, "slope");
+    expect_parse_error("input 1 28 28\nhardswish alpha=0.1\n", 2, "alpha");
     expect_parse_error("input 1 28 28\nconv2d out=4 kernel=3 strid=2\n", 2, "no option 'strid'");
     expect_parse_error("input 1 28 28\nconv2d out=four kernel=3\n", 2, "out=four");
     expect_parse_error("input 1 28 28\nconv2d out=-4 kernel=3\n", 2, "out=-4");
