@@ -93,6 +93,9 @@ static void test_small(void **s) {
     roundtrip("fmnist_tiny", "relu6");
     roundtrip("reduce_mean", "global_avgpool");
     roundtrip("view", "flatten");
+    /* HardSwish (opset 14) and LeakyRelu with its alpha. */
+    roundtrip("act", "hardswish");
+    roundtrip("act", "leaky_relu alpha=0.2");
 }
 static void test_mlp(void **s) {
     (void)s;
@@ -280,8 +283,21 @@ static void set_str(char **field, const char *v) {
     free(*field);
     *field = strdup(v);
 }
-static void leaky(Onnx__ModelProto *mp) { set_str(&node_of(mp, "Relu")->op_type, "LeakyRelu"); }
-static void hardswish(Onnx__ModelProto *mp) { set_str(&node_of(mp, "Relu")->op_type, "HardSwish"); }
+/* A LeakyRelu whose alpha is not a number. */
+static void leaky_nan(Onnx__ModelProto *mp) {
+    Onnx__NodeProto *n = node_of(mp, "Relu");
+    set_str(&n->op_type, "LeakyRelu");
+    Onnx__AttributeProto *a = malloc(sizeof *a);
+    onnx__attribute_proto__init(a);
+    a->name = strdup("alpha");
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+    a->has_type = 1;
+    a->f = NAN;
+    a->has_f = 1;
+    Onnx__AttributeProto **grown = realloc(n->attribute, (n->n_attribute + 1) * sizeof *grown);
+    grown[n->n_attribute++] = a;
+    n->attribute = grown;
+}
 static void bn_eps(Onnx__ModelProto *mp) {
     Onnx__NodeProto *n = node_of(mp, "BatchNormalization");
     for (size_t i = 0; i < n->n_attribute; i++)
@@ -305,13 +321,12 @@ static void test_bad_contents(void **s) {
     expect_refusal(edited("linear.onnx", wrong_linear), QAT_STATUS_FORMAT, "fc1.weight", "does not fit", NULL);
     expect_refusal(edited("nan.onnx", nan_weight), QAT_STATUS_FORMAT, "fc2.bias", "NaN", NULL);
     expect_refusal(edited("int.onnx", int_input), QAT_STATUS_FORMAT, "input 'input'", "INT64", NULL);
-    expect_refusal(edited("leaky.onnx", leaky), QAT_STATUS_FORMAT, "(LeakyRelu)", "not supported yet", NULL);
-    expect_refusal(edited("hswish.onnx", hardswish), QAT_STATUS_FORMAT, "(HardSwish)", "not supported yet", NULL);
+    expect_refusal(edited("leaky.onnx", leaky_nan), QAT_STATUS_FORMAT, "(LeakyRelu)", "alpha must be finite", NULL);
     expect_refusal(edited("eps.onnx", bn_eps), QAT_STATUS_FORMAT, "epsilon", NULL);
     expect_refusal(edited("fork.onnx", fork3), QAT_STATUS_FORMAT, "residual", NULL);
     unlink(tmp_file("x"));
     const char *names[] = {"missing", "double", "external", "short", "shape", "linear", "nan",
-                           "int", "leaky", "hswish", "eps", "fork"};
+                           "int", "leaky", "eps", "fork"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char n[64];
         snprintf(n, sizeof n, "%s.onnx", names[i]);

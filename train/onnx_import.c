@@ -454,21 +454,7 @@ static qat_status built(ctx *c, const Onnx__NodeProto *n, qat_status s) {
 
 /* ---- pass 2: nodes into layers ----------------------------------------------------- */
 
-/* HardSwish and LeakyRelu: qat has no such layers yet. They are being added (branch
- * `lut`: QAT_LAYER_HARDSWISH / QAT_LAYER_LEAKY_RELU, builders qat_model_hardswish(m) and
- * qat_model_leaky_relu(m, alpha)); when they land, this is the one place to build them:
- * HardSwish -> qat_model_hardswish(m); LeakyRelu -> qat_model_leaky_relu(m,
- * attr_float(n, "alpha", 0.01f)). Until then they are refused. (Below opset 14, torch
- * writes hard-swish as x * HardSigmoid(x): the Mul is refused as unsupported.) */
-static bool lut_activation(const char *op) {
-    return strcmp(op, "HardSwish") == 0 || strcmp(op, "LeakyRelu") == 0;
-}
-
 static qat_status unsupported(ctx *c, const Onnx__NodeProto *n) {
-    if (lut_activation(n->op_type))
-        return fail(c, QAT_STATUS_FORMAT,
-                    NODEF "is not supported yet: qat has no %s layer in this build. qat imports: " ONNX_IMPORT_SUPPORTED,
-                    NODEA(n), n->op_type);
     return fail(c, QAT_STATUS_FORMAT, NODEF "is not supported. qat imports: " ONNX_IMPORT_SUPPORTED, NODEA(n));
 }
 
@@ -767,6 +753,8 @@ static qat_status emit_node(ctx *c, int k, bool emit, int *next) {
     if (strcmp(op, "Clip") == 0) return clip_node(c, n);
     if (strcmp(op, "Sigmoid") == 0) return built(c, n, qat_model_sigmoid(c->m));
     if (strcmp(op, "Tanh") == 0) return built(c, n, qat_model_tanh(c->m));
+    if (strcmp(op, "HardSwish") == 0) return built(c, n, qat_model_hardswish(c->m));
+    if (strcmp(op, "LeakyRelu") == 0) return built(c, n, qat_model_leaky_relu(c->m, attr_float(n, "alpha", 0.01f)));
     if (strcmp(op, "MaxPool") == 0) {
         if (attr_int(n, "storage_order", 0))
             return fail(c, QAT_STATUS_FORMAT, NODEF "storage_order=1 is not supported", NODEA(n));

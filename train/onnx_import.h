@@ -14,14 +14,13 @@
  *   Conv (any groups; square kernel, equal strides, symmetric pads, dilation 1) ->
  *   conv2d; BatchNormalization (epsilon 1e-5, as PyTorch's default; a training-mode export's
  *   extra outputs must be unused) -> batchnorm with its running statistics; Relu; Clip(0, 6)
- *   -> relu6 (Clip(0, inf) -> relu); Sigmoid; Tanh; MaxPool and AveragePool (square,
+ *   -> relu6 (Clip(0, inf) -> relu); Sigmoid; Tanh; HardSwish; LeakyRelu (its alpha); MaxPool and AveragePool (square,
  *   ceil_mode 0 or without effect; AveragePool with padding counts the pad, as qat does);
  *   a zero Pad, or a Pad of H and W that an AveragePool reads (torch writes one);
  *   GlobalAveragePool; ReduceMean over H and W -> global_avgpool (+ flatten); Flatten (axis 1) and Reshape to (N, -1) -> flatten; Gemm (alpha and
  *   beta folded, transB 0 or 1) and MatMul by a constant [+ Add of a constant] -> linear;
  *   Add of two values -> the end of a residual block; Dropout -> dropout with its ratio;
  *   Identity; Constant and initializers as weights and attributes.
- * HardSwish and LeakyRelu are refused for now (qat has no such layers yet).
  *
  * Everything else is refused before a model is returned, with the file's path and, for a
  * node, its name and op type: an unsupported op (and the list above), a protobuf that
@@ -40,7 +39,8 @@
 
 /* The ops qat imports, for messages. */
 #define ONNX_IMPORT_SUPPORTED                                                                      \
-    "Conv, BatchNormalization, Relu, Clip (as ReLU6 or ReLU), Sigmoid, Tanh, MaxPool, "          \
+    "Conv, BatchNormalization, Relu, Clip (as ReLU6 or ReLU), Sigmoid, Tanh, HardSwish, "          \
+    "LeakyRelu, MaxPool, "                                                                      \
     "AveragePool, Pad (before AveragePool), GlobalAveragePool, ReduceMean (over H, W), Flatten, " \
     "Reshape (to flatten), "                                                                     \
     "Gemm, MatMul, Add (bias or residual), Dropout, Identity, Constant"
