@@ -52,7 +52,7 @@ static const char *const KIND_NAMES[] = {
 QRT_STATIC_ASSERT(N_KINDS == QRT_OP_COUNT, one_name_per_op_kind);
 
 const char *qrt_op_kind_str(qrt_op_kind k) {
-    return (int)k >= 0 && (int)k < N_KINDS ? KIND_NAMES[k] : "?";
+    return (unsigned)k < (unsigned)N_KINDS ? KIND_NAMES[k] : "?";
 }
 
 /* "graph line <n> (<kind>): <message>" */
@@ -145,7 +145,7 @@ static qrt_status check_shift(gctx *g, const char *what, int64_t v) {
 /* Reads field `key` as a value index: one already written. */
 static qrt_status check_read(gctx *g, const char *key, int32_t v) {
     if (v < 0 || v >= g->n_values)
-        return gfail(g, "%s=%d is read before it is written (values 0..%d exist so far)", key, v,
+        return gfail(g, "%s=%d is read before it is written (values 0..%d exist so far)", key, (int)v,
                      g->n_values - 1);
     return QRT_STATUS_OK;
 }
@@ -178,7 +178,7 @@ static qrt_status get_out(gctx *g, qrt_op *op, qrt_value **vout) {
     int n;
     TRY(get_int(g, "out", INT32_MIN, INT32_MAX, &out));
     if (out != g->n_values)
-        return gfail(g, "out=%d, expected %d (each op writes the next value)", out, g->n_values);
+        return gfail(g, "out=%d, expected %d (each op writes the next value)", (int)out, g->n_values);
     TRY(get_int_list(g, "shape", 1, QRT_MAX_DIM, shape, 3, &n));
     if (n == 2) return gfail(g, "shape has 2 dimensions; a value is C,H,W or F");
     int64_t numel = 1;
@@ -225,14 +225,14 @@ static qrt_status need_chw(gctx *g, int in) {
 /* z_in (or z_a, z_b) must be the zero point of the value read. */
 static qrt_status check_z(gctx *g, const char *key, int32_t z, int in) {
     if (z == g->values[in].z) return QRT_STATUS_OK;
-    return gfail(g, "%s=%d, but value %d has zero point %d", key, z, in, g->values[in].z);
+    return gfail(g, "%s=%d, but value %d has zero point %d", key, (int)z, in, (int)g->values[in].z);
 }
 
 static qrt_status get_clamp(gctx *g, qrt_op *op) {
     TRY(get_int(g, "act_min", -128, 127, &op->act_min));
     TRY(get_int(g, "act_max", -128, 127, &op->act_max));
     if (op->act_min > op->act_max)
-        return gfail(g, "act_min=%d > act_max=%d", op->act_min, op->act_max);
+        return gfail(g, "act_min=%d > act_max=%d", (int)op->act_min, (int)op->act_max);
     return QRT_STATUS_OK;
 }
 
@@ -392,13 +392,13 @@ static qrt_status op_conv2d(gctx *g, qrt_op *op) {
     const int C = x->shape[0], H = x->shape[1], W = x->shape[2];
     if (v->ndim != 3) return gfail(g, "shape must be C,H,W for conv2d");
     const int OC = v->shape[0];
-    if (C % G) return gfail(g, "groups=%d does not divide the %d input channels", G, C);
-    if (OC % G) return gfail(g, "groups=%d does not divide the %d output channels", G, OC);
+    if (C % G) return gfail(g, "groups=%d does not divide the %d input channels", (int)G, C);
+    if (OC % G) return gfail(g, "groups=%d does not divide the %d output channels", (int)G, OC);
     if (H + 2 * P < k || W + 2 * P < k)
-        return gfail(g, "k=%d is larger than the padded input %dx%d (pad=%d)", k, H, W, P);
+        return gfail(g, "k=%d is larger than the padded input %dx%d (pad=%d)", (int)k, H, W, (int)P);
     const int want[3] = {OC, (H + 2 * P - k) / S + 1, (W + 2 * P - k) / S + 1};
     char how[96];
-    snprintf(how, sizeof how, "conv2d of %d,%d,%d with k=%d stride=%d pad=%d", C, H, W, k, S, P);
+    snprintf(how, sizeof how, "conv2d of %d,%d,%d with k=%d stride=%d pad=%d", C, H, W, (int)k, (int)S, (int)P);
     TRY(check_shape(g, v, 3, want, how));
     const uint64_t K = (uint64_t)(C / G) * (uint64_t)k * (uint64_t)k; /* <= 2^48 */
     const uint64_t wshape[4] = {(uint64_t)OC, (uint64_t)(C / G), (uint64_t)k, (uint64_t)k};
@@ -434,10 +434,10 @@ static qrt_status op_pool(gctx *g, qrt_op *op) {
     const qrt_value *x = &g->values[op->in[0]];
     const int C = x->shape[0], H = x->shape[1], W = x->shape[2];
     if (H + 2 * P < k || W + 2 * P < k)
-        return gfail(g, "k=%d is larger than the padded input %dx%d (pad=%d)", k, H, W, P);
+        return gfail(g, "k=%d is larger than the padded input %dx%d (pad=%d)", (int)k, H, W, (int)P);
     const int want[3] = {C, (H + 2 * P - k) / S + 1, (W + 2 * P - k) / S + 1};
     char how[96];
-    snprintf(how, sizeof how, "%s of %d,%d,%d with k=%d stride=%d pad=%d", g->kind, C, H, W, k, S, P);
+    snprintf(how, sizeof how, "%s of %d,%d,%d with k=%d stride=%d pad=%d", g->kind, C, H, W, (int)k, (int)S, (int)P);
     TRY(check_shape(g, v, 3, want, how));
     v->z = x->z;
     if (!v->s) v->s = x->s;
@@ -506,8 +506,8 @@ static qrt_status op_add(gctx *g, qrt_op *op) {
     const uint64_t A = x << la, B = x << lb;
     if (A > INT32_MAX || B > INT32_MAX || A + B > INT32_MAX || ((A + B) << lo) > INT32_MAX)
         return gfail(g, "shift_a=%d, shift_b=%d, shift_out=%d could overflow int32 (the inputs are "
-                     "rescaled after << 20: the left shifts must stay small)", op->shift_a,
-                     op->shift_b, op->shift_out);
+                     "rescaled after << 20: the left shifts must stay small)", (int)op->shift_a,
+                     (int)op->shift_b, (int)op->shift_out);
     v->z = op->z_out;
     return QRT_STATUS_OK;
 }

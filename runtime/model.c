@@ -50,6 +50,9 @@ const char *qrt_status_str(qrt_status s) {
 
 /* ---- memory layout ----------------------------------------------------------------- */
 
+/* QRT_MODEL_MEM_SIZE_PORTABLE (runtime.h) spells this layout out with 16-byte blocks. */
+QRT_STATIC_ASSERT(QRT_ALIGN == 16, mem_size_macro_rounds_to_qrt_align);
+
 enum { BLOCK_CONTAINER, BLOCK_OPS, BLOCK_VALUES, BLOCK_LIVE, BLOCK_I32, BLOCK_UNPACKED,
        BLOCK_SIMD, N_BLOCKS };
 

@@ -266,6 +266,25 @@ typedef struct qrt_model {
  * says why). */
 size_t qrt_model_mem_size(const uint8_t *file, size_t len);
 
+/* The same bound as a constant expression, for a build without SIMD kernels (every
+ * non-x86 build, such as a microcontroller's): what qrt_model_mem_size returns there for
+ * a file whose header has n_tensors tensors, n_meta metadata entries, header_len bytes,
+ * a graph of graph_lines lines (its '\n' + 1) and i32_bytes / u8_bytes of I32 / U8
+ * tensor data. The table entries are sized by the compiler that evaluates it, so a
+ * static buffer of this size fits the target's own structures. `qat export --format c`
+ * writes a file's counts into its header (docs/mcu.md). The layout is model.c's: each
+ * block rounded up to 16 bytes (QRT_ALIGN), plus 15 to align the caller's base. */
+#define QRT_MEM_ROUND16_(n) ((((size_t)(n)) + 15u) / 16u * 16u)
+#define QRT_MODEL_MEM_SIZE_PORTABLE(n_tensors, n_meta, header_len, graph_lines, i32_bytes,  \
+                                    u8_bytes)                                              \
+    (15u + QRT_MEM_ROUND16_((size_t)(n_tensors) * sizeof(qrt_tensor)) +                   \
+     QRT_MEM_ROUND16_((size_t)(n_meta) * sizeof(qrt_meta)) +                               \
+     QRT_MEM_ROUND16_((size_t)(header_len) + 1u) +                                         \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(qrt_op)) +                            \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(qrt_value)) +                         \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(int)) + QRT_MEM_ROUND16_(i32_bytes) + \
+     QRT_MEM_ROUND16_(2u * (size_t)(u8_bytes)))
+
 /* Validates the file (see the top of this header) and fills *m. On failure returns the
  * status, fills *err (may be NULL) and leaves *m zeroed. */
 qrt_status qrt_model_load(qrt_model *m, const uint8_t *file, size_t len, void *mem,

@@ -1,0 +1,33 @@
+/* board.h - what the firmware needs of the board (startup.c, timer in main.c): the MPS2
+ * AN385 as qemu-system-arm models it. */
+#ifndef BOARD_H
+#define BOARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Ends the program (and qemu) through semihosting SYS_EXIT: qemu exits with status 0
+ * when status is 0, else with 1. */
+void board_exit(int status) __attribute__((noreturn));
+
+/* Bytes of the stack ever written (painted at reset), and the stack's size. */
+size_t board_stack_used(void);
+size_t board_stack_size(void);
+
+/* CMSDK APB timer 0 (MPS2 AN385: 0x40000000), a 32-bit down counter at the peripheral
+ * clock, 25 MHz. Under qemu with -icount shift=0 one instruction takes 1 ns of virtual
+ * time, so one tick is 40 instructions. */
+#define BOARD_TIMER_HZ 25000000u
+#define BOARD_TIMER0 ((volatile uint32_t *)0x40000000u)
+
+static inline void board_timer_start(void) {
+    BOARD_TIMER0[0] = 0;           /* CTRL: stop */
+    BOARD_TIMER0[2] = 0xFFFFFFFFu; /* RELOAD */
+    BOARD_TIMER0[1] = 0xFFFFFFFFu; /* VALUE */
+    BOARD_TIMER0[0] = 1;           /* CTRL: enable */
+}
+
+/* Ticks since board_timer_start (wraps after 2^32). */
+static inline uint32_t board_ticks(void) { return 0xFFFFFFFFu - BOARD_TIMER0[1]; }
+
+#endif
