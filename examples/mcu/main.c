@@ -8,7 +8,7 @@
  * activation arena are static buffers of the sizes the generated header states.
  *
  * Output, over semihosting (one line each):
- *     model <bytes> bytes, mem <used>/<QAT_MODEL_MEM_SIZE>, arena <used>/<QAT_MODEL_ARENA_SIZE>
+ *     model <bytes> bytes fnv1a <hex> mem <used>/<QAT_MODEL_MEM_SIZE> arena <used>/<QAT_MODEL_ARENA_SIZE>
  *     image <i> label <y> pred <k> logits <l0> ... <l(K-1)> ticks <t>
  *     ... one line per image ...
  *     correct <c>/<n> ticks <total> stack <used>/<size>
@@ -34,6 +34,13 @@ static unsigned char model_mem[QAT_MODEL_MEM_SIZE] __attribute__((aligned(16)));
 static unsigned char arena[QAT_MODEL_ARENA_SIZE + 1] __attribute__((aligned(16)));
 static int8_t logits[QAT_MODEL_N_CLASSES];
 
+/* FNV-1a, 32 bits: lets a test check that the firmware holds the bytes of the int8 file. */
+static uint32_t fnv1a(const unsigned char *p, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
 int main(void) {
     initialise_monitor_handles();
     qrt_model m;
@@ -55,7 +62,8 @@ int main(void) {
                QAT_MODEL_N_CLASSES);
         return 1;
     }
-    printf("model %u bytes, mem %u/%u, arena %u/%u\n", (unsigned)QAT_MODEL_BYTES, (unsigned)need,
+    printf("model %u bytes fnv1a %08lx mem %u/%u arena %u/%u\n", (unsigned)QAT_MODEL_BYTES,
+           (unsigned long)fnv1a(qat_model_data, QAT_MODEL_BYTES), (unsigned)need,
            (unsigned)sizeof model_mem, (unsigned)qrt_arena_size(&m), (unsigned)QAT_MODEL_ARENA_SIZE);
 
     int correct = 0;
