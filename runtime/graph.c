@@ -532,37 +532,46 @@ static qrt_status op_output(gctx *g, qrt_op *op) {
 
 /* ---- the arena --------------------------------------------------------------------- */
 
-/* Linear scan in op order: before op i, free every buffer whose last reader ran before
- * i; then place op i's output at the lowest offset where it fits between the live
- * buffers (first fit). The inputs of op i are still live while its output is placed, so
- * an op never writes over what it reads. Flatten writes nothing: its value shares the
- * buffer of its source, which lives until the last reader of either. */
-static size_t plan_arena(gctx *g) {
+/* Two plans, the smaller kept (the first on a tie). A value lives from its producer to
+ * its last reader; two values whose lives meet at an op (the op reads one and writes the
+ * other) never share bytes, so an op never writes over what it reads. Flatten writes
+ * nothing: its value shares the buffer of its source, which lives until the last reader
+ * of either. Offsets and sizes are rounded up to QRT_ALIGN.
+ *
+ * First fit in op order: before op i, free every buffer whose last reader ran before i,
+ * then place op i's output at the lowest offset where it fits between the live buffers.
+ *
+ * Greedy by size (TensorFlow Lite Micro's GreedyMemoryPlanner): the buffers from the
+ * largest down, each at the lowest offset where it overlaps no buffer already placed that
+ * it lives beside. First fit leaves a hole where a small early buffer (the input) sat
+ * beside a large one, which the next buffer may not fit in: the DW-CNN's arena is 16464
+ * bytes by first fit, 15680 (its bound: the largest two buffers alive together) greedily.
+ *
+ * Both take O(values^2) steps at most, with `live` (max_lines entries) as their list. */
+
+static size_t buf_size(const qrt_value *v) { return qrt_align_up((size_t)v->numel); }
+
+static bool lives_meet(const qrt_value *a, const qrt_value *b) {
+    return a->producer <= b->last_use && b->producer <= a->last_use;
+}
+
+static size_t plan_first_fit(gctx *g) {
     qrt_value *V = g->values;
     int *live = g->gm->live, n_live = 0;
     size_t arena = 0;
-    /* A shared buffer lives until the last reader of any of its values: the root's
-     * last_use is extended to cover its flattens' readers (runtime.h says so). */
-    for (int i = 0; i < g->n_values; i++)
-        if (V[i].alias != i && V[i].last_use > V[V[i].alias].last_use)
-            V[V[i].alias].last_use = V[i].last_use;
     for (int i = 0; i < g->n_ops; i++) {
         int keep = 0;
         for (int j = 0; j < n_live; j++)
             if (V[live[j]].last_use >= i) live[keep++] = live[j];
         n_live = keep;
         int o = g->ops[i].out;
-        if (o < 0) continue;
-        if (V[o].alias != o) {
-            V[o].offset = V[V[o].alias].offset;
-            continue;
-        }
-        size_t size = qrt_align_up((size_t)V[o].numel), at = 0;
+        if (o < 0 || V[o].alias != o) continue;
+        size_t size = buf_size(&V[o]), at = 0;
         int pos = 0; /* live is sorted by offset: insert before the first buffer above */
         for (; pos < n_live; pos++) {
             const qrt_value *b = &V[live[pos]];
             if (b->offset >= at + size) break;
-            size_t end = b->offset + qrt_align_up((size_t)b->numel);
+            size_t end = b->offset + buf_size(b);
             if (end > at) at = end;
         }
         V[o].offset = at;
@@ -571,6 +580,55 @@ static size_t plan_arena(gctx *g) {
         n_live++;
         if (at + size > arena) arena = at + size;
     }
+    return arena;
+}
+
+static size_t plan_greedy(gctx *g) {
+    qrt_value *V = g->values;
+    int *list = g->gm->live, n = 0;
+    size_t arena = 0;
+    /* list = [placed, sorted by offset | not yet placed] */
+    for (int i = 0; i < g->n_values; i++)
+        if (V[i].alias == i) list[n++] = i;
+    for (int k = 0; k < n; k++) {
+        int best = k; /* the largest not yet placed; the earliest on a tie */
+        for (int j = k + 1; j < n; j++)
+            if (buf_size(&V[list[j]]) > buf_size(&V[list[best]]) ||
+                (buf_size(&V[list[j]]) == buf_size(&V[list[best]]) && list[j] < list[best]))
+                best = j;
+        const int o = list[best];
+        list[best] = list[k];
+        size_t size = buf_size(&V[o]), at = 0;
+        int pos = 0;
+        for (; pos < k; pos++) {
+            const qrt_value *b = &V[list[pos]];
+            if (!lives_meet(b, &V[o])) continue;
+            if (b->offset >= at + size) break;
+            size_t end = b->offset + buf_size(b);
+            if (end > at) at = end;
+        }
+        V[o].offset = at;
+        /* insert among the placed by offset (after those at the same offset) */
+        pos = 0;
+        while (pos < k && V[list[pos]].offset <= at) pos++;
+        memmove(list + pos + 1, list + pos, (size_t)(k - pos) * sizeof *list);
+        list[pos] = o;
+        if (at + size > arena) arena = at + size;
+    }
+    return arena;
+}
+
+static size_t plan_arena(gctx *g) {
+    qrt_value *V = g->values;
+    /* A shared buffer lives until the last reader of any of its values: the root's
+     * last_use is extended to cover its flattens' readers (runtime.h says so). */
+    for (int i = 0; i < g->n_values; i++)
+        if (V[i].alias != i && V[i].last_use > V[V[i].alias].last_use)
+            V[V[i].alias].last_use = V[i].last_use;
+    const size_t first_fit = plan_first_fit(g), greedy = plan_greedy(g);
+    const size_t arena = greedy < first_fit ? greedy : plan_first_fit(g);
+    for (int i = 0; i < g->n_values; i++)
+        if (V[i].alias != i) V[i].offset = V[V[i].alias].offset;
     return arena;
 }
 

@@ -49,8 +49,9 @@
  *     requantization records (simd.h), sized from the graph text in the header: about
  *     the weight bytes again plus padding to 16 channels (docs/runtime-simd.md).
  *   - the activation arena (qrt_arena_size() bytes, any alignment): every value of the
- *     graph at an offset planned at load time from value lifetimes (first fit; a value
- *     is freed after its last reader, flatten shares its input's bytes), then, with SIMD
+ *     graph at an offset planned at load time from value lifetimes (a value is freed
+ *     after its last reader, flatten shares its input's bytes; the smaller of a first-fit
+ *     plan in op order and a greedy plan by size, graph.c), then, with SIMD
  *     kernels, the largest scratch of an op (the padded HWC input and output of a conv,
  *     the u8 input of a linear). One arena per
  *     concurrent qrt_run; the model itself is read-only during inference, so threads can

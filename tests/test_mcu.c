@@ -109,6 +109,34 @@ static uint32_t fnv1a(const uint8_t *p, size_t n) {
     return h;
 }
 
+/* The arena plan of the loaded model: values alive together never share bytes, every
+ * value fits, and the arena is the bound of the chain: the largest sum of the buffers
+ * alive at one op (graph.c's greedy plan reaches it on these models; first fit did not). */
+static void check_arena_plan(const qrt_model *m) {
+    size_t bound = 0;
+    for (int op = 0; op < m->n_ops; op++) {
+        size_t live = 0;
+        for (int i = 0; i < m->n_values; i++) {
+            const qrt_value *a = &m->values[i];
+            if (a->alias == i && a->producer <= op && op <= a->last_use) live += ((size_t)a->numel + 15) / 16 * 16;
+        }
+        if (live > bound) bound = live;
+    }
+    for (int i = 0; i < m->n_values; i++) {
+        const qrt_value *a = &m->values[i];
+        if (a->offset + (size_t)a->numel > m->arena_size) fail_msg("value %d exceeds the arena", i);
+        if (a->alias != i) continue;
+        for (int j = 0; j < i; j++) {
+            const qrt_value *b = &m->values[j];
+            if (b->alias != j) continue;
+            bool together = a->producer <= b->last_use && b->producer <= a->last_use;
+            bool overlap = a->offset < b->offset + (size_t)b->numel && b->offset < a->offset + (size_t)a->numel;
+            if (together && overlap) fail_msg("values %d and %d are alive together and overlap", j, i);
+        }
+    }
+    if (m->arena_size != bound) fail_msg("arena %zu bytes, the bound is %zu", m->arena_size, bound);
+}
+
 /* Exports `ckpt` as C source into <sub>/, builds the firmware, runs it in qemu and
  * compares every image with the host runtime on <sub>/qat_model.int8. */
 static void firmware_matches_host(const char *ckpt, const char *sub) {
@@ -167,6 +195,8 @@ static void firmware_matches_host(const char *ckpt, const char *sub) {
     assert_int_equal(arena_used, arena_size);
     /* The arena is the same on both targets; the header said so too. */
     assert_int_equal(arena_size, m.arena_size);
+
+    check_arena_plan(&m);
 
     int checked = 0, agree = 0;
     for (int i = 0; i < N_IMAGES; i++) {

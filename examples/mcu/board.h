@@ -13,6 +13,9 @@ void board_exit(int status) __attribute__((noreturn));
 /* Bytes of the stack ever written (painted at reset), and the stack's size. */
 size_t board_stack_used(void);
 size_t board_stack_size(void);
+/* Bytes of the heap (newlib's stdio buffers) ever written up to its highest, and its size. */
+size_t board_heap_used(void);
+size_t board_heap_size(void);
 
 /* CMSDK APB timer 0 (MPS2 AN385: 0x40000000), a 32-bit down counter at the peripheral
  * clock, 25 MHz. Under qemu with -icount shift=0 one instruction takes 1 ns of virtual

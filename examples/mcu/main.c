@@ -11,7 +11,7 @@
  *     model <bytes> bytes fnv1a <hex> mem <used>/<QAT_MODEL_MEM_SIZE> arena <used>/<QAT_MODEL_ARENA_SIZE>
  *     image <i> label <y> pred <k> logits <l0> ... <l(K-1)> ticks <t>
  *     ... one line per image ...
- *     correct <c>/<n> ticks <total> stack <used>/<size>
+ *     correct <c>/<n> ticks <total> stack <used>/<size> heap <used>/<size>
  *     done
  * `ticks` are timer ticks (board.h): under qemu with -icount shift=0, 40 instructions
  * each. The program exits qemu with status 0, or 1 after an error line. */
@@ -84,8 +84,14 @@ int main(void) {
         for (int k = 0; k < QAT_MODEL_N_CLASSES; k++) printf(" %d", logits[k]);
         printf(" ticks %lu\n", (unsigned long)t);
     }
-    printf("correct %d/%d ticks %lu stack %u/%u\n", correct, QAT_MODEL_IMAGES_N, (unsigned long)total,
-           (unsigned)board_stack_used(), (unsigned)board_stack_size());
+    printf("correct %d/%d ticks %lu stack %u/%u heap %u/%u\n", correct, QAT_MODEL_IMAGES_N,
+           (unsigned long)total, (unsigned)board_stack_used(), (unsigned)board_stack_size(),
+           (unsigned)board_heap_used(), (unsigned)board_heap_size());
+    /* Painted at reset: a stack used to its last bytes may have overflowed into the heap. */
+    if (board_stack_used() + 256 > board_stack_size()) {
+        printf("error: the stack is nearly or wholly used: build with a larger STACK_SIZE\n");
+        return 1;
+    }
     printf("done\n");
     return 0;
 }

@@ -1,6 +1,6 @@
 /* startup.c - the Cortex-M start-up code of the firmware: the vector table (initial
  * stack pointer, reset handler, the fault handlers), the reset handler (copies .data from
- * flash, zeroes .bss, paints the stack to measure its use, calls main, exits) and the
+ * flash, zeroes .bss, paints the stack and the heap to measure their use, calls main, exits) and the
  * semihosting calls that end qemu with a status.
  *
  * Semihosting (Arm's "Semihosting for AArch32 and AArch64"): BKPT 0xAB with the
@@ -11,7 +11,7 @@
 #include "board.h"
 
 extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end;
-extern uint32_t __stack_limit, __stack_top;
+extern uint32_t __stack_limit, __stack_top, __heap_start, __heap_end;
 extern int main(void);
 
 #define SYS_EXIT 0x18
@@ -46,6 +46,16 @@ size_t board_stack_size(void) {
     return (size_t)((const uint8_t *)&__stack_top - (const uint8_t *)&__stack_limit);
 }
 
+size_t board_heap_used(void) {
+    const uint32_t *p = &__heap_end;
+    while (p > &__heap_start && p[-1] == STACK_PAINT) p--;
+    return (size_t)((const uint8_t *)p - (const uint8_t *)&__heap_start);
+}
+
+size_t board_heap_size(void) {
+    return (size_t)((const uint8_t *)&__heap_end - (const uint8_t *)&__heap_start);
+}
+
 void Reset_Handler(void) {
     uint32_t *src = &__data_load, *dst = &__data_start;
     while (dst < &__data_end) *dst++ = *src++;
@@ -55,6 +65,7 @@ void Reset_Handler(void) {
     uint32_t *sp;
     __asm__ volatile("mov %0, sp" : "=r"(sp));
     for (uint32_t *p = &__stack_limit; p < sp - 16; p++) *p = STACK_PAINT;
+    for (uint32_t *p = &__heap_start; p < &__heap_end; p++) *p = STACK_PAINT;
     board_exit(main());
 }
 
