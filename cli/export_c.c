@@ -38,11 +38,9 @@ static void counts(const qrt_container *c, qat_c_model_info *info) {
     info->n_tensors = c->n_tensors;
     info->n_meta = c->n_meta;
     info->header_len = c->header_len;
-    info->i32_bytes = info->u8_bytes = 0;
-    for (size_t i = 0; i < c->n_tensors; i++) {
+    info->i32_bytes = 0;
+    for (size_t i = 0; i < c->n_tensors; i++)
         if (c->tensors[i].dtype == QRT_DTYPE_I32) info->i32_bytes += c->tensors[i].nbytes;
-        if (c->tensors[i].dtype == QRT_DTYPE_U8) info->u8_bytes += c->tensors[i].nbytes;
-    }
     const char *g = qrt_container_meta(c, "graph");
     info->graph_lines = 1;
     for (; g && *g; g++) info->graph_lines += *g == '\n';
@@ -94,7 +92,7 @@ int cli_export_c(const qat_opened *cm, const char *dir, const char *name, int im
     }
     const qrt_value *in = qrt_model_input(&m);
     qat_c_model_info info = {
-        .arena_bytes = m.arena_size, /* the activations alone: no SIMD scratch on the target */
+        .arena_bytes = qrt_arena_size_portable(&m), /* no SIMD scratch on the target */
         .in_c = in->shape[0], .in_h = in->ndim == 3 ? in->shape[1] : 1, .in_w = in->ndim == 3 ? in->shape[2] : 1,
         .n_classes = qrt_model_n_outputs(&m),
         .class_names = qrt_container_meta(&c, "class_names"),

@@ -118,12 +118,13 @@ qat_status qat_c_source_write(const char *dir, const char *name, const uint8_t *
                       "#ifndef %s_H\n#define %s_H\n\n#include \"runtime/runtime.h\"\n\n"
                       "/* The model file's bytes (qat's int8 format, docs/int8-format.md). */\n"
                       "#define %s_BYTES %zuu\n"
-                      "/* Activation arena for qrt_run: qrt_arena_size() of the portable kernels. */\n"
+                      "/* Activation arena for qrt_run: qrt_arena_size() of a build without SIMD\n"
+                      " * kernels (qrt_arena_size_portable()). */\n"
                       "#define %s_ARENA_SIZE %zuu\n"
                       "/* Model memory for qrt_model_load: qrt_model_mem_size() of a build without SIMD\n"
                       " * kernels, as a constant expression of the file's counts (tensors, metadata,\n"
-                      " * header bytes, graph lines, I32 bytes, U8 bytes). */\n"
-                      "#define %s_MEM_SIZE QRT_MODEL_MEM_SIZE_PORTABLE(%zu, %zu, %zu, %zu, %zu, %zu)\n"
+                      " * header bytes, graph lines, I32 bytes). */\n"
+                      "#define %s_MEM_SIZE QRT_MODEL_MEM_SIZE_PORTABLE(%zu, %zu, %zu, %zu, %zu)\n"
                       "/* The input: raw uint8 pixels, (C, H, W) row-major. */\n"
                       "#define %s_INPUT_C %d\n#define %s_INPUT_H %d\n#define %s_INPUT_W %d\n"
                       "#define %s_INPUT_SIZE %d\n"
@@ -132,7 +133,7 @@ qat_status qat_c_source_write(const char *dir, const char *name, const uint8_t *
                       "extern const unsigned char %s_data[%s_BYTES];\n"
                       "extern const char *const %s_class_names[%s_N_CLASSES];\n\n#endif\n",
                       N, N, N, len, N, info->arena_bytes, N, info->n_tensors, info->n_meta,
-                      info->header_len, info->graph_lines, info->i32_bytes, info->u8_bytes, N,
+                      info->header_len, info->graph_lines, info->i32_bytes, N,
                       info->in_c, N, info->in_h, N, info->in_w, N, info->in_c * info->in_h * info->in_w,
                       N, info->n_classes, name, N, name, N);
 

@@ -27,9 +27,9 @@
 
 /* What the header states besides the bytes. */
 typedef struct qat_c_model_info {
-    size_t arena_bytes;        /* the activation arena with the portable kernels */
+    size_t arena_bytes;        /* the activation arena of a build without SIMD kernels */
     /* the file's counts, for QRT_MODEL_MEM_SIZE_PORTABLE (runtime.h) */
-    size_t n_tensors, n_meta, header_len, graph_lines, i32_bytes, u8_bytes;
+    size_t n_tensors, n_meta, header_len, graph_lines, i32_bytes;
     int in_c, in_h, in_w;      /* the input, uint8 (C, H, W) */
     int n_classes;             /* logits */
     const char *class_names;   /* comma-separated, or NULL: the names are "0", "1", ... */

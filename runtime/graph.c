@@ -35,6 +35,7 @@ typedef struct gctx {
     qrt_value *values;
     int n_values;
     qrt_error *err;
+    size_t unpack_size; /* the largest K of a conv2d/linear with U8 (packed) weights */
     int line;          /* current line, 1-based */
     const char *kind;  /* current op kind as written */
     field f[MAX_FIELDS];
@@ -296,7 +297,7 @@ static qrt_status conv_like(gctx *g, qrt_op *op, int OC, uint64_t K, int wndim, 
             return gfail(g, "weight=%s is U8 (packed 4-bit), but wbits=%d: packing needs wbits <= 4",
                          w->name, op->wbits);
         TRY(check_tensor(g, "weight", w, QRT_DTYPE_U8, 1, &packed));
-        if (!w->s8) {
+        if (QRT_UNPACK_AT_LOAD && !w->s8) {
             /* Unpack every nibble once (2 * nbytes values; the pool holds 2 * all U8 bytes):
              * weight 2i is the low nibble of byte i, 2i+1 the high one, 4-bit two's
              * complement: v >= 8 stands for v - 16. */
@@ -311,7 +312,7 @@ static qrt_status conv_like(gctx *g, qrt_op *op, int OC, uint64_t K, int wndim, 
             g->unpacked_used += 2 * w->nbytes;
             w->s8 = u;
         }
-        if (n % 2 && w->s8[n] != 0)
+        if (n % 2 && qrt_nibble(w->data, n) != 0)
             return gfail(g, "weight=%s: the unused high nibble of its last byte is %d, expected 0",
                          w->name, w->data[w->nbytes - 1] >> 4);
     } else if (w->dtype == QRT_DTYPE_I8) {
@@ -322,6 +323,7 @@ static qrt_status conv_like(gctx *g, qrt_op *op, int OC, uint64_t K, int wndim, 
                      qrt_dtype_str(w->dtype));
     }
     op->weight = w;
+    if (w->dtype == QRT_DTYPE_U8 && K > g->unpack_size) g->unpack_size = (size_t)K;
     TRY(get_i32(g, "bias", (uint64_t)OC, &op->bias));
     TRY(get_i32(g, "mult", (uint64_t)OC, &op->mult));
     TRY(get_i32(g, "shift", (uint64_t)OC, &op->shift));
@@ -334,10 +336,10 @@ static qrt_status conv_like(gctx *g, qrt_op *op, int OC, uint64_t K, int wndim, 
     int64_t maxw = 0, maxb = 0;
     for (int c = 0; c < OC; c++) {
         char what[160];
-        const int8_t *wc = w->s8 + (uint64_t)c * K;
         int64_t mw = 0, b = op->bias->s32[c];
         for (uint64_t i = 0; i < K; i++) {
-            int v = wc[i];
+            const uint64_t at = (uint64_t)c * K + i;
+            int v = w->s8 ? w->s8[at] : qrt_nibble(w->data, at);
             if (v < -lim || v > lim)
                 return gfail(g, "weight=%s[%llu] = %d is outside the wbits=%d range [%d, %d]", w->name,
                              (unsigned long long)((uint64_t)c * K + i), v, op->wbits, -lim, lim);
@@ -720,5 +722,6 @@ qrt_status qrt_graph_load(qrt_model *m, qrt_tensor *tensors, int n_tensors, char
     m->n_values = g.n_values;
     m->output = g.ops[g.n_ops - 1].in[0];
     m->arena_size = plan_arena(&g);
+    m->unpack_size = qrt_align_up(g.unpack_size);
     return QRT_STATUS_OK;
 }

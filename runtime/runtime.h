@@ -255,6 +255,10 @@ typedef struct qrt_model {
     int output;                /* the value the output op reads: the logits */
     size_t arena_size;         /* the activations' part of the arena */
     size_t scratch_size;       /* the SIMD kernels' scratch after it (0 without SIMD) */
+    size_t unpack_size;        /* the largest K (rounded up to 16) of a conv2d/linear with
+                                  packed 4-bit weights, 0 if none: a build without SIMD
+                                  kernels unpacks one output channel's weights after the
+                                  activations (qrt_arena_size_portable) */
     const void *const *packed; /* per op: the SIMD packed form of a conv2d/linear in model
                                   memory (simd.h), or NULL (portable kernel); NULL without
                                   SIMD kernels */
@@ -269,22 +273,21 @@ size_t qrt_model_mem_size(const uint8_t *file, size_t len);
 
 /* The same bound as a constant expression, for a build without SIMD kernels (every
  * non-x86 build, such as a microcontroller's): what qrt_model_mem_size returns there for
- * a file whose header has n_tensors tensors, n_meta metadata entries, header_len bytes,
- * a graph of graph_lines lines (its '\n' + 1) and i32_bytes / u8_bytes of I32 / U8
- * tensor data. The table entries are sized by the compiler that evaluates it, so a
- * static buffer of this size fits the target's own structures. `qat export --format c`
- * writes a file's counts into its header (docs/mcu.md). The layout is model.c's: each
- * block rounded up to 16 bytes (QRT_ALIGN), plus 15 to align the caller's base. */
+ * a file whose header has n_tensors tensors, n_meta metadata entries, header_len bytes, a
+ * graph of graph_lines lines (its '\n' + 1) and i32_bytes of I32 tensor data (4-bit
+ * weights stay packed in the file there, so they take no model memory). The table
+ * entries are sized by the compiler that evaluates it, so a static buffer of this size
+ * fits the target's own structures. `qat export --format c` writes a file's counts into
+ * its header (docs/mcu.md). The layout is model.c's: each block rounded up to 16 bytes
+ * (QRT_ALIGN), plus 15 to align the caller's base. */
 #define QRT_MEM_ROUND16_(n) ((((size_t)(n)) + 15u) / 16u * 16u)
-#define QRT_MODEL_MEM_SIZE_PORTABLE(n_tensors, n_meta, header_len, graph_lines, i32_bytes,  \
-                                    u8_bytes)                                              \
-    (15u + QRT_MEM_ROUND16_((size_t)(n_tensors) * sizeof(qrt_tensor)) +                   \
-     QRT_MEM_ROUND16_((size_t)(n_meta) * sizeof(qrt_meta)) +                               \
-     QRT_MEM_ROUND16_((size_t)(header_len) + 1u) +                                         \
-     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(qrt_op)) +                            \
-     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(qrt_value)) +                         \
-     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(int)) + QRT_MEM_ROUND16_(i32_bytes) + \
-     QRT_MEM_ROUND16_(2u * (size_t)(u8_bytes)))
+#define QRT_MODEL_MEM_SIZE_PORTABLE(n_tensors, n_meta, header_len, graph_lines, i32_bytes) \
+    (15u + QRT_MEM_ROUND16_((size_t)(n_tensors) * sizeof(qrt_tensor)) +                  \
+     QRT_MEM_ROUND16_((size_t)(n_meta) * sizeof(qrt_meta)) +                              \
+     QRT_MEM_ROUND16_((size_t)(header_len) + 1u) +                                        \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(qrt_op)) +                           \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(qrt_value)) +                        \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(int)) + QRT_MEM_ROUND16_(i32_bytes))
 
 /* Validates the file (see the top of this header) and fills *m. On failure returns the
  * status, fills *err (may be NULL) and leaves *m zeroed. */
@@ -292,8 +295,13 @@ qrt_status qrt_model_load(qrt_model *m, const uint8_t *file, size_t len, void *m
                           size_t mem_len, qrt_error *err);
 
 /* Bytes of activation arena qrt_run needs (the activations, plus the SIMD kernels'
- * scratch when the build has them). */
+ * scratch when the build has them, or else the room to unpack one output channel of
+ * 4-bit weights). */
 size_t qrt_arena_size(const qrt_model *m);
+
+/* What qrt_arena_size returns in a build without SIMD kernels (any non-x86 target), on
+ * any build: the activations and the 4-bit unpacking room, arena_size + unpack_size. */
+size_t qrt_arena_size_portable(const qrt_model *m);
 
 /* Runs one image: pixels are raw uint8, qrt_model_input(m)->numel of them, (C, H, W).
  * Writes qrt_model_n_outputs(m) int8 logits (logits may be NULL) and the index of the
