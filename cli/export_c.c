@@ -93,6 +93,7 @@ int cli_export_c(const qat_opened *cm, const char *dir, const char *name, int im
     const qrt_value *in = qrt_model_input(&m);
     qat_c_model_info info = {
         .arena_bytes = qrt_arena_size_portable(&m), /* no SIMD scratch on the target */
+        /* a 1-D input (F) is stated as (F, 1, 1) */
         .in_c = in->shape[0], .in_h = in->ndim == 3 ? in->shape[1] : 1, .in_w = in->ndim == 3 ? in->shape[2] : 1,
         .n_classes = qrt_model_n_outputs(&m),
         .class_names = qrt_container_meta(&c, "class_names"),
@@ -100,10 +101,6 @@ int cli_export_c(const qat_opened *cm, const char *dir, const char *name, int im
         .quant = qrt_container_meta(&c, "quant"),
     };
     counts(&c, &info);
-    if (in->ndim != 3) {
-        rc = cli_fail("export", "--format c needs an image model (input C,H,W of uint8 pixels)");
-        goto done;
-    }
     if (qat_c_source_write(dir, name, file, len, &info, &err)) {
         rc = cli_fail("export", err.msg);
         goto done;
