@@ -50,7 +50,7 @@ int cli_export_c(const qat_opened *cm, const char *dir, const char *name, int im
                  const char *format, const qat_st_kv *meta, size_t n_meta, bool json) {
     qat_error err = {0};
     char int8_path[4096];
-    if (!qat_c_identifier_ok(name))
+    if (!qat_c_identifier_ok(name) || strlen(name) > 64)
         return cli_fail("export", "--name must be a C identifier of at most 64 characters "
                                   "([A-Za-z_][A-Za-z0-9_]*): it names the files and the symbols");
     if (images < 0) return cli_fail("export", "--images must be 0 or more");

@@ -8,7 +8,7 @@
 #include "io/atomic_file.h"
 #include "io/strbuf.h"
 
-#define MAX_NAME 64
+#define MAX_NAME 72 /* qat export takes --name up to 64 and adds "_images" */
 
 bool qat_c_identifier_ok(const char *name) {
     if (!name || !*name || strlen(name) > MAX_NAME) return false;

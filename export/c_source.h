@@ -38,7 +38,7 @@ typedef struct qat_c_model_info {
 } qat_c_model_info;
 
 /* True if `name` can name the files and prefix the symbols: a C identifier of at most
- * 64 characters, [A-Za-z_][A-Za-z0-9_]*. */
+ * 72 characters, [A-Za-z_][A-Za-z0-9_]*. */
 bool qat_c_identifier_ok(const char *name);
 
 /* Writes dir/<name>.h and dir/<name>.c (atomically, io/atomic_file.h): the `len` bytes

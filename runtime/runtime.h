@@ -39,8 +39,10 @@
  *   - model memory (`mem`, qrt_model_mem_size() bytes, any alignment): the container's
  *     tables (tensors, metadata) and its decoded names, keys and values (the graph text
  *     among them), the op and value tables, int32 tensors
- *     converted to native int32, and 4-bit packed weights unpacked to int8. int8 weights
- *     stay in the file buffer: the model points into both, so both must outlive it.
+ *     converted to native int32, and, with SIMD kernels, 4-bit packed weights unpacked to
+ *     int8 (without SIMD kernels they stay packed in the file buffer and qrt_run unpacks
+ *     one output channel at a time into the arena). int8 weights stay in the file
+ *     buffer: the model points into both, so both must outlive it.
  *     qrt_model_mem_size() is computed from a scan of the header alone (counts and byte
  *     totals): an upper bound (strings are sized by the header length, the op tables by
  *     the graph's line count, unpacking by all U8 bytes). A smaller mem_len is refused
@@ -53,7 +55,8 @@
  *     after its last reader, flatten shares its input's bytes; the smaller of a first-fit
  *     plan in op order and a greedy plan by size, graph.c), then, with SIMD
  *     kernels, the largest scratch of an op (the padded HWC input and output of a conv,
- *     the u8 input of a linear). One arena per
+ *     the u8 input of a linear), or without them room for one output channel of 4-bit
+ *     weights (the largest K of such an op). One arena per
  *     concurrent qrt_run; the model itself is read-only during inference, so threads can
  *     share it.
  *
