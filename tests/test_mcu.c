@@ -2,8 +2,8 @@
  * by qemu: a small CNN that uses every integer op of the runtime (dense, depthwise, 1x1
  * and strided convs, max and average pools, a residual add, global average pooling,
  * linear) is trained for one epoch, calibrated at w8a8 and w4a8, exported as C source
- * with 100 test images, built with arm-none-eabi-gcc for the MPS2 AN385 (Cortex-M3) and
- * run under qemu-system-arm. Every image's label, prediction and int8 logits printed by
+ * with 100 test images, built with arm-none-eabi-gcc for the MPS2 AN385 (Cortex-M3; w4
+ * also for the AN505, Cortex-M33) and run under qemu-system-arm. Every image's label, prediction and int8 logits printed by
  * the firmware must equal the host runtime's on the same int8 file, and the firmware must
  * hold that file's bytes (FNV-1a) and find the model memory and arena sizes the header
  * states. The cross compiler and qemu are required: missing, the test fails (run
@@ -137,9 +137,10 @@ static void check_arena_plan(const qrt_model *m) {
     if (m->arena_size != bound) fail_msg("arena %zu bytes, the bound is %zu", m->arena_size, bound);
 }
 
-/* Exports `ckpt` as C source into <sub>/, builds the firmware, runs it in qemu and
- * compares every image with the host runtime on <sub>/qat_model.int8. */
-static void firmware_matches_host(const char *ckpt, const char *sub) {
+/* Exports `ckpt` as C source into <sub>/, builds the firmware for `board` (an385: the
+ * Cortex-M3, an505: the Cortex-M33), runs it in qemu and compares every image with the
+ * host runtime on <sub>/qat_model.int8. */
+static void firmware_matches_host(const char *ckpt, const char *sub, const char *board) {
     require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi");
     require_tool("qemu-system-arm", "qemu-system-arm");
     require_tool("make", "make");
@@ -147,20 +148,20 @@ static void firmware_matches_host(const char *ckpt, const char *sub) {
     snprintf(cmd, sizeof cmd, "export %s --format c --out %s --images %d", ckpt, sub, N_IMAGES);
     qat_ok(cmd);
     /* newlib's rdimon must be there too: the build fails clearly without it. */
-    snprintf(log, sizeof log, "%s-build.log", sub);
+    snprintf(log, sizeof log, "%s-%s-build.log", sub, board);
     /* -Werror: the runtime must compile cleanly for the Cortex-M too (int32_t is long there). */
-    snprintf(cmd, sizeof cmd, "make -C %s/examples/mcu MODEL_DIR=%s/%s BUILD=%s/%s-fw WERROR=-Werror",
-             QAT_SOURCE_DIR, dir, sub, dir, sub);
+    snprintf(cmd, sizeof cmd, "make -C %s/examples/mcu MODEL_DIR=%s/%s BUILD=%s/%s-%s-fw BOARD=%s WERROR=-Werror",
+             QAT_SOURCE_DIR, dir, sub, dir, sub, board, board);
     if (sh(cmd, log)) {
         char *b = slurp(log, NULL);
         fail_msg("the firmware does not build (gcc-arm-none-eabi and libnewlib-arm-none-eabi: run "
                  "scripts/bootstrap.sh):\n%s", b);
     }
-    snprintf(log, sizeof log, "%s-qemu.log", sub);
+    snprintf(log, sizeof log, "%s-%s-qemu.log", sub, board);
     snprintf(cmd, sizeof cmd,
-             "timeout 120 qemu-system-arm -machine mps2-an385 -nographic -monitor none -serial none "
-             "-semihosting-config enable=on,target=native -icount shift=0 -kernel %s-fw/firmware.elf",
-             sub);
+             "timeout 120 qemu-system-arm -machine mps2-%s -nographic -monitor none -serial none "
+             "-semihosting-config enable=on,target=native -icount shift=0 -kernel %s-%s-fw/firmware.elf",
+             board, sub, board);
     int rc = sh(cmd, log);
     char *out = slurp(log, NULL);
     if (rc != 0 || !strstr(out, "\ndone\n")) fail_msg("qemu exited with %d:\n%s", rc, out);
@@ -229,7 +230,7 @@ static void firmware_matches_host(const char *ckpt, const char *sub) {
     }
     assert_int_equal(checked, N_IMAGES);
     const char *summary = strstr(out, "correct ");
-    print_message("%s: %d images identical to the host runtime (%d correct); %.*s\n", sub, checked, agree,
+    print_message("%s on %s: %d images identical to the host runtime (%d correct); %.*s\n", sub, board, checked, agree,
                   summary ? (int)strcspn(summary, "\n") : 0, summary ? summary : "");
     qat_dataset_free(&test);
     free(arena);
@@ -242,14 +243,15 @@ static void test_firmware_w8(void **state) {
     (void)state;
     train_once();
     qat_ok("calibrate --from small.st --quant w8a8 --samples 256 --out s8.st --quiet");
-    firmware_matches_host("s8.st", "w8");
+    firmware_matches_host("s8.st", "w8", "an385");
 }
 
 static void test_firmware_w4(void **state) {
     (void)state;
     train_once();
     qat_ok("calibrate --from small.st --quant w4a8 --samples 256 --out s4.st --quiet");
-    firmware_matches_host("s4.st", "w4");
+    firmware_matches_host("s4.st", "w4", "an385");
+    firmware_matches_host("s4.st", "w4", "an505");
 }
 
 /* The header states the sizes; the source is the int8 file's bytes. */

@@ -1,5 +1,6 @@
 /* board.h - what the firmware needs of the board (startup.c, timer in main.c): the MPS2
- * AN385 as qemu-system-arm models it. */
+ * AN385 (Cortex-M3), or with BOARD_AN505 defined the MPS2+ AN505 (Cortex-M33), as
+ * qemu-system-arm models them. */
 #ifndef BOARD_H
 #define BOARD_H
 
@@ -17,11 +18,20 @@ size_t board_stack_size(void);
 size_t board_heap_used(void);
 size_t board_heap_size(void);
 
-/* CMSDK APB timer 0 (MPS2 AN385: 0x40000000), a 32-bit down counter at the peripheral
- * clock, 25 MHz. Under qemu with -icount shift=0 one instruction takes 1 ns of virtual
- * time, so one tick is 40 instructions. */
+/* CMSDK APB timer 0, a 32-bit down counter at the peripheral clock: on the AN385 at
+ * 0x40000000 and 25 MHz, on the AN505 at 0x50000000 (its Secure alias) and 20 MHz. Under
+ * qemu with -icount shift=0 one instruction takes 1 ns of virtual time, so one tick is
+ * BOARD_INSNS_PER_TICK instructions (checked on a loop of known length: docs/mcu.md). */
+#if defined(BOARD_AN505)
+#define BOARD_NAME "mps2-an505 (Cortex-M33)"
+#define BOARD_TIMER_HZ 20000000u
+#define BOARD_TIMER0 ((volatile uint32_t *)0x50000000u)
+#else
+#define BOARD_NAME "mps2-an385 (Cortex-M3)"
 #define BOARD_TIMER_HZ 25000000u
 #define BOARD_TIMER0 ((volatile uint32_t *)0x40000000u)
+#endif
+#define BOARD_INSNS_PER_TICK (1000000000u / BOARD_TIMER_HZ)
 
 static inline void board_timer_start(void) {
     BOARD_TIMER0[0] = 0;           /* CTRL: stop */

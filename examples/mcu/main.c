@@ -8,13 +8,14 @@
  * activation arena are static buffers of the sizes the generated header states.
  *
  * Output, over semihosting (one line each):
+ *     board <name> timer <hz> Hz, <n> instructions per tick under qemu -icount shift=0
  *     model <bytes> bytes fnv1a <hex> mem <used>/<QAT_MODEL_MEM_SIZE> arena <used>/<QAT_MODEL_ARENA_SIZE>
  *     image <i> label <y> pred <k> logits <l0> ... <l(K-1)> ticks <t>
  *     ... one line per image ...
  *     correct <c>/<n> ticks <total> stack <used>/<size> heap <used>/<size>
  *     done
  * `ticks` are timer ticks (board.h): under qemu with -icount shift=0, 40 instructions
- * each. The program exits qemu with status 0, or 1 after an error line. */
+ * each on the AN385, 50 on the AN505. The program exits qemu with status 0, or 1 after an error line. */
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +44,8 @@ static uint32_t fnv1a(const unsigned char *p, size_t n) {
 
 int main(void) {
     initialise_monitor_handles();
+    printf("board %s timer %lu Hz, %lu instructions per tick under qemu -icount shift=0\n", BOARD_NAME,
+           (unsigned long)BOARD_TIMER_HZ, (unsigned long)BOARD_INSNS_PER_TICK);
     qrt_model m;
     qrt_error err;
     const size_t need = qrt_model_mem_size(qat_model_data, QAT_MODEL_BYTES);
