@@ -45,6 +45,12 @@ int cli_int8_inspect(const char *path);
 /* Prints "qat <cmd>: <msg>" to stderr and returns 1 (the process exit status). */
 int cli_fail(const char *cmd, const char *msg);
 
+/* qat export --format c (cli/export_c.c): the opened quantized checkpoint as C source in
+ * `dir` (<name>.{h,c}, <name>.int8) and its first `images` test images from `data`
+ * (<name>_images.{h,c}); `meta` as for the int8 file. */
+int cli_export_c(const qat_opened *cm, const char *dir, const char *name, int images, const char *data,
+                 const char *format, const qat_st_kv *meta, size_t n_meta, bool json);
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);

@@ -158,12 +158,20 @@ int cmd_calibrate(int argc, char **argv) {
 /* ---- qat export ---- */
 
 int cmd_export(int argc, char **argv) {
-    const char *out = "model.int8.safetensors";
+    const char *out = NULL;
     const char *format = "int8";
     bool json = false;
+    /* --format c */
+    const char *name = "qat_model", *data = NULL, *data_format = NULL;
+    int images = 0;
     qat_opt opts[] = {
-        {"out", QAT_OPT_STRING, &out, "FILE", "the integer model file"},
-        {"format", QAT_OPT_STRING, &format, "F", "int8 (qat's integer model file, the default)"},
+        {"out", QAT_OPT_STRING, &out, "FILE", "the integer model file (--format c: a directory)"},
+        {"format", QAT_OPT_STRING, &format, "F", "int8 (qat's integer model file, the default) or c (C source for "
+                                                 "firmware, docs/mcu.md)"},
+        {"name", QAT_OPT_STRING, &name, "ID", "--format c: the files' and symbols' name (default qat_model)"},
+        {"images", QAT_OPT_INT, &images, "N", "--format c: also embed the first N test images (<name>_images.c)"},
+        {"data", QAT_OPT_STRING, &data, "PATH", "--format c: the images' data set (default: the checkpoint's)"},
+        {"data-format", QAT_OPT_STRING, &data_format, "F", "--format c: idx, cifar10 or folder (default: detected)"},
         {"json", QAT_OPT_FLAG, &json, NULL, "print the sizes as one JSON object"},
         {0},
     };
@@ -171,17 +179,20 @@ int cmd_export(int argc, char **argv) {
     qat_error err = {0};
     int n = qat_args_parse(argc, argv, opts, pos, 1, &err);
     if (n == -2 || n == 0) {
-        qat_args_help(n == -2 ? stdout : stderr, "qat export CHECKPOINT [--out FILE]",
+        qat_args_help(n == -2 ? stdout : stderr, "qat export CHECKPOINT [--out FILE] [--format int8|c]",
                       "Writes a quantized checkpoint (from qat calibrate or qat train --quant) as an "
                       "integer-only model for the int8 runtime (docs/int8-format.md): int8 or packed "
-                      "4-bit weights, int32 biases, fixed-point multipliers, zero points.",
+                      "4-bit weights, int32 biases, fixed-point multipliers, zero points. --format c "
+                      "writes it as C source for firmware into the directory --out (default: the "
+                      "--name): <name>.h states the arena and model memory sizes (docs/mcu.md).",
                       opts);
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("export", err.msg);
-    if (strcmp(format, "int8")) {
+    const bool c_source = !strcmp(format, "c");
+    if (strcmp(format, "int8") && !c_source) {
         char msg[256];
-        snprintf(msg, sizeof msg, "unknown --format '%s' (int8)", format);
+        snprintf(msg, sizeof msg, "unknown --format '%s' (int8, c)", format);
         return cli_fail("export", msg);
     }
     qat_opened cm;
@@ -201,7 +212,10 @@ int cmd_export(int argc, char **argv) {
     }
     qat_export_report rep;
     int rc = 0;
-    if (qat_export_int8(cm.m, out, meta, nm, &rep, &err)) {
+    if (!out) out = c_source ? name : "model.int8.safetensors";
+    if (c_source) {
+        rc = cli_export_c(&cm, out, name, images, data, data_format, meta, nm, json);
+    } else if (qat_export_int8(cm.m, out, meta, nm, &rep, &err)) {
         rc = cli_fail("export", err.msg);
     } else {
         /* The float model's weights: the layers' parameters (the state's first entries;

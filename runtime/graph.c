@@ -35,6 +35,7 @@ typedef struct gctx {
     qrt_value *values;
     int n_values;
     qrt_error *err;
+    size_t unpack_size; /* the largest K of a conv2d/linear with U8 (packed) weights */
     int line;          /* current line, 1-based */
     const char *kind;  /* current op kind as written */
     field f[MAX_FIELDS];
@@ -52,7 +53,7 @@ static const char *const KIND_NAMES[] = {
 QRT_STATIC_ASSERT(N_KINDS == QRT_OP_COUNT, one_name_per_op_kind);
 
 const char *qrt_op_kind_str(qrt_op_kind k) {
-    return (int)k >= 0 && (int)k < N_KINDS ? KIND_NAMES[k] : "?";
+    return (unsigned)k < (unsigned)N_KINDS ? KIND_NAMES[k] : "?";
 }
 
 /* "graph line <n> (<kind>): <message>" */
@@ -145,7 +146,7 @@ static qrt_status check_shift(gctx *g, const char *what, int64_t v) {
 /* Reads field `key` as a value index: one already written. */
 static qrt_status check_read(gctx *g, const char *key, int32_t v) {
     if (v < 0 || v >= g->n_values)
-        return gfail(g, "%s=%d is read before it is written (values 0..%d exist so far)", key, v,
+        return gfail(g, "%s=%d is read before it is written (values 0..%d exist so far)", key, (int)v,
                      g->n_values - 1);
     return QRT_STATUS_OK;
 }
@@ -178,7 +179,7 @@ static qrt_status get_out(gctx *g, qrt_op *op, qrt_value **vout) {
     int n;
     TRY(get_int(g, "out", INT32_MIN, INT32_MAX, &out));
     if (out != g->n_values)
-        return gfail(g, "out=%d, expected %d (each op writes the next value)", out, g->n_values);
+        return gfail(g, "out=%d, expected %d (each op writes the next value)", (int)out, g->n_values);
     TRY(get_int_list(g, "shape", 1, QRT_MAX_DIM, shape, 3, &n));
     if (n == 2) return gfail(g, "shape has 2 dimensions; a value is C,H,W or F");
     int64_t numel = 1;
@@ -225,14 +226,14 @@ static qrt_status need_chw(gctx *g, int in) {
 /* z_in (or z_a, z_b) must be the zero point of the value read. */
 static qrt_status check_z(gctx *g, const char *key, int32_t z, int in) {
     if (z == g->values[in].z) return QRT_STATUS_OK;
-    return gfail(g, "%s=%d, but value %d has zero point %d", key, z, in, g->values[in].z);
+    return gfail(g, "%s=%d, but value %d has zero point %d", key, (int)z, in, (int)g->values[in].z);
 }
 
 static qrt_status get_clamp(gctx *g, qrt_op *op) {
     TRY(get_int(g, "act_min", -128, 127, &op->act_min));
     TRY(get_int(g, "act_max", -128, 127, &op->act_max));
     if (op->act_min > op->act_max)
-        return gfail(g, "act_min=%d > act_max=%d", op->act_min, op->act_max);
+        return gfail(g, "act_min=%d > act_max=%d", (int)op->act_min, (int)op->act_max);
     return QRT_STATUS_OK;
 }
 
@@ -296,7 +297,7 @@ static qrt_status conv_like(gctx *g, qrt_op *op, int OC, uint64_t K, int wndim, 
             return gfail(g, "weight=%s is U8 (packed 4-bit), but wbits=%d: packing needs wbits <= 4",
                          w->name, op->wbits);
         TRY(check_tensor(g, "weight", w, QRT_DTYPE_U8, 1, &packed));
-        if (!w->s8) {
+        if (QRT_UNPACK_AT_LOAD && !w->s8) {
             /* Unpack every nibble once (2 * nbytes values; the pool holds 2 * all U8 bytes):
              * weight 2i is the low nibble of byte i, 2i+1 the high one, 4-bit two's
              * complement: v >= 8 stands for v - 16. */
@@ -311,7 +312,7 @@ static qrt_status conv_like(gctx *g, qrt_op *op, int OC, uint64_t K, int wndim, 
             g->unpacked_used += 2 * w->nbytes;
             w->s8 = u;
         }
-        if (n % 2 && w->s8[n] != 0)
+        if (n % 2 && qrt_nibble(w->data, n) != 0)
             return gfail(g, "weight=%s: the unused high nibble of its last byte is %d, expected 0",
                          w->name, w->data[w->nbytes - 1] >> 4);
     } else if (w->dtype == QRT_DTYPE_I8) {
@@ -322,6 +323,7 @@ static qrt_status conv_like(gctx *g, qrt_op *op, int OC, uint64_t K, int wndim, 
                      qrt_dtype_str(w->dtype));
     }
     op->weight = w;
+    if (w->dtype == QRT_DTYPE_U8 && K > g->unpack_size) g->unpack_size = (size_t)K;
     TRY(get_i32(g, "bias", (uint64_t)OC, &op->bias));
     TRY(get_i32(g, "mult", (uint64_t)OC, &op->mult));
     TRY(get_i32(g, "shift", (uint64_t)OC, &op->shift));
@@ -334,10 +336,10 @@ static qrt_status conv_like(gctx *g, qrt_op *op, int OC, uint64_t K, int wndim, 
     int64_t maxw = 0, maxb = 0;
     for (int c = 0; c < OC; c++) {
         char what[160];
-        const int8_t *wc = w->s8 + (uint64_t)c * K;
         int64_t mw = 0, b = op->bias->s32[c];
         for (uint64_t i = 0; i < K; i++) {
-            int v = wc[i];
+            const uint64_t at = (uint64_t)c * K + i;
+            int v = w->s8 ? w->s8[at] : qrt_nibble(w->data, at);
             if (v < -lim || v > lim)
                 return gfail(g, "weight=%s[%llu] = %d is outside the wbits=%d range [%d, %d]", w->name,
                              (unsigned long long)((uint64_t)c * K + i), v, op->wbits, -lim, lim);
@@ -392,13 +394,13 @@ static qrt_status op_conv2d(gctx *g, qrt_op *op) {
     const int C = x->shape[0], H = x->shape[1], W = x->shape[2];
     if (v->ndim != 3) return gfail(g, "shape must be C,H,W for conv2d");
     const int OC = v->shape[0];
-    if (C % G) return gfail(g, "groups=%d does not divide the %d input channels", G, C);
-    if (OC % G) return gfail(g, "groups=%d does not divide the %d output channels", G, OC);
+    if (C % G) return gfail(g, "groups=%d does not divide the %d input channels", (int)G, C);
+    if (OC % G) return gfail(g, "groups=%d does not divide the %d output channels", (int)G, OC);
     if (H + 2 * P < k || W + 2 * P < k)
-        return gfail(g, "k=%d is larger than the padded input %dx%d (pad=%d)", k, H, W, P);
+        return gfail(g, "k=%d is larger than the padded input %dx%d (pad=%d)", (int)k, H, W, (int)P);
     const int want[3] = {OC, (H + 2 * P - k) / S + 1, (W + 2 * P - k) / S + 1};
     char how[96];
-    snprintf(how, sizeof how, "conv2d of %d,%d,%d with k=%d stride=%d pad=%d", C, H, W, k, S, P);
+    snprintf(how, sizeof how, "conv2d of %d,%d,%d with k=%d stride=%d pad=%d", C, H, W, (int)k, (int)S, (int)P);
     TRY(check_shape(g, v, 3, want, how));
     const uint64_t K = (uint64_t)(C / G) * (uint64_t)k * (uint64_t)k; /* <= 2^48 */
     const uint64_t wshape[4] = {(uint64_t)OC, (uint64_t)(C / G), (uint64_t)k, (uint64_t)k};
@@ -434,10 +436,10 @@ static qrt_status op_pool(gctx *g, qrt_op *op) {
     const qrt_value *x = &g->values[op->in[0]];
     const int C = x->shape[0], H = x->shape[1], W = x->shape[2];
     if (H + 2 * P < k || W + 2 * P < k)
-        return gfail(g, "k=%d is larger than the padded input %dx%d (pad=%d)", k, H, W, P);
+        return gfail(g, "k=%d is larger than the padded input %dx%d (pad=%d)", (int)k, H, W, (int)P);
     const int want[3] = {C, (H + 2 * P - k) / S + 1, (W + 2 * P - k) / S + 1};
     char how[96];
-    snprintf(how, sizeof how, "%s of %d,%d,%d with k=%d stride=%d pad=%d", g->kind, C, H, W, k, S, P);
+    snprintf(how, sizeof how, "%s of %d,%d,%d with k=%d stride=%d pad=%d", g->kind, C, H, W, (int)k, (int)S, (int)P);
     TRY(check_shape(g, v, 3, want, how));
     v->z = x->z;
     if (!v->s) v->s = x->s;
@@ -506,8 +508,8 @@ static qrt_status op_add(gctx *g, qrt_op *op) {
     const uint64_t A = x << la, B = x << lb;
     if (A > INT32_MAX || B > INT32_MAX || A + B > INT32_MAX || ((A + B) << lo) > INT32_MAX)
         return gfail(g, "shift_a=%d, shift_b=%d, shift_out=%d could overflow int32 (the inputs are "
-                     "rescaled after << 20: the left shifts must stay small)", op->shift_a,
-                     op->shift_b, op->shift_out);
+                     "rescaled after << 20: the left shifts must stay small)", (int)op->shift_a,
+                     (int)op->shift_b, (int)op->shift_out);
     v->z = op->z_out;
     return QRT_STATUS_OK;
 }
@@ -566,37 +568,46 @@ static qrt_status op_output(gctx *g, qrt_op *op) {
 
 /* ---- the arena --------------------------------------------------------------------- */
 
-/* Linear scan in op order: before op i, free every buffer whose last reader ran before
- * i; then place op i's output at the lowest offset where it fits between the live
- * buffers (first fit). The inputs of op i are still live while its output is placed, so
- * an op never writes over what it reads. Flatten writes nothing: its value shares the
- * buffer of its source, which lives until the last reader of either. */
-static size_t plan_arena(gctx *g) {
+/* Two plans, the smaller kept (the first on a tie). A value lives from its producer to
+ * its last reader; two values whose lives meet at an op (the op reads one and writes the
+ * other) never share bytes, so an op never writes over what it reads. Flatten writes
+ * nothing: its value shares the buffer of its source, which lives until the last reader
+ * of either. Offsets and sizes are rounded up to QRT_ALIGN.
+ *
+ * First fit in op order: before op i, free every buffer whose last reader ran before i,
+ * then place op i's output at the lowest offset where it fits between the live buffers.
+ *
+ * Greedy by size (TensorFlow Lite Micro's GreedyMemoryPlanner): the buffers from the
+ * largest down, each at the lowest offset where it overlaps no buffer already placed that
+ * it lives beside. First fit leaves a hole where a small early buffer (the input) sat
+ * beside a large one, which the next buffer may not fit in: the DW-CNN's arena is 16464
+ * bytes by first fit, 15680 (its bound: the largest two buffers alive together) greedily.
+ *
+ * Both take O(values^2) steps at most, with `live` (max_lines entries) as their list. */
+
+static size_t buf_size(const qrt_value *v) { return qrt_align_up((size_t)v->numel); }
+
+static bool lives_meet(const qrt_value *a, const qrt_value *b) {
+    return a->producer <= b->last_use && b->producer <= a->last_use;
+}
+
+static size_t plan_first_fit(gctx *g) {
     qrt_value *V = g->values;
     int *live = g->gm->live, n_live = 0;
     size_t arena = 0;
-    /* A shared buffer lives until the last reader of any of its values: the root's
-     * last_use is extended to cover its flattens' readers (runtime.h says so). */
-    for (int i = 0; i < g->n_values; i++)
-        if (V[i].alias != i && V[i].last_use > V[V[i].alias].last_use)
-            V[V[i].alias].last_use = V[i].last_use;
     for (int i = 0; i < g->n_ops; i++) {
         int keep = 0;
         for (int j = 0; j < n_live; j++)
             if (V[live[j]].last_use >= i) live[keep++] = live[j];
         n_live = keep;
         int o = g->ops[i].out;
-        if (o < 0) continue;
-        if (V[o].alias != o) {
-            V[o].offset = V[V[o].alias].offset;
-            continue;
-        }
-        size_t size = qrt_align_up((size_t)V[o].numel), at = 0;
+        if (o < 0 || V[o].alias != o) continue;
+        size_t size = buf_size(&V[o]), at = 0;
         int pos = 0; /* live is sorted by offset: insert before the first buffer above */
         for (; pos < n_live; pos++) {
             const qrt_value *b = &V[live[pos]];
             if (b->offset >= at + size) break;
-            size_t end = b->offset + qrt_align_up((size_t)b->numel);
+            size_t end = b->offset + buf_size(b);
             if (end > at) at = end;
         }
         V[o].offset = at;
@@ -605,6 +616,55 @@ static size_t plan_arena(gctx *g) {
         n_live++;
         if (at + size > arena) arena = at + size;
     }
+    return arena;
+}
+
+static size_t plan_greedy(gctx *g) {
+    qrt_value *V = g->values;
+    int *list = g->gm->live, n = 0;
+    size_t arena = 0;
+    /* list = [placed, sorted by offset | not yet placed] */
+    for (int i = 0; i < g->n_values; i++)
+        if (V[i].alias == i) list[n++] = i;
+    for (int k = 0; k < n; k++) {
+        int best = k; /* the largest not yet placed; the earliest on a tie */
+        for (int j = k + 1; j < n; j++)
+            if (buf_size(&V[list[j]]) > buf_size(&V[list[best]]) ||
+                (buf_size(&V[list[j]]) == buf_size(&V[list[best]]) && list[j] < list[best]))
+                best = j;
+        const int o = list[best];
+        list[best] = list[k];
+        size_t size = buf_size(&V[o]), at = 0;
+        int pos = 0;
+        for (; pos < k; pos++) {
+            const qrt_value *b = &V[list[pos]];
+            if (!lives_meet(b, &V[o])) continue;
+            if (b->offset >= at + size) break;
+            size_t end = b->offset + buf_size(b);
+            if (end > at) at = end;
+        }
+        V[o].offset = at;
+        /* insert among the placed by offset (after those at the same offset) */
+        pos = 0;
+        while (pos < k && V[list[pos]].offset <= at) pos++;
+        memmove(list + pos + 1, list + pos, (size_t)(k - pos) * sizeof *list);
+        list[pos] = o;
+        if (at + size > arena) arena = at + size;
+    }
+    return arena;
+}
+
+static size_t plan_arena(gctx *g) {
+    qrt_value *V = g->values;
+    /* A shared buffer lives until the last reader of any of its values: the root's
+     * last_use is extended to cover its flattens' readers (runtime.h says so). */
+    for (int i = 0; i < g->n_values; i++)
+        if (V[i].alias != i && V[i].last_use > V[V[i].alias].last_use)
+            V[V[i].alias].last_use = V[i].last_use;
+    const size_t first_fit = plan_first_fit(g), greedy = plan_greedy(g);
+    const size_t arena = greedy < first_fit ? greedy : plan_first_fit(g);
+    for (int i = 0; i < g->n_values; i++)
+        if (V[i].alias != i) V[i].offset = V[V[i].alias].offset;
     return arena;
 }
 
@@ -697,5 +757,6 @@ qrt_status qrt_graph_load(qrt_model *m, qrt_tensor *tensors, int n_tensors, char
     m->n_values = g.n_values;
     m->output = g.ops[g.n_ops - 1].in[0];
     m->arena_size = plan_arena(&g);
+    m->unpack_size = qrt_align_up(g.unpack_size);
     return QRT_STATUS_OK;
 }

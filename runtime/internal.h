@@ -40,6 +40,24 @@ qrt_status qrt_fail(qrt_error *err, qrt_status st, int line, const char *fmt, ..
 
 static inline size_t qrt_align_up(size_t n) { return (n + (QRT_ALIGN - 1)) & ~(size_t)(QRT_ALIGN - 1); }
 
+/* Weights of 4 bits or fewer (U8, two per byte). With SIMD kernels (x86-64) the loader
+ * unpacks them into model memory once, as the kernels' packing reads int8. Without (every
+ * other build, a microcontroller's), they stay packed in the file buffer, and qrt_run
+ * unpacks one output channel at a time into the arena's end before the int8 kernel runs
+ * on it (run.c): the model memory holds no copy, the arena K bytes more. */
+#if defined(QRT_SIMD_X86)
+#define QRT_UNPACK_AT_LOAD 1
+#else
+#define QRT_UNPACK_AT_LOAD 0
+#endif
+
+/* Packed weight i: the low nibble of byte i/2 for even i, the high one for odd i, 4-bit
+ * two's complement (v >= 8 stands for v - 16). */
+static inline int qrt_nibble(const uint8_t *packed, uint64_t i) {
+    const int v = (packed[i / 2] >> (i % 2 ? 4 : 0)) & 0xF;
+    return (v ^ 8) - 8;
+}
+
 /* ---- JSON reader (json.c): a cursor over the header bytes, no allocation ---------- */
 
 typedef struct qrt_json {

@@ -47,6 +47,25 @@ void qrt_conv2d_s8(int8_t *out, const int8_t *in, const int8_t *w, const int32_t
     const int Cg = p->C / p->groups, OCg = p->OC / p->groups;
     const int32_t z_in = p->z_in;
     const size_t plane = (size_t)H * W, K = (size_t)Cg * k * k;
+    if (k == 1 && P == 0) {
+        /* A 1x1 conv (pointwise): no window to clip, one product per input channel. The
+         * same sum in the same order as below, without the per-position window set-up,
+         * which costs more than the one product on a microcontroller. */
+        for (int oc = 0; oc < p->OC; oc++) {
+            const int8_t *wc = w + (size_t)oc * K;
+            const int8_t *ing = in + (size_t)(oc / OCg) * Cg * plane;
+            int8_t *outc = out + (size_t)oc * p->OH * p->OW;
+            for (int oy = 0; oy < p->OH; oy++)
+                for (int ox = 0; ox < p->OW; ox++) {
+                    const int8_t *x = ing + (size_t)oy * S * W + (size_t)ox * S;
+                    int32_t acc = bias[oc];
+                    for (int ic = 0; ic < Cg; ic++) acc += ((int32_t)x[(size_t)ic * plane] - z_in) * wc[ic];
+                    outc[oy * p->OW + ox] =
+                        requantize(acc, mult[oc], shift[oc], p->z_out, p->act_min, p->act_max);
+                }
+        }
+        return;
+    }
     for (int oc = 0; oc < p->OC; oc++) {
         const int8_t *wc = w + (size_t)oc * K;
         const int8_t *ing = in + (size_t)(oc / OCg) * Cg * plane;
@@ -60,6 +79,22 @@ void qrt_conv2d_s8(int8_t *out, const int8_t *in, const int8_t *w, const int32_t
                 const int kx0 = ix0 < 0 ? -ix0 : 0;
                 const int kx1 = ix0 + k > W ? W - ix0 : k;
                 int32_t acc = bias[oc];
+                if (k == 3 && kx0 == 0 && kx1 == 3) {
+                    /* 3x3, the window's rows whole: each row unrolled (the same products,
+                     * summed in another order: exact, the loader bounds every partial sum) */
+                    for (int ic = 0; ic < Cg; ic++) {
+                        const int8_t *x = ing + (size_t)ic * plane;
+                        const int8_t *wk = wc + (size_t)ic * 9;
+                        for (int ky = ky0; ky < ky1; ky++) {
+                            const int8_t *xr = x + (ptrdiff_t)(iy0 + ky) * W + ix0, *wr = wk + ky * 3;
+                            acc += ((int32_t)xr[0] - z_in) * wr[0] + ((int32_t)xr[1] - z_in) * wr[1] +
+                                   ((int32_t)xr[2] - z_in) * wr[2];
+                        }
+                    }
+                    outc[oy * p->OW + ox] =
+                        requantize(acc, mult[oc], shift[oc], p->z_out, p->act_min, p->act_max);
+                    continue;
+                }
                 for (int ic = 0; ic < Cg; ic++) {
                     const int8_t *x = ing + (size_t)ic * plane;
                     const int8_t *wk = wc + (size_t)ic * k * k;

@@ -14,7 +14,8 @@
  *   values    graph_lines qrt_value   (an op writes at most one value)
  *   live      graph_lines int         (the arena planner's list)
  *   int32     i32_bytes               (every I32 tensor as native int32)
- *   unpacked  2 * u8_bytes            (U8 packed weights, one int8 per nibble)
+ *   unpacked  2 * u8_bytes            (U8 packed weights, one int8 per nibble; SIMD
+ *                                     builds only, 0 otherwise: internal.h)
  *   simd      the SIMD packed forms of conv2d/linear (simd.c sizes them from the graph
  *             text; 0 without SIMD kernels, so the portable layout is unchanged)
  */
@@ -50,6 +51,9 @@ const char *qrt_status_str(qrt_status s) {
 
 /* ---- memory layout ----------------------------------------------------------------- */
 
+/* QRT_MODEL_MEM_SIZE_PORTABLE (runtime.h) spells this layout out with 16-byte blocks. */
+QRT_STATIC_ASSERT(QRT_ALIGN == 16, mem_size_macro_rounds_to_qrt_align);
+
 enum { BLOCK_CONTAINER, BLOCK_OPS, BLOCK_VALUES, BLOCK_LIVE, BLOCK_I32, BLOCK_UNPACKED,
        BLOCK_SIMD, N_BLOCKS };
 
@@ -62,7 +66,7 @@ static size_t layout(const qrt_header_scan *s, uint64_t size[N_BLOCKS]) {
     size[BLOCK_VALUES] = lines * sizeof(qrt_value);
     size[BLOCK_LIVE] = lines * sizeof(int);
     size[BLOCK_I32] = s->i32_bytes;
-    size[BLOCK_UNPACKED] = 2 * s->u8_bytes;
+    size[BLOCK_UNPACKED] = QRT_UNPACK_AT_LOAD ? 2 * s->u8_bytes : 0; /* internal.h */
     size[BLOCK_SIMD] = qrt_simd_mem_bound(s->graph, s->data);
     uint64_t total = QRT_ALIGN - 1;
     for (int i = 0; i < N_BLOCKS; i++) total += (size[i] + QRT_ALIGN - 1) / QRT_ALIGN * QRT_ALIGN;
@@ -230,8 +234,11 @@ qrt_isa qrt_model_set_isa(qrt_model *m, qrt_isa isa) {
  * whatever the arena's alignment: hence the slack. */
 size_t qrt_arena_size(const qrt_model *m) {
     if (!m) return 0;
+    if (!QRT_UNPACK_AT_LOAD) return qrt_arena_size_portable(m);
     return m->scratch_size ? m->arena_size + QRT_SIMD_ALIGN + m->scratch_size : m->arena_size;
 }
+
+size_t qrt_arena_size_portable(const qrt_model *m) { return m ? m->arena_size + m->unpack_size : 0; }
 
 const qrt_value *qrt_model_input(const qrt_model *m) { return m && m->n_values ? &m->values[0] : NULL; }
 

@@ -19,6 +19,39 @@ static bool fusable_pool(const qrt_model *m, const qrt_op *conv, const qrt_op *p
            m->values[conv->out].last_use == pool - m->ops;
 }
 
+/* Packed 4-bit weights (a build without SIMD kernels, internal.h): each output channel's
+ * K weights are unpacked into wbuf (the arena after the activations, unpack_size bytes)
+ * and the int8 kernel runs on that channel alone, its group's input channels seen as a
+ * dense conv; the same sums in the same order as on unpacked weights. */
+static void unpack_channel(int8_t *wbuf, const uint8_t *packed, uint64_t first, size_t K) {
+    for (size_t i = 0; i < K; i++) wbuf[i] = (int8_t)qrt_nibble(packed, first + i);
+}
+
+static void conv2d_packed(int8_t *out, const int8_t *in, const qrt_op *op, const qrt_conv_params *p,
+                          int8_t *wbuf) {
+    const int Cg = p->C / p->groups, OCg = p->OC / p->groups;
+    const size_t K = (size_t)Cg * p->k * p->k, plane = (size_t)p->H * p->W, oplane = (size_t)p->OH * p->OW;
+    qrt_conv_params q = *p;
+    q.C = Cg;
+    q.OC = 1;
+    q.groups = 1;
+    for (int oc = 0; oc < p->OC; oc++) {
+        unpack_channel(wbuf, op->weight->data, (uint64_t)oc * K, K);
+        qrt_conv2d_s8(out + (size_t)oc * oplane, in + (size_t)(oc / OCg) * Cg * plane, wbuf,
+                      op->bias->s32 + oc, op->mult->s32 + oc, op->shift->s32 + oc, &q);
+    }
+}
+
+static void linear_packed(int8_t *out, const int8_t *in, const qrt_op *op, const qrt_linear_params *p,
+                          int8_t *wbuf) {
+    qrt_linear_params q = *p;
+    q.F_out = 1;
+    for (int o = 0; o < p->F_out; o++) {
+        unpack_channel(wbuf, op->weight->data, (uint64_t)o * (size_t)p->F_in, (size_t)p->F_in);
+        qrt_linear_s8(out + o, in, wbuf, op->bias->s32 + o, op->mult->s32 + o, op->shift->s32 + o, &q);
+    }
+}
+
 qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_t *logits,
                    int *argmax) {
     if (!m) return QRT_STATUS_INVALID_ARG;
@@ -55,6 +88,8 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
                 i++;
             } else if (packed && isa != QRT_ISA_PORTABLE)
                 qrt_conv2d_s8_isa(isa, A + y->offset, A + x->offset, packed, &p, scratch);
+            else if (!op->weight->s8)
+                conv2d_packed(A + y->offset, A + x->offset, op, &p, A + m->arena_size);
             else
                 qrt_conv2d_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
                               op->mult->s32, op->shift->s32, &p);
@@ -67,6 +102,8 @@ qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, v
             };
             if (packed && isa != QRT_ISA_PORTABLE)
                 qrt_linear_s8_isa(isa, A + y->offset, A + x->offset, packed, &p, scratch);
+            else if (!op->weight->s8)
+                linear_packed(A + y->offset, A + x->offset, op, &p, A + m->arena_size);
             else
                 qrt_linear_s8(A + y->offset, A + x->offset, op->weight->s8, op->bias->s32,
                               op->mult->s32, op->shift->s32, &p);

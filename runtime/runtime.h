@@ -39,8 +39,10 @@
  *   - model memory (`mem`, qrt_model_mem_size() bytes, any alignment): the container's
  *     tables (tensors, metadata) and its decoded names, keys and values (the graph text
  *     among them), the op and value tables, int32 tensors
- *     converted to native int32, and 4-bit packed weights unpacked to int8. int8 weights
- *     stay in the file buffer: the model points into both, so both must outlive it.
+ *     converted to native int32, and, with SIMD kernels, 4-bit packed weights unpacked to
+ *     int8 (without SIMD kernels they stay packed in the file buffer and qrt_run unpacks
+ *     one output channel at a time into the arena). int8 weights stay in the file
+ *     buffer: the model points into both, so both must outlive it.
  *     qrt_model_mem_size() is computed from a scan of the header alone (counts and byte
  *     totals): an upper bound (strings are sized by the header length, the op tables by
  *     the graph's line count, unpacking by all U8 bytes). A smaller mem_len is refused
@@ -49,10 +51,12 @@
  *     requantization records (simd.h), sized from the graph text in the header: about
  *     the weight bytes again plus padding to 16 channels (docs/runtime-simd.md).
  *   - the activation arena (qrt_arena_size() bytes, any alignment): every value of the
- *     graph at an offset planned at load time from value lifetimes (first fit; a value
- *     is freed after its last reader, flatten shares its input's bytes), then, with SIMD
+ *     graph at an offset planned at load time from value lifetimes (a value is freed
+ *     after its last reader, flatten shares its input's bytes; the smaller of a first-fit
+ *     plan in op order and a greedy plan by size, graph.c), then, with SIMD
  *     kernels, the largest scratch of an op (the padded HWC input and output of a conv,
- *     the u8 input of a linear). One arena per
+ *     the u8 input of a linear), or without them room for one output channel of 4-bit
+ *     weights (the largest K of such an op). One arena per
  *     concurrent qrt_run; the model itself is read-only during inference, so threads can
  *     share it.
  *
@@ -263,6 +267,10 @@ typedef struct qrt_model {
     int output;                /* the value the output op reads: the logits */
     size_t arena_size;         /* the activations' part of the arena */
     size_t scratch_size;       /* the SIMD kernels' scratch after it (0 without SIMD) */
+    size_t unpack_size;        /* the largest K (rounded up to 16) of a conv2d/linear with
+                                  packed 4-bit weights, 0 if none: a build without SIMD
+                                  kernels unpacks one output channel's weights after the
+                                  activations (qrt_arena_size_portable) */
     const void *const *packed; /* per op: the SIMD packed form of a conv2d/linear in model
                                   memory (simd.h), or NULL (portable kernel); NULL without
                                   SIMD kernels */
@@ -275,14 +283,37 @@ typedef struct qrt_model {
  * says why). */
 size_t qrt_model_mem_size(const uint8_t *file, size_t len);
 
+/* The same bound as a constant expression, for a build without SIMD kernels (every
+ * non-x86 build, such as a microcontroller's): what qrt_model_mem_size returns there for
+ * a file whose header has n_tensors tensors, n_meta metadata entries, header_len bytes, a
+ * graph of graph_lines lines (its '\n' + 1) and i32_bytes of I32 tensor data (4-bit
+ * weights stay packed in the file there, so they take no model memory). The table
+ * entries are sized by the compiler that evaluates it, so a static buffer of this size
+ * fits the target's own structures. `qat export --format c` writes a file's counts into
+ * its header (docs/mcu.md). The layout is model.c's: each block rounded up to 16 bytes
+ * (QRT_ALIGN), plus 15 to align the caller's base. */
+#define QRT_MEM_ROUND16_(n) ((((size_t)(n)) + 15u) / 16u * 16u)
+#define QRT_MODEL_MEM_SIZE_PORTABLE(n_tensors, n_meta, header_len, graph_lines, i32_bytes) \
+    (15u + QRT_MEM_ROUND16_((size_t)(n_tensors) * sizeof(qrt_tensor)) +                  \
+     QRT_MEM_ROUND16_((size_t)(n_meta) * sizeof(qrt_meta)) +                              \
+     QRT_MEM_ROUND16_((size_t)(header_len) + 1u) +                                        \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(qrt_op)) +                           \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(qrt_value)) +                        \
+     QRT_MEM_ROUND16_((size_t)(graph_lines) * sizeof(int)) + QRT_MEM_ROUND16_(i32_bytes))
+
 /* Validates the file (see the top of this header) and fills *m. On failure returns the
  * status, fills *err (may be NULL) and leaves *m zeroed. */
 qrt_status qrt_model_load(qrt_model *m, const uint8_t *file, size_t len, void *mem,
                           size_t mem_len, qrt_error *err);
 
 /* Bytes of activation arena qrt_run needs (the activations, plus the SIMD kernels'
- * scratch when the build has them). */
+ * scratch when the build has them, or else the room to unpack one output channel of
+ * 4-bit weights). */
 size_t qrt_arena_size(const qrt_model *m);
+
+/* What qrt_arena_size returns in a build without SIMD kernels (any non-x86 target), on
+ * any build: the activations and the 4-bit unpacking room, arena_size + unpack_size. */
+size_t qrt_arena_size_portable(const qrt_model *m);
 
 /* Runs one image: pixels are raw uint8, qrt_model_input(m)->numel of them, (C, H, W).
  * Writes qrt_model_n_outputs(m) int8 logits (logits may be NULL) and the index of the

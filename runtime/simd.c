@@ -25,7 +25,7 @@ static const char *const ISA_NAMES[] = {"portable", "avx2", "avx512vnni"};
 QRT_STATIC_ASSERT(sizeof ISA_NAMES / sizeof ISA_NAMES[0] == QRT_ISA_COUNT, one_name_per_isa);
 
 const char *qrt_isa_str(qrt_isa isa) {
-    return (int)isa >= 0 && isa < QRT_ISA_COUNT ? ISA_NAMES[isa] : "?";
+    return (unsigned)isa < (unsigned)QRT_ISA_COUNT ? ISA_NAMES[isa] : "?";
 }
 
 bool qrt_isa_parse(const char *s, qrt_isa *isa) {
