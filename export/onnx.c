@@ -1,0 +1,302 @@
+/* onnx.c - the integer model as an int8 ONNX model (onnx.h, docs/onnx.md): one ONNX
+ * pattern per op of quant/lower.h, in QOperator or QDQ form. Values are uint8 tensors
+ * "v<i>" (int8 + 128) with initializers "v<i>.scale" and "v<i>.zp". */
+#include "onnx.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onnx_graph.h"
+
+static const char *const FORM_NAMES[] = {[QAT_ONNX_FORM_QOPERATOR] = "qoperator", [QAT_ONNX_FORM_QDQ] = "qdq"};
+_Static_assert(sizeof FORM_NAMES / sizeof FORM_NAMES[0] == QAT_ONNX_FORM_COUNT, "one name per form");
+
+const char *qat_onnx_form_str(qat_onnx_form f) { return (unsigned)f < QAT_ONNX_FORM_COUNT ? FORM_NAMES[f] : "unknown"; }
+
+enum {
+    F32 = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT,
+    U8 = ONNX__TENSOR_PROTO__DATA_TYPE__UINT8,
+    I8 = ONNX__TENSOR_PROTO__DATA_TYPE__INT8,
+    I32 = ONNX__TENSOR_PROTO__DATA_TYPE__INT32,
+};
+
+typedef struct writer {
+    onnx_b b;
+    const qat_int_model *im;
+    qat_onnx_form form;
+} writer;
+
+/* Names of value i's tensor (value 0 is the graph input "pixels"), scale and zero point. */
+static char *vname(writer *w, int i) { return i ? onnx_str(&w->b, "v%d", i) : onnx_str(&w->b, "pixels"); }
+static char *vscale(writer *w, int i) { return onnx_str(&w->b, "v%d.scale", i); }
+static char *vzp(writer *w, int i) { return onnx_str(&w->b, "v%d.zp", i); }
+
+/* The uint8 zero point of an int8 one (within [-128, 127]: lowering guarantees it). */
+static uint8_t zp_u8(int32_t z) { return (uint8_t)(z + 128); }
+
+/* A float view of uint8 tensor x with value i's parameters, for the op `user` (QDQ:
+ * DequantizeLinear), named "<x>.f.<user>": one per reader, as QDQ tools write them, so
+ * each op's pattern is its own. */
+static char *dequant_as(writer *w, const char *x, int i, const char *user) {
+    char *f = onnx_str(&w->b, "%s.f.%s", x, user);
+    onnx_node(&w->b, "DequantizeLinear", NULL, onnx_str(&w->b, "dq_%s_%s", x, user), 3,
+              (const char *[]){x, vscale(w, i), vzp(w, i)}, f);
+    return f;
+}
+
+static char *dequant(writer *w, int i, const char *user) { return dequant_as(w, vname(w, i), i, user); }
+
+/* QDQ: x (float) through the op's clamp, then QuantizeLinear to value `out`. */
+static void quant_out(writer *w, const qat_int_op *op, const char *x, int out) {
+    const qat_int_value *v = &w->im->values[out];
+    const char *y = x;
+    if (op->act_min > -128 || op->act_max < 127) {
+        /* The clamp in real units: q in [act_min, act_max] is s (q - z) in [lo, hi]. */
+        char *lo = onnx_str(&w->b, "%s.clip_min", op->name), *hi = onnx_str(&w->b, "%s.clip_max", op->name);
+        onnx_init_scalar_f32(&w->b, lo, v->scale * (float)(op->act_min - v->zero_point));
+        onnx_init_scalar_f32(&w->b, hi, v->scale * (float)(op->act_max - v->zero_point));
+        y = onnx_str(&w->b, "%s.clipped", op->name);
+        onnx_node(&w->b, "Clip", NULL, onnx_str(&w->b, "%s.clip", op->name), 3, (const char *[]){x, lo, hi}, y);
+    }
+    onnx_node(&w->b, "QuantizeLinear", NULL, onnx_str(&w->b, "q_v%d", out), 3,
+              (const char *[]){y, vscale(w, out), vzp(w, out)}, vname(w, out));
+}
+
+/* QOperator: x (uint8, value out's parameters) through the op's clamp into value out. */
+static void clamp_u8(writer *w, const qat_int_op *op, const char *x, int out) {
+    if (op->act_min > -128 || op->act_max < 127) {
+        char *lo = onnx_str(&w->b, "%s.clip_min", op->name), *hi = onnx_str(&w->b, "%s.clip_max", op->name);
+        onnx_init_scalar_u8(&w->b, lo, zp_u8(op->act_min));
+        onnx_init_scalar_u8(&w->b, hi, zp_u8(op->act_max));
+        onnx_node(&w->b, "Clip", NULL, onnx_str(&w->b, "%s.clip", op->name), 3, (const char *[]){x, lo, hi},
+                  vname(w, out));
+    } else {
+        onnx_node(&w->b, "Identity", NULL, onnx_str(&w->b, "%s.out", op->name), 1, (const char *[]){x},
+                  vname(w, out));
+    }
+}
+
+/* A conv2d or linear op. Weight scales from the lowered multipliers (onnx.h). */
+static void weighted(writer *w, const qat_int_op *op) {
+    const qat_int_model *im = w->im;
+    const qat_int_value *in = &im->values[op->in[0]], *out = &im->values[op->out];
+    const int64_t OC = op->w_shape[0];
+    const bool conv = op->kind == QAT_INT_OP_CONV2D;
+    float *sw = calloc((size_t)OC, sizeof *sw), *sb = calloc((size_t)OC, sizeof *sb);
+    int8_t *zw = calloc((size_t)OC, 1);
+    int32_t *zb = calloc((size_t)OC, sizeof *zb);
+    if (!sw || !sb || !zw || !zb) {
+        w->b.oom = true;
+        goto done;
+    }
+    for (int64_t c = 0; c < OC; c++) {
+        /* m = M0 2^(shift - 31) exactly; M0 = 0 (m below 2^-32: the output is the zero
+         * point) becomes 2^-60, which rounds every accumulator to 0 as well. */
+        double m = op->mult[c] ? ldexp((double)op->mult[c], op->shift[c] - 31) : ldexp(1.0, -60);
+        sw[c] = (float)(m * (double)out->scale / (double)in->scale);
+        sb[c] = in->scale * sw[c];
+    }
+    char *wn = onnx_str(&w->b, "%s.weight", op->name), *ws = onnx_str(&w->b, "%s.weight_scale", op->name),
+         *wz = onnx_str(&w->b, "%s.weight_zp", op->name), *bn = onnx_str(&w->b, "%s.bias", op->name);
+    onnx_init(&w->b, wn, I8, 1, op->w_ndim, op->w_shape, op->weight);
+    onnx_init_f32(&w->b, ws, 1, &OC, sw);
+    onnx_init(&w->b, wz, I8, 1, 1, &OC, zw);
+    onnx_init(&w->b, bn, I32, 4, 1, &OC, op->bias);
+    const char *x = vname(w, op->in[0]);
+    const bool flat = !conv && in->ndim != 1;
+    if (flat) { /* linear reads any shape: flatten first */
+        char *fl = onnx_str(&w->b, "%s.flat", op->name);
+        onnx_attr_int(&w->b, onnx_node(&w->b, "Flatten", NULL, fl, 1, (const char *[]){x}, fl), "axis", 1);
+        x = fl;
+    }
+    Onnx__NodeProto *n;
+    if (w->form == QAT_ONNX_FORM_QOPERATOR) {
+        char *y = onnx_str(&w->b, "%s.y", op->name);
+        if (conv)
+            n = onnx_node(&w->b, "QLinearConv", NULL, op->name, 9,
+                          (const char *[]){x, vscale(w, op->in[0]), vzp(w, op->in[0]), wn, ws, wz,
+                                           vscale(w, op->out), vzp(w, op->out), bn},
+                          y);
+        else {
+            n = onnx_node(&w->b, "QGemm", QAT_ONNX_MS_DOMAIN, op->name, 9,
+                          (const char *[]){x, vscale(w, op->in[0]), vzp(w, op->in[0]), wn, ws, wz, bn,
+                                           vscale(w, op->out), vzp(w, op->out)},
+                          y);
+            onnx_attr_int(&w->b, n, "transB", 1);
+        }
+        if (conv) {
+            const int64_t k = op->kernel, s = op->stride, p = op->pad;
+            onnx_attr_ints(&w->b, n, "kernel_shape", 2, (int64_t[]){k, k});
+            onnx_attr_ints(&w->b, n, "strides", 2, (int64_t[]){s, s});
+            onnx_attr_ints(&w->b, n, "pads", 4, (int64_t[]){p, p, p, p});
+            onnx_attr_int(&w->b, n, "group", op->groups);
+        }
+        clamp_u8(w, op, y, op->out);
+    } else {
+        char *bs = onnx_str(&w->b, "%s.bias_scale", op->name), *bz = onnx_str(&w->b, "%s.bias_zp", op->name);
+        onnx_init_f32(&w->b, bs, 1, &OC, sb);
+        onnx_init(&w->b, bz, I32, 4, 1, &OC, zb);
+        char *wf = onnx_str(&w->b, "%s.weight.f", op->name), *bf = onnx_str(&w->b, "%s.bias.f", op->name);
+        onnx_attr_int(&w->b,
+                      onnx_node(&w->b, "DequantizeLinear", NULL, onnx_str(&w->b, "dq_%s", wn), 3,
+                                (const char *[]){wn, ws, wz}, wf),
+                      "axis", 0);
+        onnx_attr_int(&w->b,
+                      onnx_node(&w->b, "DequantizeLinear", NULL, onnx_str(&w->b, "dq_%s", bn), 3,
+                                (const char *[]){bn, bs, bz}, bf),
+                      "axis", 0);
+        char *xf = dequant_as(w, x, op->in[0], op->name);
+        char *y = onnx_str(&w->b, "%s.y", op->name);
+        n = onnx_node(&w->b, conv ? "Conv" : "Gemm", NULL, op->name, 3, (const char *[]){xf, wf, bf}, y);
+        if (conv) {
+            const int64_t k = op->kernel, s = op->stride, p = op->pad;
+            onnx_attr_ints(&w->b, n, "kernel_shape", 2, (int64_t[]){k, k});
+            onnx_attr_ints(&w->b, n, "strides", 2, (int64_t[]){s, s});
+            onnx_attr_ints(&w->b, n, "pads", 4, (int64_t[]){p, p, p, p});
+            onnx_attr_int(&w->b, n, "group", op->groups);
+        } else {
+            onnx_attr_int(&w->b, n, "transB", 1);
+        }
+        quant_out(w, op, y, op->out);
+    }
+done:
+    free(sw);
+    free(sb);
+    free(zw);
+    free(zb);
+}
+
+/* Pools: max pool works on uint8 in both forms (its output is one of its inputs). */
+static void pool(writer *w, const qat_int_op *op) {
+    const int i = op->in[0], o = op->out;
+    const int64_t k = op->kernel, s = op->stride, p = op->pad;
+    Onnx__NodeProto *n;
+    if (op->kind == QAT_INT_OP_MAXPOOL) {
+        n = onnx_node(&w->b, "MaxPool", NULL, op->name, 1, (const char *[]){vname(w, i)}, vname(w, o));
+    } else if (w->form == QAT_ONNX_FORM_QOPERATOR) {
+        const bool global = op->kind == QAT_INT_OP_GLOBAL_AVGPOOL;
+        char *y = global ? onnx_str(&w->b, "%s.y", op->name) : vname(w, o);
+        n = onnx_node(&w->b, global ? "QLinearGlobalAveragePool" : "QLinearAveragePool", QAT_ONNX_MS_DOMAIN,
+                      op->name, 5, (const char *[]){vname(w, i), vscale(w, i), vzp(w, i), vscale(w, o), vzp(w, o)},
+                      y);
+        if (global) {
+            onnx_attr_int(&w->b, n, "channels_last", 0);
+            /* (N, C, 1, 1) to the (N, C) vector the integer model has */
+            onnx_attr_int(&w->b, onnx_node(&w->b, "Flatten", NULL, onnx_str(&w->b, "%s.flatten", op->name), 1,
+                                           (const char *[]){y}, vname(w, o)),
+                          "axis", 1);
+            return;
+        }
+    } else {
+        const bool global = op->kind == QAT_INT_OP_GLOBAL_AVGPOOL;
+        char *y = onnx_str(&w->b, "%s.y", op->name);
+        n = onnx_node(&w->b, global ? "GlobalAveragePool" : "AveragePool", NULL, op->name, 1,
+                      (const char *[]){dequant(w, i, op->name)}, y);
+        if (global) {
+            char *fl = onnx_str(&w->b, "%s.flat", op->name);
+            onnx_attr_int(&w->b, onnx_node(&w->b, "Flatten", NULL, fl, 1, (const char *[]){y}, fl), "axis", 1);
+            y = fl;
+        } else {
+            onnx_attr_ints(&w->b, n, "kernel_shape", 2, (int64_t[]){k, k});
+            onnx_attr_ints(&w->b, n, "strides", 2, (int64_t[]){s, s});
+            onnx_attr_ints(&w->b, n, "pads", 4, (int64_t[]){p, p, p, p});
+            onnx_attr_int(&w->b, n, "count_include_pad", 1);
+        }
+        onnx_node(&w->b, "QuantizeLinear", NULL, onnx_str(&w->b, "q_v%d", o), 3, (const char *[]){y, vscale(w, o), vzp(w, o)},
+                  vname(w, o));
+        return;
+    }
+    onnx_attr_ints(&w->b, n, "kernel_shape", 2, (int64_t[]){k, k});
+    onnx_attr_ints(&w->b, n, "strides", 2, (int64_t[]){s, s});
+    onnx_attr_ints(&w->b, n, "pads", 4, (int64_t[]){p, p, p, p});
+    /* the spec's average pool counts padded positions in n (count_include_pad) */
+    if (op->kind == QAT_INT_OP_AVGPOOL) onnx_attr_int(&w->b, n, "count_include_pad", 1);
+}
+
+static void add(writer *w, const qat_int_op *op) {
+    const int a = op->in[0], c = op->in[1], o = op->out;
+    char *y = onnx_str(&w->b, "%s.y", op->name);
+    if (w->form == QAT_ONNX_FORM_QOPERATOR) {
+        onnx_node(&w->b, "QLinearAdd", QAT_ONNX_MS_DOMAIN, op->name, 8,
+                  (const char *[]){vname(w, a), vscale(w, a), vzp(w, a), vname(w, c), vscale(w, c), vzp(w, c),
+                                   vscale(w, o), vzp(w, o)},
+                  y);
+        clamp_u8(w, op, y, o);
+    } else {
+        onnx_node(&w->b, "Add", NULL, op->name, 2, (const char *[]){dequant(w, a, op->name), dequant(w, c, op->name)}, y);
+        quant_out(w, op, y, o);
+    }
+}
+
+static void emit_op(writer *w, const qat_int_op *op) {
+    switch (op->kind) {
+    case QAT_INT_OP_CONV2D:
+    case QAT_INT_OP_LINEAR: weighted(w, op); return;
+    case QAT_INT_OP_MAXPOOL:
+    case QAT_INT_OP_AVGPOOL:
+    case QAT_INT_OP_GLOBAL_AVGPOOL: pool(w, op); return;
+    case QAT_INT_OP_ADD: add(w, op); return;
+    case QAT_INT_OP_FLATTEN:
+        onnx_attr_int(&w->b,
+                      onnx_node(&w->b, "Flatten", NULL, op->name, 1, (const char *[]){vname(w, op->in[0])},
+                                vname(w, op->out)),
+                      "axis", 1);
+        return;
+    case QAT_INT_OP_COUNT: break;
+    }
+    QAT_ASSERT(!"emit_op: not an op kind");
+}
+
+qat_status qat_onnx_write_int(const qat_int_model *im, const char *path, qat_onnx_form form,
+                              const qat_st_kv *meta, size_t n_meta, qat_onnx_report *rep, qat_error *err) {
+    QAT_ASSERT(im != NULL && path != NULL && (meta != NULL || n_meta == 0) && (unsigned)form < QAT_ONNX_FORM_COUNT);
+    QAT_ASSERT(im->n_values > 0 && im->values[0].ndim == 3 && im->output >= 0 && im->output < im->n_values);
+    for (int i = 0; i < im->n_values; i++)
+        if (!(im->values[i].scale > 0.0f) || !isfinite(im->values[i].scale))
+            return qat_error_set(err, QAT_STATUS_INVALID_ARG, "%s: value %d has scale %g: not writable as ONNX",
+                                 path, i, (double)im->values[i].scale);
+    writer w = {.im = im, .form = form};
+    onnx_b_init(&w.b);
+    for (int i = 0; i < im->n_values; i++) {
+        onnx_init_scalar_f32(&w.b, vscale(&w, i), im->values[i].scale);
+        onnx_init_scalar_u8(&w.b, vzp(&w, i), zp_u8(im->values[i].zero_point));
+    }
+    for (int i = 0; i < im->n_ops; i++) emit_op(&w, &im->ops[i]);
+    const qat_int_value *in = &im->values[0], *out = &im->values[im->output];
+    onnx_node(&w.b, "DequantizeLinear", NULL, "logits", 3,
+              (const char *[]){vname(&w, im->output), vscale(&w, im->output), vzp(&w, im->output)}, "logits");
+    onnx_input(&w.b, "pixels", U8, 4, (int64_t[]){-1, in->shape[0], in->shape[1], in->shape[2]});
+    onnx_output(&w.b, "logits", F32, 2, (int64_t[]){-1, out->shape[0]});
+    /* The writer's own keys first; meta's pairs after them, except keys it repeats. */
+    char input[256], output[256];
+    snprintf(input, sizeof input,
+             "pixels: uint8 (N, C, H, W), raw pixel values 0..255; real input = %.9g * (p - %d) = "
+             "(p / 255 - mean) / std (int8-spec.md: q_in = p - 128, z_in = %d)",
+             (double)in->scale, zp_u8(in->zero_point), in->zero_point);
+    snprintf(output, sizeof output,
+             "logits: float32 (N, %d), the int8 logits dequantized: %.9g * (q - %d); argmax = the int8 argmax",
+             out->shape[0], (double)out->scale, out->zero_point);
+    qat_st_kv *kv = calloc(n_meta + 3, sizeof *kv);
+    if (!kv) {
+        onnx_b_free(&w.b);
+        return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
+    }
+    kv[0] = (qat_st_kv){"qat.format", form == QAT_ONNX_FORM_QDQ ? "int8-qdq" : "int8-qoperator"};
+    kv[1] = (qat_st_kv){"qat.input", input};
+    kv[2] = (qat_st_kv){"qat.output", output};
+    size_t nk = 3;
+    for (size_t i = 0; i < n_meta; i++)
+        if (strcmp(meta[i].key, "qat.format") && strcmp(meta[i].key, "qat.input") && strcmp(meta[i].key, "qat.output"))
+            kv[nk++] = meta[i];
+    size_t bytes = 0;
+    qat_status st = onnx_b_write(&w.b, path, "qat_int8", "int8 model exported by qat (docs/onnx.md)", kv, nk, &bytes, err);
+    if (!st && rep) {
+        rep->file_bytes = bytes;
+        rep->n_nodes = (int)w.b.n_nodes;
+    }
+    free(kv);
+    onnx_b_free(&w.b);
+    return st;
+}
