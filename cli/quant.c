@@ -236,8 +236,13 @@ int cmd_export(int argc, char **argv) {
         } else {
             st = qat_onnx_write_float(cm.m, cm.have_norm ? &cm.norm : NULL, out, meta, nm, &rep, &err);
         }
-        if (st) rc = cli_fail("export", err.msg);
-        else if (json)
+        if (st) {
+            /* lowering's messages name the layer; say which checkpoint too */
+            char msg[sizeof err.msg + 256];
+            snprintf(msg, sizeof msg, "%s%s%s", strstr(err.msg, out) ? "" : pos[0], strstr(err.msg, out) ? "" : ": ",
+                     err.msg);
+            rc = cli_fail("export", msg);
+        } else if (json)
             printf("{\"command\": \"export\", \"model\": \"%s\", \"format\": \"onnx\", \"onnx_form\": \"%s\", "
                    "\"nodes\": %d, \"file_bytes\": %zu, \"fp32_weight_bytes\": %zu}\n",
                    out, what, rep.n_nodes, rep.file_bytes, fp32);

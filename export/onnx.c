@@ -168,6 +168,24 @@ done:
     free(zb);
 }
 
+/* The output scale an average pool is given in ONNX: its value's scale s times
+ * (1 - eps). The spec rounds the mean d / n half away from zero, ORT rounds half to
+ * even, and a 2x2 pool has a tie on a quarter of its outputs. Dividing by s (1 - eps)
+ * instead of s multiplies the mean by 1 + eps (to first order), which moves every tie
+ * away from zero, where the spec rounds it, while the other means, at least 1 / (2n)
+ * from a rounding boundary and at most 255 in magnitude, stay on their side as long as
+ * 255 eps < 1 / (2n): eps = 1 / (1024 n) does, and it is still far above the float error
+ * of ORT's own multiplier (~1e-7). The output tensor is the same uint8 value, so the ops
+ * that read it use its true scale. */
+static char *tie_scale(writer *w, const qat_int_op *op) {
+    const qat_int_value *in = &w->im->values[op->in[0]];
+    const double n = op->kind == QAT_INT_OP_GLOBAL_AVGPOOL ? (double)in->shape[1] * in->shape[2]
+                                                           : (double)op->kernel * op->kernel;
+    char *name = onnx_str(&w->b, "%s.y_scale", op->name);
+    onnx_init_scalar_f32(&w->b, name, (float)((double)w->im->values[op->out].scale * (1.0 - 1.0 / (1024.0 * n))));
+    return name;
+}
+
 /* Pools: max pool works on uint8 in both forms (its output is one of its inputs). */
 static void pool(writer *w, const qat_int_op *op) {
     const int i = op->in[0], o = op->out;
@@ -179,8 +197,8 @@ static void pool(writer *w, const qat_int_op *op) {
         const bool global = op->kind == QAT_INT_OP_GLOBAL_AVGPOOL;
         char *y = global ? onnx_str(&w->b, "%s.y", op->name) : vname(w, o);
         n = onnx_node(&w->b, global ? "QLinearGlobalAveragePool" : "QLinearAveragePool", QAT_ONNX_MS_DOMAIN,
-                      op->name, 5, (const char *[]){vname(w, i), vscale(w, i), vzp(w, i), vscale(w, o), vzp(w, o)},
-                      y);
+                      op->name, 5,
+                      (const char *[]){vname(w, i), vscale(w, i), vzp(w, i), tie_scale(w, op), vzp(w, o)}, y);
         if (global) {
             onnx_attr_int(&w->b, n, "channels_last", 0);
             /* (N, C, 1, 1) to the (N, C) vector the integer model has */
@@ -204,8 +222,8 @@ static void pool(writer *w, const qat_int_op *op) {
             onnx_attr_ints(&w->b, n, "pads", 4, (int64_t[]){p, p, p, p});
             onnx_attr_int(&w->b, n, "count_include_pad", 1);
         }
-        onnx_node(&w->b, "QuantizeLinear", NULL, onnx_str(&w->b, "q_v%d", o), 3, (const char *[]){y, vscale(w, o), vzp(w, o)},
-                  vname(w, o));
+        onnx_node(&w->b, "QuantizeLinear", NULL, onnx_str(&w->b, "q_v%d", o), 3,
+                  (const char *[]){y, tie_scale(w, op), vzp(w, o)}, vname(w, o));
         return;
     }
     onnx_attr_ints(&w->b, n, "kernel_shape", 2, (int64_t[]){k, k});
