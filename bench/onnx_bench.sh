@@ -6,7 +6,7 @@
 #
 # For each STEM it expects STEM.int8 (qat export), STEM.onnx (qat export --format onnx
 # of the same quantized checkpoint) and STEM.fp32.onnx (qat export --format onnx of the
-# float checkpoint it came from). Images: the first 256 of Fashion-MNIST's test set. Each
+# float checkpoint it came from), and STEM.qdq.onnx if it exists (--onnx-form qdq). Images: the first 256 of Fashion-MNIST's test set. Each
 # engine runs in one long-lived process per invocation (warm-up, then the median of R
 # rounds of S seconds); prints one JSON line per model and engine. Run from the source
 # tree after building into build/.
@@ -31,7 +31,9 @@ else zcat $data/t10k-images-idx3-ubyte.gz | tail -c +17 > "$images"; fi
 int8=""; onnx=""
 for s in "$@"; do
   int8="$int8 $s.int8"
-  onnx="$onnx $s.onnx $s.fp32.onnx"
+  onnx="$onnx $s.onnx"
+  [ -f "$s.qdq.onnx" ] && onnx="$onnx $s.qdq.onnx"
+  onnx="$onnx $s.fp32.onnx"
 done
 "$here/build/bench/bench_qrt_file" "$images" --threads 2 --rounds "$rounds" --seconds "$seconds" $int8
 node "$here/bench/ort_bench.js" "$here/.deps/node_modules" "$images" 1 28 28 --threads 2 --rounds "$rounds" \

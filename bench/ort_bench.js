@@ -33,7 +33,7 @@ async function main() {
     }
     let ort;
     try {
-        ort = require(path.join(a[0], 'onnxruntime-node'));
+        ort = require(path.join(path.resolve(a[0]), 'onnxruntime-node'));
     } catch (e) {
         console.error(`onnxruntime-node not found in ${a[0]} (${e.message}): run scripts/bootstrap.sh`);
         process.exit(2);

@@ -26,12 +26,21 @@ typedef struct writer {
     onnx_b b;
     const qat_int_model *im;
     qat_onnx_form form;
+    bool *qparams_used; /* (n_values): an op reads the value's scale or zero point */
 } writer;
 
-/* Names of value i's tensor (value 0 is the graph input "pixels"), scale and zero point. */
+/* Names of value i's tensor (value 0 is the graph input "pixels"), scale and zero point;
+ * the initializers of those a node reads are written at the end (ORT warns of unused
+ * ones, such as a flatten's). */
 static char *vname(writer *w, int i) { return i ? onnx_str(&w->b, "v%d", i) : onnx_str(&w->b, "pixels"); }
-static char *vscale(writer *w, int i) { return onnx_str(&w->b, "v%d.scale", i); }
-static char *vzp(writer *w, int i) { return onnx_str(&w->b, "v%d.zp", i); }
+static char *vscale(writer *w, int i) {
+    w->qparams_used[i] = true;
+    return onnx_str(&w->b, "v%d.scale", i);
+}
+static char *vzp(writer *w, int i) {
+    w->qparams_used[i] = true;
+    return onnx_str(&w->b, "v%d.zp", i);
+}
 
 /* The uint8 zero point of an int8 one (within [-128, 127]: lowering guarantees it). */
 static uint8_t zp_u8(int32_t z) { return (uint8_t)(z + 128); }
@@ -275,16 +284,19 @@ qat_status qat_onnx_write_int(const qat_int_model *im, const char *path, qat_onn
         if (!(im->values[i].scale > 0.0f) || !isfinite(im->values[i].scale))
             return qat_error_set(err, QAT_STATUS_INVALID_ARG, "%s: value %d has scale %g: not writable as ONNX",
                                  path, i, (double)im->values[i].scale);
-    writer w = {.im = im, .form = form};
+    writer w = {.im = im, .form = form, .qparams_used = calloc((size_t)im->n_values, sizeof(bool))};
+    if (!w.qparams_used) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
     onnx_b_init(&w.b);
-    for (int i = 0; i < im->n_values; i++) {
-        onnx_init_scalar_f32(&w.b, vscale(&w, i), im->values[i].scale);
-        onnx_init_scalar_u8(&w.b, vzp(&w, i), zp_u8(im->values[i].zero_point));
-    }
     for (int i = 0; i < im->n_ops; i++) emit_op(&w, &im->ops[i]);
     const qat_int_value *in = &im->values[0], *out = &im->values[im->output];
     onnx_node(&w.b, "DequantizeLinear", NULL, "logits", 3,
               (const char *[]){vname(&w, im->output), vscale(&w, im->output), vzp(&w, im->output)}, "logits");
+    for (int i = 0; i < im->n_values; i++)
+        if (w.qparams_used[i]) {
+            onnx_init_scalar_f32(&w.b, onnx_str(&w.b, "v%d.scale", i), im->values[i].scale);
+            onnx_init_scalar_u8(&w.b, onnx_str(&w.b, "v%d.zp", i), zp_u8(im->values[i].zero_point));
+        }
+    free(w.qparams_used);
     onnx_input(&w.b, "pixels", U8, 4, (int64_t[]){-1, in->shape[0], in->shape[1], in->shape[2]});
     onnx_output(&w.b, "logits", F32, 2, (int64_t[]){-1, out->shape[0]});
     /* The writer's own keys first; meta's pairs after them, except keys it repeats. */
