@@ -5,7 +5,8 @@
 //                           [--seconds S] MODEL.onnx ...
 //
 // One long-lived process: each model gets one session (intra-op threads T, default 2;
-// inter-op 1; all graph optimisations), a warm-up, then R rounds (default 5) of
+// inter-op 1; all graph optimisations) and a warm-up; then R rounds (default 5), each
+// measuring every model in turn:
 //   - batch 256: images/s over S seconds (default 2) of back-to-back runs;
 //   - batch 1:   the median latency of the runs in S seconds;
 // and the medians over the rounds, one JSON line per model. The images are the first
@@ -45,33 +46,39 @@ async function main() {
     const x256 = new ort.Tensor('uint8', new Uint8Array(img.buffer, img.byteOffset, B * per), [B, C, H, W]);
     const x1 = new ort.Tensor('uint8', new Uint8Array(img.buffer, img.byteOffset, per), [1, C, H, W]);
     const now = () => Number(process.hrtime.bigint()) / 1e9;
+    // Every session first, then the rounds interleave the models, so that the drift of a
+    // shared machine hits them alike.
+    const sessions = [];
     for (const m of models) {
         const sess = await ort.InferenceSession.create(m, {intraOpNumThreads: opt.threads, interOpNumThreads: 1,
                                                            graphOptimizationLevel: 'all',
                                                            executionMode: 'sequential'});
         for (let i = 0; i < 3; i++) await sess.run({pixels: x256}); // warm-up
         for (let i = 0; i < 50; i++) await sess.run({pixels: x1});
-        const thr = [], lat = [];
-        for (let r = 0; r < opt.rounds; r++) {
+        sessions.push({m, sess, thr: [], lat: []});
+    }
+    for (let r = 0; r < opt.rounds; r++) {
+        for (const s of sessions) {
             let t0 = now(), n = 0;
             while (now() - t0 < opt.seconds) {
-                await sess.run({pixels: x256});
+                await s.sess.run({pixels: x256});
                 n++;
             }
-            thr.push(n * B / (now() - t0));
+            s.thr.push(n * B / (now() - t0));
             const times = [];
             t0 = now();
             while (now() - t0 < opt.seconds) {
-                const s = now();
-                await sess.run({pixels: x1});
-                times.push(now() - s);
+                const t = now();
+                await s.sess.run({pixels: x1});
+                times.push(now() - t);
             }
-            lat.push(median(times) * 1e6);
+            s.lat.push(median(times) * 1e6);
         }
-        console.log(JSON.stringify({engine: 'onnxruntime', model: m, threads: opt.threads, rounds: opt.rounds,
-                                    batch256_images_per_s: Math.round(median(thr)),
-                                    batch1_latency_us: Number(median(lat).toFixed(1))}));
     }
+    for (const s of sessions)
+        console.log(JSON.stringify({engine: 'onnxruntime', model: s.m, threads: opt.threads, rounds: opt.rounds,
+                                    batch256_images_per_s: Math.round(median(s.thr)),
+                                    batch1_latency_us: Number(median(s.lat).toFixed(1))}));
 }
 
 main().catch((e) => {

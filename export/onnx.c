@@ -222,9 +222,15 @@ static void pool(writer *w, const qat_int_op *op) {
         n = onnx_node(&w->b, global ? "GlobalAveragePool" : "AveragePool", NULL, op->name, 1,
                       (const char *[]){dequant(w, i, op->name)}, y);
         if (global) {
-            char *fl = onnx_str(&w->b, "%s.flat", op->name);
-            onnx_attr_int(&w->b, onnx_node(&w->b, "Flatten", NULL, fl, 1, (const char *[]){y}, fl), "axis", 1);
-            y = fl;
+            /* Quantized before the flatten, so ORT sees DQ -> GlobalAveragePool -> Q and
+             * fuses it into QLinearGlobalAveragePool. */
+            char *yq = onnx_str(&w->b, "%s.yq", op->name);
+            onnx_node(&w->b, "QuantizeLinear", NULL, onnx_str(&w->b, "q_%s", op->name), 3,
+                      (const char *[]){y, tie_scale(w, op), vzp(w, o)}, yq);
+            onnx_attr_int(&w->b, onnx_node(&w->b, "Flatten", NULL, onnx_str(&w->b, "%s.flatten", op->name), 1,
+                                           (const char *[]){yq}, vname(w, o)),
+                          "axis", 1);
+            return;
         } else {
             onnx_attr_ints(&w->b, n, "kernel_shape", 2, (int64_t[]){k, k});
             onnx_attr_ints(&w->b, n, "strides", 2, (int64_t[]){s, s});
