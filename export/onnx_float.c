@@ -15,10 +15,6 @@ enum { F32 = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, U8 = ONNX__TENSOR_PROTO__DATA
 
 typedef struct fwriter {
     onnx_b b;
-    int n_tmp;
-    const char *path;
-    qat_error *err;
-    qat_status st;
 } fwriter;
 
 static void attrs_window(fwriter *w, Onnx__NodeProto *n, int k, int s, int p) {
@@ -154,7 +150,7 @@ qat_status qat_onnx_write_float(const qat_model *m, const qat_normalization *nor
                              QAT_DATA_MAX_CHANNELS);
     qat_normalization id = qat_normalization_identity();
     if (!norm) norm = &id;
-    fwriter w = {.path = path, .err = err};
+    fwriter w;
     onnx_b_init(&w.b);
     /* The input: the same table qat's loader uses (data/loader.c), per channel c the
      * float of (p / 255 - mean[c]) / std[c] in double, read at index p + 256 c. */
