@@ -170,7 +170,7 @@ int cmd_export(int argc, char **argv) {
          "checkpoint, float ONNX from a float one; docs/onnx.md)"},
         {"onnx-form", QAT_OPT_STRING, &form, "F",
          "the int8 ONNX form: qoperator (QLinearConv, QGemm, ...; the default) or qdq (Quantize/DequantizeLinear "
-         "around float ops)"},
+         "around float ops) or exact (the spec's integer arithmetic in integer ONNX ops: the runtime's logits bit for bit, slower)"},
         {"json", QAT_OPT_FLAG, &json, NULL, "print the sizes as one JSON object"},
         {0},
     };
@@ -199,7 +199,7 @@ int cmd_export(int argc, char **argv) {
         if (!strcmp(form, qat_onnx_form_str((qat_onnx_form)f))) oform = (qat_onnx_form)f;
     if (oform == QAT_ONNX_FORM_COUNT) {
         char msg[256];
-        snprintf(msg, sizeof msg, "unknown --onnx-form '%s' (qoperator, qdq)", form);
+        snprintf(msg, sizeof msg, "unknown --onnx-form '%s' (qoperator, qdq, exact)", form);
         return cli_fail("export", msg);
     }
     if (!out) out = onnx ? "model.onnx" : "model.int8.safetensors";

@@ -10,7 +10,8 @@
 
 #include "onnx_graph.h"
 
-static const char *const FORM_NAMES[] = {[QAT_ONNX_FORM_QOPERATOR] = "qoperator", [QAT_ONNX_FORM_QDQ] = "qdq"};
+static const char *const FORM_NAMES[] = {[QAT_ONNX_FORM_QOPERATOR] = "qoperator", [QAT_ONNX_FORM_QDQ] = "qdq",
+                                         [QAT_ONNX_FORM_EXACT] = "exact"};
 _Static_assert(sizeof FORM_NAMES / sizeof FORM_NAMES[0] == QAT_ONNX_FORM_COUNT, "one name per form");
 
 const char *qat_onnx_form_str(qat_onnx_form f) { return (unsigned)f < QAT_ONNX_FORM_COUNT ? FORM_NAMES[f] : "unknown"; }
@@ -20,6 +21,7 @@ enum {
     U8 = ONNX__TENSOR_PROTO__DATA_TYPE__UINT8,
     I8 = ONNX__TENSOR_PROTO__DATA_TYPE__INT8,
     I32 = ONNX__TENSOR_PROTO__DATA_TYPE__INT32,
+    I64 = ONNX__TENSOR_PROTO__DATA_TYPE__INT64,
 };
 
 typedef struct writer {
@@ -87,6 +89,167 @@ static void clamp_u8(writer *w, const qat_int_op *op, const char *x, int out) {
     }
 }
 
+/* ---- the exact form: the spec's integer arithmetic in integer ONNX ops ---- */
+
+static Onnx__NodeProto *node2(writer *w, const char *op, const char *name, const char *a, const char *b,
+                              const char *y) {
+    return onnx_node(&w->b, op, NULL, name, 2, (const char *[]){a, b}, y);
+}
+
+/* An int64 constant "<pre>.<what>" of n values (n = 1: a scalar) broadcast over (N, n, 1,
+ * 1) when rank4, else (N, n). */
+static char *const_i64(writer *w, const char *pre, const char *what, int n, bool rank4, const int64_t *v) {
+    char *name = onnx_str(&w->b, "%s.%s", pre, what);
+    if (n == 1) onnx_init(&w->b, name, I64, 8, 0, NULL, v);
+    else if (rank4) onnx_init(&w->b, name, I64, 8, 4, (int64_t[]){1, n, 1, 1}, v);
+    else onnx_init(&w->b, name, I64, 8, 2, (int64_t[]){1, n}, v);
+    return name;
+}
+
+/* int8-spec.md's MultiplyByQuantizedMultiplier on the int64 tensor x, per channel (n
+ * multipliers) or with one; returns the int64 result's name. Each step is the spec's:
+ *   SaturatingRoundingDoublingHighMul(x 2^left, M0): p = x (M0 2^left) (< 2^62: the
+ *     exporter bounds x 2^left below 2^31), nudge 2^30 or 1 - 2^30 by the sign of p, then
+ *     Div by 2^31, which truncates toward zero in ONNX as C does;
+ *   RoundingDivideByPOT(h, right): rem = Mod(h, 2^right) (ONNX's integer Mod takes the
+ *     divisor's sign, so rem = h & mask), floor = (h - rem) / 2^right (an exact division:
+ *     the arithmetic shift), plus 1 where rem > (mask >> 1) + (h < 0). */
+static char *requant_i64(writer *w, const char *pre, const char *x, int n, bool rank4, const int32_t *M0,
+                         const int32_t *shift) {
+    int64_t *mul = calloc((size_t)n, 8), *pw = calloc((size_t)n, 8), *thr = calloc((size_t)n, 8),
+            *thr1 = calloc((size_t)n, 8);
+    if (!mul || !pw || !thr || !thr1) {
+        w->b.oom = true;
+        free(mul), free(pw), free(thr), free(thr1);
+        return onnx_str(&w->b, "%s", x);
+    }
+    for (int c = 0; c < n; c++) {
+        const int left = shift[c] > 0 ? shift[c] : 0, right = shift[c] < 0 ? -shift[c] : 0;
+        mul[c] = (int64_t)M0[c] * ((int64_t)1 << left);
+        pw[c] = (int64_t)1 << right;
+        thr[c] = (pw[c] - 1) >> 1;
+        thr1[c] = thr[c] + 1;
+    }
+    const int64_t zero = 0, nudge_pos = (int64_t)1 << 30, nudge_neg = 1 - ((int64_t)1 << 30),
+                  two31 = (int64_t)1 << 31;
+    char *cmul = const_i64(w, pre, "m0_left", n, rank4, mul), *cpw = const_i64(w, pre, "pow_right", n, rank4, pw),
+         *cthr = const_i64(w, pre, "threshold", n, rank4, thr), *cthr1 = const_i64(w, pre, "threshold_neg", n, rank4, thr1),
+         *c0 = const_i64(w, pre, "zero", 1, false, &zero), *cnp = const_i64(w, pre, "nudge_pos", 1, false, &nudge_pos),
+         *cnn = const_i64(w, pre, "nudge_neg", 1, false, &nudge_neg), *c31 = const_i64(w, pre, "two31", 1, false, &two31);
+    free(mul), free(pw), free(thr), free(thr1);
+#define T(what) onnx_str(&w->b, "%s.%s", pre, what)
+    char *p = T("p"), *ge = T("p_ge0"), *nudge = T("nudge"), *pn = T("p_nudged"), *h = T("high"), *rem = T("rem"),
+         *hr = T("high_minus_rem"), *fl = T("floor"), *neg = T("high_neg"), *th = T("thr"), *up = T("round_up"),
+         *up64 = T("round_up64"), *y = T("requant");
+    node2(w, "Mul", p, x, cmul, p);
+    node2(w, "GreaterOrEqual", ge, p, c0, ge);
+    onnx_node(&w->b, "Where", NULL, nudge, 3, (const char *[]){ge, cnp, cnn}, nudge);
+    node2(w, "Add", pn, p, nudge, pn);
+    node2(w, "Div", h, pn, c31, h);
+    Onnx__NodeProto *md = node2(w, "Mod", rem, h, cpw, rem);
+    onnx_attr_int(&w->b, md, "fmod", 0);
+    node2(w, "Sub", hr, h, rem, hr);
+    node2(w, "Div", fl, hr, cpw, fl);
+    node2(w, "Less", neg, h, c0, neg);
+    onnx_node(&w->b, "Where", NULL, th, 3, (const char *[]){neg, cthr1, cthr}, th);
+    node2(w, "Greater", up, rem, th, up);
+    onnx_attr_int(&w->b, onnx_node(&w->b, "Cast", NULL, up64, 1, (const char *[]){up}, up64), "to", I64);
+    node2(w, "Add", y, fl, up64, y);
+#undef T
+    return y;
+}
+
+/* q (int64, before the zero point) + z_out, clamped to [act_min, act_max], as the uint8
+ * value out. */
+static void finish_u8(writer *w, const qat_int_op *op, const char *q, int out) {
+    const int64_t zu = w->im->values[out].zero_point + 128, lo = op->act_min + 128, hi = op->act_max + 128;
+    char *cz = const_i64(w, op->name, "z_out_u8", 1, false, &zu), *clo = const_i64(w, op->name, "act_min_u8", 1, false, &lo),
+         *chi = const_i64(w, op->name, "act_max_u8", 1, false, &hi);
+    char *yz = onnx_str(&w->b, "%s.with_zp", op->name), *yc = onnx_str(&w->b, "%s.clamped", op->name);
+    node2(w, "Add", yz, q, cz, yz);
+    onnx_node(&w->b, "Clip", NULL, yc, 3, (const char *[]){yz, clo, chi}, yc);
+    onnx_attr_int(&w->b, onnx_node(&w->b, "Cast", NULL, onnx_str(&w->b, "%s.to_u8", op->name), 1, (const char *[]){yc},
+                                   vname(w, out)),
+                  "to", U8);
+}
+
+/* conv2d / linear, exact: Pad with the input's zero point (the spec's padding), then
+ * ConvInteger (weights + 128 as uint8 with zero point 128: ONNX Runtime's ConvInteger
+ * takes uint8 weights) or MatMulInteger (int8 weights, transposed to (F, OC)), the int32
+ * bias, and the requantization in int64. */
+static void weighted_exact(writer *w, const qat_int_op *op, const char *x) {
+    const int64_t OC = op->w_shape[0];
+    const bool conv = op->kind == QAT_INT_OP_CONV2D;
+    const int i = op->in[0];
+    size_t nw = 1;
+    for (int d = 0; d < op->w_ndim; d++) nw *= (size_t)op->w_shape[d];
+    uint8_t *wu = malloc(nw ? nw : 1);
+    int8_t *wt = malloc(nw ? nw : 1);
+    if (!wu || !wt) {
+        w->b.oom = true;
+        free(wu), free(wt);
+        return;
+    }
+    char *xz = onnx_str(&w->b, "%s.x_zp", op->name), *acc = onnx_str(&w->b, "%s.acc", op->name);
+    onnx_init_scalar_u8(&w->b, xz, zp_u8(w->im->values[i].zero_point));
+    if (conv) {
+        for (size_t k = 0; k < nw; k++) wu[k] = (uint8_t)(op->weight[k] + 128);
+        char *wn = onnx_str(&w->b, "%s.weight_u8", op->name), *wz = onnx_str(&w->b, "%s.weight_zp", op->name);
+        onnx_init(&w->b, wn, U8, 1, op->w_ndim, op->w_shape, wu);
+        onnx_init_scalar_u8(&w->b, wz, 128);
+        const char *xp = x;
+        if (op->pad) {
+            const int64_t p = op->pad;
+            char *pads = onnx_str(&w->b, "%s.pads", op->name);
+            onnx_init(&w->b, pads, I64, 8, 1, (int64_t[]){8}, (int64_t[]){0, 0, p, p, 0, 0, p, p});
+            xp = onnx_str(&w->b, "%s.padded", op->name);
+            onnx_node(&w->b, "Pad", NULL, xp, 3, (const char *[]){x, pads, xz}, xp);
+        }
+        Onnx__NodeProto *n = onnx_node(&w->b, "ConvInteger", NULL, op->name, 4, (const char *[]){xp, wn, xz, wz}, acc);
+        const int64_t k = op->kernel, s = op->stride;
+        onnx_attr_ints(&w->b, n, "kernel_shape", 2, (int64_t[]){k, k});
+        onnx_attr_ints(&w->b, n, "strides", 2, (int64_t[]){s, s});
+        onnx_attr_int(&w->b, n, "group", op->groups);
+    } else {
+        const int64_t F = op->w_shape[1];
+        for (int64_t c = 0; c < OC; c++)
+            for (int64_t f = 0; f < F; f++) wt[f * OC + c] = op->weight[c * F + f];
+        char *wn = onnx_str(&w->b, "%s.weight_t", op->name);
+        onnx_init(&w->b, wn, I8, 1, 2, (int64_t[]){F, OC}, wt);
+        onnx_node(&w->b, "MatMulInteger", NULL, op->name, 3, (const char *[]){x, wn, xz}, acc);
+    }
+    free(wu), free(wt);
+    char *bn = onnx_str(&w->b, "%s.bias", op->name), *ab = onnx_str(&w->b, "%s.acc_bias", op->name),
+         *a64 = onnx_str(&w->b, "%s.acc64", op->name);
+    if (conv) onnx_init(&w->b, bn, I32, 4, 4, (int64_t[]){1, OC, 1, 1}, op->bias);
+    else onnx_init(&w->b, bn, I32, 4, 2, (int64_t[]){1, OC}, op->bias);
+    node2(w, "Add", ab, acc, bn, ab);
+    onnx_attr_int(&w->b, onnx_node(&w->b, "Cast", NULL, a64, 1, (const char *[]){ab}, a64), "to", I64);
+    finish_u8(w, op, requant_i64(w, op->name, a64, (int)OC, conv, op->mult, op->shift), op->out);
+}
+
+/* add, exact: the TFLite scheme of int8-spec.md in int64. */
+static void add_exact(writer *w, const qat_int_op *op) {
+    const int in[2] = {op->in[0], op->in[1]};
+    const int32_t M[2] = {op->mult_a, op->mult_b}, S[2] = {op->shift_a, op->shift_b};
+    char *r[2];
+    for (int k = 0; k < 2; k++) {
+        char *pre = onnx_str(&w->b, "%s.%c", op->name, "ab"[k]);
+        const int64_t zu = w->im->values[in[k]].zero_point + 128, two20 = (int64_t)1 << 20;
+        char *cz = const_i64(w, pre, "zp_u8", 1, false, &zu), *c20 = const_i64(w, pre, "two20", 1, false, &two20);
+        char *x64 = onnx_str(&w->b, "%s.x64", pre), *xc = onnx_str(&w->b, "%s.centred", pre),
+             *xs = onnx_str(&w->b, "%s.shifted", pre);
+        onnx_attr_int(&w->b, onnx_node(&w->b, "Cast", NULL, x64, 1, (const char *[]){vname(w, in[k])}, x64), "to", I64);
+        node2(w, "Sub", xc, x64, cz, xc);
+        node2(w, "Mul", xs, xc, c20, xs);
+        r[k] = requant_i64(w, pre, xs, 1, false, &M[k], &S[k]);
+    }
+    char *sum = onnx_str(&w->b, "%s.sum", op->name);
+    node2(w, "Add", sum, r[0], r[1], sum);
+    char *pre = onnx_str(&w->b, "%s.out", op->name);
+    finish_u8(w, op, requant_i64(w, pre, sum, 1, false, &op->mult_out, &op->shift_out), op->out);
+}
+
 /* A conv2d or linear op. Weight scales from the lowered multipliers (onnx.h). */
 static void weighted(writer *w, const qat_int_op *op) {
     const qat_int_model *im = w->im;
@@ -107,12 +270,6 @@ static void weighted(writer *w, const qat_int_op *op) {
         sw[c] = (float)(m * (double)out->scale / (double)in->scale);
         sb[c] = in->scale * sw[c];
     }
-    char *wn = onnx_str(&w->b, "%s.weight", op->name), *ws = onnx_str(&w->b, "%s.weight_scale", op->name),
-         *wz = onnx_str(&w->b, "%s.weight_zp", op->name), *bn = onnx_str(&w->b, "%s.bias", op->name);
-    onnx_init(&w->b, wn, I8, 1, op->w_ndim, op->w_shape, op->weight);
-    onnx_init_f32(&w->b, ws, 1, &OC, sw);
-    onnx_init(&w->b, wz, I8, 1, 1, &OC, zw);
-    onnx_init(&w->b, bn, I32, 4, 1, &OC, op->bias);
     const char *x = vname(w, op->in[0]);
     const bool flat = !conv && in->ndim != 1;
     if (flat) { /* linear reads any shape: flatten first */
@@ -120,6 +277,16 @@ static void weighted(writer *w, const qat_int_op *op) {
         onnx_attr_int(&w->b, onnx_node(&w->b, "Flatten", NULL, fl, 1, (const char *[]){x}, fl), "axis", 1);
         x = fl;
     }
+    if (w->form == QAT_ONNX_FORM_EXACT) {
+        weighted_exact(w, op, x);
+        goto done;
+    }
+    char *wn = onnx_str(&w->b, "%s.weight", op->name), *ws = onnx_str(&w->b, "%s.weight_scale", op->name),
+         *wz = onnx_str(&w->b, "%s.weight_zp", op->name), *bn = onnx_str(&w->b, "%s.bias", op->name);
+    onnx_init(&w->b, wn, I8, 1, op->w_ndim, op->w_shape, op->weight);
+    onnx_init_f32(&w->b, ws, 1, &OC, sw);
+    onnx_init(&w->b, wz, I8, 1, 1, &OC, zw);
+    onnx_init(&w->b, bn, I32, 4, 1, &OC, op->bias);
     Onnx__NodeProto *n;
     if (w->form == QAT_ONNX_FORM_QOPERATOR) {
         char *y = onnx_str(&w->b, "%s.y", op->name);
@@ -202,7 +369,7 @@ static void pool(writer *w, const qat_int_op *op) {
     Onnx__NodeProto *n;
     if (op->kind == QAT_INT_OP_MAXPOOL) {
         n = onnx_node(&w->b, "MaxPool", NULL, op->name, 1, (const char *[]){vname(w, i)}, vname(w, o));
-    } else if (w->form == QAT_ONNX_FORM_QOPERATOR) {
+    } else if (w->form != QAT_ONNX_FORM_QDQ) { /* QOperator and exact */
         const bool global = op->kind == QAT_INT_OP_GLOBAL_AVGPOOL;
         char *y = global ? onnx_str(&w->b, "%s.y", op->name) : vname(w, o);
         n = onnx_node(&w->b, global ? "QLinearGlobalAveragePool" : "QLinearAveragePool", QAT_ONNX_MS_DOMAIN,
@@ -251,7 +418,9 @@ static void pool(writer *w, const qat_int_op *op) {
 static void add(writer *w, const qat_int_op *op) {
     const int a = op->in[0], c = op->in[1], o = op->out;
     char *y = onnx_str(&w->b, "%s.y", op->name);
-    if (w->form == QAT_ONNX_FORM_QOPERATOR) {
+    if (w->form == QAT_ONNX_FORM_EXACT) {
+        add_exact(w, op);
+    } else if (w->form == QAT_ONNX_FORM_QOPERATOR) {
         onnx_node(&w->b, "QLinearAdd", QAT_ONNX_MS_DOMAIN, op->name, 8,
                   (const char *[]){vname(w, a), vscale(w, a), vzp(w, a), vname(w, c), vscale(w, c), vzp(w, c),
                                    vscale(w, o), vzp(w, o)},
@@ -319,7 +488,9 @@ qat_status qat_onnx_write_int(const qat_int_model *im, const char *path, qat_onn
         onnx_b_free(&w.b);
         return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
     }
-    kv[0] = (qat_st_kv){"qat.format", form == QAT_ONNX_FORM_QDQ ? "int8-qdq" : "int8-qoperator"};
+    kv[0] = (qat_st_kv){"qat.format", form == QAT_ONNX_FORM_QDQ     ? "int8-qdq"
+                                      : form == QAT_ONNX_FORM_EXACT ? "int8-exact"
+                                                                    : "int8-qoperator"};
     kv[1] = (qat_st_kv){"qat.input", input};
     kv[2] = (qat_st_kv){"qat.output", output};
     size_t nk = 3;

@@ -27,6 +27,11 @@
  *              ReLU/ReLU6 clamp as Clip on uint8; DequantizeLinear for the logits.
  *   QDQ:       QuantizeLinear/DequantizeLinear around float Conv, Gemm, Add, pools (ORT
  *              fuses the patterns into its integer kernels at load).
+ *   exact:     the spec's integers in integer ONNX ops: Pad + ConvInteger or
+ *              MatMulInteger into int32, the bias, then the fixed-point multiplier and its
+ *              two roundings in int64 (Mul, Where, Add, Div, Mod, ...), the add likewise;
+ *              pools as in QOperator form (their tie-break below makes them exact). It
+ *              gives qat's runtime's logits bit for bit, at a cost in speed.
  * ORT requantizes with a float multiplier and rounds half to even where the spec uses
  * fixed point and rounds half away from zero: the two agree on most outputs and differ
  * by one step on a few (docs/onnx.md measures it).
@@ -53,10 +58,11 @@
 typedef enum qat_onnx_form {
     QAT_ONNX_FORM_QOPERATOR,
     QAT_ONNX_FORM_QDQ,
+    QAT_ONNX_FORM_EXACT,
     QAT_ONNX_FORM_COUNT
 } qat_onnx_form;
 
-/* "qoperator", "qdq". */
+/* "qoperator", "qdq", "exact". */
 const char *qat_onnx_form_str(qat_onnx_form f);
 
 typedef struct qat_onnx_report {

@@ -6,11 +6,12 @@
  * Small models are trained for one epoch on Fashion-MNIST and calibrated (a CNN with
  * BN, ReLU, ReLU6, max pool, a depthwise residual block, average pool, a strided conv,
  * global average pool; and an MLP), at w8a8 and w4a4. On the 10,000 test images:
- *   - int8 ONNX (both forms) in ORT against qat's integer runtime: top-1 agreement,
+ *   - int8 ONNX (QOperator and QDQ forms) in ORT against qat's integer runtime: top-1 agreement,
  *     accuracy, and the largest logit difference in units of the output scale. ORT
  *     requantizes with float multipliers and rounds half to even, the spec uses fixed
  *     point and rounds half away from zero, so the two are not bit-exact; the thresholds
- *     below bound how far apart they may drift;
+ *     below bound how far apart they may drift. The exact form must give the runtime's
+ *     logits, every one;
  *   - the float ONNX export in ORT against qat's float forward: logits within 1e-4.
  * The files' metadata is read back with protobuf-c. Bad cases: a checkpoint that cannot
  * be lowered, an unwritable --out, a missing checkpoint: exit status 1 and a message. */
@@ -192,7 +193,7 @@ static void compare_int8(const char *ckpt, const char *int8, const char *form, d
     snprintf(onnx, sizeof onnx, "%s.%s.onnx", ckpt, form);
     snprintf(args, sizeof args, "export %s --format onnx --onnx-form %s --out %s --json", ckpt, form, onnx);
     if (qat(out, sizeof out, args) != 0) fail_msg("export %s: %s", onnx, out);
-    check_model_file(onnx, strcmp(form, "qdq") ? "int8-qoperator" : "int8-qdq");
+    check_model_file(onnx, !strcmp(form, "qdq") ? "int8-qdq" : !strcmp(form, "exact") ? "int8-exact" : "int8-qoperator");
     onnx_check(onnx);
     int k;
     int8_t *q = runtime_logits(int8, &k);
@@ -216,12 +217,12 @@ static void compare_int8(const char *ckpt, const char *int8, const char *form, d
         }
     }
     double ag = (double)agree / N_TEST, acc_ort = (double)hit_ort / N_TEST, acc_qat = (double)hit_qat / N_TEST;
-    print_message("%s: ORT accuracy %.4f, qat runtime %.4f, top-1 agreement %.4f, largest logit difference %.0f "
+    print_message("%s: ORT accuracy %.4f, qat runtime %.4f, top-1 agreement %.4f, largest logit difference %.3g "
                   "step(s) of %g\n",
                   onnx, acc_ort, acc_qat, ag, worst, (double)s);
     if (off_grid > 1e-3) fail_msg("%s: ORT's logits are not s (q - z) for integer q (%.4g off)", onnx, off_grid);
     if (ag < min_agree) fail_msg("%s: top-1 agreement with qat's runtime %.4f < %.4f", onnx, ag, min_agree);
-    if (worst > max_steps) fail_msg("%s: a logit differs by %.0f steps (at most %.0f)", onnx, worst, max_steps);
+    if (worst > max_steps) fail_msg("%s: a logit differs by %.3g steps (at most %.3g)", onnx, worst, max_steps);
     if (fabs(acc_ort - acc_qat) > max_acc_diff)
         fail_msg("%s: ORT accuracy %.4f vs qat's runtime %.4f", onnx, acc_ort, acc_qat);
     free(q);
@@ -305,6 +306,11 @@ static void test_onnx_in_ort(void **state) {
     compare_int8("cnn8.st", "cnn8.int8", "qdq", 0.99, 4, 0.003);
     compare_int8("mlp8.st", "mlp8.int8", "qoperator", 0.99, 4, 0.003);
     compare_int8("cnn4.st", "cnn4.int8", "qoperator", 0.85, 80, 0.01);
+    /* The exact form computes the spec's integers with integer ONNX ops: the same logits
+     * as qat's runtime (up to the float rounding of the final dequantization). */
+    compare_int8("cnn8.st", "cnn8.int8", "exact", 1.0, 1e-3, 0);
+    compare_int8("cnn4.st", "cnn4.int8", "exact", 1.0, 1e-3, 0);
+    compare_int8("mlp8.st", "mlp8.int8", "exact", 1.0, 1e-3, 0);
     compare_float("cnn.st");
     compare_float("mlp.st");
 }
