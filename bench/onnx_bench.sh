@@ -6,7 +6,8 @@
 #
 # For each STEM it expects STEM.int8 (qat export), STEM.onnx (qat export --format onnx
 # of the same quantized checkpoint) and STEM.fp32.onnx (qat export --format onnx of the
-# float checkpoint it came from), and STEM.qdq.onnx if it exists (--onnx-form qdq). Images: the first 256 of Fashion-MNIST's test set. Each
+# float checkpoint it came from), and STEM.qdq.onnx and STEM.exact.onnx if they exist
+# (--onnx-form qdq, exact). Images: the first 256 of Fashion-MNIST's test set. Each
 # engine runs in one long-lived process per invocation (warm-up, then the median of R
 # rounds of S seconds); prints one JSON line per model and engine. Run from the source
 # tree after building into build/.
@@ -33,6 +34,7 @@ for s in "$@"; do
   int8="$int8 $s.int8"
   onnx="$onnx $s.onnx"
   [ -f "$s.qdq.onnx" ] && onnx="$onnx $s.qdq.onnx"
+  [ -f "$s.exact.onnx" ] && onnx="$onnx $s.exact.onnx"
   onnx="$onnx $s.fp32.onnx"
 done
 "$here/build/bench/bench_qrt_file" "$images" --threads 2 --rounds "$rounds" --seconds "$seconds" $int8

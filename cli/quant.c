@@ -227,7 +227,9 @@ int cmd_export(int argc, char **argv) {
     if (onnx) {
         qat_onnx_report rep = {0};
         qat_status st;
-        const char *what = cm.m->quant ? (oform == QAT_ONNX_FORM_QDQ ? "int8-qdq" : "int8-qoperator") : "float32";
+        char what[32];
+        snprintf(what, sizeof what, "%s%s", cm.m->quant ? "int8-" : "float32",
+                 cm.m->quant ? qat_onnx_form_str(oform) : "");
         if (cm.m->quant) {
             qat_int_model im;
             st = qat_lower(cm.m, &im, &err);

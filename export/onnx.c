@@ -28,7 +28,7 @@ typedef struct writer {
     onnx_b b;
     const qat_int_model *im;
     qat_onnx_form form;
-    bool *qparams_used; /* (n_values): an op reads the value's scale or zero point */
+    bool *scale_used, *zp_used; /* (n_values): an op reads the value's scale, zero point */
 } writer;
 
 /* Names of value i's tensor (value 0 is the graph input "pixels"), scale and zero point;
@@ -36,11 +36,11 @@ typedef struct writer {
  * ones, such as a flatten's). */
 static char *vname(writer *w, int i) { return i ? onnx_str(&w->b, "v%d", i) : onnx_str(&w->b, "pixels"); }
 static char *vscale(writer *w, int i) {
-    w->qparams_used[i] = true;
+    w->scale_used[i] = true;
     return onnx_str(&w->b, "v%d.scale", i);
 }
 static char *vzp(writer *w, int i) {
-    w->qparams_used[i] = true;
+    w->zp_used[i] = true;
     return onnx_str(&w->b, "v%d.zp", i);
 }
 
@@ -459,19 +459,24 @@ qat_status qat_onnx_write_int(const qat_int_model *im, const char *path, qat_onn
         if (!(im->values[i].scale > 0.0f) || !isfinite(im->values[i].scale))
             return qat_error_set(err, QAT_STATUS_INVALID_ARG, "%s: value %d has scale %g: not writable as ONNX",
                                  path, i, (double)im->values[i].scale);
-    writer w = {.im = im, .form = form, .qparams_used = calloc((size_t)im->n_values, sizeof(bool))};
-    if (!w.qparams_used) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
+    writer w = {.im = im, .form = form, .scale_used = calloc((size_t)im->n_values, sizeof(bool)),
+                .zp_used = calloc((size_t)im->n_values, sizeof(bool))};
+    if (!w.scale_used || !w.zp_used) {
+        free(w.scale_used);
+        free(w.zp_used);
+        return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
+    }
     onnx_b_init(&w.b);
     for (int i = 0; i < im->n_ops; i++) emit_op(&w, &im->ops[i]);
     const qat_int_value *in = &im->values[0], *out = &im->values[im->output];
     onnx_node(&w.b, "DequantizeLinear", NULL, "logits", 3,
               (const char *[]){vname(&w, im->output), vscale(&w, im->output), vzp(&w, im->output)}, "logits");
-    for (int i = 0; i < im->n_values; i++)
-        if (w.qparams_used[i]) {
-            onnx_init_scalar_f32(&w.b, onnx_str(&w.b, "v%d.scale", i), im->values[i].scale);
-            onnx_init_scalar_u8(&w.b, onnx_str(&w.b, "v%d.zp", i), zp_u8(im->values[i].zero_point));
-        }
-    free(w.qparams_used);
+    for (int i = 0; i < im->n_values; i++) {
+        if (w.scale_used[i]) onnx_init_scalar_f32(&w.b, onnx_str(&w.b, "v%d.scale", i), im->values[i].scale);
+        if (w.zp_used[i]) onnx_init_scalar_u8(&w.b, onnx_str(&w.b, "v%d.zp", i), zp_u8(im->values[i].zero_point));
+    }
+    free(w.scale_used);
+    free(w.zp_used);
     onnx_input(&w.b, "pixels", U8, 4, (int64_t[]){-1, in->shape[0], in->shape[1], in->shape[2]});
     onnx_output(&w.b, "logits", F32, 2, (int64_t[]){-1, out->shape[0]});
     /* The writer's own keys first; meta's pairs after them, except keys it repeats. */

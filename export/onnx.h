@@ -21,7 +21,7 @@
  * channel (axis 0) with scale s_w[c] = m[c] s_out / s_in, where m[c] = M0 2^(shift - 31)
  * is the lowered fixed-point multiplier, so ORT's float multiplier s_in s_w[c] / s_out
  * is the spec's to float precision; biases int32 with scale s_in s_w[c], zero point 0.
- * Two forms (QAT_ONNX_FORM_*; docs/onnx.md says which is the default and why):
+ * Three forms (QAT_ONNX_FORM_*; docs/onnx.md says which is the default and why):
  *   QOperator: QLinearConv, com.microsoft QGemm, QLinearAdd, QLinearAveragePool,
  *              QLinearGlobalAveragePool; MaxPool and Flatten on uint8; a fused
  *              ReLU/ReLU6 clamp as Clip on uint8; DequantizeLinear for the logits.
@@ -30,11 +30,11 @@
  *   exact:     the spec's integers in integer ONNX ops: Pad + ConvInteger or
  *              MatMulInteger into int32, the bias, then the fixed-point multiplier and its
  *              two roundings in int64 (Mul, Where, Add, Div, Mod, ...), the add likewise;
- *              pools as in QOperator form (their tie-break below makes them exact). It
+ *              pools as in QOperator form (onnx.c's tie-break makes them exact). It
  *              gives qat's runtime's logits bit for bit, at a cost in speed.
- * ORT requantizes with a float multiplier and rounds half to even where the spec uses
- * fixed point and rounds half away from zero: the two agree on most outputs and differ
- * by one step on a few (docs/onnx.md measures it).
+ * In the QOperator and QDQ forms ORT requantizes with a float multiplier and rounds once,
+ * where the spec uses fixed point and rounds twice: the two agree on most outputs and
+ * differ by one step on a few (docs/onnx.md measures it).
  *
  * The float model: input "pixels" uint8 (N, C, H, W) as well, normalised by the first
  * ops (Cast to int32, Gather from the 256-entry table per channel of
