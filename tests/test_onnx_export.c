@@ -12,7 +12,8 @@
  *     point and rounds half away from zero, so the two are not bit-exact; the thresholds
  *     below bound how far apart they may drift. The exact form must give the runtime's
  *     logits, every one;
- *   - the float ONNX export in ORT against qat's float forward: logits within 1e-4.
+ *   - the float ONNX export in ORT against qat's float forward: logits within 1e-4 (the
+ *     CNN, the MLP, and a model with tanh, sigmoid, dropout and padded pools).
  * The files' metadata is read back with protobuf-c. Bad cases: a checkpoint that cannot
  * be lowered, an unwritable --out, a missing checkpoint: exit status 1 and a message. */
 #include <math.h>
@@ -43,6 +44,10 @@ static const char *CNN = "input 1 28 28\n"
                          "conv2d out=16 kernel=3 stride=2 pad=1\nbatchnorm\nrelu\n"
                          "global_avgpool\nlinear out=10\n";
 static const char *MLP = "input 1 28 28\nflatten\nlinear out=32\nrelu\nlinear out=10\n";
+/* Float only: the layers the integer model lacks (sigmoid, tanh), dropout, padded pools. */
+static const char *FLOAT_ONLY = "input 1 28 28\nconv2d out=4 kernel=3 pad=1 bias=false\nbatchnorm\ntanh\n"
+                                "avgpool kernel=2 stride=2 pad=1\nconv2d out=8 kernel=3 stride=2\nsigmoid\n"
+                                "dropout p=0.2\nmaxpool kernel=3 stride=2 pad=1\nflatten\nlinear out=10\n";
 
 static void write_text(const char *name, const char *text) {
     char p[160];
@@ -277,9 +282,12 @@ static void test_onnx_in_ort(void **state) {
     static char out[1 << 16];
     write_text("cnn.model", CNN);
     write_text("mlp.model", MLP);
+    write_text("float_only.model", FLOAT_ONLY);
     if (qat(out, sizeof out, "train --model cnn.model --epochs 1 --out cnn.st --quiet") != 0)
         fail_msg("float training failed (is dataset-fashion-mnist installed?): %s", out);
     if (qat(out, sizeof out, "train --model mlp.model --epochs 1 --out mlp.st --quiet") != 0)
+        fail_msg("float training failed: %s", out);
+    if (qat(out, sizeof out, "train --model float_only.model --epochs 1 --out float_only.st --quiet") != 0)
         fail_msg("float training failed: %s", out);
     const char *cal[] = {"calibrate --from cnn.st --quant w8a8 --out cnn8.st", "calibrate --from cnn.st --quant w4a4 --out cnn4.st",
                          "calibrate --from mlp.st --quant w8a8 --out mlp8.st"};
@@ -313,6 +321,7 @@ static void test_onnx_in_ort(void **state) {
     compare_int8("mlp8.st", "mlp8.int8", "exact", 1.0, 1e-3, 0);
     compare_float("cnn.st");
     compare_float("mlp.st");
+    compare_float("float_only.st");
 }
 
 static void test_onnx_refusals(void **state) {
