@@ -6,6 +6,7 @@
 #include "autograd/parallel.h"
 #include "common.h"
 #include "export/int8.h"
+#include "export/onnx.h"
 #include "quant/quant.h"
 #include "train/progress.h"
 #include "train/calibrate.h"
@@ -160,14 +161,20 @@ int cmd_calibrate(int argc, char **argv) {
 int cmd_export(int argc, char **argv) {
     const char *out = NULL;
     const char *format = "int8";
+    const char *form = "qoperator";
     bool json = false;
     /* --format c */
     const char *name = "qat_model", *data = NULL, *data_format = NULL;
     int images = 0;
     qat_opt opts[] = {
-        {"out", QAT_OPT_STRING, &out, "FILE", "the integer model file (--format c: a directory)"},
-        {"format", QAT_OPT_STRING, &format, "F", "int8 (qat's integer model file, the default) or c (C source for "
-                                                 "firmware, docs/mcu.md)"},
+        {"out", QAT_OPT_STRING, &out, "FILE",
+         "the file to write (default model.int8.safetensors, or model.onnx; --format c: a directory, default the --name)"},
+        {"format", QAT_OPT_STRING, &format, "F",
+         "int8 (qat's integer model file, the default), onnx (int8 ONNX for ONNX Runtime from a quantized "
+         "checkpoint, float ONNX from a float one; docs/onnx.md) or c (C source for firmware, docs/mcu.md)"},
+        {"onnx-form", QAT_OPT_STRING, &form, "F",
+         "the int8 ONNX form: qoperator (QLinearConv, QGemm, ...; the default) or qdq (Quantize/DequantizeLinear "
+         "around float ops) or exact (the spec's integer arithmetic in integer ONNX ops: the runtime's logits bit for bit, slower)"},
         {"name", QAT_OPT_STRING, &name, "ID", "--format c: the files' and symbols' name (default qat_model)"},
         {"images", QAT_OPT_INT, &images, "N", "--format c: also embed the first N test images (<name>_images.c)"},
         {"data", QAT_OPT_STRING, &data, "PATH", "--format c: the images' data set (default: the checkpoint's)"},
@@ -179,25 +186,36 @@ int cmd_export(int argc, char **argv) {
     qat_error err = {0};
     int n = qat_args_parse(argc, argv, opts, pos, 1, &err);
     if (n == -2 || n == 0) {
-        qat_args_help(n == -2 ? stdout : stderr, "qat export CHECKPOINT [--out FILE] [--format int8|c]",
+        qat_args_help(n == -2 ? stdout : stderr, "qat export CHECKPOINT [--out FILE] [--format int8|onnx|c]",
                       "Writes a quantized checkpoint (from qat calibrate or qat train --quant) as an "
                       "integer-only model for the int8 runtime (docs/int8-format.md): int8 or packed "
-                      "4-bit weights, int32 biases, fixed-point multipliers, zero points. --format c "
+                      "4-bit weights, int32 biases, fixed-point multipliers, zero points. With --format onnx, "
+                      "an ONNX model ONNX Runtime runs in int8 (uint8 pixels in, float logits out), or, from a "
+                      "float checkpoint, a float ONNX model (docs/onnx.md). --format c "
                       "writes it as C source for firmware into the directory --out (default: the "
                       "--name): <name>.h states the arena and model memory sizes (docs/mcu.md).",
                       opts);
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("export", err.msg);
-    const bool c_source = !strcmp(format, "c");
-    if (strcmp(format, "int8") && !c_source) {
+    const bool onnx = !strcmp(format, "onnx"), c_source = !strcmp(format, "c");
+    if (!onnx && !c_source && strcmp(format, "int8")) {
         char msg[256];
-        snprintf(msg, sizeof msg, "unknown --format '%s' (int8, c)", format);
+        snprintf(msg, sizeof msg, "unknown --format '%s' (int8, onnx, c)", format);
         return cli_fail("export", msg);
     }
+    qat_onnx_form oform = QAT_ONNX_FORM_COUNT;
+    for (int f = 0; f < QAT_ONNX_FORM_COUNT; f++)
+        if (!strcmp(form, qat_onnx_form_str((qat_onnx_form)f))) oform = (qat_onnx_form)f;
+    if (oform == QAT_ONNX_FORM_COUNT) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "unknown --onnx-form '%s' (qoperator, qdq, exact)", form);
+        return cli_fail("export", msg);
+    }
+    if (!out) out = onnx ? "model.onnx" : c_source ? name : "model.int8.safetensors";
     qat_opened cm;
     if (qat_model_open(&cm, pos[0], 0, &err)) return cli_fail("export", err.msg);
-    if (!cm.m->quant) {
+    if (!cm.m->quant && !onnx) {
         qat_opened_free(&cm);
         return cli_fail("export", "needs a quantized checkpoint (qat calibrate or qat train --quant)");
     }
@@ -210,19 +228,48 @@ int cmd_export(int argc, char **argv) {
         const char *v = qat_checkpoint_extra(&cm.ckpt, keys[i]);
         if (v) meta[nm++] = (qat_st_kv){keys[i], v};
     }
-    qat_export_report rep;
+    /* The float model's weights: the layers' parameters (the state's first entries;
+     * the quantization's own parameters and buffers come after them). */
+    size_t fp32 = 0;
+    for (int i = 0; i < cm.m->n_layer_state; i++)
+        if (cm.m->state[i]->grad) fp32 += 4 * cm.m->state[i]->n;
     int rc = 0;
-    if (!out) out = c_source ? name : "model.int8.safetensors";
+    if (onnx) {
+        qat_onnx_report rep = {0};
+        qat_status st;
+        char what[32];
+        snprintf(what, sizeof what, "%s%s", cm.m->quant ? "int8-" : "float32",
+                 cm.m->quant ? qat_onnx_form_str(oform) : "");
+        if (cm.m->quant) {
+            qat_int_model im;
+            st = qat_lower(cm.m, &im, &err);
+            if (!st) st = qat_onnx_write_int(&im, out, oform, meta, nm, &rep, &err);
+            qat_int_model_free(&im);
+        } else {
+            st = qat_onnx_write_float(cm.m, cm.have_norm ? &cm.norm : NULL, out, meta, nm, &rep, &err);
+        }
+        if (st) {
+            /* lowering's messages name the layer; say which checkpoint too */
+            char msg[sizeof err.msg + 256];
+            snprintf(msg, sizeof msg, "%s%s%s", strstr(err.msg, out) ? "" : pos[0], strstr(err.msg, out) ? "" : ": ",
+                     err.msg);
+            rc = cli_fail("export", msg);
+        } else if (json)
+            printf("{\"command\": \"export\", \"model\": \"%s\", \"format\": \"onnx\", \"onnx_form\": \"%s\", "
+                   "\"nodes\": %d, \"file_bytes\": %zu, \"fp32_weight_bytes\": %zu}\n",
+                   out, what, rep.n_nodes, rep.file_bytes, fp32);
+        else
+            printf("%s: ONNX (%s), %d nodes, %zu bytes; the fp32 weights are %zu bytes\n", out, what, rep.n_nodes,
+                   rep.file_bytes, fp32);
+        qat_opened_free(&cm);
+        return rc;
+    }
+    qat_export_report rep;
     if (c_source) {
         rc = cli_export_c(&cm, out, name, images, data, data_format, meta, nm, json);
     } else if (qat_export_int8(cm.m, out, meta, nm, &rep, &err)) {
         rc = cli_fail("export", err.msg);
     } else {
-        /* The float model's weights: the layers' parameters (the state's first entries;
-         * the quantization's own parameters and buffers come after them). */
-        size_t fp32 = 0;
-        for (int i = 0; i < cm.m->n_layer_state; i++)
-            if (cm.m->state[i]->grad) fp32 += 4 * cm.m->state[i]->n;
         if (json)
             printf("{\"command\": \"export\", \"model\": \"%s\", \"ops\": %d, \"file_bytes\": %zu, "
                    "\"weight_bytes\": %zu, \"fp32_weight_bytes\": %zu, \"ratio\": %.4f}\n",

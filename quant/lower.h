@@ -27,8 +27,9 @@
  * The model is only read: lowering computes scales from the current ranges, parameters
  * and weights (qat_qpoint_qparams, qat_quant_weight_scales) and caches nothing.
  *
- * This file and quant/lower.c are, with layers/, the only places that switch on layer
- * kinds: a new layer kind the integer model should run gets its case here.
+ * This file and quant/lower.c are, with layers/ and the float ONNX writer
+ * (export/onnx_float.c), the only places that switch on layer kinds: a new layer kind the
+ * integer model should run gets its case here.
  */
 #ifndef QAT_LOWER_H
 #define QAT_LOWER_H
