@@ -309,7 +309,7 @@ static void test_export_c_refusals(void **state) {
     assert_int_not_equal(qat(out, sizeof out, "export small.st --format c --out d"), 0);
     assert_non_null(strstr(out, "needs a quantized checkpoint"));
     assert_int_not_equal(qat(out, sizeof out, "export s8r.st --format cpp --out d"), 0);
-    assert_non_null(strstr(out, "unknown --format 'cpp' (int8, c)"));
+    assert_non_null(strstr(out, "unknown --format 'cpp' (int8, onnx, c)"));
     /* Images from data that do not fit the model: a CSV file of features. */
     char p[128];
     snprintf(p, sizeof p, "%s/feat.csv", dir);
