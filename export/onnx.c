@@ -516,27 +516,17 @@ qat_status qat_onnx_write_int(const qat_int_model *im, const char *path, qat_onn
     snprintf(output, sizeof output,
              "logits: float32 (N, %d), the int8 logits dequantized: %.9g * (q - %d); argmax = the int8 argmax",
              out->shape[0], (double)out->scale, out->zero_point);
-    qat_st_kv *kv = calloc(n_meta + 3, sizeof *kv);
-    if (!kv) {
-        onnx_b_free(&w.b);
-        return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
-    }
-    kv[0] = (qat_st_kv){"qat.format", form == QAT_ONNX_FORM_QDQ     ? "int8-qdq"
-                                      : form == QAT_ONNX_FORM_EXACT ? "int8-exact"
-                                                                    : "int8-qoperator"};
-    kv[1] = (qat_st_kv){"qat.input", input};
-    kv[2] = (qat_st_kv){"qat.output", output};
-    size_t nk = 3;
-    for (size_t i = 0; i < n_meta; i++)
-        if (strcmp(meta[i].key, "qat.format") && strcmp(meta[i].key, "qat.input") && strcmp(meta[i].key, "qat.output"))
-            kv[nk++] = meta[i];
+    const char *format = form == QAT_ONNX_FORM_QDQ     ? "int8-qdq"
+                         : form == QAT_ONNX_FORM_EXACT ? "int8-exact"
+                                                       : "int8-qoperator";
+    const qat_st_kv own[] = {{"qat.format", format}, {"qat.input", input}, {"qat.output", output}};
     size_t bytes = 0;
-    qat_status st = onnx_b_write(&w.b, path, "qat_int8", "int8 model exported by qat (docs/onnx.md)", kv, nk, &bytes, err);
+    qat_status st = onnx_b_write(&w.b, path, "qat_int8", "int8 model exported by qat (docs/onnx.md)", own, 3, meta, n_meta,
+                                 &bytes, err);
     if (!st && rep) {
         rep->file_bytes = bytes;
         rep->n_nodes = (int)w.b.n_nodes;
     }
-    free(kv);
     onnx_b_free(&w.b);
     return st;
 }

@@ -196,25 +196,16 @@ qat_status qat_onnx_write_float(const qat_model *m, const qat_normalization *nor
              "pixels: uint8 (N, C, H, W), raw pixel values 0..255; normalised by the first ops (a table) to "
              "(p / 255 - mean) / std, mean %s, std %s",
              mean, std);
-    qat_st_kv *kv = calloc(n_meta + 3, sizeof *kv);
-    if (!kv) {
-        onnx_b_free(&w.b);
-        return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
-    }
-    kv[0] = (qat_st_kv){"qat.format", "float32"};
-    kv[1] = (qat_st_kv){"qat.input", input};
-    kv[2] = (qat_st_kv){"qat.output", "logits: float32 (N, classes)"};
-    size_t nk = 3;
-    for (size_t i = 0; i < n_meta; i++)
-        if (strcmp(meta[i].key, "qat.format") && strcmp(meta[i].key, "qat.input") && strcmp(meta[i].key, "qat.output"))
-            kv[nk++] = meta[i];
+    const qat_st_kv own[] = {{"qat.format", "float32"},
+                             {"qat.input", input},
+                             {"qat.output", "logits: float32 (N, classes)"}};
     size_t bytes = 0;
-    qat_status st = onnx_b_write(&w.b, path, "qat_float", "float model exported by qat (docs/onnx.md)", kv, nk, &bytes, err);
+    qat_status st = onnx_b_write(&w.b, path, "qat_float", "float model exported by qat (docs/onnx.md)", own, 3, meta, n_meta,
+                                 &bytes, err);
     if (!st && rep) {
         rep->file_bytes = bytes;
         rep->n_nodes = (int)w.b.n_nodes;
     }
-    free(kv);
     onnx_b_free(&w.b);
     return st;
 }

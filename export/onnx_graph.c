@@ -205,8 +205,8 @@ void onnx_output(onnx_b *b, const char *name, int32_t elem_type, int ndim, const
     io_value(b, 1, name, elem_type, ndim, dims);
 }
 
-qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, const char *doc,
-                        const qat_st_kv *meta, size_t n_meta, size_t *bytes, qat_error *err) {
+qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, const char *doc, const qat_st_kv *own,
+                        size_t n_own, const qat_st_kv *meta, size_t n_meta, size_t *bytes, qat_error *err) {
     Onnx__ModelProto model;
     Onnx__GraphProto graph;
     Onnx__OperatorSetIdProto ops[2], *opp[2] = {&ops[0], &ops[1]};
@@ -220,14 +220,21 @@ qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, con
     ops[1].domain = QAT_ONNX_MS_DOMAIN;
     ops[1].has_version = 1;
     ops[1].version = 1;
-    Onnx__StringStringEntryProto *kv = alloc(b, (n_meta ? n_meta : 1) * sizeof *kv);
-    Onnx__StringStringEntryProto **kvp = alloc(b, (n_meta ? n_meta : 1) * sizeof *kvp);
+    const size_t cap = n_own + n_meta ? n_own + n_meta : 1;
+    Onnx__StringStringEntryProto *kv = alloc(b, cap * sizeof *kv);
+    Onnx__StringStringEntryProto **kvp = alloc(b, cap * sizeof *kvp);
     if (b->oom) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
-    for (size_t i = 0; i < n_meta; i++) {
-        onnx__string_string_entry_proto__init(&kv[i]);
-        kv[i].key = (char *)meta[i].key;
-        kv[i].value = (char *)meta[i].value;
-        kvp[i] = &kv[i];
+    size_t n_kv = 0;
+    for (size_t i = 0; i < n_own + n_meta; i++) {
+        const qat_st_kv *p = i < n_own ? &own[i] : &meta[i - n_own];
+        bool repeated = false;
+        for (size_t j = 0; i >= n_own && j < n_own; j++) repeated |= strcmp(p->key, own[j].key) == 0;
+        if (repeated) continue;
+        onnx__string_string_entry_proto__init(&kv[n_kv]);
+        kv[n_kv].key = (char *)p->key;
+        kv[n_kv].value = (char *)p->value;
+        kvp[n_kv] = &kv[n_kv];
+        n_kv++;
     }
     graph.name = (char *)graph_name;
     graph.doc_string = (char *)doc;
@@ -246,7 +253,7 @@ qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, con
     model.producer_name = "qat";
     model.producer_version = "0.1.0";
     model.graph = &graph;
-    model.n_metadata_props = n_meta;
+    model.n_metadata_props = n_kv;
     model.metadata_props = kvp;
     size_t len = onnx__model_proto__get_packed_size(&model);
     uint8_t *buf = malloc(len ? len : 1);

@@ -10,7 +10,7 @@
  *     onnx_attr_int(&b, n, "transB", 1);
  *     onnx_input(&b, "x", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 2, (int64_t[]){-1, 3});  // -1: "N"
  *     onnx_output(&b, "y", ...);
- *     st = onnx_b_write(&b, path, meta, n_meta, &bytes, err);
+ *     st = onnx_b_write(&b, path, "graph", "doc", own, n_own, meta, n_meta, &bytes, err);
  *     onnx_b_free(&b);
  *
  * Every string and array the messages point to is allocated by the builder and freed by
@@ -72,10 +72,11 @@ void onnx_attr_ints(onnx_b *b, Onnx__NodeProto *n, const char *name, int n_v, co
 void onnx_input(onnx_b *b, const char *name, int32_t elem_type, int ndim, const int64_t *dims);
 void onnx_output(onnx_b *b, const char *name, int32_t elem_type, int ndim, const int64_t *dims);
 
-/* Serialises the model (graph `graph_name`, `doc` as its doc_string, meta as
- * metadata_props) to `path` atomically. *bytes (may be NULL) gets the file size. IO,
+/* Serialises the model (graph `graph_name`, `doc` as its doc_string) to `path`
+ * atomically. Its metadata_props: the writer's own pairs (`own`), then the caller's
+ * `meta` but for keys `own` already has. *bytes (may be NULL) gets the file size. IO,
  * NOMEM with the path named. */
-qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, const char *doc,
-                        const qat_st_kv *meta, size_t n_meta, size_t *bytes, qat_error *err);
+qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, const char *doc, const qat_st_kv *own,
+                        size_t n_own, const qat_st_kv *meta, size_t n_meta, size_t *bytes, qat_error *err);
 
 #endif
