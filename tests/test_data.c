@@ -116,18 +116,7 @@ static void write_gz(const char *path, const void *data, size_t n) {
     if (gzclose(g) != Z_OK) fail_msg("cannot close %s", path);
 }
 
-static unsigned char *read_whole(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) fail_msg("cannot read %s", path);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
+static unsigned char *read_whole(const char *path, size_t *n) { return test_read_file(path, n); }
 
 static void make_dir(const char *path) {
     if (mkdir(path, 0755) != 0) fail_msg("cannot mkdir %s", path);

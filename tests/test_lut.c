@@ -163,18 +163,7 @@ typedef struct loaded {
     qrt_status st;
 } loaded;
 
-static uint8_t *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = xmalloc((size_t)n);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) fail_msg("cannot read %s", path);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
+static uint8_t *read_all(const char *path, size_t *len) { return test_read_file(path, len); }
 
 static void load_bytes(loaded *l, uint8_t *f, size_t len) {
     size_t need = qrt_model_mem_size(f, len);

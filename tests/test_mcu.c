@@ -51,21 +51,11 @@ static int sh(const char *cmd, const char *log) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* dir/name, whole and NUL-terminated. */
 static char *slurp(const char *name, size_t *len) {
     char p[256];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "rb");
-    if (!f) fail_msg("cannot open %s", p);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = '\0';
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return b;
+    return test_read_file(p, len);
 }
 
 static void require_tool(const char *tool, const char *package) {

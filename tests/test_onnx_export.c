@@ -63,20 +63,11 @@ static void write_text(const char *name, const char *text) {
     fclose(f);
 }
 
+/* dir/name, whole. */
 static uint8_t *read_file(const char *name, size_t *len) {
-    char p[160];
+    char p[256];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "rb");
-    if (!f) fail_msg("cannot open %s", p);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) fail_msg("cannot read %s", p);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
+    return test_read_file(p, len);
 }
 
 /* Runs tests/ort_run.js on the test images; the logits (N_TEST x k), malloc'ed. */

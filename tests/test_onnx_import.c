@@ -105,18 +105,7 @@ static void test_mlp(void **s) {
 
 /* ---- refusals ---------------------------------------------------------------------- */
 
-static void *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *buf = malloc((size_t)n + 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
+static void *read_all(const char *path, size_t *len) { return test_read_file(path, len); }
 
 static void write_all(const char *path, const void *buf, size_t len) {
     FILE *f = fopen(path, "wb");

@@ -229,6 +229,20 @@ void assert_same(const float *got, const float *want, const float *inp, size_t n
     }
 }
 
+void *test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s", path);
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) fail_msg("cannot seek in %s", path);
+    char *b = malloc((size_t)n + 1);
+    if (!b) fail_msg("out of memory reading %s", path);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) fail_msg("cannot read %s", path);
+    fclose(f);
+    b[n] = '\0';
+    if (len) *len = (size_t)n;
+    return b;
+}
+
 int test_run_cli(const char *dir, const char *cli, char *out, size_t n, const char *args) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, cli, args);

@@ -101,6 +101,9 @@ void assert_same(const float *got, const float *want, const float *inp, size_t n
 /* Runs `cli ARGS` in directory `dir` with stdout and stderr captured into out (n bytes);
  * returns the exit status (-1 if it did not exit). For tests of the qat command. */
 int test_run_cli(const char *dir, const char *cli, char *out, size_t n, const char *args);
+/* The whole file at `path`, NUL-terminated (one byte more than *len, which may be NULL);
+ * fails the test if it cannot be read. Free with free(). */
+void *test_read_file(const char *path, size_t *len);
 /* The number after "key": in a JSON text; fails the test if the key is absent. */
 double test_json_number(const char *json, const char *key);
 
