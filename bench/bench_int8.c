@@ -16,6 +16,7 @@
 
 #include "runtime/runtime.h"
 #include "runtime/simd.h"
+#include "bench_util.h"
 
 static double now(void) {
     struct timespec t;
@@ -26,23 +27,6 @@ static double now(void) {
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
-}
-
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(b);
-        return NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
 }
 
 /* Multiply-adds of the model's conv2d and linear ops. */
@@ -60,7 +44,7 @@ static double model_macs(const qrt_model *m) {
 
 static void bench_model(const char *path, int n_images, int reps) {
     size_t len;
-    uint8_t *file = read_file(path, &len);
+    uint8_t *file = bench_read_file(path, &len);
     if (!file) {
         fprintf(stderr, "bench_int8: cannot read %s\n", path);
         exit(1);

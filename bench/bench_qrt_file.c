@@ -19,6 +19,7 @@
 
 #include "runtime/batch.h"
 #include "runtime/runtime.h"
+#include "bench_util.h"
 
 enum { B = 256, MAX_SAMPLES = 1 << 20, MAX_ROUNDS = 64 };
 
@@ -38,23 +39,6 @@ static double median(double *v, size_t n) {
     return v[n / 2];
 }
 
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(b);
-        return NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 int main(int argc, char **argv) {
     int threads = 2, rounds = 5;
     double seconds = 2;
@@ -63,7 +47,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     size_t n_img;
-    uint8_t *img = read_file(argv[1], &n_img);
+    uint8_t *img = bench_read_file(argv[1], &n_img);
     if (!img) {
         fprintf(stderr, "bench_qrt_file: cannot read %s\n", argv[1]);
         return 1;
@@ -83,7 +67,7 @@ int main(int argc, char **argv) {
             continue;
         }
         size_t len;
-        uint8_t *file = read_file(argv[i], &len);
+        uint8_t *file = bench_read_file(argv[i], &len);
         if (!file) {
             fprintf(stderr, "bench_qrt_file: cannot read %s\n", argv[i]);
             return 1;

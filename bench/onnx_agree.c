@@ -19,23 +19,7 @@
 #include "data/dataset.h"
 #include "runtime/runtime.h"
 #include "train/open.h"
-
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(b);
-        return NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
+#include "bench_util.h"
 
 static int die(const char *what, const char *msg) {
     fprintf(stderr, "onnx_agree: %s: %s\n", what, msg);
@@ -73,7 +57,7 @@ int main(int argc, char **argv) {
         return die(onnx, "ONNX Runtime failed (node and onnxruntime-node: run scripts/bootstrap.sh)");
     }
     size_t len;
-    float *l = (float *)read_file(out, &len);
+    float *l = (float *)bench_read_file(out, &len);
     unlink(img);
     unlink(out);
     if (!l || len % ((size_t)N * sizeof(float))) return die(out, "unreadable logits");
@@ -81,7 +65,7 @@ int main(int argc, char **argv) {
     float *ref = malloc(sizeof(float) * (size_t)N * K);
     double unit = 1; /* int8: the output scale */
     if (!fl) {
-        uint8_t *file = read_file(qpath, &len);
+        uint8_t *file = bench_read_file(qpath, &len);
         if (!file) return die(qpath, "cannot read");
         size_t ms = qrt_model_mem_size(file, len);
         void *mem = malloc(ms ? ms : 1);
