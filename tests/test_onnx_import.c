@@ -251,6 +251,15 @@ static void external_weight(Onnx__ModelProto *mp) {
     t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
 }
 static void short_data(Onnx__ModelProto *mp) { init_named(mp, "fc2.weight")->raw_data.len -= 4; }
+/* Dims that ask for 3.6 GB with 1 kB of data: refused before anything is allocated
+ * (found by libFuzzer: the allocation came first). */
+static void huge_dims(Onnx__ModelProto *mp) { init_named(mp, "conv2.weight")->dims[1] = (int64_t)1 << 24; }
+/* An attribute without a name (proto2 leaves it NULL; found by libFuzzer). */
+static void nameless_attribute(Onnx__ModelProto *mp) {
+    Onnx__NodeProto *n = node_of(mp, "Conv");
+    free(n->attribute[0]->name);
+    n->attribute[0]->name = NULL;
+}
 static void wrong_shape(Onnx__ModelProto *mp) {
     Onnx__TensorProto *t = init_named(mp, "conv2.weight"); /* (6, 4, 3, 3) -> (4, 6, 3, 3) */
     t->dims[0] = 4;
@@ -312,10 +321,13 @@ static void test_bad_contents(void **s) {
     expect_refusal(edited("int.onnx", int_input), QAT_STATUS_FORMAT, "input 'input'", "INT64", NULL);
     expect_refusal(edited("leaky.onnx", leaky_nan), QAT_STATUS_FORMAT, "(LeakyRelu)", "alpha must be finite", NULL);
     expect_refusal(edited("eps.onnx", bn_eps), QAT_STATUS_FORMAT, "epsilon", NULL);
+    expect_refusal(edited("huge.onnx", huge_dims), QAT_STATUS_FORMAT, "conv2.weight", "bytes of data", NULL);
+    expect_refusal(edited("noname.onnx", nameless_attribute), QAT_STATUS_FORMAT, "(Conv)", "attribute 0 has no name",
+                   NULL);
     expect_refusal(edited("fork.onnx", fork3), QAT_STATUS_FORMAT, "residual", NULL);
     unlink(tmp_file("x"));
     const char *names[] = {"missing", "double", "external", "short", "shape", "linear", "nan",
-                           "int", "leaky", "eps", "fork"};
+                           "int", "leaky", "eps", "fork", "huge", "noname"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char n[64];
         snprintf(n, sizeof n, "%s.onnx", names[i]);

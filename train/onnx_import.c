@@ -167,23 +167,27 @@ static qat_status tensor_value(ctx *c, const Onnx__TensorProto *t, const char *n
     v->dtype = dtype;
     if (kind == VALUE_CONST_OTHER) return QAT_STATUS_OK;
     size_t esz = kind == VALUE_CONST_F32 ? 4 : 8;
-    void *dst = malloc(numel ? numel * esz : 1);
-    if (!dst) return NOMEM(c);
-    if (kind == VALUE_CONST_F32) v->f = dst;
-    else v->i = dst;
+    /* The data must be there, all of it, before anything is allocated for it (the dims
+     * alone could ask for gigabytes). */
+    const void *src;
     if (t->has_raw_data && t->raw_data.len) {
         if (t->raw_data.len != numel * esz)
             return fail(c, QAT_STATUS_FORMAT, "%s '%.80s': %zu bytes of data for %zu %s values", what,
                         name, t->raw_data.len, numel, dtype_str(dtype));
-        memcpy(dst, t->raw_data.data, numel * esz); /* little-endian, as the host */
+        src = t->raw_data.data; /* little-endian, as the host */
     } else if (kind == VALUE_CONST_F32 && t->n_float_data == numel) {
-        memcpy(dst, t->float_data, numel * esz);
+        src = t->float_data;
     } else if (kind == VALUE_CONST_I64 && t->n_int64_data == numel) {
-        memcpy(dst, t->int64_data, numel * esz);
+        src = t->int64_data;
     } else {
         return fail(c, QAT_STATUS_FORMAT, "%s '%.80s': holds no data (or not %zu values) for its %zu %s values",
                     what, name, numel, numel, dtype_str(dtype));
     }
+    void *dst = malloc(numel ? numel * esz : 1);
+    if (!dst) return NOMEM(c);
+    if (kind == VALUE_CONST_F32) v->f = dst;
+    else v->i = dst;
+    if (numel) memcpy(dst, src, numel * esz);
     if (kind == VALUE_CONST_F32)
         for (size_t k = 0; k < numel; k++)
             if (!isfinite(v->f[k]))
@@ -263,9 +267,28 @@ static qat_status constant_node(ctx *c, const Onnx__NodeProto *n) {
     return QAT_STATUS_OK;
 }
 
+/* The strings every later pass reads: a node's op type, its inputs and outputs, its
+ * attributes' names. proto2 leaves an absent one NULL; ONNX requires them all. */
+static qat_status check_strings(ctx *c) {
+    const Onnx__GraphProto *g = c->g;
+    for (size_t k = 0; k < g->n_node; k++) {
+        const Onnx__NodeProto *n = g->node[k];
+        if (!n->op_type || !n->op_type[0]) return fail(c, QAT_STATUS_FORMAT, "node %zu has no op_type", k);
+        for (size_t i = 0; i < n->n_input; i++)
+            if (!n->input[i]) return fail(c, QAT_STATUS_FORMAT, "node %zu (%.40s): input %zu has no name", k, n->op_type, i);
+        for (size_t i = 0; i < n->n_output; i++)
+            if (!n->output[i]) return fail(c, QAT_STATUS_FORMAT, "node %zu (%.40s): output %zu has no name", k, n->op_type, i);
+        for (size_t i = 0; i < n->n_attribute; i++)
+            if (!n->attribute[i]->name)
+                return fail(c, QAT_STATUS_FORMAT, "node %zu (%.40s): attribute %zu has no name", k, n->op_type, i);
+    }
+    return QAT_STATUS_OK;
+}
+
 static qat_status read_values(ctx *c) {
     Onnx__GraphProto *g = c->g;
     qat_status s;
+    if ((s = check_strings(c))) return s;
     for (size_t i = 0; i < g->n_initializer; i++) {
         const Onnx__TensorProto *t = g->initializer[i];
         if (!t->name || !t->name[0]) return fail(c, QAT_STATUS_FORMAT, "initializer %zu has no name", i);
