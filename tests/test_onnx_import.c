@@ -202,9 +202,11 @@ static void test_truncated_and_garbage(void **s) {
 /* cnn_train.onnx parsed, changed by `edit`, written back, and refused. */
 typedef void (*edit_fn)(Onnx__ModelProto *mp);
 
-static const char *edited(const char *name, edit_fn edit) {
+static const char *edited_from(const char *base, const char *name, edit_fn edit) {
     size_t len;
-    void *buf = read_all(ONNX_DIR "cnn_train.onnx", &len);
+    char from[256];
+    snprintf(from, sizeof from, "%s%s", ONNX_DIR, base);
+    void *buf = read_all(from, &len);
     Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, buf);
     assert_non_null(mp);
     edit(mp);
@@ -218,6 +220,8 @@ static const char *edited(const char *name, edit_fn edit) {
     onnx__model_proto__free_unpacked(mp, NULL);
     return p;
 }
+
+static const char *edited(const char *name, edit_fn edit) { return edited_from("cnn_train.onnx", name, edit); }
 
 static Onnx__TensorProto *init_named(Onnx__ModelProto *mp, const char *name) {
     for (size_t i = 0; i < mp->graph->n_initializer; i++)
@@ -260,6 +264,28 @@ static void nameless_attribute(Onnx__ModelProto *mp) {
     free(n->attribute[0]->name);
     n->attribute[0]->name = NULL;
 }
+/* Strings of an unpacked message are freed with it: replace them by malloc'ed copies. */
+static void set_str(char **field, const char *v) {
+    free(*field);
+    *field = strdup(v);
+}
+/* Review findings: an input left out ("") where the op needs it (was read at index -1);
+ * more input channels than qat's images have (aborted in the CLI); a sample of 2^32
+ * values (overflowed an int); a Reshape that changes the batch (was taken as a flatten). */
+static void empty_weight(Onnx__ModelProto *mp) { set_str(&node_of(mp, "Gemm")->input[1], ""); }
+static void four_channels(Onnx__ModelProto *mp) { mp->graph->input[0]->type->tensor_type->shape->dim[1]->dim_value = 4; }
+static void huge_sample(Onnx__ModelProto *mp) {
+    Onnx__TensorShapeProto *sh = mp->graph->input[0]->type->tensor_type->shape;
+    sh->dim[2]->dim_value = sh->dim[3]->dim_value = 65536;
+}
+static void reshape_batch(Onnx__ModelProto *mp) {
+    /* view.onnx: x.view(x.size(0), -1) folded to the constant (1, -1); make it (2, -1) */
+    Onnx__NodeProto *k = node_of(mp, "Constant");
+    Onnx__TensorProto *t = k->attribute[0]->t;
+    int64_t two = 2;
+    if (t->raw_data.len == 16) memcpy(t->raw_data.data, &two, 8);
+    else t->int64_data[0] = two;
+}
 static void wrong_shape(Onnx__ModelProto *mp) {
     Onnx__TensorProto *t = init_named(mp, "conv2.weight"); /* (6, 4, 3, 3) -> (4, 6, 3, 3) */
     t->dims[0] = 4;
@@ -276,11 +302,6 @@ static void nan_weight(Onnx__ModelProto *mp) {
     memcpy(t->raw_data.data + 4, &nan, 4);
 }
 static void int_input(Onnx__ModelProto *mp) { mp->graph->input[0]->type->tensor_type->elem_type = 7; }
-/* Strings of an unpacked message are freed with it: replace them by malloc'ed copies. */
-static void set_str(char **field, const char *v) {
-    free(*field);
-    *field = strdup(v);
-}
 /* A LeakyRelu whose alpha is not a number. */
 static void leaky_nan(Onnx__ModelProto *mp) {
     Onnx__NodeProto *n = node_of(mp, "Relu");
@@ -321,13 +342,18 @@ static void test_bad_contents(void **s) {
     expect_refusal(edited("int.onnx", int_input), QAT_STATUS_FORMAT, "input 'input'", "INT64", NULL);
     expect_refusal(edited("leaky.onnx", leaky_nan), QAT_STATUS_FORMAT, "(LeakyRelu)", "alpha must be finite", NULL);
     expect_refusal(edited("eps.onnx", bn_eps), QAT_STATUS_FORMAT, "epsilon", NULL);
+    expect_refusal(edited("empty.onnx", empty_weight), QAT_STATUS_FORMAT, "(Gemm)", "has no input 1", NULL);
+    expect_refusal(edited("c4.onnx", four_channels), QAT_STATUS_FORMAT, "4 channels", NULL);
+    expect_refusal(edited("hugein.onnx", huge_sample), QAT_STATUS_FORMAT, "a sample of 4294967296 values", NULL);
+    expect_refusal(edited_from("view.onnx", "reshape.onnx", reshape_batch), QAT_STATUS_FORMAT, "(Reshape)",
+                   "only as a flatten", NULL);
     expect_refusal(edited("huge.onnx", huge_dims), QAT_STATUS_FORMAT, "conv2.weight", "bytes of data", NULL);
     expect_refusal(edited("noname.onnx", nameless_attribute), QAT_STATUS_FORMAT, "(Conv)", "attribute 0 has no name",
                    NULL);
     expect_refusal(edited("fork.onnx", fork3), QAT_STATUS_FORMAT, "residual", NULL);
     unlink(tmp_file("x"));
     const char *names[] = {"missing", "double", "external", "short", "shape", "linear", "nan",
-                           "int", "leaky", "eps", "fork", "huge", "noname"};
+                           "int", "leaky", "eps", "fork", "huge", "noname", "empty", "c4", "hugein", "reshape"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char n[64];
         snprintf(n, sizeof n, "%s.onnx", names[i]);

@@ -24,6 +24,8 @@
 
 #include "onnx.pb-c.h"
 
+#include "data/loader.h"
+
 /* ---- values ------------------------------------------------------------------------ */
 
 typedef enum value_kind {
@@ -64,6 +66,7 @@ typedef struct ctx {
     value *vals;
     int n_vals, cap_vals;
     int input;  /* value index */
+    int64_t batch; /* the input's declared batch size, or -1 when it is symbolic */
     const char *output_name;
     int *node_out; /* node -> value index of its main output, -1 for Constant/const Identity */
     bool *done;    /* node emitted */
@@ -267,6 +270,19 @@ static qat_status constant_node(ctx *c, const Onnx__NodeProto *n) {
     return QAT_STATUS_OK;
 }
 
+/* How many leading inputs the op must have named: the data input always; the weights
+ * of Conv, Gemm and MatMul; both terms of an Add; the shape of a Reshape; the four
+ * statistics of BatchNormalization. Later passes index these without checking. */
+static size_t required_inputs(const char *op) {
+    static const struct {
+        const char *op;
+        size_t n;
+    } REQUIRED[] = {{"Conv", 2}, {"Gemm", 2}, {"MatMul", 2}, {"Add", 2}, {"Reshape", 2}, {"BatchNormalization", 5}};
+    for (size_t i = 0; i < sizeof REQUIRED / sizeof *REQUIRED; i++)
+        if (strcmp(op, REQUIRED[i].op) == 0) return REQUIRED[i].n;
+    return 1;
+}
+
 /* The strings every later pass reads: a node's op type, its inputs and outputs, its
  * attributes' names. proto2 leaves an absent one NULL; ONNX requires them all. */
 static qat_status check_strings(ctx *c) {
@@ -321,6 +337,10 @@ static qat_status read_values(ctx *c) {
         if (vi < 0) return NOMEM(c);
         value *v = &c->vals[vi];
         v->ndim = (int)sh->n_dim;
+        const Onnx__TensorShapeProto__Dimension *b0 = sh->dim[0];
+        c->batch = b0->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && b0->dim_value > 0
+                       ? b0->dim_value
+                       : -1;
         for (size_t d = 1; d < sh->n_dim; d++) {
             const Onnx__TensorShapeProto__Dimension *dm = sh->dim[d];
             if (dm->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE || dm->dim_value < 1 ||
@@ -330,6 +350,16 @@ static qat_status read_values(ctx *c) {
                             in->name, d);
             v->dims[d] = dm->dim_value;
         }
+        /* A sample of at most 2^24 values (a 4096 x 4096 image), and as many input
+         * channels as qat's data normalisation has (data/loader.h). */
+        int64_t sample = 1;
+        for (size_t d = 1; d < sh->n_dim; d++) sample *= v->dims[d];
+        if (sample > ((int64_t)1 << 24))
+            return fail(c, QAT_STATUS_FORMAT, "input '%.60s': a sample of %lld values; qat imports at most 2^24",
+                        in->name, (long long)sample);
+        if (sh->n_dim == 4 && v->dims[1] > QAT_DATA_MAX_CHANNELS)
+            return fail(c, QAT_STATUS_FORMAT, "input '%.60s' has %lld channels; qat's images have 1 to %d", in->name,
+                        (long long)v->dims[1], QAT_DATA_MAX_CHANNELS);
         c->input = vi;
     }
     if (c->input < 0) return fail(c, QAT_STATUS_FORMAT, "the graph has no input");
@@ -353,6 +383,11 @@ static qat_status read_values(ctx *c) {
             if ((s = constant_node(c, n))) return s;
             continue;
         }
+        /* Inputs an op cannot do without ("" leaves an optional one out). */
+        const size_t required = required_inputs(n->op_type);
+        for (size_t j = 0; j < required; j++)
+            if (j >= n->n_input || !n->input[j][0])
+                return fail(c, QAT_STATUS_FORMAT, NODEF "has no input %zu, which %s needs", NODEA(n), j, n->op_type);
         bool any_act = false;
         for (size_t j = 0; j < n->n_input; j++) {
             if (!n->input[j][0]) continue; /* an optional input left out */
@@ -674,8 +709,11 @@ static qat_status flatten_node(ctx *c, const Onnx__NodeProto *n) {
         const value *sv = n->n_input > 1 ? &c->vals[value_find(c, n->input[1])] : NULL;
         if (!sv || sv->kind != VALUE_CONST_I64)
             return fail(c, QAT_STATUS_FORMAT, NODEF "its shape must be an int64 constant", NODEA(n));
-        bool ok = sv->numel == 2 && (sv->i[1] == -1 || sv->i[1] == total) && sv->i[0] != 0 &&
-                  (sv->i[0] >= -1) && !(sv->i[0] == -1 && sv->i[1] == -1);
+        /* (N, total): the batch kept (0, or the input's declared batch size) with the
+         * rest inferred (-1) or given, or the batch inferred with the rest given. */
+        bool ok = sv->numel == 2 &&
+                  (((sv->i[0] == 0 || (c->batch > 0 && sv->i[0] == c->batch)) && (sv->i[1] == -1 || sv->i[1] == total)) ||
+                   (sv->i[0] == -1 && sv->i[1] == total));
         if (!ok)
             return fail(c, QAT_STATUS_FORMAT,
                         NODEF "reshapes to something other than (N, %lld); qat imports Reshape only as a flatten",
