@@ -7,6 +7,12 @@ int cli_fail(const char *cmd, const char *msg) {
     return 1;
 }
 
+int cli_fail_in(const char *cmd, const char *path, const char *msg) {
+    if (strstr(msg, path)) return cli_fail(cmd, msg);
+    fprintf(stderr, "qat %s: %s: %s\n", cmd, path, msg);
+    return 1;
+}
+
 int cli_model_outputs(const qat_model *m) {
     const qat_layer *last = &m->root.layers[m->root.n - 1];
     return last->out_ndim == 1 ? last->out_shape[0] : 0;

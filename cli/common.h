@@ -44,6 +44,8 @@ int cli_int8_inspect(const char *path);
 
 /* Prints "qat <cmd>: <msg>" to stderr and returns 1 (the process exit status). */
 int cli_fail(const char *cmd, const char *msg);
+/* cli_fail with the file the message is about named first, unless it names it already. */
+int cli_fail_in(const char *cmd, const char *path, const char *msg);
 
 /* qat export --format c (cli/export_c.c): the opened quantized checkpoint as C source in
  * `dir` (<name>.{h,c}, <name>.int8) and its first `images` test images from `data`

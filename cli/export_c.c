@@ -52,26 +52,46 @@ int cli_export_c(const qat_opened *cm, const char *dir, const char *name, int im
     char int8_path[4096];
     if (!qat_c_identifier_ok(name) || strlen(name) > 64)
         return cli_fail("export", "--name must be a C identifier of at most 64 characters "
-                                  "([A-Za-z_][A-Za-z0-9_]*): it names the files and the symbols");
+                                  "([A-Za-z][A-Za-z0-9_]*, not beginning with qrt_, the runtime's prefix): "
+                                  "it names the files and the symbols");
     if (images < 0) return cli_fail("export", "--images must be 0 or more");
+    /* The images' data set is opened before anything is written: a bad --data leaves no
+     * directory and no file. */
+    qat_dataset test = {0};
+    if (images > 0) {
+        if (!data) data = qat_checkpoint_extra(&cm->ckpt, "data");
+        if (!data) data = QAT_FASHION_MNIST_DIR;
+        if (cli_open_data(&test, data, format, QAT_SPLIT_TEST, cm->m, &err)) return cli_fail("export", err.msg);
+        if (test.kind != QAT_DATASET_KIND_IMAGES) {
+            qat_dataset_free(&test);
+            return cli_fail("export", "--images needs an image data set");
+        }
+    }
     if (mkdir(dir, 0777) && errno != EEXIST) {
         snprintf(int8_path, sizeof int8_path, "%s: cannot create the directory (%s)", dir, strerror(errno));
+        qat_dataset_free(&test);
         return cli_fail("export", int8_path);
     }
     struct stat sb;
     if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
         snprintf(int8_path, sizeof int8_path, "%s: not a directory (--format c writes a directory)", dir);
+        qat_dataset_free(&test);
         return cli_fail("export", int8_path);
     }
-    if (snprintf(int8_path, sizeof int8_path, "%s/%s.int8", dir, name) >= (int)sizeof int8_path)
+    if (snprintf(int8_path, sizeof int8_path, "%s/%s.int8", dir, name) >= (int)sizeof int8_path) {
+        qat_dataset_free(&test);
         return cli_fail("export", "--out: the path is too long");
+    }
+    const char *source = n_meta && !strcmp(meta[0].key, "source") ? meta[0].value : NULL;
     qat_export_report rep;
-    if (qat_export_int8(cm->m, int8_path, meta, n_meta, &rep, &err)) return cli_fail("export", err.msg);
+    if (qat_export_int8(cm->m, int8_path, meta, n_meta, &rep, &err)) {
+        qat_dataset_free(&test);
+        return strstr(err.msg, int8_path) || !source ? cli_fail("export", err.msg) : cli_fail_in("export", source, err.msg);
+    }
 
     uint8_t *file = NULL, *mem = NULL, *cmem = NULL;
     size_t len = 0;
     int rc = 0;
-    qat_dataset test = {0};
     if (read_all(int8_path, &file, &len, &err)) {
         rc = cli_fail("export", err.msg);
         goto done;
@@ -106,16 +126,6 @@ int cli_export_c(const qat_opened *cm, const char *dir, const char *name, int im
         goto done;
     }
     if (images > 0) {
-        if (!data) data = qat_checkpoint_extra(&cm->ckpt, "data");
-        if (!data) data = QAT_FASHION_MNIST_DIR;
-        if (cli_open_data(&test, data, format, QAT_SPLIT_TEST, cm->m, &err)) {
-            rc = cli_fail("export", err.msg);
-            goto done;
-        }
-        if (test.kind != QAT_DATASET_KIND_IMAGES) {
-            rc = cli_fail("export", "--images needs an image data set");
-            goto done;
-        }
         if (images > test.n) images = test.n;
         char iname[80];
         snprintf(iname, sizeof iname, "%s_images", name);

@@ -249,11 +249,9 @@ int cmd_export(int argc, char **argv) {
             st = qat_onnx_write_float(cm.m, cm.have_norm ? &cm.norm : NULL, out, meta, nm, &rep, &err);
         }
         if (st) {
-            /* lowering's messages name the layer; say which checkpoint too */
-            char msg[sizeof err.msg + 256];
-            snprintf(msg, sizeof msg, "%s%s%s", strstr(err.msg, out) ? "" : pos[0], strstr(err.msg, out) ? "" : ": ",
-                     err.msg);
-            rc = cli_fail("export", msg);
+            /* lowering's messages name the layer; say which checkpoint too (a write error
+             * names the output already) */
+            rc = strstr(err.msg, out) ? cli_fail("export", err.msg) : cli_fail_in("export", pos[0], err.msg);
         } else if (json)
             printf("{\"command\": \"export\", \"model\": \"%s\", \"format\": \"onnx\", \"onnx_form\": \"%s\", "
                    "\"nodes\": %d, \"file_bytes\": %zu, \"fp32_weight_bytes\": %zu}\n",
@@ -268,7 +266,7 @@ int cmd_export(int argc, char **argv) {
     if (c_source) {
         rc = cli_export_c(&cm, out, name, images, data, data_format, meta, nm, json);
     } else if (qat_export_int8(cm.m, out, meta, nm, &rep, &err)) {
-        rc = cli_fail("export", err.msg);
+        rc = strstr(err.msg, out) ? cli_fail("export", err.msg) : cli_fail_in("export", pos[0], err.msg);
     } else {
         if (json)
             printf("{\"command\": \"export\", \"model\": \"%s\", \"ops\": %d, \"file_bytes\": %zu, "

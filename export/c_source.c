@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "io/atomic_file.h"
 #include "io/strbuf.h"
@@ -12,7 +13,9 @@
 
 bool qat_c_identifier_ok(const char *name) {
     if (!name || !*name || strlen(name) > MAX_NAME) return false;
-    if (!(isalpha((unsigned char)name[0]) || name[0] == '_')) return false;
+    /* A letter first: names beginning with '_' are the implementation's. Not the
+     * runtime's prefix: <NAME>_H would be one of its include guards. */
+    if (!isalpha((unsigned char)name[0]) || strncasecmp(name, "qrt_", 4) == 0) return false;
     for (const char *p = name; *p; p++)
         if (!(isalnum((unsigned char)*p) || *p == '_')) return false;
     return true;
@@ -83,7 +86,7 @@ static qat_status check_name(const char *name, qat_error *err) {
     if (qat_c_identifier_ok(name)) return QAT_STATUS_OK;
     return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                          "'%.80s' cannot name C source files and symbols: a C identifier of at most "
-                         "%d characters is needed ([A-Za-z_][A-Za-z0-9_]*)", name ? name : "", MAX_NAME);
+                         "%d characters is needed ([A-Za-z][A-Za-z0-9_]*, not beginning with qrt_)", name ? name : "", MAX_NAME);
 }
 
 /* The guard comment every generated file opens with. */

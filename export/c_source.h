@@ -38,7 +38,9 @@ typedef struct qat_c_model_info {
 } qat_c_model_info;
 
 /* True if `name` can name the files and prefix the symbols: a C identifier of at most
- * 72 characters, [A-Za-z_][A-Za-z0-9_]*. */
+ * 72 characters that starts with a letter ([A-Za-z][A-Za-z0-9_]*: a leading '_' is the
+ * C implementation's) and not with the runtime's prefix qrt_ (any case: <NAME>_H would
+ * be one of runtime/'s include guards). */
 bool qat_c_identifier_ok(const char *name);
 
 /* Writes dir/<name>.h and dir/<name>.c (atomically, io/atomic_file.h): the `len` bytes

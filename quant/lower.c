@@ -100,7 +100,7 @@ static void fail(lower *L, qat_status s, const char *fmt, ...) {
     char msg[480];
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    L->st = qat_error_set(L->err, s, "export: %s", msg);
+    L->st = qat_error_set(L->err, s, "no integer model: %s", msg);
 }
 
 /* A new value (its index), or -1 after a failure. */
@@ -360,10 +360,10 @@ qat_status qat_lower(const qat_model *m, qat_int_model *im, qat_error *err) {
     const qat_quant *q = m->quant;
     if (!q)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "export: the model is not quantized (qat calibrate or qat train --quant first)");
+                             "no integer model: the model is not quantized (qat calibrate or qat train --quant first)");
     if (q->input.method != QAT_ACT_METHOD_FIXED || m->in_ndim != 3)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "export: the runtime takes uint8 images with one normalisation mean and "
+                             "no integer model: the runtime takes uint8 images with one normalisation mean and "
                              "std; this model's input has none");
     lower L = {.im = im, .err = err};
     float s_in;

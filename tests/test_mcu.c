@@ -290,6 +290,11 @@ static void test_export_c_refusals(void **state) {
     assert_int_not_equal(qat(out, sizeof out, "export s8r.st --format c --out bad --name ../evil"), 0);
     assert_non_null(strstr(out, "--name must be a C identifier"));
     assert_int_not_equal(qat(out, sizeof out, "export s8r.st --format c --out bad --name 9lives"), 0);
+    /* Names the implementation or the runtime own: _x, and QRT_RUNTIME (its header's guard
+     * would be runtime.h's own, QRT_RUNTIME_H, and the header would not compile). */
+    assert_int_not_equal(qat(out, sizeof out, "export s8r.st --format c --out bad --name _x"), 0);
+    assert_int_not_equal(qat(out, sizeof out, "export s8r.st --format c --out bad --name QRT_RUNTIME"), 0);
+    assert_non_null(strstr(out, "not beginning with qrt_"));
     /* --out names a file, not a directory. */
     assert_int_not_equal(qat(out, sizeof out, "export s8r.st --format c --out small.model"), 0);
     assert_non_null(strstr(out, "small.model: not a directory"));
@@ -309,6 +314,14 @@ static void test_export_c_refusals(void **state) {
     fclose(f);
     assert_int_not_equal(qat(out, sizeof out, "export s8r.st --format c --out d2 --images 5 --data feat.csv"), 0);
     assert_non_null(strstr(out, "feat.csv"));
+    /* A data set that is not there: refused before anything is written. */
+    assert_int_not_equal(qat(out, sizeof out, "export s8r.st --format c --out d3 --images 5 --data nowhere"), 0);
+    assert_non_null(strstr(out, "nowhere"));
+    snprintf(p, sizeof p, "%s/d3", dir);
+    struct stat sb;
+    if (stat(p, &sb) == 0) fail_msg("a refused export left %s behind", p);
+    snprintf(p, sizeof p, "%s/bad", dir);
+    if (stat(p, &sb) == 0) fail_msg("a refused export left %s behind", p);
 }
 
 int main(void) {
