@@ -65,6 +65,8 @@ typedef struct ctx {
     Onnx__GraphProto *g;
     value *vals;
     int n_vals, cap_vals;
+    int *slots;     /* a hash of names: the index of the latest value of each name, -1 empty */
+    size_t n_slots; /* a power of two, at least twice n_vals */
     int input;  /* value index */
     int64_t batch; /* the input's declared batch size, or -1 when it is symbolic */
     const char *output_name;
@@ -100,10 +102,25 @@ static const char *node_name(const Onnx__NodeProto *n) {
 #define NODEF "node '%.80s' (%.40s): "
 #define NODEA(n) node_name(n), (n)->op_type
 
+static size_t name_hash(const char *s) { /* FNV-1a */
+    size_t h = (size_t)14695981039346656037u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * (size_t)1099511628211u;
+    return h;
+}
+
+/* The slot of `name`: the one holding its latest value, or the empty one where it goes. */
+static size_t slot_of(const ctx *c, const char *name) {
+    size_t i = name_hash(name) & (c->n_slots - 1);
+    while (c->slots[i] >= 0 && strcmp(c->vals[c->slots[i]].name, name) != 0) i = (i + 1) & (c->n_slots - 1);
+    return i;
+}
+
+/* The latest value named `name` (or the one it aliases), -1 if none. Hashed: a graph of
+ * many thousand nodes imports in linear time. */
 static int value_find(const ctx *c, const char *name) {
-    for (int i = c->n_vals - 1; i >= 0; i--)
-        if (strcmp(c->vals[i].name, name) == 0) return c->vals[i].alias >= 0 ? c->vals[i].alias : i;
-    return -1;
+    if (!c->n_slots) return -1;
+    int i = c->slots[slot_of(c, name)];
+    return i < 0 ? -1 : c->vals[i].alias >= 0 ? c->vals[i].alias : i;
 }
 
 static int value_add(ctx *c, const char *name, value_kind kind) {
@@ -114,11 +131,22 @@ static int value_add(ctx *c, const char *name, value_kind kind) {
         c->vals = p;
         c->cap_vals = cap;
     }
+    if (2 * ((size_t)c->n_vals + 1) > c->n_slots) { /* rehash into twice the slots */
+        size_t n = c->n_slots ? 2 * c->n_slots : 128;
+        int *slots = malloc(n * sizeof *slots);
+        if (!slots) return -1;
+        for (size_t i = 0; i < n; i++) slots[i] = -1;
+        free(c->slots);
+        c->slots = slots;
+        c->n_slots = n;
+        for (int i = 0; i < c->n_vals; i++) c->slots[slot_of(c, c->vals[i].name)] = i; /* later ones win */
+    }
     value *v = &c->vals[c->n_vals];
     memset(v, 0, sizeof *v);
     v->name = name;
     v->kind = kind;
     v->alias = -1;
+    c->slots[slot_of(c, name)] = c->n_vals;
     return c->n_vals++;
 }
 
@@ -877,6 +905,9 @@ static qat_status walk(ctx *c, int v, int first, bool emit, int depth, walk_end 
             /* A residual block: both branches dry first, to find their join and lengths. */
             walk_end a, b;
             qat_status s;
+            /* before the dry walks recurse: a hostile file's nesting must not exhaust the stack */
+            if (depth + 1 >= QAT_MODEL_MAX_DEPTH)
+                return fail(c, QAT_STATUS_FORMAT, "residual blocks nest deeper than %d", QAT_MODEL_MAX_DEPTH - 1);
             if ((s = walk(c, v, cv->readers[0], false, depth + 1, &a)) ||
                 (s = walk(c, v, cv->readers[1], false, depth + 1, &b)))
                 return s;
@@ -885,8 +916,6 @@ static qat_status walk(ctx *c, int v, int first, bool emit, int depth, walk_end 
                             "value '%.80s' is read by two nodes whose branches do not meet again in one Add; "
                             "qat imports forks only as residual blocks (out = body(x) + shortcut(x))",
                             cv->name);
-            if (depth + 1 >= QAT_MODEL_MAX_DEPTH)
-                return fail(c, QAT_STATUS_FORMAT, "residual blocks nest deeper than %d", QAT_MODEL_MAX_DEPTH - 1);
             int body = a.length >= b.length ? cv->readers[0] : cv->readers[1];
             int shortcut = body == cv->readers[0] ? cv->readers[1] : cv->readers[0];
             int short_len = a.length >= b.length ? b.length : a.length;
@@ -1058,6 +1087,7 @@ done:
         free(c.vals[i].readers);
     }
     free(c.vals);
+    free(c.slots);
     for (int i = 0; i < c.n_w; i++) free(c.w[i].data);
     free(c.w);
     free(c.node_out);
