@@ -520,13 +520,8 @@ qat_status qat_onnx_write_int(const qat_int_model *im, const char *path, qat_onn
                          : form == QAT_ONNX_FORM_EXACT ? "int8-exact"
                                                        : "int8-qoperator";
     const qat_st_kv own[] = {{"qat.format", format}, {"qat.input", input}, {"qat.output", output}};
-    size_t bytes = 0;
     qat_status st = onnx_b_write(&w.b, path, "qat_int8", "int8 model exported by qat (docs/onnx.md)", own, 3, meta, n_meta,
-                                 &bytes, err);
-    if (!st && rep) {
-        rep->file_bytes = bytes;
-        rep->n_nodes = (int)w.b.n_nodes;
-    }
+                                 rep, err);
     onnx_b_free(&w.b);
     return st;
 }

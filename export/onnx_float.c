@@ -199,13 +199,8 @@ qat_status qat_onnx_write_float(const qat_model *m, const qat_normalization *nor
     const qat_st_kv own[] = {{"qat.format", "float32"},
                              {"qat.input", input},
                              {"qat.output", "logits: float32 (N, classes)"}};
-    size_t bytes = 0;
     qat_status st = onnx_b_write(&w.b, path, "qat_float", "float model exported by qat (docs/onnx.md)", own, 3, meta, n_meta,
-                                 &bytes, err);
-    if (!st && rep) {
-        rep->file_bytes = bytes;
-        rep->n_nodes = (int)w.b.n_nodes;
-    }
+                                 rep, err);
     onnx_b_free(&w.b);
     return st;
 }

@@ -206,7 +206,7 @@ void onnx_output(onnx_b *b, const char *name, int32_t elem_type, int ndim, const
 }
 
 qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, const char *doc, const qat_st_kv *own,
-                        size_t n_own, const qat_st_kv *meta, size_t n_meta, size_t *bytes, qat_error *err) {
+                        size_t n_own, const qat_st_kv *meta, size_t n_meta, qat_onnx_report *rep, qat_error *err) {
     Onnx__ModelProto model;
     Onnx__GraphProto graph;
     Onnx__OperatorSetIdProto ops[2], *opp[2] = {&ops[0], &ops[1]};
@@ -263,6 +263,9 @@ qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, con
     qat_chunk c = {buf, len};
     qat_status st = qat_file_write_atomic(path, &c, 1, err);
     free(buf);
-    if (!st && bytes) *bytes = len;
+    if (!st && rep) {
+        rep->file_bytes = len;
+        rep->n_nodes = (int)b->n_nodes;
+    }
     return st;
 }

@@ -10,7 +10,7 @@
  *     onnx_attr_int(&b, n, "transB", 1);
  *     onnx_input(&b, "x", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 2, (int64_t[]){-1, 3});  // -1: "N"
  *     onnx_output(&b, "y", ...);
- *     st = onnx_b_write(&b, path, "graph", "doc", own, n_own, meta, n_meta, &bytes, err);
+ *     st = onnx_b_write(&b, path, "graph", "doc", own, n_own, meta, n_meta, &rep, err);
  *     onnx_b_free(&b);
  *
  * Every string and array the messages point to is allocated by the builder and freed by
@@ -28,6 +28,7 @@
 
 #include "autograd/common.h"
 #include "io/safetensors.h"
+#include "onnx.h"
 #include "onnx.pb-c.h"
 
 #define QAT_ONNX_IR_VERSION 8
@@ -74,9 +75,9 @@ void onnx_output(onnx_b *b, const char *name, int32_t elem_type, int ndim, const
 
 /* Serialises the model (graph `graph_name`, `doc` as its doc_string) to `path`
  * atomically. Its metadata_props: the writer's own pairs (`own`), then the caller's
- * `meta` but for keys `own` already has. *bytes (may be NULL) gets the file size. IO,
- * NOMEM with the path named. */
+ * `meta` but for keys `own` already has. *rep (may be NULL) gets the file size and the
+ * node count. IO, NOMEM with the path named. */
 qat_status onnx_b_write(onnx_b *b, const char *path, const char *graph_name, const char *doc, const qat_st_kv *own,
-                        size_t n_own, const qat_st_kv *meta, size_t n_meta, size_t *bytes, qat_error *err);
+                        size_t n_own, const qat_st_kv *meta, size_t n_meta, qat_onnx_report *rep, qat_error *err);
 
 #endif
