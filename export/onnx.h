@@ -11,14 +11,13 @@
  *     qat_int_model_free(&im);
  *
  * The int8 model. Activations travel as uint8, q_u8 = q + 128 with zero point z + 128:
- * the same affine values as the spec's int8 (real = s (q - z)), in the type ONNX
- * Runtime's x86 kernels are fastest with (u8 activations x s8 weights). So the input is
+ * the same affine values as the spec's int8 (real = s (q - z)). So the input is
  * the raw pixels themselves, "pixels" uint8 (N, C, H, W), with scale 1 / (255 sigma) and
  * zero point round(255 mu) (int8-spec.md's input mapping: q_in = p - 128,
  * z_in = round(255 mu) - 128). The output "logits" is float32 (N, classes), the int8
  * logits dequantized: s_out * (q - z_out); their argmax is the int8 argmax.
- * Weights: int8 as lowered (4-bit and 2-bit weights too, one per byte), per output
- * channel (axis 0) with scale s_w[c] = m[c] s_out / s_in, where m[c] = M0 2^(shift - 31)
+ * Weights: uint8, w + 128 with zero point 128 (onnx.c's weights_u8 says why; 4-bit and
+ * 2-bit weights too, one per byte), per output channel (axis 0) with scale s_w[c] = m[c] s_out / s_in, where m[c] = M0 2^(shift - 31)
  * is the lowered fixed-point multiplier, so ORT's float multiplier s_in s_w[c] / s_out
  * is the spec's to float precision; biases int32 with scale s_in s_w[c], zero point 0.
  * Three forms (QAT_ONNX_FORM_*; docs/onnx.md says which is the default and why):

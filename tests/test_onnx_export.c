@@ -309,11 +309,14 @@ static void test_onnx_in_ort(void **state) {
      * RoundingDivideByPOT) differ from rounding acc * m once, as ORT does; the rate
      * grows as the right shift shrinks: ~0.1-0.6% of outputs at w8a8 (shifts 5-10),
      * ~8% at w4a4 (shifts 1-3), where one step of a 16-level activation is large. So
-     * w4a4 gets looser bounds; they still catch a wrong scale, zero point or layout. */
+     * w4a4 gets looser bounds; they still catch a wrong scale, zero point or layout (the
+     * accuracies within a point). This w4a4 model (PTQ of one float epoch, about 66%)
+     * has many near ties: its agreement measured 0.86+ on an AVX-512 Zen 4 and 0.73 on an
+     * AVX2 Zen 3, whose OpenBLAS kernels train a different model. */
     compare_int8("cnn8.st", "cnn8.int8", "qoperator", 0.99, 4, 0.003);
     compare_int8("cnn8.st", "cnn8.int8", "qdq", 0.99, 4, 0.003);
     compare_int8("mlp8.st", "mlp8.int8", "qoperator", 0.99, 4, 0.003);
-    compare_int8("cnn4.st", "cnn4.int8", "qoperator", 0.85, 80, 0.01);
+    compare_int8("cnn4.st", "cnn4.int8", "qoperator", 0.6, 80, 0.01);
     /* A table is exact in ORT, but a one-step difference in its input (from a linear
      * layer's rounding) can move its output by several steps where the function is
      * steep: measured 5 at most. */
