@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "io/file_check.h"
 #include "layers/model_file.h"
 #include "train/onnx_import.h"
 
@@ -47,6 +48,7 @@ int cmd_import(int argc, char **argv) {
     }
     if (n < 0) return cli_fail("import", err.msg);
     if (std && !mean) return cli_fail("import", "--std goes with --mean");
+    if (qat_file_check_output(out, &err)) return cli_fail("import", err.msg);
     const char *src = pos[0];
     bool onnx = qat_onnx_path(src);
     if (onnx && model) return cli_fail("import", "an ONNX file brings its own model; drop --model");

@@ -97,6 +97,63 @@ static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
 
 /* ---- eval ---- */
 
+/* Whether the int8 file `m` is an export of the quantized model `q`: lowering q must give
+ * the file's ops, kind by kind, with the same weight shapes and the same weight and bias
+ * integers (otherwise the agreement --compare reports would compare unrelated models).
+ * Returns NULL when they correspond, else what differs (in msg). */
+static const char *int8_corresponds(const qrt_model *m, const qat_model *q, char *msg, size_t n) {
+    static const qrt_op_kind KIND[QAT_INT_OP_COUNT] = {
+        [QAT_INT_OP_CONV2D] = QRT_OP_CONV2D, [QAT_INT_OP_LINEAR] = QRT_OP_LINEAR,
+        [QAT_INT_OP_MAXPOOL] = QRT_OP_MAXPOOL, [QAT_INT_OP_AVGPOOL] = QRT_OP_AVGPOOL,
+        [QAT_INT_OP_GLOBAL_AVGPOOL] = QRT_OP_GLOBAL_AVGPOOL, [QAT_INT_OP_ADD] = QRT_OP_ADD,
+        [QAT_INT_OP_FLATTEN] = QRT_OP_FLATTEN, [QAT_INT_OP_LUT] = QRT_OP_LUT};
+    qat_int_model im;
+    qat_error err = {0};
+    if (qat_lower(q, &im, &err)) {
+        snprintf(msg, n, "%.200s", err.msg);
+        return msg;
+    }
+    int j = 0; /* the file's ops without its input and output */
+    const int n_ops = qrt_model_n_ops(m);
+    const char *why = NULL;
+    for (int i = 0; i < im.n_ops && !why; i++, j++) {
+        while (j < n_ops && (qrt_model_op(m, j)->kind == QRT_OP_INPUT || qrt_model_op(m, j)->kind == QRT_OP_OUTPUT)) j++;
+        const qat_int_op *a = &im.ops[i];
+        if (j == n_ops) {
+            snprintf(msg, n, "the file has %d op(s), the checkpoint %d", i, im.n_ops);
+            why = msg;
+            break;
+        }
+        const qrt_op *b = qrt_model_op(m, j);
+        if (b->kind != KIND[a->kind]) {
+            snprintf(msg, n, "op %d (layer %s) differs in kind", i + 1, a->name);
+            why = msg;
+        } else if (a->kind == QAT_INT_OP_CONV2D || a->kind == QAT_INT_OP_LINEAR) {
+            size_t nw = 1, nb = 1;
+            for (int d = 0; d < a->w_ndim; d++) nw *= (size_t)a->w_shape[d];
+            for (int d = 0; d < b->weight->ndim; d++) nb *= (size_t)b->weight->shape[d];
+            /* packed weights (wbits <= 4) are U8 of shape (ceil(n / 2)) */
+            const bool packed = b->weight->dtype == QRT_DTYPE_U8;
+            if (packed ? nb != (nw + 1) / 2 : nw != nb || b->weight->ndim != a->w_ndim) {
+                snprintf(msg, n, "layer %s: weight shape differs", a->name);
+                why = msg;
+            } else if (memcmp(a->weight, b->weight->s8, nw) != 0 ||
+                       memcmp(a->bias, b->bias->s32, (size_t)a->w_shape[0] * sizeof(int32_t)) != 0) {
+                snprintf(msg, n, "layer %s: the weights or biases differ (another checkpoint of the same model?)",
+                         a->name);
+                why = msg;
+            }
+        }
+    }
+    while (!why && j < n_ops && (qrt_model_op(m, j)->kind == QRT_OP_INPUT || qrt_model_op(m, j)->kind == QRT_OP_OUTPUT)) j++;
+    if (!why && j != n_ops) {
+        snprintf(msg, n, "the file has more ops than the checkpoint's %d", im.n_ops);
+        why = msg;
+    }
+    qat_int_model_free(&im);
+    return why;
+}
+
 int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, bool json,
                   cli_int8_result *res) {
     qat_error err = {0};
@@ -128,6 +185,12 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
     if (compare) {
         if (qat_model_open(&cm, compare, 0, &err) || !cm.m->quant) {
             rc = cli_fail("eval", cm.m ? "--compare needs the quantized checkpoint that was exported" : err.msg);
+            goto done;
+        }
+        char why[256], msg[1024];
+        if (int8_corresponds(&h.m, cm.m, why, sizeof why)) {
+            snprintf(msg, sizeof msg, "--compare %s: not the checkpoint %s was exported from: %s", compare, path, why);
+            rc = cli_fail("eval", msg);
             goto done;
         }
         qat_loader_config lc = qat_loader_config_default();

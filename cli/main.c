@@ -1,4 +1,5 @@
 /* qat - the command-line tool: train, calibrate, eval, predict, inspect, export, import, demo. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,17 @@ static bool env_ok(void) {
     return true;
 }
 
+/* Output lost to a full disk or a closed pipe must not pass for success: stdout is
+ * flushed and checked before exiting, and a failure there makes the exit status 1. */
+static int finish(int rc) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "qat: writing the standard output failed: %s\n", errno ? strerror(errno) : "write error");
+        return rc ? rc : 1;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
     cli_blas_select_core(argv);
     if (!env_ok()) return 2;
@@ -66,10 +78,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return 0;
+        return finish(0);
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
+        if (strcmp(argv[1], commands[i].name) == 0) return finish(commands[i].fn(argc - 2, argv + 2));
     fprintf(stderr, "qat: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

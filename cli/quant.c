@@ -7,6 +7,7 @@
 #include "common.h"
 #include "export/int8.h"
 #include "export/onnx.h"
+#include "io/file_check.h"
 #include "quant/quant.h"
 #include "train/progress.h"
 #include "train/calibrate.h"
@@ -131,6 +132,7 @@ int cmd_calibrate(int argc, char **argv) {
     }
     if (n < 0) return cli_fail("calibrate", err.msg);
     if (!from) return cli_fail("calibrate", "--from FILE is required (a float checkpoint from qat train)");
+    if (qat_file_check_output(out, &err)) return cli_fail("calibrate", err.msg);
     if (samples < 1) return cli_fail("calibrate", "--samples must be at least 1");
     if (threads > 0) qat_set_num_threads(threads);
     /* The spec, with --observer and --bias-correction folded in, in its canonical form. */
@@ -213,6 +215,7 @@ int cmd_export(int argc, char **argv) {
         return cli_fail("export", msg);
     }
     if (!out) out = onnx ? "model.onnx" : c_source ? name : "model.int8.safetensors";
+    if (!c_source && qat_file_check_output(out, &err)) return cli_fail("export", err.msg);
     qat_opened cm;
     if (qat_model_open(&cm, pos[0], 0, &err)) return cli_fail("export", err.msg);
     if (!cm.m->quant && !onnx) {

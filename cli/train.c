@@ -13,6 +13,7 @@
 #include "autograd/parallel.h"
 #include "common.h"
 #include "export/int8.h"
+#include "io/file_check.h"
 #include "quant/quant.h"
 #include "data/loader.h"
 #include "train/progress.h"
@@ -63,6 +64,9 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     if (a->threads > 0) qat_set_num_threads(a->threads);
     qat_opened cm;
     const char *spec = a->resume ? a->resume : a->from ? a->from : a->model;
+    /* Where the checkpoint goes is checked before any training (io/file_check.h). */
+    const char *target = a->out ? a->out : a->resume;
+    if (target && qat_file_check_output(target, &err)) return cli_fail(cmd, err.msg);
     if (qat_model_open(&cm, spec, (uint64_t)a->seed, &err)) return cli_fail(cmd, err.msg);
     qat_model *m = cm.m;
     if (a->from && (!cm.from_checkpoint || m->quant)) {

@@ -1,6 +1,8 @@
 /* atomic_file.c - write to a temporary file, fsync, rename over the target (atomic_file.h). */
 #include "atomic_file.h"
 
+#include "file_check.h"
+
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -95,7 +97,12 @@ qat_status qat_file_write_atomic(const char *path, const qat_chunk *chunks, size
         free(dir);
         return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
     }
-    qat_status st = QAT_STATUS_OK;
+    /* A device, FIFO, socket or directory at path is refused, not replaced; a regular
+     * file's permission bits (and, for root, its owner) carry over to the new file. */
+    qat_status st = qat_file_check_target(path, err);
+    if (st) goto done;
+    struct stat old;
+    const bool had = lstat(path, &old) == 0 && S_ISREG(old.st_mode);
     int fd = -1;
     for (int k = 0; k < 1000 && fd < 0; k++) {
         snprintf(tmp, tlen, "%s.tmp-%ld-%d", path, (long)getpid(), k);
@@ -105,6 +112,14 @@ qat_status qat_file_write_atomic(const char *path, const qat_chunk *chunks, size
     if (fd < 0) {
         st = qat_error_set(err, QAT_STATUS_IO, "%s: cannot create the temporary file %s: %s",
                            path, tmp, strerror(errno));
+        goto done;
+    }
+    if (had && (fchmod(fd, old.st_mode & 07777) != 0 ||
+                (geteuid() == 0 && fchown(fd, old.st_uid, old.st_gid) != 0))) {
+        st = qat_error_set(err, QAT_STATUS_IO, "%s: cannot give the temporary file %s the old file's mode: %s", path,
+                           tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
         goto done;
     }
     FILE *fp = fdopen(fd, "wb");

@@ -12,7 +12,10 @@
  * temporary file behind; the next successful write to the same path deletes those whose
  * writer process no longer exists. One writer per path at a time: two processes writing
  * the same path concurrently each produce a complete file, but which one ends up at
- * <path> is unspecified. If <path> is a symbolic link, the link itself is replaced.
+ * <path> is unspecified. If <path> is a symbolic link, the link itself is replaced; if it
+ * is a regular file, the new file keeps its permission bits (and, when qat runs as root,
+ * its owner); anything else there (a directory, a device such as /dev/null, a FIFO, a
+ * socket) is refused and left alone (file_check.h).
  */
 #ifndef QAT_ATOMIC_FILE_H
 #define QAT_ATOMIC_FILE_H

@@ -371,14 +371,38 @@ static void test_write_rejects_bad_arguments(void **state) {
     qat_error err = {0};
     assert_failed(qat_safetensors_write(nodir, &good, 1, NULL, 0, &err), &err, QAT_STATUS_IO, nodir,
                   "cannot create the temporary file", "missing directory");
-    /* The target is a directory: rename fails, the temporary file is removed. */
+    /* The target is a directory: refused before anything is written (issue 14). */
     const char *dirpath = tpath("a_directory");
     assert_int_equal(mkdir(dirpath, 0755), 0);
     qat_error_clear(&err);
     assert_failed(qat_safetensors_write(dirpath, &good, 1, NULL, 0, &err), &err, QAT_STATUS_IO,
-                  dirpath, "rename", "target is a directory");
+                  dirpath, "exists and is a directory", "target is a directory");
     assert_int_equal(count_temps("a_directory"), 0);
     rmdir(dirpath);
+    /* A FIFO (or a device: /dev/null as root) is refused and stays what it was; before,
+     * the rename replaced it with a regular file. */
+    const char *fifo = tpath("a_fifo");
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    qat_error_clear(&err);
+    assert_failed(qat_safetensors_write(fifo, &good, 1, NULL, 0, &err), &err, QAT_STATUS_IO, fifo,
+                  "exists and is a FIFO", "target is a FIFO");
+    struct stat st;
+    assert_int_equal(lstat(fifo, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(count_temps("a_fifo"), 0);
+    unlink(fifo);
+    /* A rewritten file keeps its permission bits (it came back 0644 from 0600). */
+    const char *priv = tpath("private.safetensors");
+    qat_error_clear(&err);
+    if (qat_safetensors_write(priv, &good, 1, NULL, 0, &err)) fail_msg("write: %s", err.msg);
+    assert_int_equal(chmod(priv, 0600), 0);
+    if (qat_safetensors_write(priv, &good, 1, NULL, 0, &err)) fail_msg("rewrite: %s", err.msg);
+    assert_int_equal(stat(priv, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(chmod(priv, 0640), 0);
+    if (qat_safetensors_write(priv, &good, 1, NULL, 0, &err)) fail_msg("rewrite: %s", err.msg);
+    assert_int_equal(stat(priv, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
 }
 
 /* ---- the reader's validation ------------------------------------------------------------- */
@@ -1130,6 +1154,29 @@ static void write_state_dict(const char *path, const qat_model *src, const char 
     for (size_t i = 0; i < k; i++) free(d64[i]);
 }
 
+/* A checkpoint of another model: one of its names ends like a missing one by chance
+ * ("4.body.0.weight" and "0.weight"), which is no prefix; the message must not say it is
+ * (issue 14) and names the first missing and the first unexpected tensor. */
+static void test_import_other_model_no_prefix_hint(void **state) {
+    (void)state;
+    const char *path = tpath("other.safetensors");
+    qat_model *dst = small_cnn(2);
+    float w[3] = {1, 2, 3};
+    qat_st_tensor ts[2] = {
+        {.name = "4.body.0.weight", .dtype = QAT_ST_DTYPE_F32, .ndim = 1, .shape = {3}, .data = w},
+        {.name = "head.weight", .dtype = QAT_ST_DTYPE_F32, .ndim = 1, .shape = {3}, .data = w},
+    };
+    qat_error err = {0};
+    if (qat_safetensors_write(path, ts, 2, NULL, 0, &err)) fail_msg("write: %s", err.msg);
+    qat_import_report rep;
+    assert_failed(qat_checkpoint_import(dst, path, NULL, &rep, &err), &err, QAT_STATUS_FORMAT, path,
+                  "does not fit the model: 10 missing from the file (0.weight, 0.bias, 1.weight, ...)",
+                  "another model");
+    assert_null(strstr(err.msg, "prefixed"));
+    assert_non_null(strstr(err.msg, "2 not in the model (4.body.0.weight, head.weight)"));
+    qat_model_free(dst);
+}
+
 static void test_import_options_and_errors(void **state) {
     (void)state;
     const char *path = tpath("import.safetensors");
@@ -1252,6 +1299,7 @@ int main(void) {
         cmocka_unit_test(test_stale_temp_sweep),
         cmocka_unit_test(test_import_pytorch),
         cmocka_unit_test(test_import_options_and_errors),
+        cmocka_unit_test(test_import_other_model_no_prefix_hint),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

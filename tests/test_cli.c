@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -250,6 +251,46 @@ static void test_errors(void **state) {
     unsetenv("QRT_ISA");
 }
 
+/* Issue 14's defects at the command line: paths that are not what they should be are
+ * named for what they are, before any work; output lost to a full device fails. */
+static void test_bad_paths_and_lost_output(void **state) {
+    (void)state;
+    static char out[1 << 14];
+    char p[256], args[512];
+    path(p, sizeof p, "empty.safetensors");
+    fclose(fopen(p, "w"));
+    expect_fail("eval empty.safetensors", "empty file (0 bytes)");
+    path(p, sizeof p, "adir.safetensors");
+    assert_int_equal(mkdir(p, 0755), 0);
+    expect_fail("eval adir.safetensors", "adir.safetensors: is a directory");
+    expect_fail("train --from adir.safetensors --quant w8a8", "is a directory");
+    /* --out into a directory that does not exist, onto a directory, onto a FIFO: refused
+     * before the first epoch (no progress line), the FIFO left a FIFO. */
+    snprintf(args, sizeof args, "%s --epochs 1 --out no/such/dir/x.st", TRAIN);
+    expect_fail(args, "no/such/dir/x.st: cannot create a file in its directory");
+    snprintf(args, sizeof args, "train --model mlp.model --data train.csv --test-data test.csv --epochs 1 --out adir.safetensors");
+    if (qat(out, sizeof out, args) == 0 || !strstr(out, "exists and is a directory") || strstr(out, "epoch"))
+        fail_msg("--out onto a directory, not refused before training: %s", out);
+    path(p, sizeof p, "fifo.st");
+    assert_int_equal(mkfifo(p, 0644), 0);
+    snprintf(args, sizeof args, "%s --epochs 1 --out fifo.st", TRAIN);
+    expect_fail(args, "exists and is a FIFO");
+    struct stat st;
+    assert_int_equal(lstat(p, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    /* stdout on a full device: exit status 1 and a message (it was 0, output lost). */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cd %s && %s inspect mlp.model > /dev/full 2> full.err", dir, QAT_CLI_PATH);
+    int rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    path(p, sizeof p, "full.err");
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = '\0';
+    fclose(f);
+    if (!strstr(out, "writing the standard output failed")) fail_msg("no message for lost output: %s", out);
+}
 
 /* qat import: an ONNX model (tests/fixtures/onnx/mlp6.onnx, 6 features, 3 classes) is a
  * float checkpoint at once: evaluated, calibrated, exported and run without a training
@@ -296,6 +337,7 @@ int main(void) {
         cmocka_unit_test(test_legacy_checkpoints),
         cmocka_unit_test(test_help_everywhere),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_bad_paths_and_lost_output),
         cmocka_unit_test(test_import),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

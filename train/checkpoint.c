@@ -68,6 +68,23 @@ typedef struct match_opts {
     bool allow_missing, allow_unexpected;
 } match_opts;
 
+/* Whether every state tensor that found no file tensor (src[i] NULL) is in the file,
+ * unused, under the name pfx[0, len) + its name. */
+static bool prefix_explains(const qat_model *m, const qat_st_tensor **src, const qat_st_file *f, const bool *used,
+                            const char *pfx, size_t len) {
+    for (int i = 0; i < m->n_state; i++) {
+        if (src[i]) continue;
+        const char *s = m->state[i]->name;
+        bool found = false;
+        for (size_t j = 0; j < f->n_tensors && !found; j++) {
+            const char *nm = f->tensors[j].name;
+            found = !used[j] && strncmp(nm, pfx, len) == 0 && strcmp(nm + len, s) == 0;
+        }
+        if (!found) return false;
+    }
+    return true;
+}
+
 /* For every tensor of the model's state, the file tensor that fills it (src[i], NULL if
  * missing); checks dtype and shape; lists missing, unexpected and mismatched names in one
  * message. */
@@ -127,15 +144,17 @@ static qat_status match_state(const qat_st_file *f, const qat_model *m, const ma
     }
     if (missing.count || unexpected.count || shape.count || dtype.count || range.count) {
         /* The usual cause of "everything missing, everything unexpected": the file's
-         * names carry a prefix ("model.0.weight"). Name it, before the lists. */
+         * names carry a prefix ("model.0.weight"). Name it, before the lists, but only
+         * when the prefix explains every missing name: in a checkpoint of another model
+         * one name can end like a missing one by chance ("4.body.0.weight"). */
         const char *first_missing = NULL;
         for (int i = 0; i < m->n_state && !first_missing; i++)
             if (!src[i] && !o->allow_missing) first_missing = m->state[i]->name;
         for (size_t j = 0; first_missing && j < f->n_tensors; j++) {
             const char *nm = f->tensors[j].name;
             size_t a = strlen(nm), b = strlen(first_missing);
-            if (!used[j] && a > b && strcmp(nm + a - b, first_missing) == 0 &&
-                nm[a - b - 1] == '.') {
+            if (!used[j] && a > b && strcmp(nm + a - b, first_missing) == 0 && nm[a - b - 1] == '.' &&
+                prefix_explains(m, src, f, used, nm, a - b)) {
                 qat_strbuf_printf(&msg, "; its names look prefixed with \"%.*s\" (see strip_prefix)",
                           (int)QAT_MIN(a - b, 60), nm);
                 break;

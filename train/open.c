@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/file_check.h"
 #include "layers/model_file.h"
 #include "quant/quant.h"
 #include "train/onnx_import.h"
@@ -72,6 +73,7 @@ qat_status qat_model_open(qat_opened *o, const char *spec, uint64_t seed, qat_er
     o->norm = qat_normalization_identity();
     qat_status s;
     const char *text = qat_model_builtin_text(spec);
+    if (!text && (s = qat_file_check_input(spec, err))) return s;
     if (!text && qat_onnx_path(spec)) {
         /* An ONNX model: built and filled with its weights (not initialised from seed). */
         s = qat_onnx_import(spec, &o->m, NULL, err);
