@@ -130,6 +130,27 @@ qat_status qat_image_resize(uint8_t *out, int out_h, int out_w, const uint8_t *i
     return QAT_STATUS_OK;
 }
 
+/* Removes the zero-length IDAT chunks of a PNG in place (valid PNG, but stb_image's
+ * inflater then forms a pointer offset from NULL, undefined behaviour that clang's UBSan
+ * reports) and returns the new length. The chunk walk stops at the first chunk that runs
+ * past the end and keeps the rest as it is, for stb_image to reject. Not a PNG: len. */
+static size_t png_drop_empty_idat(unsigned char *b, size_t len) {
+    static const unsigned char SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (len < 8 || memcmp(b, SIG, 8) != 0) return len;
+    size_t in = 8, out = 8;
+    while (len - in >= 12) {
+        const size_t n = (size_t)b[in] << 24 | (size_t)b[in + 1] << 16 | (size_t)b[in + 2] << 8 | b[in + 3];
+        if (n > len - in - 12) break;
+        if (!(n == 0 && memcmp(b + in + 4, "IDAT", 4) == 0)) {
+            memmove(b + out, b + in, 12 + n);
+            out += 12 + n;
+        }
+        in += 12 + n;
+    }
+    memmove(b + out, b + in, len - in);
+    return out + (len - in);
+}
+
 qat_status qat_image_load(uint8_t *out, const char *path, int channels, int height,
                           int width, qat_error *err) {
     QAT_ASSERT(out && path);
@@ -143,6 +164,7 @@ qat_status qat_image_load(uint8_t *out, const char *path, int channels, int heig
     size_t len = 0;
     qat_status s = qat_data_slurp(path, QAT_DATA_MAX_IMAGE_FILE, &file, &len, err);
     if (s) return s;
+    len = png_drop_empty_idat((unsigned char *)file, len);
     const stbi_uc *bytes = (const stbi_uc *)file;
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(bytes, (int)len, &w, &h, &comp)) {

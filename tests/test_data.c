@@ -741,6 +741,27 @@ static void test_image_resize(void **state) {
                     img[16 * y + 8 + 2 * x + 1];
             assert_int_equal(got[4 * y + x], (s + 2) / 4);
         }
+
+    /* A zero-length IDAT chunk before the data (valid PNG): the same pixels. stb_image
+     * formed a pointer offset from NULL on it (clang's UBSan, issue 14); image.c drops
+     * such chunks before decoding. */
+    size_t n;
+    unsigned char *png = read_whole(f, &n), *with = malloc(n + 12);
+    size_t at = 8;
+    while (at + 8 <= n && memcmp(png + at + 4, "IDAT", 4) != 0)
+        at += 12 + ((size_t)png[at] << 24 | (size_t)png[at + 1] << 16 | (size_t)png[at + 2] << 8 | png[at + 3]);
+    assert_true(at + 8 <= n);
+    static const unsigned char EMPTY_IDAT[12] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xaf, 0x06, 0x1e};
+    memcpy(with, png, at);
+    memcpy(with + at, EMPTY_IDAT, 12);
+    memcpy(with + at + 12, png + at, n - at);
+    char g[512];
+    write_bytes(P(g, "empty_idat.png"), with, n + 12);
+    uint8_t got2[16];
+    expect_ok(qat_image_load(got2, g, 1, 4, 4, &err), &err, "a PNG with an empty IDAT chunk first");
+    expect_bytes(got2, got, 16, "empty IDAT chunk");
+    free(png);
+    free(with);
 }
 
 static void test_folder_bad(void **state) {
