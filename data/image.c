@@ -151,6 +151,39 @@ static size_t png_drop_empty_idat(unsigned char *b, size_t len) {
     return out + (len - in);
 }
 
+/* Whether every Huffman table of a JPEG's DHT segments has at most 256 codes. The
+ * stb_image of Debian 12 (2022-09) sums a table's 16 code counts without checking the
+ * total and writes that many entries into a 257-byte array (found by tests/fuzz,
+ * crashes/image/jpeg_dht_overflow.jpg). The walk follows stb's reading: segments by their
+ * length, each DHT's tables read on while its length lasts, bytes past the end as 0;
+ * entropy-coded data skipped to the next marker. Not a JPEG: true. */
+static bool jpeg_huffman_ok(const unsigned char *b, size_t len) {
+    if (len < 2 || b[0] != 0xFF || b[1] != 0xD8) return true;
+    size_t p = 2;
+    while (p + 1 < len) {
+        if (b[p] != 0xFF) { /* entropy-coded data */
+            p++;
+            continue;
+        }
+        const unsigned m = b[p + 1];
+        if (m == 0xFF || m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { /* fill, stuffing, no length */
+            p += m == 0xFF ? 1 : 2;
+            continue;
+        }
+        if (len - p < 4) break;
+        const size_t seg = (size_t)b[p + 2] << 8 | b[p + 3];
+        if (m == 0xC4)
+            for (size_t q = p + 4; q < p + 2 + seg;) {
+                size_t n = 0;
+                for (size_t i = 1; i <= 16; i++) n += q + i < len ? b[q + i] : 0;
+                if (n > 256) return false;
+                q += 17 + n;
+            }
+        p += 2 + seg;
+    }
+    return true;
+}
+
 qat_status qat_image_load(uint8_t *out, const char *path, int channels, int height,
                           int width, qat_error *err) {
     QAT_ASSERT(out && path);
@@ -165,6 +198,11 @@ qat_status qat_image_load(uint8_t *out, const char *path, int channels, int heig
     qat_status s = qat_data_slurp(path, QAT_DATA_MAX_IMAGE_FILE, &file, &len, err);
     if (s) return s;
     len = png_drop_empty_idat((unsigned char *)file, len);
+    if (!jpeg_huffman_ok((const unsigned char *)file, len)) {
+        free(file);
+        return qat_error_set(err, QAT_STATUS_FORMAT,
+                             "%s: cannot decode: corrupt JPEG (a Huffman table with more than 256 codes)", path);
+    }
     const stbi_uc *bytes = (const stbi_uc *)file;
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(bytes, (int)len, &w, &h, &comp)) {

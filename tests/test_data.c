@@ -760,6 +760,13 @@ static void test_image_resize(void **state) {
     uint8_t got2[16];
     expect_ok(qat_image_load(got2, g, 1, 4, 4, &err), &err, "a PNG with an empty IDAT chunk first");
     expect_bytes(got2, got, 16, "empty IDAT chunk");
+    /* A JPEG whose Huffman table claims more than 256 codes (fuzz_image found it: stb_image
+     * wrote past the table) is refused before stb_image decodes it. */
+    char jpg[512];
+    snprintf(jpg, sizeof jpg, "%s/jpeg_dht_overflow.jpg", QAT_FUZZ_CRASH_DIR);
+    qat_error_clear(&err);
+    assert_int_equal(qat_image_load(got2, jpg, 1, 4, 4, &err), QAT_STATUS_FORMAT);
+    if (!strstr(err.msg, "a Huffman table with more than 256 codes")) fail_msg("%s", err.msg);
     free(png);
     free(with);
 }
