@@ -64,26 +64,16 @@ static void apply_isa_env(qrt_model *m) {
     if (e && *e && qrt_isa_parse(e, &isa)) qrt_model_set_isa(m, isa);
 }
 
-static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
-    memset(h, 0, sizeof *h);
-    FILE *f = fopen(path, "rb");
-    if (!f) return qat_error_set(err, QAT_STATUS_IO, "%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    h->file = malloc(len > 0 ? (size_t)len : 1);
-    if (!h->file || len <= 0 || fread(h->file, 1, (size_t)len, f) != (size_t)len) {
-        fclose(f);
-        int8_close(h);
-        return qat_error_set(err, QAT_STATUS_IO, "%s: cannot read", path);
-    }
-    fclose(f);
-    size_t ms = qrt_model_mem_size(h->file, (size_t)len);
+/* Loads the int8 model in `file` (len bytes, owned by h from here on), named `name` in
+ * messages. */
+static qat_status int8_load(int8_model *h, const char *name, uint8_t *file, size_t len, qat_error *err) {
+    h->file = file;
+    size_t ms = qrt_model_mem_size(h->file, len);
     h->mem = malloc(ms ? ms : 1);
     qrt_error re = {0};
-    if (!h->mem || qrt_model_load(&h->m, h->file, (size_t)len, h->mem, ms, &re)) {
+    if (!h->mem || qrt_model_load(&h->m, h->file, len, h->mem, ms, &re)) {
         int8_close(h);
-        return qat_error_set(err, QAT_STATUS_FORMAT, "%s: %s", path, re.msg[0] ? re.msg : "out of memory");
+        return qat_error_set(err, QAT_STATUS_FORMAT, "%s: %s", name, re.msg[0] ? re.msg : "out of memory");
     }
     apply_isa_env(&h->m);
     h->arena = malloc(qrt_arena_size(&h->m) ? qrt_arena_size(&h->m) : 1);
@@ -91,8 +81,57 @@ static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
         int8_close(h);
         return qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
     }
-    read_meta(h, path);
     return QAT_STATUS_OK;
+}
+
+static qat_status int8_open(int8_model *h, const char *path, qat_error *err) {
+    memset(h, 0, sizeof *h);
+    FILE *f = fopen(path, "rb");
+    if (!f) return qat_error_set(err, QAT_STATUS_IO, "%s: cannot open", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *file = malloc(len > 0 ? (size_t)len : 1);
+    if (!file || len <= 0 || fread(file, 1, (size_t)len, f) != (size_t)len) {
+        fclose(f);
+        free(file);
+        return qat_error_set(err, QAT_STATUS_IO, "%s: cannot read", path);
+    }
+    fclose(f);
+    qat_status s = int8_load(h, path, file, (size_t)len, err);
+    if (!s) read_meta(h, path);
+    return s;
+}
+
+/* The int8 model `qat export` would write for the quantized checkpoint `ckpt`, in
+ * memory. A model without an integer form (lowering refuses it: INVALID_ARG) sets
+ * *no_int8, with the reason in err. */
+static qat_status int8_from_checkpoint(int8_model *h, const char *ckpt, bool *no_int8, qat_error *err) {
+    memset(h, 0, sizeof *h);
+    qat_opened o;
+    qat_status s = qat_model_open(&o, ckpt, 0, err);
+    if (s) return s;
+    if (!o.m->quant) {
+        qat_opened_free(&o);
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG, "%s: not a quantized checkpoint", ckpt);
+    }
+    qat_int_model im;
+    if ((s = qat_lower(o.m, &im, err))) {
+        *no_int8 = s == QAT_STATUS_INVALID_ARG;
+        qat_opened_free(&o);
+        return s;
+    }
+    const char *names = qat_checkpoint_extra(&o.ckpt, "class_names"), *data = qat_checkpoint_extra(&o.ckpt, "data");
+    uint8_t *file = NULL;
+    size_t len = 0;
+    s = qat_int8_encode(&im, ckpt, NULL, 0, &file, &len, NULL, err);
+    qat_int_model_free(&im);
+    if (!s && !(s = int8_load(h, ckpt, file, len, err))) {
+        h->class_names = names ? strdup(names) : NULL;
+        h->data = data ? strdup(data) : NULL;
+    }
+    qat_opened_free(&o);
+    return s;
 }
 
 /* ---- eval ---- */
@@ -154,11 +193,12 @@ static const char *int8_corresponds(const qrt_model *m, const qat_model *q, char
     return why;
 }
 
-int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, bool json,
-                  cli_int8_result *res) {
+/* Evaluates the loaded int8 model h (closed here), named `path` in the output; with
+ * `compare`, a fake-quant checkpoint beside it. */
+static int int8_eval(int8_model *hp, const char *path, bool lowered, const char *data, const char *format,
+                     const char *compare, bool json, cli_int8_result *res) {
     qat_error err = {0};
-    int8_model h;
-    if (int8_open(&h, path, &err)) return cli_fail("eval", err.msg);
+    int8_model h = *hp;
     if (!data) data = h.data ? h.data : QAT_FASHION_MNIST_DIR;
     const qrt_value *in = qrt_model_input(&h.m);
     qat_dataset test = {0};
@@ -254,18 +294,19 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
         res->images_per_s = test.n / secs;
         res->agreement = fq_pred ? (double)agree / test.n : -1;
     } else if (json) {
-        printf("{\"command\": \"eval\", \"model\": \"%s\", \"int8\": true, \"samples\": %d, \"test_accuracy\": %.6f, "
-               "\"images_per_s\": %.1f, \"threads\": %d, \"kernels\": \"%s\"",
-               path, test.n, acc, test.n / secs, threads, qrt_isa_str(h.m.isa));
+        printf("{\"command\": \"eval\", \"model\": \"%s\", \"int8\": true, \"lowered_from_checkpoint\": %s, "
+               "\"samples\": %d, \"test_accuracy\": %.6f, \"images_per_s\": %.1f, \"threads\": %d, \"kernels\": \"%s\"",
+               path, lowered ? "true" : "false", test.n, acc, test.n / secs, threads, qrt_isa_str(h.m.isa));
         if (fq_pred)
             printf(", \"fake_quant_accuracy\": %.6f, \"top1_agreement\": %.6f", fq_acc, (double)agree / test.n);
         printf("}\n");
     } else {
-        printf("%s on %s: integer-only accuracy %.2f%% (%d samples), %.0f images/s (%d thread%s, %s kernels)\n",
-               path, data, 100 * acc, test.n, test.n / secs, threads, threads > 1 ? "s" : "", qrt_isa_str(h.m.isa));
+        printf("%s%s on %s: integer-only accuracy %.2f%% (%d samples), %.0f images/s (%d thread%s, %s kernels)\n",
+               path, lowered ? " (its int8 model, as qat export writes it)" : "", data, 100 * acc, test.n,
+               test.n / secs, threads, threads > 1 ? "s" : "", qrt_isa_str(h.m.isa));
         if (fq_pred)
-            printf("fake-quant %s: %.2f%%; top-1 agreement %.2f%%\n", compare, 100 * fq_acc,
-                   100.0 * agree / test.n);
+            printf("%s%s: %.2f%%; top-1 agreement %.2f%%\n", lowered ? "its float simulation (--fake-quant)" : "fake-quant ",
+                   lowered ? "" : compare, 100 * fq_acc, 100.0 * agree / test.n);
     }
     free(fq_pred);
 done:
@@ -274,6 +315,28 @@ done:
     qat_dataset_free(&test);
     int8_close(&h);
     return rc;
+}
+
+int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, bool json,
+                  cli_int8_result *res) {
+    qat_error err = {0};
+    int8_model h;
+    if (int8_open(&h, path, &err)) return cli_fail("eval", err.msg);
+    return int8_eval(&h, path, false, data, format, compare, json, res);
+}
+
+int cli_int8_eval_checkpoint(const char *ckpt, const char *data, const char *format, bool json, bool *no_int8,
+                             cli_int8_result *res) {
+    qat_error err = {0};
+    int8_model h;
+    *no_int8 = false;
+    qat_status s = int8_from_checkpoint(&h, ckpt, no_int8, &err);
+    if (*no_int8) {
+        if (!json) fprintf(stderr, "qat eval: %s: %s; evaluating its float simulation (fake quant)\n", ckpt, err.msg);
+        return 0;
+    }
+    if (s) return cli_fail("eval", err.msg);
+    return int8_eval(&h, ckpt, true, data, format, ckpt, json, res);
 }
 
 /* ---- predict ---- */

@@ -505,9 +505,11 @@ int cmd_demo(int argc, char **argv) {
 int cmd_eval(int argc, char **argv) {
     const char *data = NULL, *format = NULL, *compare = NULL;
     int batch = 256, threads = 0;
-    bool json = false;
+    bool json = false, fake_quant = false;
     qat_opt opts[] = {
         {"data", QAT_OPT_STRING, &data, "PATH", "test data (default: the checkpoint's data set)"},
+        {"fake-quant", QAT_OPT_FLAG, &fake_quant, NULL,
+         "quantized checkpoint: evaluate its float simulation alone (default: its int8 model, as exported, beside it)"},
         {"compare", QAT_OPT_STRING, &compare, "CKPT", "int8 model: also run this fake-quant checkpoint and report top-1 agreement"},
         {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
         {"batch", QAT_OPT_INT, &batch, "N", "batch size"},
@@ -520,9 +522,12 @@ int cmd_eval(int argc, char **argv) {
     int n = qat_args_parse(argc, argv, opts, pos, 1, &err);
     if (n == -2 || n == 0) {
         qat_args_help(n == -2 ? stdout : stderr, "qat eval CHECKPOINT|INT8_MODEL [options]",
-                      "Accuracy and loss of a checkpoint on the test split of its data set (quantized "
-                      "checkpoints: fake quant), or the integer-only accuracy and speed of an int8 model "
-                      "from qat export, run by runtime/.",
+                      "Accuracy and loss of a checkpoint on the test split of its data set, or the "
+                      "integer-only accuracy and speed of an int8 model from qat export, run by runtime/. "
+                      "A quantized checkpoint is evaluated as the model it deploys: its int8 model, lowered "
+                      "as qat export does and run by the runtime, with its float simulation (fake quant) "
+                      "and their top-1 agreement beside it; --fake-quant evaluates the simulation alone "
+                      "(also what a model without an integer form gets, with a note).",
                       opts);
         return n == -2 ? 0 : 2;
     }
@@ -536,6 +541,14 @@ int cmd_eval(int argc, char **argv) {
     if (!cm.from_checkpoint) {
         qat_opened_free(&cm);
         return cli_fail("eval", "needs a checkpoint (qat train writes one)");
+    }
+    if (cm.m->quant && !fake_quant) {
+        bool no_int8;
+        int rc = cli_int8_eval_checkpoint(pos[0], data, format, json, &no_int8, NULL);
+        if (!no_int8) {
+            qat_opened_free(&cm);
+            return rc;
+        }
     }
     const char *v = qat_checkpoint_extra(&cm.ckpt, "data");
     if (!data) data = v ? v : QAT_FASHION_MNIST_DIR;

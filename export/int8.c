@@ -79,8 +79,10 @@ static void emit_op(qat_strbuf *g, const qat_int_model *im, const qat_int_op *op
     QAT_ASSERT(!"emit_op: not an op kind");
 }
 
-qat_status qat_int8_write(const qat_int_model *im, const char *path, const qat_st_kv *meta,
-                          size_t n_meta, qat_export_report *rep, qat_error *err) {
+/* The file for `im`, written to `path`, or (out set) encoded into *out (*len bytes), with
+ * `path` naming it in messages. */
+static qat_status int8_emit(const qat_int_model *im, const char *path, const qat_st_kv *meta, size_t n_meta,
+                            qat_export_report *rep, uint8_t **out, size_t *len, qat_error *err) {
     QAT_ASSERT(im != NULL && path != NULL && (meta != NULL || n_meta == 0));
     qat_export_report local;
     if (!rep) rep = &local;
@@ -157,12 +159,15 @@ qat_status qat_int8_write(const qat_int_model *im, const char *path, const qat_s
         if (strcmp(meta[i].key, "format") && strcmp(meta[i].key, "format_version") &&
             strcmp(meta[i].key, "graph"))
             kv[nk++] = meta[i];
-    st = qat_safetensors_write(path, ts, nt, kv, nk, err);
-    if (!st) {
+    if (out) {
+        st = qat_safetensors_encode(path, ts, nt, kv, nk, out, len, err);
+        if (!st) rep->file_bytes = *len;
+    } else {
+        st = qat_safetensors_write(path, ts, nt, kv, nk, err);
         struct stat sb;
-        rep->file_bytes = stat(path, &sb) == 0 ? (size_t)sb.st_size : 0;
-        rep->n_ops = im->n_ops;
+        if (!st) rep->file_bytes = stat(path, &sb) == 0 ? (size_t)sb.st_size : 0;
     }
+    if (!st) rep->n_ops = im->n_ops;
 done:
     for (int i = 0; packed && i < im->n_ops; i++) free(packed[i]);
     free(packed);
@@ -171,6 +176,17 @@ done:
     free(kv);
     free(g.p);
     return st;
+}
+
+qat_status qat_int8_write(const qat_int_model *im, const char *path, const qat_st_kv *meta, size_t n_meta,
+                          qat_export_report *rep, qat_error *err) {
+    return int8_emit(im, path, meta, n_meta, rep, NULL, NULL, err);
+}
+
+qat_status qat_int8_encode(const qat_int_model *im, const char *name, const qat_st_kv *meta, size_t n_meta,
+                           uint8_t **out, size_t *len, qat_export_report *rep, qat_error *err) {
+    QAT_ASSERT(out != NULL && len != NULL);
+    return int8_emit(im, name, meta, n_meta, rep, out, len, err);
 }
 
 qat_status qat_export_int8(const qat_model *m, const char *path, const qat_st_kv *meta,

@@ -34,6 +34,11 @@ typedef struct qat_export_report {
 qat_status qat_int8_write(const qat_int_model *im, const char *path, const qat_st_kv *meta,
                           size_t n_meta, qat_export_report *rep, qat_error *err);
 
+/* The bytes qat_int8_write would write, in a new buffer (*out, *len; free() it): what
+ * `qat eval` of a quantized checkpoint runs on the runtime. `name` labels messages. */
+qat_status qat_int8_encode(const qat_int_model *im, const char *name, const qat_st_kv *meta, size_t n_meta,
+                           uint8_t **out, size_t *len, qat_export_report *rep, qat_error *err);
+
 /* qat_lower, then qat_int8_write. */
 qat_status qat_export_int8(const qat_model *m, const char *path, const qat_st_kv *meta,
                            size_t n_meta, qat_export_report *rep, qat_error *err);

@@ -156,8 +156,31 @@ static int cmp_ordered(const void *a, const void *b) {
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-qat_status qat_safetensors_write(const char *path, const qat_st_tensor *tensors, size_t n_tensors,
-                                 const qat_st_kv *meta, size_t n_meta, qat_error *err) {
+/* Where the file's pieces go: a file written atomically, or one buffer in memory. */
+typedef struct st_sink {
+    uint8_t **out; /* NULL: write to the path */
+    size_t *len;
+} st_sink;
+
+static qat_status sink_put(const char *path, const qat_chunk *chunks, size_t n, const st_sink *sink,
+                           qat_error *err) {
+    if (!sink->out) return qat_file_write_atomic(path, chunks, n, err);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += chunks[i].len;
+    uint8_t *b = malloc(total ? total : 1);
+    if (!b) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (chunks[i].len) memcpy(b + at, chunks[i].data, chunks[i].len);
+        at += chunks[i].len;
+    }
+    *sink->out = b;
+    *sink->len = total;
+    return QAT_STATUS_OK;
+}
+
+static qat_status st_emit(const char *path, const qat_st_tensor *tensors, size_t n_tensors, const qat_st_kv *meta,
+                          size_t n_meta, const st_sink *sink, qat_error *err) {
     QAT_ASSERT(path != NULL && (tensors != NULL || n_tensors == 0));
     QAT_ASSERT(meta != NULL || n_meta == 0);
     qat_st_tensor *ts = NULL;
@@ -285,7 +308,7 @@ qat_status qat_safetensors_write(const char *path, const qat_st_tensor *tensors,
     chunks[1] = (qat_chunk){h.p, h.len};
     for (size_t i = 0; i < n_tensors; i++)
         chunks[i + 2] = (qat_chunk){ts[order[i].idx].data, ts[order[i].idx].nbytes};
-    st = qat_file_write_atomic(path, chunks, n_tensors + 2, err);
+    st = sink_put(path, chunks, n_tensors + 2, sink, err);
 done:
     free(h.p);
     free(ts);
@@ -293,6 +316,21 @@ done:
     free(names);
     free(chunks);
     return st;
+}
+
+qat_status qat_safetensors_write(const char *path, const qat_st_tensor *tensors, size_t n_tensors,
+                                 const qat_st_kv *meta, size_t n_meta, qat_error *err) {
+    const st_sink file = {0};
+    return st_emit(path, tensors, n_tensors, meta, n_meta, &file, err);
+}
+
+qat_status qat_safetensors_encode(const char *name, const qat_st_tensor *tensors, size_t n_tensors,
+                                  const qat_st_kv *meta, size_t n_meta, uint8_t **out, size_t *len, qat_error *err) {
+    QAT_ASSERT(out != NULL && len != NULL);
+    *out = NULL;
+    *len = 0;
+    const st_sink mem = {out, len};
+    return st_emit(name, tensors, n_tensors, meta, n_meta, &mem, err);
 }
 
 /* ---- reading -------------------------------------------------------------------------- */

@@ -110,6 +110,13 @@ typedef struct qat_st_kv {
 qat_status qat_safetensors_write(const char *path, const qat_st_tensor *tensors, size_t n_tensors,
                                  const qat_st_kv *meta, size_t n_meta, qat_error *err);
 
+/* The same file as qat_safetensors_write would write, into a new buffer (*out, *len
+ * bytes; free it with free()) instead of a file: for a consumer in the same process
+ * (qat eval runs the int8 model it would export). `name` only labels messages. The same
+ * argument checks and statuses, but no IO. */
+qat_status qat_safetensors_encode(const char *name, const qat_st_tensor *tensors, size_t n_tensors,
+                                  const qat_st_kv *meta, size_t n_meta, uint8_t **out, size_t *len, qat_error *err);
+
 /* A file read into memory. Everything is owned by the structure and valid until
  * qat_safetensors_free. Tensor data pointers are into one malloc'ed buffer (aligned for
  * any type), so in files written by qat (or the reference writer) every tensor is

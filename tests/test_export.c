@@ -108,6 +108,20 @@ static void test_integers_match_fake_quant(void **state) {
         qat_error err = {0};
         if (qat_export_int8(m, path, NULL, 0, &rep, &err)) fail_msg("%s: %s", specs[sidx], err.msg);
         assert_int_equal(rep.n_ops, 4);
+        /* In memory (what qat eval of a checkpoint runs): the file's bytes exactly. */
+        {
+            qat_int_model im;
+            uint8_t *mem = NULL;
+            size_t len = 0, flen = 0;
+            assert_int_equal(qat_lower(m, &im, &err), QAT_STATUS_OK);
+            assert_int_equal(qat_int8_encode(&im, "mem", NULL, 0, &mem, &len, NULL, &err), QAT_STATUS_OK);
+            unsigned char *file = test_read_file(path, &flen);
+            assert_int_equal(len, flen);
+            assert_memory_equal(mem, file, len);
+            free(file);
+            free(mem);
+            qat_int_model_free(&im);
+        }
         qat_st_file f;
         assert_int_equal(qat_safetensors_read(&f, path, &err), QAT_STATUS_OK);
         assert_string_equal(qat_safetensors_meta(&f, "format"), QAT_INT8_FORMAT);

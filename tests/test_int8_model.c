@@ -70,6 +70,14 @@ static void test_exported_model_agrees(void **state) {
         if (v == 3 && test_json_number(again, "threads") != 3)
             fail_msg("QAT_NUM_THREADS=3 did not set the threads: %s", again);
     }
+    /* qat eval of the checkpoint runs its int8 model (issue 15): the export's numbers. */
+    if (qat(again, sizeof again, "eval q.st --json") != 0) fail_msg("eval of the checkpoint failed: %s", again);
+    if (test_json_number(again, "test_accuracy") != acc || test_json_number(again, "top1_agreement") != agree ||
+        test_json_number(again, "fake_quant_accuracy") != fq || !strstr(again, "\"lowered_from_checkpoint\": true"))
+        fail_msg("eval q.st is not the int8 model's evaluation:\n%s\nagainst\n%s", again, out);
+    if (qat(again, sizeof again, "eval q.st --fake-quant --json") != 0 || test_json_number(again, "test_accuracy") != fq ||
+        strstr(again, "int8"))
+        fail_msg("eval --fake-quant: %s", again);
     if (qat(out, sizeof out, "inspect m.int8") != 0 || !strstr(out, "add") || !strstr(out, "global_avgpool"))
         fail_msg("inspect of the int8 model: %s", out);
 
