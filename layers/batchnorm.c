@@ -1,8 +1,11 @@
 #include "batchnorm.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "autograd/parallel.h"
+#include "pool.h"
 
 /* Layout: inp/out (N, C, HW); channel c of image n starts at (n C + c) HW.
  *
@@ -345,6 +348,216 @@ qat_tensor *qat_batchnorm_ex(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_
         if (!c) return NULL;
         *c = (bn_ctx){x, gamma, beta, y, mean, rstd, running_mean, running_var, eps,
                       N, C, HW, t->training, shared};
+    }
+    return y;
+}
+
+/* ---- batch norm, ReLU and 2x2 max pool fused (training) ----
+ *
+ * Per channel: the statistics as above (forward_train_channels' two passes); then one
+ * pass that normalises each 2x2 window, clamps it at 0 and keeps its maximum and where
+ * it was (first maximum wins, in the order (0,0) (0,1) (1,0) (1,1), as qat_maxpool2d).
+ * Neither the normalised nor the clamped tensor is stored. Backward: the gradient y'
+ * of the clamped, normalised tensor is the pooled gradient at each window's argmax where
+ * the value there was positive, zero elsewhere; its sums sum y', sum y' xhat run over the
+ * windows alone, then dx = rstd (y' gamma - mean(y' gamma) - xhat mean(y' gamma xhat))
+ * over the whole plane, y' spread into a per-thread plane of scratch first. The clamp
+ * is recomputed from x with the forward's expression, so it has the forward's bits. */
+
+typedef struct brp_job {
+    float *out, *mean, *rstd, *running_mean, *running_var, *dinp, *dgamma, *dbeta, *plane;
+    int32_t *argmax;
+    const int32_t *cargmax;
+    const float *inp, *dout, *gamma, *beta, *saved_mean, *saved_rstd;
+    int N, C, H, W, OH, OW;
+    float momentum, eps;
+    bool overwrite;
+} brp_job;
+
+QAT_HOT static void brp_forward_channels(void *p, size_t c0, size_t c1) {
+    const brp_job *j = p;
+    const int HW = j->H * j->W, OHW = j->OH * j->OW;
+    const size_t M = (size_t)j->N * HW;
+    const bn_job bj = {.inp = j->inp, .N = j->N, .C = j->C, .HW = HW};
+    float *rows = j->plane + (size_t)qat_parallel_thread_id() * 2 * j->W; /* two clamped rows */
+    for (size_t c = c0; c < c1; c++) {
+        double mu = channel_sum(&bj, (int)c, 1.0f, 0.0f, false) / (double)M;
+        double sq = channel_sq(&bj, (int)c, 1.0f, 0.0f, false, mu);
+        double var = sq / (double)M;
+        float rs = (float)(1.0 / sqrt(var + j->eps));
+        float m = (float)mu;
+        j->mean[c] = m;
+        j->rstd[c] = rs;
+        const float g = j->gamma[c] * rs, be = j->beta[c];
+        for (int n = 0; n < j->N; n++) {
+            const size_t pl = (size_t)n * j->C + c;
+            const float *x = j->inp + pl * HW;
+            float *y = j->out + pl * OHW;
+            int32_t *am = j->argmax + pl * OHW;
+            for (int oy = 0; oy < j->OH; oy++) {
+                const float *r0 = x + (size_t)2 * oy * j->W, *r1 = r0 + j->W;
+                /* relu(z) = z > 0 ? z : 0, as qat_relu_forward (NaN to 0) */
+                for (int i = 0; i < j->W; i++) {
+                    float z0 = (r0[i] - m) * g + be, z1 = (r1[i] - m) * g + be;
+                    rows[i] = z0 > 0.0f ? z0 : 0.0f;
+                    rows[j->W + i] = z1 > 0.0f ? z1 : 0.0f;
+                }
+                qat_maxpool_2x2_row(y + oy * j->OW, am + oy * j->OW, rows, rows + j->W,
+                                    2 * oy * j->W, j->W, j->OW);
+            }
+        }
+        if (j->running_mean && j->running_var) {
+            double unbiased = M > 1 ? sq / (double)(M - 1) : var;
+            j->running_mean[c] = (1.0f - j->momentum) * j->running_mean[c] + j->momentum * m;
+            j->running_var[c] =
+                (1.0f - j->momentum) * j->running_var[c] + j->momentum * (float)unbiased;
+        }
+    }
+}
+
+void qat_bn_relu_maxpool_forward(float *out, int32_t *argmax, float *mean, float *rstd,
+                                 float *running_mean, float *running_var, float *scratch,
+                                 const float *inp, const float *gamma, const float *beta, int N,
+                                 int C, int H, int W, float momentum, float eps) {
+    QAT_ASSERT(H >= 2 && W >= 2);
+    brp_job j = {.out = out, .plane = scratch, .argmax = argmax, .mean = mean, .rstd = rstd,
+                 .running_mean = running_mean, .running_var = running_var, .inp = inp,
+                 .gamma = gamma, .beta = beta, .N = N, .C = C, .H = H, .W = W, .OH = H / 2,
+                 .OW = W / 2, .momentum = momentum, .eps = eps};
+    qat_parallel_for((size_t)C, channel_grain(N, H * W), brp_forward_channels, &j);
+}
+
+/* c ? v : 0.0f without a branch (the condition is a coin toss per element: a branch
+ * mispredicts half the time), by masking v's bits. */
+static inline float keep_if(bool c, float v) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    b &= -(uint32_t)c;
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+
+QAT_HOT static void brp_backward_channels(void *p, size_t c0, size_t c1) {
+    const brp_job *j = p;
+    const int HW = j->H * j->W, OHW = j->OH * j->OW;
+    const double M = (double)j->N * HW;
+    float *dyp = j->plane + (size_t)qat_parallel_thread_id() * HW;
+    for (size_t c = c0; c < c1; c++) {
+        const float m = j->saved_mean[c], rs = j->saved_rstd[c];
+        const float g = j->gamma[c] * rs, be = j->beta[c], gam = j->gamma[c];
+        /* sum y' and sum y' xhat: y' is nonzero only at the windows' argmax */
+        double sdy[LANES] = {0}, sdyx[LANES] = {0};
+        for (int n = 0; n < j->N; n++) {
+            const size_t pl = (size_t)n * j->C + c;
+            const float *x = j->inp + pl * HW, *dy = j->dout + pl * OHW;
+            const int32_t *am = j->cargmax + pl * OHW;
+            int o = 0;
+            for (; o + LANES <= OHW; o += LANES)
+                for (int k = 0; k < LANES; k++) {
+                    const float xv = x[am[o + k]];
+                    const float d = keep_if((xv - m) * g + be > 0.0f, dy[o + k]);
+                    sdy[k] += d;
+                    sdyx[k] += (double)d * ((xv - m) * rs);
+                }
+            for (; o < OHW; o++) {
+                const float xv = x[am[o]];
+                const float d = keep_if((xv - m) * g + be > 0.0f, dy[o]);
+                sdy[o % LANES] += d;
+                sdyx[o % LANES] += (double)d * ((xv - m) * rs);
+            }
+        }
+        const double s_dy = lanes_sum(sdy), s_dyx = lanes_sum(sdyx);
+        if (j->dgamma) j->dgamma[c] += (float)s_dyx;
+        if (j->dbeta) j->dbeta[c] += (float)s_dy;
+        if (!j->dinp) continue;
+        const float mdy = (float)(s_dy / M) * gam, mdyx = (float)(s_dyx / M) * gam;
+        for (int n = 0; n < j->N; n++) {
+            const size_t pl = (size_t)n * j->C + c;
+            const float *x = j->inp + pl * HW, *dy = j->dout + pl * OHW;
+            const int32_t *am = j->cargmax + pl * OHW;
+            float *dx = j->dinp + pl * HW;
+            for (int i = 0; i < HW; i++) dyp[i] = 0.0f;
+            for (int o = 0; o < OHW; o++) {
+                const float xv = x[am[o]];
+                dyp[am[o]] = keep_if((xv - m) * g + be > 0.0f, dy[o]);
+            }
+            if (j->overwrite)
+                for (int i = 0; i < HW; i++) {
+                    float xhat = (x[i] - m) * rs;
+                    dx[i] = rs * (dyp[i] * gam - mdy - xhat * mdyx);
+                }
+            else
+                for (int i = 0; i < HW; i++) {
+                    float xhat = (x[i] - m) * rs;
+                    dx[i] += rs * (dyp[i] * gam - mdy - xhat * mdyx);
+                }
+        }
+    }
+}
+
+size_t qat_bn_relu_maxpool_scratch_floats(int H, int W) {
+    return (size_t)qat_num_threads() * H * W;
+}
+
+void qat_bn_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta, float *scratch,
+                                  const float *dout, const int32_t *argmax, const float *inp,
+                                  const float *gamma, const float *beta, const float *mean,
+                                  const float *rstd, int N, int C, int H, int W, bool overwrite) {
+    brp_job j = {.dinp = dinp, .dgamma = dgamma, .dbeta = dbeta, .plane = scratch,
+                 .dout = dout, .cargmax = argmax, .inp = inp, .gamma = gamma, .beta = beta,
+                 .saved_mean = mean, .saved_rstd = rstd, .N = N, .C = C, .H = H, .W = W,
+                 .OH = H / 2, .OW = W / 2, .overwrite = overwrite};
+    qat_parallel_for((size_t)C, channel_grain(N, H * W), brp_backward_channels, &j);
+}
+
+typedef struct brp_ctx {
+    qat_tensor *x, *gamma, *beta, *y;
+    float *mean, *rstd, *scratch;
+    int32_t *argmax;
+    bool overwrite;
+} brp_ctx;
+
+static void brp_backward(qat_tape *t, void *p) {
+    brp_ctx *c = p;
+    qat_bn_relu_maxpool_backward(c->x->grad, c->gamma->grad, c->beta->grad, c->scratch,
+                                 c->y->grad, c->argmax, c->x->data, c->gamma->data,
+                                 c->beta->data, c->mean, c->rstd, c->x->shape[0],
+                                 c->x->shape[1], c->x->shape[2], c->x->shape[3], c->overwrite);
+}
+
+qat_tensor *qat_bn_relu_maxpool(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                                float *running_mean, float *running_var, float momentum,
+                                float eps, bool priv) {
+    if (!x || !gamma || !beta) return NULL;
+    char sx[64];
+    if (x->ndim != 4 || x->shape[2] < 2 || x->shape[3] < 2)
+        return qat_tape_fail(t, QAT_STATUS_SHAPE,
+                             "batchnorm+relu+maxpool: input must be (N, C, H, W) with H, W >= 2, "
+                             "got %s",
+                             qat_tensor_shape_str(x, sx, sizeof sx));
+    const int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    if (gamma->n != (size_t)C || beta->n != (size_t)C)
+        return qat_tape_fail(t, QAT_STATUS_SHAPE,
+                             "batchnorm: input %s has %d channels but gamma/beta have %zu/%zu",
+                             qat_tensor_shape_str(x, sx, sizeof sx), C, gamma->n, beta->n);
+    if (!running_mean || !running_var)
+        return qat_tape_fail(t, QAT_STATUS_INVALID_ARG, "batchnorm: running statistics are NULL");
+    QAT_ASSERT(t->training);
+    bool grad = qat_tape_needs_grad(t, x, gamma, beta);
+    qat_tensor *y = qat_tape_tensor(t, 4, (int[]){N, C, H / 2, W / 2}, grad);
+    if (!y) return NULL;
+    float *mean = qat_tape_alloc(t, (size_t)C * sizeof(float));
+    float *rstd = qat_tape_alloc(t, (size_t)C * sizeof(float));
+    int32_t *argmax = qat_tape_alloc(t, y->n * sizeof(int32_t));
+    if (!mean || !rstd || !argmax) return NULL;
+    float *scratch = qat_tape_alloc(t, qat_bn_relu_maxpool_scratch_floats(H, W) * sizeof(float));
+    if (!scratch) return NULL;
+    qat_bn_relu_maxpool_forward(y->data, argmax, mean, rstd, running_mean, running_var, scratch,
+                                x->data, gamma->data, beta->data, N, C, H, W, momentum, eps);
+    if (grad) {
+        brp_ctx *c = qat_tape_record(t, brp_backward, sizeof *c, "batchnorm_relu_maxpool");
+        if (!c) return NULL;
+        *c = (brp_ctx){x, gamma, beta, y, mean, rstd, scratch, argmax, priv && x->grad};
     }
     return y;
 }

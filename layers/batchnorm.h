@@ -60,4 +60,28 @@ qat_tensor *qat_batchnorm_ex(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_
                              float *running_mean, float *running_var, float momentum, float eps,
                              bool reuse_grad);
 
+/* Batch norm in training, then ReLU, then a 2x2 max pool of stride 2 (no padding), as one
+ * op: the reference CNN's conv block tail. inp (N, C, H, W) with H, W >= 2; out and argmax
+ * (N, C, H/2, W/2), argmax the index in its plane (H*W) of each window's maximum, as
+ * qat_maxpool_forward gives it. mean, rstd: the batch statistics (C). Neither the
+ * normalised nor the clamped tensor is stored; backward recomputes the clamp from inp.
+ * It gives the three layers' results (the statistics, running statistics, values and
+ * argmax bit for bit; the gradients up to the order of the sums of dgamma and dbeta).
+ * Backward: dinp accumulated (+=), or written when `overwrite`. Both directions take a
+ * scratch of qat_bn_relu_maxpool_scratch_floats(H, W) floats (one plane per thread). */
+void qat_bn_relu_maxpool_forward(float *out, int32_t *argmax, float *mean, float *rstd,
+                                 float *running_mean, float *running_var, float *scratch,
+                                 const float *inp, const float *gamma, const float *beta, int N,
+                                 int C, int H, int W, float momentum, float eps);
+size_t qat_bn_relu_maxpool_scratch_floats(int H, int W);
+void qat_bn_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta, float *scratch,
+                                  const float *dout, const int32_t *argmax, const float *inp,
+                                  const float *gamma, const float *beta, const float *mean,
+                                  const float *rstd, int N, int C, int H, int W, bool overwrite);
+/* The tape op (training mode only: t->training must be set). priv: x feeds nothing else,
+ * so backward may write x's gradient instead of adding to it. */
+qat_tensor *qat_bn_relu_maxpool(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                                float *running_mean, float *running_var, float momentum,
+                                float eps, bool priv);
+
 #endif

@@ -60,10 +60,91 @@ static void valid_cols(int *lo, int *hi, int j, const qat_conv2d_shape *s) {
     *hi = QAT_MAX(*lo, QAT_MIN(h, s->OW));
 }
 
+/* dst[0..n) = src[0..n), inline: im2col copies rows of OW floats (14 in the reference
+ * CNN's second conv), thousands per image, where a call to memcpy costs more than the
+ * copy. im2col's attribute keeps gcc from turning the loops back into that call. */
+static inline void copy_floats(float *restrict dst, const float *restrict src, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) dst[i + k] = src[i + k];
+    for (; i < n; i++) dst[i] = src[i];
+}
+
+/* A "same" convolution: stride 1 and an output of the input's size (2 pad = KH - 1 =
+ * KW - 1, the 3x3 pad 1 of the reference CNN). Row (c, i, j) of col is then plane c
+ * shifted by d = (i - pad) W + (j - pad): row[p] = x[p + d] wherever the window stays in
+ * the image. The oy of rows inside the image form one range [oy0, oy1) whose values are
+ * one contiguous run of the plane, copied in one go; the run wraps from the end of one
+ * line into the next where the window hangs over a side, and those columns (ox outside
+ * [lo, hi)) are zeroed after the copy, as are the rows outside. The run's first and last
+ * read stay inside the plane (lo >= pad - j, hi <= W + pad - j). */
+static bool is_same(const qat_conv2d_shape *s) {
+    return s->stride == 1 && s->OH == s->H && s->OW == s->W;
+}
+
+/* The rows oy of a kernel row i that fall inside the image: [*oy0, *oy1). */
+static void valid_rows(int *oy0, int *oy1, int i, const qat_conv2d_shape *s) {
+    *oy0 = QAT_MIN(s->OH, QAT_MAX(0, s->pad - i));
+    *oy1 = QAT_MAX(*oy0, QAT_MIN(s->OH, s->H + s->pad - i));
+}
+
+QAT_HOT __attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void im2col_same(float *col, const float *x, int Cg, const qat_conv2d_shape *s) {
+    const int W = s->W, OHW = s->OH * s->OW;
+    for (int c = 0; c < Cg; c++)
+        for (int i = 0; i < s->KH; i++)
+            for (int j = 0; j < s->KW; j++) {
+                float *row = col + ((size_t)(c * s->KH + i) * s->KW + j) * OHW;
+                const float *plane = x + (size_t)c * s->H * W;
+                int lo, hi, oy0, oy1;
+                valid_cols(&lo, &hi, j, s);
+                valid_rows(&oy0, &oy1, i, s);
+                const int d = (i - s->pad) * W + (j - s->pad);
+                for (int p = 0; p < oy0 * W; p++) row[p] = 0.0f;
+                if (oy1 > oy0) {
+                    const int p0 = oy0 * W + lo, p1 = (oy1 - 1) * W + hi;
+                    if (p1 > p0) copy_floats(row + p0, plane + p0 + d, p1 - p0);
+                    for (int oy = oy0; oy < oy1; oy++) {
+                        float *r = row + oy * W;
+                        for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                        for (int ox = hi; ox < W; ox++) r[ox] = 0.0f;
+                    }
+                }
+                for (int p = oy1 * W; p < OHW; p++) row[p] = 0.0f;
+            }
+}
+
+/* col2im of a "same" convolution (see im2col_same): the columns that im2col zeroes are
+ * zeroed in col (scratch, dead after this) so that each row adds to dx as one run;
+ * the added zeros change no sum. */
+QAT_HOT static void col2im_same(float *dx, float *col, int Cg, const qat_conv2d_shape *s) {
+    const int W = s->W, OHW = s->OH * s->OW;
+    for (int c = 0; c < Cg; c++)
+        for (int i = 0; i < s->KH; i++)
+            for (int j = 0; j < s->KW; j++) {
+                float *row = col + ((size_t)(c * s->KH + i) * s->KW + j) * OHW;
+                float *plane = dx + (size_t)c * s->H * W;
+                int lo, hi, oy0, oy1;
+                valid_cols(&lo, &hi, j, s);
+                valid_rows(&oy0, &oy1, i, s);
+                if (oy1 <= oy0) continue;
+                const int d = (i - s->pad) * W + (j - s->pad);
+                const int p0 = oy0 * W + lo, p1 = (oy1 - 1) * W + hi;
+                for (int oy = oy0; oy < oy1; oy++) {
+                    float *r = row + oy * W;
+                    for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                    for (int ox = hi; ox < W; ox++) r[ox] = 0.0f;
+                }
+                float *dst = plane + d;
+                for (int p = p0; p < p1; p++) dst[p] += row[p];
+            }
+}
+
 /* x: the Cg channels of one group of one image, (Cg, H, W).
  * col (Cg*KH*KW, OH*OW): row (c, i, j) holds x[c][oy*stride - pad + i][ox*stride - pad + j]
  * for every output position (oy, ox), zero where that falls in the padding. */
-QAT_HOT static void im2col(float *col, const float *x, int Cg, const qat_conv2d_shape *s) {
+QAT_HOT __attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void im2col(float *col, const float *x, int Cg, const qat_conv2d_shape *s) {
     const int OHW = s->OH * s->OW;
     for (int c = 0; c < Cg; c++)
         for (int i = 0; i < s->KH; i++)
@@ -76,13 +157,13 @@ QAT_HOT static void im2col(float *col, const float *x, int Cg, const qat_conv2d_
                     int iy = oy * s->stride - s->pad + i;
                     float *r = row + oy * s->OW;
                     if (iy < 0 || iy >= s->H) {
-                        memset(r, 0, (size_t)s->OW * sizeof(float));
+                        for (int ox = 0; ox < s->OW; ox++) r[ox] = 0.0f;
                         continue;
                     }
                     const float *line = plane + (size_t)iy * s->W - s->pad + j;
                     for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
                     if (s->stride == 1)
-                        memcpy(r + lo, line + lo, (size_t)(hi - lo) * sizeof(float));
+                        copy_floats(r + lo, line + lo, hi - lo);
                     else
                         for (int ox = lo; ox < hi; ox++) r[ox] = line[ox * s->stride];
                     for (int ox = hi; ox < s->OW; ox++) r[ox] = 0.0f;
@@ -222,19 +303,25 @@ static void forward_images(void *p, size_t n0, size_t n1) {
             const float *xg = x + (size_t)g * Cg * s->H * s->W;
             const float *cm = xg;
             if (!is_pointwise(s)) {
-                im2col(col, xg, Cg, s);
+                if (is_same(s)) im2col_same(col, xg, Cg, s);
+                else im2col(col, xg, Cg, s);
                 cm = col;
             }
-            /* y_g (OCg, OHW) = W_g (OCg, K) * col (K, OHW) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, OHW, K, 1.0f,
-                        j->weight + (size_t)g * OCg * K, K, cm, OHW, 0.0f,
-                        y + (size_t)g * OCg * OHW, OHW);
-        }
-        if (j->bias)
-            for (int o = 0; o < s->OC; o++) {
-                float *yo = y + (size_t)o * OHW;
-                for (int i = 0; i < OHW; i++) yo[i] += j->bias[o];
+            /* y_g (OCg, OHW) = W_g (OCg, K) * col (K, OHW) + y_g, y_g holding the bias:
+             * the bias added by the GEMM, not by another pass over y afterwards (and
+             * beta 0 would be a pass of its own too: OpenBLAS zeroes C first). */
+            float *yg = y + (size_t)g * OCg * OHW;
+            float beta = 0.0f;
+            if (j->bias) {
+                for (int o = 0; o < OCg; o++) {
+                    float *yo = yg + (size_t)o * OHW, bo = j->bias[g * OCg + o];
+                    for (int i = 0; i < OHW; i++) yo[i] = bo;
+                }
+                beta = 1.0f;
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, OHW, K, 1.0f,
+                        j->weight + (size_t)g * OCg * K, K, cm, OHW, beta, yg, OHW);
+        }
     }
 }
 
@@ -295,7 +382,8 @@ static void backward_chunk(void *p, size_t ch) {
             if (j->dweight) {
                 const float *cm = xg;
                 if (!pw) {
-                    im2col(col, xg, Cg, s);
+                    if (is_same(s)) im2col_same(col, xg, Cg, s);
+                    else im2col(col, xg, Cg, s);
                     cm = col;
                 }
                 /* dW_g (OCg, K) += dy_g (OCg, OHW) * col^T (OHW, K) */
@@ -307,7 +395,9 @@ static void backward_chunk(void *p, size_t ch) {
                 /* dcol (K, OHW) = W_g^T (K, OCg) * dy_g (OCg, OHW); pointwise: dcol is dx. */
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, OHW, OCg, 1.0f, wg, K, dyg,
                             OHW, pw ? 1.0f : 0.0f, pw ? dxg : col, OHW);
-                if (!pw) col2im(dxg, col, Cg, s);
+                if (pw) continue;
+                if (is_same(s)) col2im_same(dxg, col, Cg, s);
+                else col2im(dxg, col, Cg, s);
             }
         }
     }

@@ -5,7 +5,8 @@
  *   backward: dinp[b][c] += sum_o dout[b][o] * weight[o][c]      (dout W)
  *             dweight[o][c] += sum_b dout[b][o] * inp[b][c]      (dout^T inp)
  *             dbias[o] += sum_b dout[b][o]
- * All three products are single sgemm calls (OpenBLAS).
+ * The products are sgemm calls (OpenBLAS), split in fixed column blocks that the thread
+ * pool shares out (linear.c).
  */
 #ifndef QAT_LINEAR_H
 #define QAT_LINEAR_H

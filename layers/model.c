@@ -598,10 +598,28 @@ bool qat_layer_output_private(const qat_layer *l) {
     return KINDS[l->kind].private_output;
 }
 
+/* Whether layers i, i+1, i+2 of s are batch norm, ReLU and a 2x2 stride-2 unpadded max
+ * pool on a 4-D input of at least 2x2, in a training step: then one fused op
+ * (qat_bn_relu_maxpool) runs all three, storing neither intermediate tensor. Its results
+ * are the three layers' (batchnorm.h). */
+static bool fuses_bn_relu_pool(const qat_seq *s, int i, const qat_tape *t, const qat_tensor *x) {
+    if (!t->training || i + 2 >= s->n || x->ndim != 4 || x->shape[2] < 2 || x->shape[3] < 2)
+        return false;
+    const qat_layer *p = &s->layers[i + 2];
+    return s->layers[i].kind == QAT_LAYER_BATCHNORM && s->layers[i + 1].kind == QAT_LAYER_RELU &&
+           p->kind == QAT_LAYER_MAXPOOL && p->cfg.pool.kernel == 2 && p->cfg.pool.stride == 2 &&
+           p->cfg.pool.pad == 0;
+}
+
 static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x) {
     for (int i = 0; i < s->n && x; i++) {
         qat_layer *l = &s->layers[i];
-        if (l->kind == QAT_LAYER_RESIDUAL) {
+        if (fuses_bn_relu_pool(s, i, t, x)) {
+            x = qat_bn_relu_maxpool(t, x, &l->weight, &l->bias, l->running_mean.data,
+                                    l->running_var.data, l->cfg.bn.momentum, l->cfg.bn.eps,
+                                    i > 0 && qat_layer_output_private(&s->layers[i - 1]));
+            i += 2;
+        } else if (l->kind == QAT_LAYER_RESIDUAL) {
             qat_tensor *body = forward_seq(&l->body, t, x);
             qat_tensor *sc = l->shortcut.n ? forward_seq(&l->shortcut, t, x) : x;
             x = qat_add(t, body, sc);

@@ -30,8 +30,8 @@ typedef struct pool_job {
 /* The common 2x2, stride 2, no padding case: four candidates, compared in a fixed
  * order (first maximum wins, a NaN wins), no bounds to check. With SSE2, four outputs
  * at a time: the same compares and selects on four lanes, so the same bits. */
-static void maxpool_2x2_row(float *y, int32_t *am, const float *r0, const float *r1, int32_t base,
-                            int W, int OW) {
+void qat_maxpool_2x2_row(float *y, int32_t *am, const float *r0, const float *r1, int32_t base,
+                         int W, int OW) {
     int ox = 0;
 #ifdef __SSE2__
     const __m128i step = _mm_set1_epi32(8), one = _mm_set1_epi32(1), wv = _mm_set1_epi32(W);
@@ -93,7 +93,7 @@ static void maxpool_2x2(void *p, size_t pl0, size_t pl1) {
         int32_t *am = j->argmax + pl * s->OH * s->OW;
         for (int oy = 0; oy < s->OH; oy++) {
             const float *r0 = x + 2 * oy * s->W, *r1 = r0 + s->W;
-            maxpool_2x2_row(y + oy * s->OW, am + oy * s->OW, r0, r1, 2 * oy * s->W, s->W, s->OW);
+            qat_maxpool_2x2_row(y + oy * s->OW, am + oy * s->OW, r0, r1, 2 * oy * s->W, s->W, s->OW);
         }
     }
 }

@@ -38,4 +38,10 @@ qat_tensor *qat_avgpool2d(qat_tape *t, qat_tensor *x, int kernel, int stride, in
 /* (N, C, H, W) -> (N, C). */
 qat_tensor *qat_global_avgpool(qat_tape *t, qat_tensor *x);
 
+/* One output row of the 2x2, stride 2, unpadded max pool: y, am (OW) from input rows r0,
+ * r1 (W floats each) whose first element has plane index `base` (argmax = plane index).
+ * For fused kernels that produce the two input rows themselves (batchnorm.h). */
+void qat_maxpool_2x2_row(float *y, int32_t *am, const float *r0, const float *r1, int32_t base,
+                         int W, int OW);
+
 #endif

@@ -14,7 +14,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "layers/activation.h"
 #include "layers/batchnorm.h"
+#include "layers/pool.h"
 #include "testutil.h"
 
 #define FD_EPS 1e-2f
@@ -124,6 +126,104 @@ static void test_batchnorm_fd(void **state) {
     test_tensor_free(a.x);
     test_tensor_free(a.g);
     test_tensor_free(a.b);
+}
+
+/* ---- batch norm + ReLU + 2x2 max pool, fused --------------------------------------- */
+
+typedef struct brp_args {
+    qat_tensor *x, *g, *b;
+    float rm[8], rv[8];
+    bool fused;
+} brp_args;
+
+static qat_tensor *brp_forward(qat_tape *t, void *user) {
+    brp_args *a = user;
+    t->training = true;
+    if (a->fused) return qat_bn_relu_maxpool(t, a->x, a->g, a->b, a->rm, a->rv, 0.1f, 1e-5f, false);
+    qat_tensor *y = qat_batchnorm(t, a->x, a->g, a->b, a->rm, a->rv, 0.1f, 1e-5f);
+    return qat_maxpool2d(t, qat_relu(t, y), 2, 2, 0);
+}
+
+/* The fused op's output and argmax with x[i] moved by d. */
+static void brp_at(const brp_args *a, size_t i, float d, float *out, int32_t *am) {
+    const int *sh = a->x->shape;
+    float *x = malloc(a->x->n * sizeof(float)), mean[8], rstd[8];
+    float *scratch = malloc(qat_bn_relu_maxpool_scratch_floats(sh[2], sh[3]) * sizeof(float));
+    memcpy(x, a->x->data, a->x->n * sizeof(float));
+    x[i] += d;
+    qat_bn_relu_maxpool_forward(out, am, mean, rstd, NULL, NULL, scratch, x, a->g->data,
+                                a->b->data, sh[0], sh[1], sh[2], sh[3], 0.1f, 1e-5f);
+    free(x);
+    free(scratch);
+}
+
+/* A kink: moving x[i] by -eps and by +eps picks a different window maximum somewhere, or
+ * clamps a different set of them to 0 (the statistics move every value of the channel). */
+static bool brp_kink(void *user, const qat_tensor *x, size_t i, float eps) {
+    const brp_args *a = user;
+    const size_t n = (size_t)x->shape[0] * x->shape[1] * (x->shape[2] / 2) * (x->shape[3] / 2);
+    float *lo = malloc(n * sizeof(float)), *hi = malloc(n * sizeof(float));
+    int32_t *alo = malloc(n * sizeof(int32_t)), *ahi = malloc(n * sizeof(int32_t));
+    brp_at(a, i, -eps, lo, alo);
+    brp_at(a, i, eps, hi, ahi);
+    bool kink = false;
+    for (size_t k = 0; k < n && !kink; k++) kink = alo[k] != ahi[k] || (lo[k] > 0) != (hi[k] > 0);
+    free(lo);
+    free(hi);
+    free(alo);
+    free(ahi);
+    return kink;
+}
+
+/* The fused op against batch norm, ReLU and max pool run one after the other: the same
+ * output bits, the same running statistics, the same gradients up to rounding (its sums
+ * of dgamma and dbeta visit only the windows' maxima); and finite differences. Odd sizes:
+ * the pool drops the last row and column. */
+static void test_bn_relu_maxpool(void **state) {
+    (void)state;
+    const int shapes[2][4] = {{3, 2, 4, 6}, {2, 3, 5, 7}};
+    for (int sc = 0; sc < 2; sc++) {
+        const int *sh = shapes[sc];
+        const int C = sh[1];
+        brp_args a[2];
+        qat_tape t[2];
+        qat_tensor *y[2];
+        for (int f = 0; f < 2; f++) {
+            a[f] = (brp_args){.fused = f == 1};
+            a[f].x = test_tensor_filled(4, sh, -1, 1, 21 + (uint64_t)sc);
+            a[f].g = test_tensor_filled(1, (int[]){C}, 0.5f, 1.5f, 22);
+            a[f].b = test_tensor_filled(1, (int[]){C}, -0.5f, 0.5f, 23);
+            fill_uniform(a[f].rm, (size_t)C, -0.3f, 0.3f, 24);
+            fill_uniform(a[f].rv, (size_t)C, 0.5f, 1.5f, 25);
+            qat_tape_init(&t[f], 1 << 16);
+            y[f] = brp_forward(&t[f], &a[f]);
+            assert_non_null(y[f]);
+        }
+        assert_int_equal(y[1]->n, y[0]->n);
+        assert_same(y[1]->data, y[0]->data, y[0]->data, y[0]->n, "fused output");
+        assert_same(a[1].rm, a[0].rm, a[0].rm, (size_t)C, "fused running mean");
+        assert_same(a[1].rv, a[0].rv, a[0].rv, (size_t)C, "fused running var");
+        float *dy = malloc(y[0]->n * sizeof(float));
+        fill_uniform(dy, y[0]->n, -1, 1, 26);
+        for (int f = 0; f < 2; f++)
+            assert_int_equal(qat_tape_backward_seeded(&t[f], y[f], dy), QAT_STATUS_OK);
+        assert_close(a[1].x->grad, a[0].x->grad, a[0].x->n, 1e-5, 1e-6, "fused dx");
+        assert_close(a[1].g->grad, a[0].g->grad, (size_t)C, 1e-5, 1e-6, "fused dgamma");
+        assert_close(a[1].b->grad, a[0].b->grad, (size_t)C, 1e-5, 1e-6, "fused dbeta");
+        free(dy);
+        fd_check(&t[1], brp_forward, &a[1], a[1].x, FD_EPS, FD_RTOL, FD_ATOL, 0, brp_kink,
+                 "batchnorm+relu+maxpool dx");
+        fd_check(&t[1], brp_forward, &a[1], a[1].g, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL,
+                 "batchnorm+relu+maxpool dgamma");
+        fd_check(&t[1], brp_forward, &a[1], a[1].b, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL,
+                 "batchnorm+relu+maxpool dbeta");
+        for (int f = 0; f < 2; f++) {
+            qat_tape_free(&t[f]);
+            test_tensor_free(a[f].x);
+            test_tensor_free(a[f].g);
+            test_tensor_free(a[f].b);
+        }
+    }
 }
 
 /* ---- running statistics ------------------------------------------------------------- */
@@ -305,6 +405,7 @@ int main(void) {
         FD_TEST(2, "1d eval"),
         FD_TEST(3, "2d eval"),
         cmocka_unit_test(test_batchnorm_running_stats),
+        cmocka_unit_test(test_bn_relu_maxpool),
         cmocka_unit_test(test_batchnorm_input_without_grad),
         cmocka_unit_test(test_batchnorm_inference),
         cmocka_unit_test(test_batchnorm_bad_args),
