@@ -221,12 +221,15 @@ QAT_HOT static void dw_forward_plane(float *y, const float *x, const float *w, f
             for (int oy = 0; oy < s->OH; oy++) {
                 int iy = oy * s->stride - s->pad + i;
                 if (iy < 0 || iy >= s->H) continue;
-                const float *line = x + (size_t)iy * s->W - s->pad + j;
+                /* row[d + ox * stride], d = j - pad: the pointer stays inside the plane
+                 * (x + iy W - pad + j would point before it for iy = 0, j < pad). */
+                const float *row = x + (size_t)iy * s->W;
+                const int d = j - s->pad;
                 float *r = y + oy * s->OW;
                 if (s->stride == 1)
-                    for (int ox = lo; ox < hi; ox++) r[ox] += wv * line[ox];
+                    for (int ox = lo; ox < hi; ox++) r[ox] += wv * row[d + ox];
                 else
-                    for (int ox = lo; ox < hi; ox++) r[ox] += wv * line[ox * s->stride];
+                    for (int ox = lo; ox < hi; ox++) r[ox] += wv * row[d + ox * s->stride];
             }
         }
     for (int p = 0; p < OHW; p++) y[p] += bias;
@@ -248,26 +251,28 @@ QAT_HOT static void dw_backward_plane(float *dx, float *dw, const float *dy, con
             for (int oy = 0; oy < s->OH; oy++) {
                 int iy = oy * s->stride - s->pad + i;
                 if (iy < 0 || iy >= s->H) continue;
-                const size_t off = (size_t)iy * s->W - s->pad + j;
+                /* row[d + ox * st], d = j - pad, as in dw_forward_plane */
+                const size_t off = (size_t)iy * s->W;
+                const int d = j - s->pad;
                 const float *r = dy + oy * s->OW;
-                const float *line = x + off;
+                const float *row = x + off;
                 const int st = s->stride;
                 if (dw) {
                     int ox = lo;
                     for (; ox + 8 <= hi; ox += 8)
-                        for (int k = 0; k < 8; k++) acc[k] += r[ox + k] * line[(ox + k) * st];
+                        for (int k = 0; k < 8; k++) acc[k] += r[ox + k] * row[d + (ox + k) * st];
                     if (ox < hi) {
                         const int rem = hi - ox;
                         for (int k = 0; k < 8; k++) {
                             const int o = k < rem ? ox + k : ox;
-                            const float v = r[o] * line[o * st];
+                            const float v = r[o] * row[d + o * st];
                             acc[k] += k < rem ? v : 0.0f;
                         }
                     }
                 }
                 if (dx) {
-                    float *dline = dx + off;
-                    for (int ox = lo; ox < hi; ox++) dline[ox * st] += wv * r[ox];
+                    float *drow = dx + off;
+                    for (int ox = lo; ox < hi; ox++) drow[d + ox * st] += wv * r[ox];
                 }
             }
             if (dw)
@@ -288,7 +293,8 @@ static void forward_images(void *p, size_t n0, size_t n1) {
     const qat_conv2d_shape *s = j->s;
     const int G = s->groups, Cg = s->C / G, OCg = s->OC / G;
     const int K = Cg * s->KH * s->KW, OHW = s->OH * s->OW;
-    float *col = j->scratch + col_floats(s) * (size_t)qat_parallel_thread_id();
+    /* depthwise and pointwise convolutions have no scratch (NULL): no offset from it */
+    float *col = j->scratch ? j->scratch + col_floats(s) * (size_t)qat_parallel_thread_id() : NULL;
     for (size_t n = n0; n < n1; n++) {
         const float *x = j->inp + n * s->C * s->H * s->W;
         float *y = j->out + n * s->OC * OHW;
