@@ -203,22 +203,26 @@ size_t qrt_conv2d_scratch_size(const qrt_conv_params *p) {
     return s.total + QRT_SIMD_ALIGN;
 }
 
-static size_t linear_parts(const qrt_linear_params *p, size_t *rq_off, size_t *w_off) {
+/* Blob: header, records, the GEMV weights [nob][nj][16][4], the GEMM weights
+ * [nob][nkp][16][2] (both zero-padded), plus the slack to align the caller's memory. */
+static size_t linear_parts(const qrt_linear_params *p, size_t *rq_off, size_t *w_off, size_t *g_off) {
     const size_t nob = ((size_t)p->F_out + 15) / 16, nj = ((size_t)p->F_in + 3) / 4;
+    const size_t nkp = ((size_t)p->F_in + 1) / 2;
     *rq_off = qrt_round_up(sizeof(qrt_packed_linear), QRT_SIMD_ALIGN);
     *w_off = *rq_off + nob * QRT_RQ_WORDS * 4;
-    return QRT_SIMD_ALIGN + *w_off + nob * nj * 64;
+    *g_off = *w_off + nob * nj * 64;
+    return QRT_SIMD_ALIGN + *g_off + nob * nkp * 32;
 }
 
 size_t qrt_linear_pack_size(const qrt_linear_params *p) {
-    size_t a, b;
-    return linear_parts(p, &a, &b);
+    size_t a, b, c;
+    return linear_parts(p, &a, &b, &c);
 }
 
 const void *qrt_linear_pack(void *mem, const int8_t *w, const int32_t *bias, const int32_t *mult,
                             const int32_t *shift, const qrt_linear_params *p) {
-    size_t rq_off, w_off;
-    const size_t size = linear_parts(p, &rq_off, &w_off);
+    size_t rq_off, w_off, g_off;
+    const size_t size = linear_parts(p, &rq_off, &w_off, &g_off);
     uint8_t *base = qrt_align_ptr(mem);
     memset(base, 0, size - QRT_SIMD_ALIGN);
     qrt_packed_linear *pk = (qrt_packed_linear *)(void *)base;
@@ -226,25 +230,35 @@ const void *qrt_linear_pack(void *mem, const int8_t *w, const int32_t *bias, con
     pk->w = w, pk->bias = bias, pk->mult = mult, pk->shift = shift;
     pk->nob = (p->F_out + 15) / 16;
     pk->nj = (p->F_in + 3) / 4;
+    pk->nkp = (p->F_in + 1) / 2;
     int32_t *rq = (int32_t *)(void *)(base + rq_off);
-    int8_t *wp = (int8_t *)(base + w_off);
+    int8_t *wp = (int8_t *)(base + w_off), *wg = (int8_t *)(base + g_off);
     for (int b = 0; b < pk->nob; b++) {
         const int n = p->F_out - b * 16 < 16 ? p->F_out - b * 16 : 16;
         rq_record(rq + (size_t)b * QRT_RQ_WORDS, w, (size_t)p->F_in, bias, mult, shift, b * 16, n,
                   p->z_in);
         for (int l = 0; l < n; l++) {
             const int8_t *wo = w + (size_t)(b * 16 + l) * p->F_in;
-            for (int i = 0; i < p->F_in; i++)
+            for (int i = 0; i < p->F_in; i++) {
                 wp[((size_t)b * pk->nj + i / 4) * 64 + l * 4 + i % 4] = wo[i];
+                wg[((size_t)b * pk->nkp + i / 2) * 32 + l * 2 + i % 2] = wo[i];
+            }
         }
     }
     pk->rq = rq;
     pk->wp = wp;
+    pk->wg = wg;
     return pk;
 }
 
 size_t qrt_linear_scratch_size(const qrt_linear_params *p) {
     return qrt_round_up((size_t)p->F_in + 4, QRT_SIMD_ALIGN) + 2 * QRT_SIMD_ALIGN;
+}
+
+size_t qrt_linear_batch_scratch_size(const qrt_linear_params *p, int n) {
+    const size_t one = qrt_linear_scratch_size(p);
+    const size_t gemm = (size_t)(n > 0 ? n : 1) * qrt_linear_batch_row(p) + QRT_SIMD_ALIGN;
+    return one > gemm ? one : gemm;
 }
 
 #else /* no SIMD kernels in this build */
@@ -263,6 +277,7 @@ const void *qrt_linear_pack(void *mem, const int8_t *w, const int32_t *bias, con
     return NULL;
 }
 size_t qrt_linear_scratch_size(const qrt_linear_params *p) { (void)p; return 0; }
+size_t qrt_linear_batch_scratch_size(const qrt_linear_params *p, int n) { (void)p, (void)n; return 0; }
 
 #endif
 
@@ -332,6 +347,29 @@ void qrt_linear_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
     (void)scratch;
 #endif
     qrt_linear_s8(out, in, pk->w, pk->bias, pk->mult, pk->shift, p);
+}
+
+void qrt_linear_batch_s8_isa(qrt_isa isa, int8_t *out, size_t out_stride, const int8_t *in,
+                             size_t in_stride, int n, const void *packed, const qrt_linear_params *p,
+                             void *scratch) {
+    const qrt_packed_linear *pk = packed;
+    isa = qrt_isa_resolve(isa);
+#if defined(QRT_SIMD_X86)
+    if (isa == QRT_ISA_AVX2) {
+        qrt_avx2_linear_batch(out, out_stride, in, in_stride, n, pk, p, qrt_align_ptr(scratch));
+        return;
+    }
+    /* AVX-512 VNNI: its GEMV on each sample (no batch kernel there yet) */
+    if (isa == QRT_ISA_AVX512VNNI) {
+        for (int s = 0; s < n; s++)
+            qrt_avx512_linear(out + (size_t)s * out_stride, in + (size_t)s * in_stride, pk, p,
+                              qrt_align_ptr(scratch));
+        return;
+    }
+#else
+    (void)scratch;
+#endif
+    qrt_linear_batch_s8(out, out_stride, in, in_stride, n, pk->w, pk->bias, pk->mult, pk->shift, p);
 }
 
 void qrt_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_pool_params *p) {

@@ -242,6 +242,104 @@ void qrt_avx2_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
     }
 }
 
+/* ---- linear over a batch: a GEMM ------------------------------------------------------- */
+
+#ifndef GS
+#define GS 6
+#endif
+
+/* One tile: NS samples (rows x[0..NS)) x 16 outputs (the block's weights w, records r).
+ * Per input pair kp: 16 weight bytes -> int16 (8 outputs x the pair) twice, each
+ * sample's pair (u_2kp, u_2kp+1) broadcast as one dword, 2 vpmaddwd per sample: lane l
+ * of acc[t][h] gains u_2kp w[8h+l][2kp] + u_2kp+1 w[8h+l][2kp+1], exact in int32 (the
+ * products are at most 255 * 127), the sums wrap like the portable int32 sum and end at
+ * acc (simd.c; bias' is added last). */
+static inline __attribute__((always_inline)) void gemm_tile(const int NS, int8_t *const *y, const uint16_t *const *x,
+                                                            int nkp, const int8_t *w, const int32_t *r,
+                                                            const outq *o, int nout) {
+    __m256i acc[GS][2];
+#pragma GCC unroll 6
+    for (int t = 0; t < NS; t++) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
+    for (int kp = 0; kp < nkp; kp++) {
+        const __m256i w0 = w16(w + 32 * (size_t)kp), w1 = w16(w + 32 * (size_t)kp + 16);
+#pragma GCC unroll 6
+        for (int t = 0; t < NS; t++) {
+            const __m256i xv = _mm256_set1_epi32(ld32(x[t] + 2 * (size_t)kp));
+            acc[t][0] = _mm256_add_epi32(acc[t][0], _mm256_madd_epi16(xv, w0));
+            acc[t][1] = _mm256_add_epi32(acc[t][1], _mm256_madd_epi16(xv, w1));
+            /* An empty asm that "changes" this sample's accumulators: it keeps each
+             * sample's load, products and sums together, so that gcc does not load all
+             * the broadcasts first and spill accumulators to the stack (measured: 12%). */
+            __asm__ volatile("" : "+x"(acc[t][0]), "+x"(acc[t][1]));
+        }
+    }
+    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
+    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8));
+#pragma GCC unroll 6
+    for (int t = 0; t < NS; t++) {
+        const __m128i v = _mm_unpacklo_epi64(requant(_mm256_add_epi32(acc[t][0], b0), r, o),
+                                             requant(_mm256_add_epi32(acc[t][1], b1), r + 8, o));
+        if (nout >= 16) _mm_storeu_si128((__m128i *)y[t], v);
+        else {
+            int8_t buf[16];
+            _mm_storeu_si128((__m128i *)buf, v);
+            memcpy(y[t], buf, (size_t)nout);
+        }
+    }
+}
+
+/* out[s] = linear(in[s]) for s < n. The inputs are first widened once into the scratch
+ * as int16 u = q + 128 (rows of qrt_linear_batch_row bytes, zero past F_in, so an odd
+ * F_in's last pair reads u = 0 against a zero weight). Loops: block of 16 outputs
+ * outside (its F_in * 16 weight bytes stay in L1 across the batch), tiles of GS samples
+ * inside; a last partial tile runs a narrower instance of the same code. */
+void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                           const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch) {
+    const int F_in = p->F_in, nkp = pk->nkp, nob = pk->nob;
+    const size_t row = qrt_linear_batch_row(p);
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    for (int s = 0; s < n; s++) {
+        const uint8_t *q = (const uint8_t *)in + (size_t)s * in_stride;
+        uint8_t *d = scratch + (size_t)s * row;
+        int i = 0;
+        for (; i + 16 <= F_in; i += 16)
+            _mm256_store_si256((__m256i *)(d + 2 * (size_t)i),
+                               _mm256_cvtepu8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(q + i)), flip)));
+        if (i < F_in) {
+            uint8_t buf[16] = {0};
+            for (int k = 0; k < F_in - i; k++) buf[k] = (uint8_t)(q[i + k] ^ 0x80u);
+            _mm256_store_si256((__m256i *)(d + 2 * (size_t)i), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)buf)));
+        }
+    }
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    for (int b = 0; b < nob; b++) {
+        const int8_t *w = pk->wg + (size_t)b * nkp * 32;
+        const int32_t *r = pk->rq + (size_t)b * QRT_RQ_WORDS;
+        const int nout = p->F_out - 16 * b;
+        for (int s0 = 0; s0 < n; s0 += GS) {
+            const int ns = n - s0 < GS ? n - s0 : GS;
+            const uint16_t *x[GS];
+            int8_t *y[GS];
+            for (int t = 0; t < ns; t++) {
+                x[t] = (const uint16_t *)(const void *)(scratch + (size_t)(s0 + t) * row);
+                y[t] = out + (size_t)(s0 + t) * out_stride + 16 * (size_t)b;
+            }
+            switch (ns) {
+#if GS >= 6
+            case 6: gemm_tile(6, y, x, nkp, w, r, &o, nout); break;
+#endif
+#if GS >= 5
+            case 5: gemm_tile(5, y, x, nkp, w, r, &o, nout); break;
+#endif
+            case 4: gemm_tile(4, y, x, nkp, w, r, &o, nout); break;
+            case 3: gemm_tile(3, y, x, nkp, w, r, &o, nout); break;
+            case 2: gemm_tile(2, y, x, nkp, w, r, &o, nout); break;
+            default: gemm_tile(1, y, x, nkp, w, r, &o, nout); break;
+            }
+        }
+    }
+}
+
 /* ---- max pool 2x2 stride 2, elementwise ---------------------------------------------- */
 
 int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p) {

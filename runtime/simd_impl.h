@@ -10,7 +10,12 @@
  *   depthwise conv2d (groups == C == OC):
  *     weights [ky*k + kx][Cp] int32, Cp = C rounded up to 16, zero-padded.
  *   linear:
- *     weights [ob][j][16][4] int8: block ob of 16 outputs, dword j of the input.
+ *     weights [ob][j][16][4] int8: block ob of 16 outputs, dword j of the input (the
+ *     batch-1 GEMV of both paths);
+ *     and a second copy [ob][kp][16][2] int8: block ob, input pair kp (inputs 2kp and
+ *     2kp + 1; zero past F_in and past F_out), read by the AVX2 batch GEMM, where 16
+ *     bytes sign-extended to int16 are 8 outputs x one pair: vpmaddwd against a
+ *     broadcast pair (u_2kp, u_2kp+1) leaves output l's pair sum in int32 lane l.
  *
  *   each 16-channel block ob (of group g) also has a requantization record of 6 x 16
  *   int32: bias' = bias - (128 + z_in) * sum(w) (mod 2^32), M0, left = max(shift, 0),
@@ -55,9 +60,17 @@ typedef struct qrt_packed_linear {
     const int8_t *w;
     const int32_t *bias, *mult, *shift;
     int nj, nob;                              /* ceil(F_in / 4), ceil(F_out / 16) */
+    int nkp;                                  /* ceil(F_in / 2) */
     const int32_t *rq;                        /* [nob] records */
     const int8_t *wp;                         /* [nob][nj][16][4] */
+    const int8_t *wg;                         /* [nob][nkp][16][2]: the batch GEMM's */
 } qrt_packed_linear;
+
+/* The AVX2 batch GEMM's scratch: n rows of the inputs as int16 u = q + 128, each row
+ * ceil(F_in / 16) * 16 values (zero past F_in), 32-byte aligned. */
+static inline size_t qrt_linear_batch_row(const qrt_linear_params *p) {
+    return qrt_round_up((size_t)p->F_in, 16) * 2;
+}
 
 /* Scratch of the conv kernels: the padded HWC input (xb) then the HWC output (ob), each
  * with QRT_SIMD_ALIGN bytes of slack that dword reads past a row's end may touch. */
@@ -91,6 +104,8 @@ void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                      const qrt_conv_params *p, uint8_t *scratch);
 void qrt_avx2_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
                      const qrt_linear_params *p, uint8_t *scratch);
+void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                           const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch);
 void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                              const qrt_conv_params *p, uint8_t *scratch);
 int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);
