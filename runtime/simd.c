@@ -90,7 +90,8 @@ static size_t conv_parts(const qrt_conv_params *p, size_t *rq_off, size_t *w_off
         *nob = (p->C + 15) / 16;
         *nj = 0;
         nrec = (size_t)*nob;
-        wbytes = (size_t)k * k * (size_t)*nob * 16 * 4;
+        /* int32 [tap][Cp], then int16 pairs [pair][Cp][2] */
+        wbytes = (size_t)k * k * (size_t)*nob * 16 * 4 + ((size_t)k * k + 1) / 2 * (size_t)*nob * 16 * 4;
     } else {
         *nob = (OCg + 15) / 16;
         *nj = (k * Cg + 3) / 4;
@@ -146,8 +147,13 @@ const void *qrt_conv2d_pack(void *mem, const int8_t *w, const int32_t *bias, con
     if (pk->depthwise) {
         int32_t *wd = (int32_t *)(void *)(base + w_off);
         const size_t Cp = (size_t)nob * 16;
+        int16_t *wdp = (int16_t *)(void *)(wd + (size_t)k * k * Cp);
         for (int c = 0; c < p->C; c++)
-            for (int t = 0; t < k * k; t++) wd[(size_t)t * Cp + c] = w[(size_t)c * k * k + t];
+            for (int t = 0; t < k * k; t++) {
+                wd[(size_t)t * Cp + c] = w[(size_t)c * k * k + t];
+                wdp[((size_t)(t / 2) * Cp + c) * 2 + t % 2] = w[(size_t)c * k * k + t];
+            }
+        pk->wdp = wdp;
         for (int b = 0; b < nob; b++)
             rq_record(rq + (size_t)b * QRT_RQ_WORDS, w, K, bias, mult, shift, b * 16,
                       p->C - b * 16 < 16 ? p->C - b * 16 : 16, p->z_in);

@@ -157,8 +157,58 @@ static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
 
 /* ---- depthwise conv ------------------------------------------------------------------ */
 
+#define DW_MAX_TAPS 49 /* the tap-pair kernel's k <= 7; larger kernels take the int32 one */
+
+/* Tap pairs with vpmaddwd, 16 channels at a time: the bytes of taps a and b of 16
+ * channels (two 16-byte loads from the HWC scratch) are interleaved by vpunpckl/hbw into
+ * (u_a, u_b) pairs of channels 0..7 and 8..15, widened to int16, and vpmaddwd against
+ * the int16 weight pairs [pair][Cp][2] leaves u_a w_a + u_b w_b per channel in int32:
+ * exact (|u w| <= 255 * 127), and the int32 sums wrap to acc like the GEMV's. An odd
+ * last tap pairs with itself against a zero weight. The 16 channels' accumulators stay
+ * in registers over the taps; the weights (5 pairs for 3x3: 10 vectors) come from L1. */
+static void conv_depthwise_pairs(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                                 const qrt_conv_params *p, uint8_t *scratch) {
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    const int k = p->k, T = k * k, npair = (T + 1) / 2, S = p->stride, nob = pk->nob, Wp = sl.Wp, OW = p->OW,
+              npos = p->OH * p->OW;
+    const size_t Cp = (size_t)nob * 16;
+    uint8_t *ob = scratch + sl.ob_off;
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    size_t off[DW_MAX_TAPS + 1];
+    for (int t = 0; t < T; t++) off[t] = ((size_t)(t / k) * Wp + (size_t)(t % k)) * Cp;
+    off[T] = off[T - 1];
+    fill_hwc(scratch, (int)Cp, in, 0, p->C, p->H, p->W, p->pad, p->z_in);
+    for (int b = 0; b < nob; b++) {
+        const int32_t *r = pk->rq + (size_t)b * QRT_RQ_WORDS;
+        const int16_t *wp = pk->wdp + (size_t)b * 32;
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8));
+        for (int pos = 0; pos < npos; pos++) {
+            const int oy = pos / OW, ox = pos % OW;
+            const uint8_t *x = scratch + ((size_t)oy * S * Wp + (size_t)ox * S) * Cp + (size_t)b * 16;
+            __m256i lo = b0, hi = b1;
+            for (int q = 0; q < npair; q++) {
+                const __m128i va = _mm_loadu_si128((const __m128i *)(x + off[2 * q]));
+                const __m128i vb = _mm_loadu_si128((const __m128i *)(x + off[2 * q + 1]));
+                const int16_t *wq = wp + (size_t)q * Cp * 2;
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(va, vb)),
+                                                             _mm256_loadu_si256((const __m256i *)wq)));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(va, vb)),
+                                                             _mm256_loadu_si256((const __m256i *)(wq + 16))));
+            }
+            store16(ob + (size_t)pos * Cp + (size_t)b * 16, lo, hi, r, &o);
+        }
+    }
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
+}
+
 static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                            const qrt_conv_params *p, uint8_t *scratch) {
+    if (p->k * p->k <= DW_MAX_TAPS) {
+        conv_depthwise_pairs(out, in, pk, p, scratch);
+        return;
+    }
     qrt_conv_scratch sl;
     qrt_conv_scratch_layout(p, &sl);
     const int k = p->k, S = p->stride, nob = pk->nob, Wp = sl.Wp, OW = p->OW, npos = p->OH * p->OW;

@@ -8,7 +8,9 @@
  *     group, kernel row ky, dword j of the row's k*Cg input bytes taken in HWC order
  *     (t = 4j + b -> kx = t / Cg, channel t % Cg); zero beyond k*Cg and beyond OCg.
  *   depthwise conv2d (groups == C == OC):
- *     weights [ky*k + kx][Cp] int32, Cp = C rounded up to 16, zero-padded.
+ *     weights [ky*k + kx][Cp] int32, Cp = C rounded up to 16, zero-padded (AVX-512);
+ *     and [pair][Cp][2] int16 for AVX2: taps 2 pair and 2 pair + 1 of each channel side
+ *     by side (zero for the odd last tap and past C), ceil(k*k / 2) pairs.
  *   linear:
  *     weights [ob][j][16][4] int8: block ob of 16 outputs, dword j of the input (the
  *     batch-1 GEMV of both paths);
@@ -53,6 +55,7 @@ typedef struct qrt_packed_conv {
     const int32_t *rq;                        /* [G][nob] records of QRT_RQ_WORDS */
     const int8_t *wp;                         /* dense weights */
     const int32_t *wd;                        /* depthwise weights */
+    const int16_t *wdp;                       /* depthwise, AVX2: [pair][Cp][2] int16 */
 } qrt_packed_conv;
 
 typedef struct qrt_packed_linear {

@@ -155,6 +155,16 @@ static void test_conv2d_named(void **state) {
     conv_case(&r, conv_p(2, 4, 3, 3, 2, 1, 3, 1, 7, 1, -128, 127), 0, false, "pad > k");
     conv_case(&r, conv_p(1, 1, 1, 1, 1, 1, 0, 1, 0, 0, -128, 127), 0, false, "1x1x1");
     conv_case(&r, conv_p(33, 5, 5, 33, 3, 1, 1, 33, -7, 9, -20, 50), 0, false, "depthwise 33");
+    /* depthwise: the AVX2 tap-pair kernel (k <= 7: odd and even tap counts, edges,
+     * strides, C not a multiple of 16) and the int32 one beyond it (k = 8, 9) */
+    conv_case(&r, conv_p(32, 14, 14, 32, 3, 2, 1, 32, -128, -128, -128, 127), 0, false, "dw block 2");
+    conv_case(&r, conv_p(64, 7, 7, 64, 3, 1, 1, 64, -128, 5, 5, 127), 0, false, "dw block 3");
+    conv_case(&r, conv_p(20, 11, 13, 20, 2, 1, 0, 20, 3, -4, -128, 127), 0, false, "depthwise k 2");
+    conv_case(&r, conv_p(17, 9, 10, 17, 7, 2, 3, 17, 100, -1, -128, 127), 0, false, "depthwise k 7");
+    conv_case(&r, conv_p(18, 12, 12, 18, 8, 1, 4, 18, -9, 2, -128, 127), 0, false, "depthwise k 8");
+    conv_case(&r, conv_p(5, 10, 9, 5, 9, 3, 4, 5, 0, 0, -128, 127), 0, false, "depthwise k 9");
+    conv_case(&r, conv_p(48, 6, 6, 48, 5, 1, 2, 48, -128, -128, -128, 127), 1, false, "depthwise k 5 in max");
+    conv_case(&r, conv_p(48, 6, 6, 48, 3, 1, 1, 48, 127, -128, -128, 127), -1, true, "depthwise extreme");
 }
 
 static void test_conv2d_random(void **state) {
