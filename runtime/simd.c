@@ -81,6 +81,13 @@ const char *qrt_isa_name(void) { return qrt_isa_str(qrt_isa_default()); }
 
 static bool is_depthwise(const qrt_conv_params *p) { return p->groups == p->C && p->C == p->OC; }
 
+/* A 1x1 conv over the plane as it is: a GEMM of (H*W, C) by (C, OC). (The pack size
+ * does not see stride and pad: the size scan of the graph, qrt_simd_mem_bound, does not
+ * read them, so the extra copy is counted for every k = 1 dense conv; pack() only fills
+ * it for stride 1 and pad 0.) */
+static bool is_pointwise_k(const qrt_conv_params *p) { return p->k == 1 && p->groups == 1 && !is_depthwise(p); }
+static bool is_pointwise(const qrt_conv_params *p) { return is_pointwise_k(p) && p->stride == 1 && p->pad == 0; }
+
 /* Blob: header, requantization records, weights; each part aligned, plus the slack to
  * align the caller's memory. */
 static size_t conv_parts(const qrt_conv_params *p, size_t *rq_off, size_t *w_off, int *nob, int *nj) {
@@ -97,6 +104,7 @@ static size_t conv_parts(const qrt_conv_params *p, size_t *rq_off, size_t *w_off
         *nj = (k * Cg + 3) / 4;
         nrec = (size_t)G * *nob;
         wbytes = (size_t)G * *nob * k * (size_t)*nj * 64;
+        if (is_pointwise_k(p)) wbytes += (size_t)*nob * (((size_t)p->C + 1) / 2) * 32;
     }
     *rq_off = qrt_round_up(sizeof(qrt_packed_conv), QRT_SIMD_ALIGN);
     *w_off = *rq_off + nrec * QRT_RQ_WORDS * 4;
@@ -183,6 +191,14 @@ const void *qrt_conv2d_pack(void *mem, const int8_t *w, const int32_t *bias, con
             }
         }
     pk->wp = wp;
+    if (is_pointwise(p)) { /* the GEMM copy after the dense weights: [ob][kp][16][2] */
+        int8_t *wg = wp + pk->wgroup;
+        pk->nkp = (p->C + 1) / 2;
+        for (int oc = 0; oc < p->OC; oc++)
+            for (int c = 0; c < p->C; c++)
+                wg[((size_t)(oc / 16) * pk->nkp + c / 2) * 32 + (oc % 16) * 2 + c % 2] = w[(size_t)oc * p->C + c];
+        pk->wg = wg;
+    }
     return pk;
 }
 
@@ -199,7 +215,9 @@ void qrt_conv_scratch_layout(const qrt_conv_params *p, qrt_conv_scratch *s) {
         out_row = qrt_round_up((size_t)p->OC, 16) + (G > 1 && OCg % 16 ? 16 : 0);
         s->xb_bytes = plane * (size_t)p->C;
     }
-    s->ob_off = qrt_round_up(s->xb_bytes + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
+    s->u16_off = qrt_round_up(s->xb_bytes + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
+    s->ob_off = s->u16_off;
+    if (is_pointwise(p)) s->ob_off += qrt_round_up(npos * qrt_round_up((size_t)p->C, 16) * 2, QRT_SIMD_ALIGN);
     s->total = s->ob_off + qrt_round_up(npos * out_row + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
 }
 

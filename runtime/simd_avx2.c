@@ -155,6 +155,9 @@ static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
     transpose_u8((uint8_t *)out, (size_t)npos, ob, ocs, npos, p->OC, 0);
 }
 
+static void conv_pointwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                           uint8_t *scratch);
+
 /* ---- depthwise conv ------------------------------------------------------------------ */
 
 #define DW_MAX_TAPS 49 /* the tap-pair kernel's k <= 7; larger kernels take the int32 one */
@@ -241,6 +244,7 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
 void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
                      uint8_t *scratch) {
     if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
+    else if (pk->wg) conv_pointwise(out, in, pk, p, scratch);
     else conv_dense(out, in, pk, p, scratch, 0);
 }
 
@@ -343,35 +347,40 @@ static inline __attribute__((always_inline)) void gemm_tile(const int NS, int8_t
  * F_in's last pair reads u = 0 against a zero weight). Loops: block of 16 outputs
  * outside (its F_in * 16 weight bytes stay in L1 across the batch), tiles of GS samples
  * inside; a last partial tile runs a narrower instance of the same code. */
-void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
-                           const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch) {
-    const int F_in = p->F_in, nkp = pk->nkp, nob = pk->nob;
-    const size_t row = qrt_linear_batch_row(p);
-    const __m128i flip = _mm_set1_epi8((char)0x80);
+/* n rows of F bytes at src (stride ss), each XORed with x, to int16 rows of `row` bytes
+ * at dst (32-byte aligned), zero past F up to the next multiple of 16. */
+static void widen_rows(uint8_t *dst, size_t row, const uint8_t *src, size_t ss, int n, int F, uint8_t x) {
+    const __m128i vx = _mm_set1_epi8((char)x);
     for (int s = 0; s < n; s++) {
-        const uint8_t *q = (const uint8_t *)in + (size_t)s * in_stride;
-        uint8_t *d = scratch + (size_t)s * row;
+        const uint8_t *q = src + (size_t)s * ss;
+        uint8_t *d = dst + (size_t)s * row;
         int i = 0;
-        for (; i + 16 <= F_in; i += 16)
+        for (; i + 16 <= F; i += 16)
             _mm256_store_si256((__m256i *)(d + 2 * (size_t)i),
-                               _mm256_cvtepu8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(q + i)), flip)));
-        if (i < F_in) {
+                               _mm256_cvtepu8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(q + i)), vx)));
+        if (i < F) {
             uint8_t buf[16] = {0};
-            for (int k = 0; k < F_in - i; k++) buf[k] = (uint8_t)(q[i + k] ^ 0x80u);
+            for (int k = 0; k < F - i; k++) buf[k] = (uint8_t)(q[i + k] ^ x);
             _mm256_store_si256((__m256i *)(d + 2 * (size_t)i), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)buf)));
         }
     }
-    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+}
+
+/* The GEMM over n int16 rows u (row bytes apart) -> out rows (out_stride apart), F_out
+ * outputs, weights wg [nob][nkp][16][2], records rq. */
+static void gemm_rows(int8_t *out, size_t out_stride, const uint8_t *u, size_t row, int n, int nkp, int nob,
+                      const int8_t *wg, const int32_t *rq, int F_out, const outq *po) {
+    const outq o = *po;
     for (int b = 0; b < nob; b++) {
-        const int8_t *w = pk->wg + (size_t)b * nkp * 32;
-        const int32_t *r = pk->rq + (size_t)b * QRT_RQ_WORDS;
-        const int nout = p->F_out - 16 * b;
+        const int8_t *w = wg + (size_t)b * nkp * 32;
+        const int32_t *r = rq + (size_t)b * QRT_RQ_WORDS;
+        const int nout = F_out - 16 * b;
         for (int s0 = 0; s0 < n; s0 += GS) {
             const int ns = n - s0 < GS ? n - s0 : GS;
             const uint16_t *x[GS];
             int8_t *y[GS];
             for (int t = 0; t < ns; t++) {
-                x[t] = (const uint16_t *)(const void *)(scratch + (size_t)(s0 + t) * row);
+                x[t] = (const uint16_t *)(const void *)(u + (size_t)(s0 + t) * row);
                 y[t] = out + (size_t)(s0 + t) * out_stride + 16 * (size_t)b;
             }
             switch (ns) {
@@ -388,6 +397,31 @@ void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, siz
             }
         }
     }
+}
+
+void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                           const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch) {
+    const size_t row = qrt_linear_batch_row(p);
+    widen_rows(scratch, row, (const uint8_t *)in, in_stride, n, p->F_in, 0x80);
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    gemm_rows(out, out_stride, scratch, row, n, pk->nkp, pk->nob, pk->wg, pk->rq, p->F_out, &o);
+}
+
+/* A pointwise conv (1x1, stride 1, pad 0, one group) is the GEMM with positions as
+ * samples: the input goes to HWC bytes u (the 16x16 transposes), then to int16 rows,
+ * the GEMM writes the HWC output scratch, transposed back to (C, H, W). */
+static void conv_pointwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                           uint8_t *scratch) {
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    const int npos = p->H * p->W;
+    const size_t row = qrt_round_up((size_t)p->C, 16) * 2;
+    uint8_t *u16 = scratch + sl.u16_off, *ob = scratch + sl.ob_off;
+    transpose_u8(scratch, (size_t)p->C, (const uint8_t *)in, (size_t)npos, p->C, npos, 0x80);
+    widen_rows(u16, row, scratch, (size_t)p->C, npos, p->C, 0);
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    gemm_rows((int8_t *)ob, (size_t)pk->ocs, u16, row, npos, pk->nkp, pk->nob, pk->wg, pk->rq, p->OC, &o);
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, (size_t)pk->ocs, npos, p->OC, 0);
 }
 
 /* ---- max pool 2x2 stride 2, elementwise ---------------------------------------------- */

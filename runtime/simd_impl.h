@@ -3,6 +3,8 @@
  *
  * Packed forms (docs/runtime-simd.md has the derivations):
  *
+ *   pointwise conv2d (1x1, stride 1, pad 0, groups 1) also has the linear's second copy
+ *   [ob][kp][16][2] (below): on AVX2 it runs as the batch GEMM over positions.
  *   dense and grouped conv2d (everything but depthwise):
  *     weights [g][ob][ky][j][16][4] int8: group g, block ob of 16 output channels of the
  *     group, kernel row ky, dword j of the row's k*Cg input bytes taken in HWC order
@@ -56,6 +58,10 @@ typedef struct qrt_packed_conv {
     const int8_t *wp;                         /* dense weights */
     const int32_t *wd;                        /* depthwise weights */
     const int16_t *wdp;                       /* depthwise, AVX2: [pair][Cp][2] int16 */
+    int nkp;                                  /* pointwise: ceil(C / 2) */
+    const int8_t *wg;                         /* pointwise (1x1, stride 1, pad 0, 1 group),
+                                                 AVX2: the linear GEMM's [nob][nkp][16][2];
+                                                 NULL for other convs */
 } qrt_packed_conv;
 
 typedef struct qrt_packed_linear {
@@ -80,6 +86,8 @@ static inline size_t qrt_linear_batch_row(const qrt_linear_params *p) {
 typedef struct qrt_conv_scratch {
     int Hp, Wp;           /* padded input plane */
     size_t xb_bytes;      /* at 0 */
+    size_t u16_off;       /* pointwise: the int16 rows of the AVX2 GEMM (H*W rows of
+                             ceil(C/16)*32 bytes); = ob_off otherwise (none) */
     size_t ob_off;        /* the output's offset */
     size_t total;
 } qrt_conv_scratch;
