@@ -298,9 +298,11 @@ void qrt_avx2_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
 
 /* ---- linear over a batch: a GEMM ------------------------------------------------------- */
 
-#ifndef GS
-#define GS 6
-#endif
+/* Samples per GEMM tile: 10 accumulators, 2 weight registers, the broadcast input and a
+ * product: 14 of the 16 ymm registers. 6 samples (12 accumulators) measured 300k MLP
+ * images/s per core when gcc kept all in registers, but one unrelated change made it
+ * spill an accumulator (a store and reload per step: 200k); 5 leaves room (275-290k). */
+#define GS 5
 
 /* One tile: NS samples (rows x[0..NS)) x 16 outputs (the block's weights w, records r).
  * Per input pair kp: 16 weight bytes -> int16 (8 outputs x the pair) twice, each
@@ -312,11 +314,11 @@ static inline __attribute__((always_inline)) void gemm_tile(const int NS, int8_t
                                                             int nkp, const int8_t *w, const int32_t *r,
                                                             const outq *o, int nout) {
     __m256i acc[GS][2];
-#pragma GCC unroll 6
+#pragma GCC unroll 5
     for (int t = 0; t < NS; t++) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
     for (int kp = 0; kp < nkp; kp++) {
         const __m256i w0 = w16(w + 32 * (size_t)kp), w1 = w16(w + 32 * (size_t)kp + 16);
-#pragma GCC unroll 6
+#pragma GCC unroll 5
         for (int t = 0; t < NS; t++) {
             const __m256i xv = _mm256_set1_epi32(ld32(x[t] + 2 * (size_t)kp));
             acc[t][0] = _mm256_add_epi32(acc[t][0], _mm256_madd_epi16(xv, w0));
@@ -329,7 +331,7 @@ static inline __attribute__((always_inline)) void gemm_tile(const int NS, int8_t
     }
     const __m256i b0 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
     const __m256i b1 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8));
-#pragma GCC unroll 6
+#pragma GCC unroll 5
     for (int t = 0; t < NS; t++) {
         const __m128i v = _mm_unpacklo_epi64(requant(_mm256_add_epi32(acc[t][0], b0), r, o),
                                              requant(_mm256_add_epi32(acc[t][1], b1), r + 8, o));
@@ -369,8 +371,10 @@ static void widen_rows(uint8_t *dst, size_t row, const uint8_t *src, size_t ss, 
 /* The GEMM over n int16 rows u (row bytes apart) -> out rows (out_stride apart), F_out
  * outputs, weights wg [nob][nkp][16][2], records rq. */
 static void gemm_rows(int8_t *out, size_t out_stride, const uint8_t *u, size_t row, int n, int nkp, int nob,
-                      const int8_t *wg, const int32_t *rq, int F_out, const outq *po) {
-    const outq o = *po;
+                      const int8_t *wg, const int32_t *rq, int F_out, const outq *o) {
+    /* o stays in memory (read after the int8 stores of each tile): held in registers
+     * across the loops it pushed an accumulator onto the stack (measured: MLP 300k ->
+     * 208k images/s per core) */
     for (int b = 0; b < nob; b++) {
         const int8_t *w = wg + (size_t)b * nkp * 32;
         const int32_t *r = rq + (size_t)b * QRT_RQ_WORDS;
@@ -384,16 +388,11 @@ static void gemm_rows(int8_t *out, size_t out_stride, const uint8_t *u, size_t r
                 y[t] = out + (size_t)(s0 + t) * out_stride + 16 * (size_t)b;
             }
             switch (ns) {
-#if GS >= 6
-            case 6: gemm_tile(6, y, x, nkp, w, r, &o, nout); break;
-#endif
-#if GS >= 5
-            case 5: gemm_tile(5, y, x, nkp, w, r, &o, nout); break;
-#endif
-            case 4: gemm_tile(4, y, x, nkp, w, r, &o, nout); break;
-            case 3: gemm_tile(3, y, x, nkp, w, r, &o, nout); break;
-            case 2: gemm_tile(2, y, x, nkp, w, r, &o, nout); break;
-            default: gemm_tile(1, y, x, nkp, w, r, &o, nout); break;
+            case 5: gemm_tile(5, y, x, nkp, w, r, o, nout); break;
+            case 4: gemm_tile(4, y, x, nkp, w, r, o, nout); break;
+            case 3: gemm_tile(3, y, x, nkp, w, r, o, nout); break;
+            case 2: gemm_tile(2, y, x, nkp, w, r, o, nout); break;
+            default: gemm_tile(1, y, x, nkp, w, r, o, nout); break;
             }
         }
     }

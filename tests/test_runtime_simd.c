@@ -11,7 +11,7 @@
  *  - conv2d with a fused 2x2 max pool against conv2d then max pool;
  *  - linear (GEMV) likewise, F_in up to 3200 and F_out up to 300;
  *  - linear over a batch (the AVX2 GEMM) against qrt_linear_s8 per sample: batch sizes
- *    1..13 and up to 40 (whole tiles of 6 and every tail), odd F_in, F_out not a multiple
+ *    1..13 and up to 40 (whole tiles of 5 and every tail), odd F_in, F_out not a multiple
  *    of 16, strides wider than the rows, per-channel multipliers and shifts, 4-bit
  *    weights, extremes, clamps; and nothing written outside the outputs;
  *  - qrt_run_batch_isa on whole models on every path against qrt_run_isa per image;
@@ -341,7 +341,7 @@ static void linear_batch_case(trng *r, qrt_linear_params p, int n, size_t is, si
 static void test_linear_batch(void **state) {
     (void)state;
     trng r = {41};
-    /* the reference models' layers over every batch size 1..13 (two tiles of 6 and
+    /* the reference models' layers over every batch size 1..13 (two tiles of 5 and
      * each tail), and a batch of 30 (QRT_BATCH_CHUNK) */
     const qrt_linear_params named[] = {
         {.F_in = 784, .F_out = 256, .z_in = -55, .z_out = -128, .act_min = -128, .act_max = 127},
@@ -793,7 +793,7 @@ static void test_models(void **state) {
 
 /* qrt_run_batch_isa on every path (the portable one too) and qrt_run_batch: each
  * image's logits and argmax equal qrt_run_isa's on the portable path, for batch sizes
- * around the GEMM's tile of 6 and an arena at an odd address, exactly
+ * around the GEMM's tile of 5 and an arena at an odd address, exactly
  * qrt_arena_size_batch bytes; logits and argmax may be NULL. */
 static void test_models_batch(void **state) {
     (void)state;
