@@ -1,8 +1,9 @@
 /* batch.h - an int8 model (runtime.h) over many images, on several threads.
  *
  * qrt_run needs no state but its arena, so images are independent: each thread takes a
- * contiguous slice of the batch with an arena of its own, and every image's logits and
- * label are those of qrt_run on it alone. Results therefore do not depend on the thread
+ * contiguous slice of the batch with an arena of its own and runs it in chunks of
+ * QRT_BATCH_CHUNK images through qrt_run_batch (a linear layer is one GEMM over the
+ * chunk), and every image's logits and label are those of qrt_run on it alone. Results therefore do not depend on the thread
  * count (test_runtime_batch checks 1, 2 and 3 threads against qrt_run image by image).
  *
  * A library of its own (CMake target qat_runtime_batch: this file and POSIX threads), so
@@ -31,11 +32,18 @@
 /* The most threads a batch runs (larger counts are clamped to it). */
 #define QRT_BATCH_MAX_THREADS 64
 
+/* Images a thread runs at once through qrt_run_batch (runtime.h) when the model has a
+ * linear layer on a SIMD path: the linear is then one int8 GEMM over them. Each thread's
+ * arena holds that many images' activations (qrt_arena_size_batch). */
+#define QRT_BATCH_CHUNK 36
+
 typedef struct qrt_batch {
     const qrt_model *m;
     int threads;           /* threads a run uses at most (fewer when n is smaller) */
+    int chunk;             /* images a thread runs together: QRT_BATCH_CHUNK, or 1 when
+                              the model has no packed linear to share across them */
     uint8_t *arenas;       /* `threads` arenas of `stride` bytes, in the caller's buffer */
-    size_t stride;         /* qrt_arena_size(m) rounded up to 64 (no two threads share
+    size_t stride;         /* qrt_arena_size_batch(m, chunk) rounded up to 64 (no two threads share
                               a cache line) */
 } qrt_batch;
 

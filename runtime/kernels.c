@@ -125,6 +125,14 @@ void qrt_linear_s8(int8_t *out, const int8_t *in, const int8_t *w, const int32_t
     }
 }
 
+/* The reference of every batch linear kernel: one sample at a time. */
+void qrt_linear_batch_s8(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                         const int8_t *w, const int32_t *bias, const int32_t *mult,
+                         const int32_t *shift, const qrt_linear_params *p) {
+    for (int s = 0; s < n; s++)
+        qrt_linear_s8(out + (size_t)s * out_stride, in + (size_t)s * in_stride, w, bias, mult, shift, p);
+}
+
 /* in is (C, H, W), out is (C, OH, OW). Starting from -128, the least int8, gives the
  * maximum of the real elements of the window (there is at least one, pad <= k/2): padding
  * never wins. */

@@ -70,6 +70,12 @@ void qrt_conv2d_s8(int8_t *out, const int8_t *in, const int8_t *w, const int32_t
 void qrt_linear_s8(int8_t *out, const int8_t *in, const int8_t *w, const int32_t *bias,
                    const int32_t *mult, const int32_t *shift, const qrt_linear_params *p);
 
+/* The linear over n samples (the batch reference): sample s reads in + s * in_stride
+ * and writes out + s * out_stride; exactly qrt_linear_s8 on each sample. */
+void qrt_linear_batch_s8(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                         const int8_t *w, const int32_t *bias, const int32_t *mult,
+                         const int32_t *shift, const qrt_linear_params *p);
+
 /* out (C, OH, OW) = max over each window of in (C, H, W); padding never wins. */
 void qrt_maxpool_s8(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 

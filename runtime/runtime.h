@@ -327,6 +327,19 @@ qrt_status qrt_run(const qrt_model *m, const uint8_t *pixels, void *arena, int8_
 qrt_status qrt_run_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, void *arena,
                        int8_t *logits, int *argmax);
 
+/* n >= 1 images in one thread: pixels holds n images of qrt_model_input(m)->numel
+ * bytes; writes logits[s * K ...] (K = qrt_model_n_outputs(m)) and argmax[s] (each may
+ * be NULL), image s's exactly as qrt_run gives them. arena: qrt_arena_size_batch(m, n)
+ * bytes (any alignment), holding each image's activations and one shared scratch. On a
+ * SIMD path each packed linear runs once over the n images as an int8 GEMM (simd.h:
+ * qrt_linear_batch_s8_isa); the other ops run image after image. n <= 0 does nothing.
+ * QRT_STATUS_INVALID_ARG as qrt_run. */
+size_t qrt_arena_size_batch(const qrt_model *m, int n);
+qrt_status qrt_run_batch(const qrt_model *m, const uint8_t *pixels, int n, void *arena, int8_t *logits,
+                         int *argmax);
+qrt_status qrt_run_batch_isa(const qrt_model *m, qrt_isa isa, const uint8_t *pixels, int n, void *arena,
+                             int8_t *logits, int *argmax);
+
 /* Chooses the path qrt_run takes for this model (qrt_model_load picks the best the CPU
  * has): isa lowered to the best supported path at or below it (qrt_isa_resolve), so a
  * request for AVX-512 VNNI on an AVX2 machine runs AVX2. Returns the path set

@@ -81,6 +81,13 @@ const char *qrt_isa_name(void) { return qrt_isa_str(qrt_isa_default()); }
 
 static bool is_depthwise(const qrt_conv_params *p) { return p->groups == p->C && p->C == p->OC; }
 
+/* A 1x1 conv over the plane as it is: a GEMM of (H*W, C) by (C, OC). (The pack size
+ * does not see stride and pad: the size scan of the graph, qrt_simd_mem_bound, does not
+ * read them, so the extra copy is counted for every k = 1 dense conv; pack() only fills
+ * it for stride 1 and pad 0.) */
+static bool is_pointwise_k(const qrt_conv_params *p) { return p->k == 1 && p->groups == 1 && !is_depthwise(p); }
+static bool is_pointwise(const qrt_conv_params *p) { return is_pointwise_k(p) && p->stride == 1 && p->pad == 0; }
+
 /* Blob: header, requantization records, weights; each part aligned, plus the slack to
  * align the caller's memory. */
 static size_t conv_parts(const qrt_conv_params *p, size_t *rq_off, size_t *w_off, int *nob, int *nj) {
@@ -90,12 +97,14 @@ static size_t conv_parts(const qrt_conv_params *p, size_t *rq_off, size_t *w_off
         *nob = (p->C + 15) / 16;
         *nj = 0;
         nrec = (size_t)*nob;
-        wbytes = (size_t)k * k * (size_t)*nob * 16 * 4;
+        /* int32 [tap][Cp], then int16 pairs [pair][Cp][2] */
+        wbytes = (size_t)k * k * (size_t)*nob * 16 * 4 + ((size_t)k * k + 1) / 2 * (size_t)*nob * 16 * 4;
     } else {
         *nob = (OCg + 15) / 16;
         *nj = (k * Cg + 3) / 4;
         nrec = (size_t)G * *nob;
         wbytes = (size_t)G * *nob * k * (size_t)*nj * 64;
+        if (is_pointwise_k(p)) wbytes += (size_t)*nob * (((size_t)p->C + 1) / 2) * 32;
     }
     *rq_off = qrt_round_up(sizeof(qrt_packed_conv), QRT_SIMD_ALIGN);
     *w_off = *rq_off + nrec * QRT_RQ_WORDS * 4;
@@ -146,8 +155,13 @@ const void *qrt_conv2d_pack(void *mem, const int8_t *w, const int32_t *bias, con
     if (pk->depthwise) {
         int32_t *wd = (int32_t *)(void *)(base + w_off);
         const size_t Cp = (size_t)nob * 16;
+        int16_t *wdp = (int16_t *)(void *)(wd + (size_t)k * k * Cp);
         for (int c = 0; c < p->C; c++)
-            for (int t = 0; t < k * k; t++) wd[(size_t)t * Cp + c] = w[(size_t)c * k * k + t];
+            for (int t = 0; t < k * k; t++) {
+                wd[(size_t)t * Cp + c] = w[(size_t)c * k * k + t];
+                wdp[((size_t)(t / 2) * Cp + c) * 2 + t % 2] = w[(size_t)c * k * k + t];
+            }
+        pk->wdp = wdp;
         for (int b = 0; b < nob; b++)
             rq_record(rq + (size_t)b * QRT_RQ_WORDS, w, K, bias, mult, shift, b * 16,
                       p->C - b * 16 < 16 ? p->C - b * 16 : 16, p->z_in);
@@ -177,6 +191,14 @@ const void *qrt_conv2d_pack(void *mem, const int8_t *w, const int32_t *bias, con
             }
         }
     pk->wp = wp;
+    if (is_pointwise(p)) { /* the GEMM copy after the dense weights: [ob][kp][16][2] */
+        int8_t *wg = wp + pk->wgroup;
+        pk->nkp = (p->C + 1) / 2;
+        for (int oc = 0; oc < p->OC; oc++)
+            for (int c = 0; c < p->C; c++)
+                wg[((size_t)(oc / 16) * pk->nkp + c / 2) * 32 + (oc % 16) * 2 + c % 2] = w[(size_t)oc * p->C + c];
+        pk->wg = wg;
+    }
     return pk;
 }
 
@@ -193,7 +215,9 @@ void qrt_conv_scratch_layout(const qrt_conv_params *p, qrt_conv_scratch *s) {
         out_row = qrt_round_up((size_t)p->OC, 16) + (G > 1 && OCg % 16 ? 16 : 0);
         s->xb_bytes = plane * (size_t)p->C;
     }
-    s->ob_off = qrt_round_up(s->xb_bytes + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
+    s->u16_off = qrt_round_up(s->xb_bytes + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
+    s->ob_off = s->u16_off;
+    if (is_pointwise(p)) s->ob_off += qrt_round_up(npos * qrt_round_up((size_t)p->C, 16) * 2, QRT_SIMD_ALIGN);
     s->total = s->ob_off + qrt_round_up(npos * out_row + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
 }
 
@@ -203,22 +227,26 @@ size_t qrt_conv2d_scratch_size(const qrt_conv_params *p) {
     return s.total + QRT_SIMD_ALIGN;
 }
 
-static size_t linear_parts(const qrt_linear_params *p, size_t *rq_off, size_t *w_off) {
+/* Blob: header, records, the GEMV weights [nob][nj][16][4], the GEMM weights
+ * [nob][nkp][16][2] (both zero-padded), plus the slack to align the caller's memory. */
+static size_t linear_parts(const qrt_linear_params *p, size_t *rq_off, size_t *w_off, size_t *g_off) {
     const size_t nob = ((size_t)p->F_out + 15) / 16, nj = ((size_t)p->F_in + 3) / 4;
+    const size_t nkp = ((size_t)p->F_in + 1) / 2;
     *rq_off = qrt_round_up(sizeof(qrt_packed_linear), QRT_SIMD_ALIGN);
     *w_off = *rq_off + nob * QRT_RQ_WORDS * 4;
-    return QRT_SIMD_ALIGN + *w_off + nob * nj * 64;
+    *g_off = *w_off + nob * nj * 64;
+    return QRT_SIMD_ALIGN + *g_off + nob * nkp * 32;
 }
 
 size_t qrt_linear_pack_size(const qrt_linear_params *p) {
-    size_t a, b;
-    return linear_parts(p, &a, &b);
+    size_t a, b, c;
+    return linear_parts(p, &a, &b, &c);
 }
 
 const void *qrt_linear_pack(void *mem, const int8_t *w, const int32_t *bias, const int32_t *mult,
                             const int32_t *shift, const qrt_linear_params *p) {
-    size_t rq_off, w_off;
-    const size_t size = linear_parts(p, &rq_off, &w_off);
+    size_t rq_off, w_off, g_off;
+    const size_t size = linear_parts(p, &rq_off, &w_off, &g_off);
     uint8_t *base = qrt_align_ptr(mem);
     memset(base, 0, size - QRT_SIMD_ALIGN);
     qrt_packed_linear *pk = (qrt_packed_linear *)(void *)base;
@@ -226,25 +254,35 @@ const void *qrt_linear_pack(void *mem, const int8_t *w, const int32_t *bias, con
     pk->w = w, pk->bias = bias, pk->mult = mult, pk->shift = shift;
     pk->nob = (p->F_out + 15) / 16;
     pk->nj = (p->F_in + 3) / 4;
+    pk->nkp = (p->F_in + 1) / 2;
     int32_t *rq = (int32_t *)(void *)(base + rq_off);
-    int8_t *wp = (int8_t *)(base + w_off);
+    int8_t *wp = (int8_t *)(base + w_off), *wg = (int8_t *)(base + g_off);
     for (int b = 0; b < pk->nob; b++) {
         const int n = p->F_out - b * 16 < 16 ? p->F_out - b * 16 : 16;
         rq_record(rq + (size_t)b * QRT_RQ_WORDS, w, (size_t)p->F_in, bias, mult, shift, b * 16, n,
                   p->z_in);
         for (int l = 0; l < n; l++) {
             const int8_t *wo = w + (size_t)(b * 16 + l) * p->F_in;
-            for (int i = 0; i < p->F_in; i++)
+            for (int i = 0; i < p->F_in; i++) {
                 wp[((size_t)b * pk->nj + i / 4) * 64 + l * 4 + i % 4] = wo[i];
+                wg[((size_t)b * pk->nkp + i / 2) * 32 + l * 2 + i % 2] = wo[i];
+            }
         }
     }
     pk->rq = rq;
     pk->wp = wp;
+    pk->wg = wg;
     return pk;
 }
 
 size_t qrt_linear_scratch_size(const qrt_linear_params *p) {
     return qrt_round_up((size_t)p->F_in + 4, QRT_SIMD_ALIGN) + 2 * QRT_SIMD_ALIGN;
+}
+
+size_t qrt_linear_batch_scratch_size(const qrt_linear_params *p, int n) {
+    const size_t one = qrt_linear_scratch_size(p);
+    const size_t gemm = (size_t)(n > 0 ? n : 1) * qrt_linear_batch_row(p) + QRT_SIMD_ALIGN;
+    return one > gemm ? one : gemm;
 }
 
 #else /* no SIMD kernels in this build */
@@ -263,6 +301,7 @@ const void *qrt_linear_pack(void *mem, const int8_t *w, const int32_t *bias, con
     return NULL;
 }
 size_t qrt_linear_scratch_size(const qrt_linear_params *p) { (void)p; return 0; }
+size_t qrt_linear_batch_scratch_size(const qrt_linear_params *p, int n) { (void)p, (void)n; return 0; }
 
 #endif
 
@@ -332,6 +371,29 @@ void qrt_linear_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
     (void)scratch;
 #endif
     qrt_linear_s8(out, in, pk->w, pk->bias, pk->mult, pk->shift, p);
+}
+
+void qrt_linear_batch_s8_isa(qrt_isa isa, int8_t *out, size_t out_stride, const int8_t *in,
+                             size_t in_stride, int n, const void *packed, const qrt_linear_params *p,
+                             void *scratch) {
+    const qrt_packed_linear *pk = packed;
+    isa = qrt_isa_resolve(isa);
+#if defined(QRT_SIMD_X86)
+    if (isa == QRT_ISA_AVX2) {
+        qrt_avx2_linear_batch(out, out_stride, in, in_stride, n, pk, p, qrt_align_ptr(scratch));
+        return;
+    }
+    /* AVX-512 VNNI: its GEMV on each sample (no batch kernel there yet) */
+    if (isa == QRT_ISA_AVX512VNNI) {
+        for (int s = 0; s < n; s++)
+            qrt_avx512_linear(out + (size_t)s * out_stride, in + (size_t)s * in_stride, pk, p,
+                              qrt_align_ptr(scratch));
+        return;
+    }
+#else
+    (void)scratch;
+#endif
+    qrt_linear_batch_s8(out, out_stride, in, in_stride, n, pk->w, pk->bias, pk->mult, pk->shift, p);
 }
 
 void qrt_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const qrt_pool_params *p) {

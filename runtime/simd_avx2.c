@@ -155,10 +155,63 @@ static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
     transpose_u8((uint8_t *)out, (size_t)npos, ob, ocs, npos, p->OC, 0);
 }
 
+static void conv_pointwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                           uint8_t *scratch);
+
 /* ---- depthwise conv ------------------------------------------------------------------ */
+
+#define DW_MAX_TAPS 49 /* the tap-pair kernel's k <= 7; larger kernels take the int32 one */
+
+/* Tap pairs with vpmaddwd, 16 channels at a time: the bytes of taps a and b of 16
+ * channels (two 16-byte loads from the HWC scratch) are interleaved by vpunpckl/hbw into
+ * (u_a, u_b) pairs of channels 0..7 and 8..15, widened to int16, and vpmaddwd against
+ * the int16 weight pairs [pair][Cp][2] leaves u_a w_a + u_b w_b per channel in int32:
+ * exact (|u w| <= 255 * 127), and the int32 sums wrap to acc like the GEMV's. An odd
+ * last tap pairs with itself against a zero weight. The 16 channels' accumulators stay
+ * in registers over the taps; the weights (5 pairs for 3x3: 10 vectors) come from L1. */
+static void conv_depthwise_pairs(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                                 const qrt_conv_params *p, uint8_t *scratch) {
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    const int k = p->k, T = k * k, npair = (T + 1) / 2, S = p->stride, nob = pk->nob, Wp = sl.Wp, OW = p->OW,
+              npos = p->OH * p->OW;
+    const size_t Cp = (size_t)nob * 16;
+    uint8_t *ob = scratch + sl.ob_off;
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    size_t off[DW_MAX_TAPS + 1];
+    for (int t = 0; t < T; t++) off[t] = ((size_t)(t / k) * Wp + (size_t)(t % k)) * Cp;
+    off[T] = off[T - 1];
+    fill_hwc(scratch, (int)Cp, in, 0, p->C, p->H, p->W, p->pad, p->z_in);
+    for (int b = 0; b < nob; b++) {
+        const int32_t *r = pk->rq + (size_t)b * QRT_RQ_WORDS;
+        const int16_t *wp = pk->wdp + (size_t)b * 32;
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8));
+        for (int pos = 0; pos < npos; pos++) {
+            const int oy = pos / OW, ox = pos % OW;
+            const uint8_t *x = scratch + ((size_t)oy * S * Wp + (size_t)ox * S) * Cp + (size_t)b * 16;
+            __m256i lo = b0, hi = b1;
+            for (int q = 0; q < npair; q++) {
+                const __m128i va = _mm_loadu_si128((const __m128i *)(x + off[2 * q]));
+                const __m128i vb = _mm_loadu_si128((const __m128i *)(x + off[2 * q + 1]));
+                const int16_t *wq = wp + (size_t)q * Cp * 2;
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(va, vb)),
+                                                             _mm256_loadu_si256((const __m256i *)wq)));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(va, vb)),
+                                                             _mm256_loadu_si256((const __m256i *)(wq + 16))));
+            }
+            store16(ob + (size_t)pos * Cp + (size_t)b * 16, lo, hi, r, &o);
+        }
+    }
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
+}
 
 static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                            const qrt_conv_params *p, uint8_t *scratch) {
+    if (p->k * p->k <= DW_MAX_TAPS) {
+        conv_depthwise_pairs(out, in, pk, p, scratch);
+        return;
+    }
     qrt_conv_scratch sl;
     qrt_conv_scratch_layout(p, &sl);
     const int k = p->k, S = p->stride, nob = pk->nob, Wp = sl.Wp, OW = p->OW, npos = p->OH * p->OW;
@@ -191,6 +244,7 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
 void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
                      uint8_t *scratch) {
     if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
+    else if (pk->wg) conv_pointwise(out, in, pk, p, scratch);
     else conv_dense(out, in, pk, p, scratch, 0);
 }
 
@@ -240,6 +294,133 @@ void qrt_avx2_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
             memcpy(out + 16 * b, buf, (size_t)n);
         }
     }
+}
+
+/* ---- linear over a batch: a GEMM ------------------------------------------------------- */
+
+/* Samples per GEMM tile: 10 accumulators, 2 weight registers, the broadcast input and a
+ * product: 14 of the 16 ymm registers. 6 samples (12 accumulators) measured 300k MLP
+ * images/s per core when gcc kept all in registers, but one unrelated change made it
+ * spill an accumulator (a store and reload per step: 200k); 5 leaves room (275-290k). */
+#define GS 5
+
+/* One tile: NS samples (rows x[0..NS)) x 16 outputs (the block's weights w, records r).
+ * Per input pair kp: 16 weight bytes -> int16 (8 outputs x the pair) twice, each
+ * sample's pair (u_2kp, u_2kp+1) broadcast as one dword, 2 vpmaddwd per sample: lane l
+ * of acc[t][h] gains u_2kp w[8h+l][2kp] + u_2kp+1 w[8h+l][2kp+1], exact in int32 (the
+ * products are at most 255 * 127), the sums wrap like the portable int32 sum and end at
+ * acc (simd.c; bias' is added last). */
+static inline __attribute__((always_inline)) void gemm_tile(const int NS, int8_t *const *y, const uint16_t *const *x,
+                                                            int nkp, const int8_t *w, const int32_t *r,
+                                                            const outq *o, int nout) {
+    __m256i acc[GS][2];
+#pragma GCC unroll 5
+    for (int t = 0; t < NS; t++) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
+    for (int kp = 0; kp < nkp; kp++) {
+        const __m256i w0 = w16(w + 32 * (size_t)kp), w1 = w16(w + 32 * (size_t)kp + 16);
+#pragma GCC unroll 5
+        for (int t = 0; t < NS; t++) {
+            const __m256i xv = _mm256_set1_epi32(ld32(x[t] + 2 * (size_t)kp));
+            acc[t][0] = _mm256_add_epi32(acc[t][0], _mm256_madd_epi16(xv, w0));
+            acc[t][1] = _mm256_add_epi32(acc[t][1], _mm256_madd_epi16(xv, w1));
+            /* An empty asm that "changes" this sample's accumulators: it keeps each
+             * sample's load, products and sums together, so that gcc does not load all
+             * the broadcasts first and spill accumulators to the stack (measured: 12%). */
+            __asm__ volatile("" : "+x"(acc[t][0]), "+x"(acc[t][1]));
+        }
+    }
+    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
+    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8));
+#pragma GCC unroll 5
+    for (int t = 0; t < NS; t++) {
+        const __m128i v = _mm_unpacklo_epi64(requant(_mm256_add_epi32(acc[t][0], b0), r, o),
+                                             requant(_mm256_add_epi32(acc[t][1], b1), r + 8, o));
+        if (nout >= 16) _mm_storeu_si128((__m128i *)y[t], v);
+        else {
+            int8_t buf[16];
+            _mm_storeu_si128((__m128i *)buf, v);
+            memcpy(y[t], buf, (size_t)nout);
+        }
+    }
+}
+
+/* out[s] = linear(in[s]) for s < n. The inputs are first widened once into the scratch
+ * as int16 u = q + 128 (rows of qrt_linear_batch_row bytes, zero past F_in, so an odd
+ * F_in's last pair reads u = 0 against a zero weight). Loops: block of 16 outputs
+ * outside (its F_in * 16 weight bytes stay in L1 across the batch), tiles of GS samples
+ * inside; a last partial tile runs a narrower instance of the same code. */
+/* n rows of F bytes at src (stride ss), each XORed with x, to int16 rows of `row` bytes
+ * at dst (32-byte aligned), zero past F up to the next multiple of 16. */
+static void widen_rows(uint8_t *dst, size_t row, const uint8_t *src, size_t ss, int n, int F, uint8_t x) {
+    const __m128i vx = _mm_set1_epi8((char)x);
+    for (int s = 0; s < n; s++) {
+        const uint8_t *q = src + (size_t)s * ss;
+        uint8_t *d = dst + (size_t)s * row;
+        int i = 0;
+        for (; i + 16 <= F; i += 16)
+            _mm256_store_si256((__m256i *)(d + 2 * (size_t)i),
+                               _mm256_cvtepu8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(q + i)), vx)));
+        if (i < F) {
+            uint8_t buf[16] = {0};
+            for (int k = 0; k < F - i; k++) buf[k] = (uint8_t)(q[i + k] ^ x);
+            _mm256_store_si256((__m256i *)(d + 2 * (size_t)i), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)buf)));
+        }
+    }
+}
+
+/* The GEMM over n int16 rows u (row bytes apart) -> out rows (out_stride apart), F_out
+ * outputs, weights wg [nob][nkp][16][2], records rq. */
+static void gemm_rows(int8_t *out, size_t out_stride, const uint8_t *u, size_t row, int n, int nkp, int nob,
+                      const int8_t *wg, const int32_t *rq, int F_out, const outq *o) {
+    /* o stays in memory (read after the int8 stores of each tile): held in registers
+     * across the loops it pushed an accumulator onto the stack (measured: MLP 300k ->
+     * 208k images/s per core) */
+    for (int b = 0; b < nob; b++) {
+        const int8_t *w = wg + (size_t)b * nkp * 32;
+        const int32_t *r = rq + (size_t)b * QRT_RQ_WORDS;
+        const int nout = F_out - 16 * b;
+        for (int s0 = 0; s0 < n; s0 += GS) {
+            const int ns = n - s0 < GS ? n - s0 : GS;
+            const uint16_t *x[GS];
+            int8_t *y[GS];
+            for (int t = 0; t < ns; t++) {
+                x[t] = (const uint16_t *)(const void *)(u + (size_t)(s0 + t) * row);
+                y[t] = out + (size_t)(s0 + t) * out_stride + 16 * (size_t)b;
+            }
+            switch (ns) {
+            case 5: gemm_tile(5, y, x, nkp, w, r, o, nout); break;
+            case 4: gemm_tile(4, y, x, nkp, w, r, o, nout); break;
+            case 3: gemm_tile(3, y, x, nkp, w, r, o, nout); break;
+            case 2: gemm_tile(2, y, x, nkp, w, r, o, nout); break;
+            default: gemm_tile(1, y, x, nkp, w, r, o, nout); break;
+            }
+        }
+    }
+}
+
+void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                           const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch) {
+    const size_t row = qrt_linear_batch_row(p);
+    widen_rows(scratch, row, (const uint8_t *)in, in_stride, n, p->F_in, 0x80);
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    gemm_rows(out, out_stride, scratch, row, n, pk->nkp, pk->nob, pk->wg, pk->rq, p->F_out, &o);
+}
+
+/* A pointwise conv (1x1, stride 1, pad 0, one group) is the GEMM with positions as
+ * samples: the input goes to HWC bytes u (the 16x16 transposes), then to int16 rows,
+ * the GEMM writes the HWC output scratch, transposed back to (C, H, W). */
+static void conv_pointwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                           uint8_t *scratch) {
+    qrt_conv_scratch sl;
+    qrt_conv_scratch_layout(p, &sl);
+    const int npos = p->H * p->W;
+    const size_t row = qrt_round_up((size_t)p->C, 16) * 2;
+    uint8_t *u16 = scratch + sl.u16_off, *ob = scratch + sl.ob_off;
+    transpose_u8(scratch, (size_t)p->C, (const uint8_t *)in, (size_t)npos, p->C, npos, 0x80);
+    widen_rows(u16, row, scratch, (size_t)p->C, npos, p->C, 0);
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    gemm_rows((int8_t *)ob, (size_t)pk->ocs, u16, row, npos, pk->nkp, pk->nob, pk->wg, pk->rq, p->OC, &o);
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, (size_t)pk->ocs, npos, p->OC, 0);
 }
 
 /* ---- max pool 2x2 stride 2, elementwise ---------------------------------------------- */

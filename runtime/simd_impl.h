@@ -3,14 +3,23 @@
  *
  * Packed forms (docs/runtime-simd.md has the derivations):
  *
+ *   pointwise conv2d (1x1, stride 1, pad 0, groups 1) also has the linear's second copy
+ *   [ob][kp][16][2] (below): on AVX2 it runs as the batch GEMM over positions.
  *   dense and grouped conv2d (everything but depthwise):
  *     weights [g][ob][ky][j][16][4] int8: group g, block ob of 16 output channels of the
  *     group, kernel row ky, dword j of the row's k*Cg input bytes taken in HWC order
  *     (t = 4j + b -> kx = t / Cg, channel t % Cg); zero beyond k*Cg and beyond OCg.
  *   depthwise conv2d (groups == C == OC):
- *     weights [ky*k + kx][Cp] int32, Cp = C rounded up to 16, zero-padded.
+ *     weights [ky*k + kx][Cp] int32, Cp = C rounded up to 16, zero-padded (AVX-512);
+ *     and [pair][Cp][2] int16 for AVX2: taps 2 pair and 2 pair + 1 of each channel side
+ *     by side (zero for the odd last tap and past C), ceil(k*k / 2) pairs.
  *   linear:
- *     weights [ob][j][16][4] int8: block ob of 16 outputs, dword j of the input.
+ *     weights [ob][j][16][4] int8: block ob of 16 outputs, dword j of the input (the
+ *     batch-1 GEMV of both paths);
+ *     and a second copy [ob][kp][16][2] int8: block ob, input pair kp (inputs 2kp and
+ *     2kp + 1; zero past F_in and past F_out), read by the AVX2 batch GEMM, where 16
+ *     bytes sign-extended to int16 are 8 outputs x one pair: vpmaddwd against a
+ *     broadcast pair (u_2kp, u_2kp+1) leaves output l's pair sum in int32 lane l.
  *
  *   each 16-channel block ob (of group g) also has a requantization record of 6 x 16
  *   int32: bias' = bias - (128 + z_in) * sum(w) (mod 2^32), M0, left = max(shift, 0),
@@ -48,6 +57,11 @@ typedef struct qrt_packed_conv {
     const int32_t *rq;                        /* [G][nob] records of QRT_RQ_WORDS */
     const int8_t *wp;                         /* dense weights */
     const int32_t *wd;                        /* depthwise weights */
+    const int16_t *wdp;                       /* depthwise, AVX2: [pair][Cp][2] int16 */
+    int nkp;                                  /* pointwise: ceil(C / 2) */
+    const int8_t *wg;                         /* pointwise (1x1, stride 1, pad 0, 1 group),
+                                                 AVX2: the linear GEMM's [nob][nkp][16][2];
+                                                 NULL for other convs */
 } qrt_packed_conv;
 
 typedef struct qrt_packed_linear {
@@ -55,15 +69,25 @@ typedef struct qrt_packed_linear {
     const int8_t *w;
     const int32_t *bias, *mult, *shift;
     int nj, nob;                              /* ceil(F_in / 4), ceil(F_out / 16) */
+    int nkp;                                  /* ceil(F_in / 2) */
     const int32_t *rq;                        /* [nob] records */
     const int8_t *wp;                         /* [nob][nj][16][4] */
+    const int8_t *wg;                         /* [nob][nkp][16][2]: the batch GEMM's */
 } qrt_packed_linear;
+
+/* The AVX2 batch GEMM's scratch: n rows of the inputs as int16 u = q + 128, each row
+ * ceil(F_in / 16) * 16 values (zero past F_in), 32-byte aligned. */
+static inline size_t qrt_linear_batch_row(const qrt_linear_params *p) {
+    return qrt_round_up((size_t)p->F_in, 16) * 2;
+}
 
 /* Scratch of the conv kernels: the padded HWC input (xb) then the HWC output (ob), each
  * with QRT_SIMD_ALIGN bytes of slack that dword reads past a row's end may touch. */
 typedef struct qrt_conv_scratch {
     int Hp, Wp;           /* padded input plane */
     size_t xb_bytes;      /* at 0 */
+    size_t u16_off;       /* pointwise: the int16 rows of the AVX2 GEMM (H*W rows of
+                             ceil(C/16)*32 bytes); = ob_off otherwise (none) */
     size_t ob_off;        /* the output's offset */
     size_t total;
 } qrt_conv_scratch;
@@ -91,6 +115,8 @@ void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                      const qrt_conv_params *p, uint8_t *scratch);
 void qrt_avx2_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
                      const qrt_linear_params *p, uint8_t *scratch);
+void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                           const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch);
 void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                              const qrt_conv_params *p, uint8_t *scratch);
 int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);

@@ -10,6 +10,11 @@
  *    = 2^31 - 1), clamps;
  *  - conv2d with a fused 2x2 max pool against conv2d then max pool;
  *  - linear (GEMV) likewise, F_in up to 3200 and F_out up to 300;
+ *  - linear over a batch (the AVX2 GEMM) against qrt_linear_s8 per sample: batch sizes
+ *    1..13 and up to 40 (whole tiles of 5 and every tail), odd F_in, F_out not a multiple
+ *    of 16, strides wider than the rows, per-channel multipliers and shifts, 4-bit
+ *    weights, extremes, clamps; and nothing written outside the outputs;
+ *  - qrt_run_batch_isa on whole models on every path against qrt_run_isa per image;
  *  - max pool (the 2x2 fast path and the fallback), add (TFLite scheme) and the input
  *    conversion on random data and parameters;
  *  - both average pools against the spec's centred formula written out here (on the
@@ -150,6 +155,16 @@ static void test_conv2d_named(void **state) {
     conv_case(&r, conv_p(2, 4, 3, 3, 2, 1, 3, 1, 7, 1, -128, 127), 0, false, "pad > k");
     conv_case(&r, conv_p(1, 1, 1, 1, 1, 1, 0, 1, 0, 0, -128, 127), 0, false, "1x1x1");
     conv_case(&r, conv_p(33, 5, 5, 33, 3, 1, 1, 33, -7, 9, -20, 50), 0, false, "depthwise 33");
+    /* depthwise: the AVX2 tap-pair kernel (k <= 7: odd and even tap counts, edges,
+     * strides, C not a multiple of 16) and the int32 one beyond it (k = 8, 9) */
+    conv_case(&r, conv_p(32, 14, 14, 32, 3, 2, 1, 32, -128, -128, -128, 127), 0, false, "dw block 2");
+    conv_case(&r, conv_p(64, 7, 7, 64, 3, 1, 1, 64, -128, 5, 5, 127), 0, false, "dw block 3");
+    conv_case(&r, conv_p(20, 11, 13, 20, 2, 1, 0, 20, 3, -4, -128, 127), 0, false, "depthwise k 2");
+    conv_case(&r, conv_p(17, 9, 10, 17, 7, 2, 3, 17, 100, -1, -128, 127), 0, false, "depthwise k 7");
+    conv_case(&r, conv_p(18, 12, 12, 18, 8, 1, 4, 18, -9, 2, -128, 127), 0, false, "depthwise k 8");
+    conv_case(&r, conv_p(5, 10, 9, 5, 9, 3, 4, 5, 0, 0, -128, 127), 0, false, "depthwise k 9");
+    conv_case(&r, conv_p(48, 6, 6, 48, 5, 1, 2, 48, -128, -128, -128, 127), 1, false, "depthwise k 5 in max");
+    conv_case(&r, conv_p(48, 6, 6, 48, 3, 1, 1, 48, 127, -128, -128, 127), -1, true, "depthwise extreme");
 }
 
 static void test_conv2d_random(void **state) {
@@ -284,6 +299,75 @@ static void test_linear(void **state) {
             p.z_out = it % 16 == 1 ? -128 : 127;
         }
         linear_case(&r, p, extreme ? (it % 3) - 1 : 0, extreme);
+    }
+}
+
+/* ---- linear over a batch (the AVX2 GEMM) ---------------------------------------------- */
+
+/* n samples at strides is/os >= F_in/F_out: every path's qrt_linear_batch_s8_isa equals
+ * qrt_linear_s8 on each sample, and no byte between or after the outputs is written.
+ * wbits4: weights in [-7, 7] (what 4-bit packed weights unpack to). */
+static void linear_batch_case(trng *r, qrt_linear_params p, int n, size_t is, size_t os, bool extreme,
+                              bool wbits4) {
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = simd_paths(paths);
+    int8_t *in = xmalloc((size_t)n * is), *w = xmalloc((size_t)p.F_in * p.F_out);
+    int8_t *want = xmalloc((size_t)n * os), *got = xmalloc((size_t)n * os + 1);
+    int32_t *b = xmalloc((size_t)p.F_out * 4), *m = xmalloc((size_t)p.F_out * 4), *s = xmalloc((size_t)p.F_out * 4);
+    if (extreme) for (size_t i = 0; i < (size_t)n * is; i++) in[i] = rnext(r) & 1 ? 127 : -128;
+    else fill_s8(r, in, (size_t)n * is, -128, 127);
+    gen_params(r, p.F_out, (size_t)p.F_in, w, b, m, s, extreme);
+    if (wbits4) /* smaller weights keep the overflow bound gen_params chose */
+        for (size_t i = 0; i < (size_t)p.F_in * p.F_out; i++) w[i] = (int8_t)(w[i] % 8);
+    memset(want, 0x5a, (size_t)n * os);
+    for (int t = 0; t < n; t++) qrt_linear_s8(want + (size_t)t * os, in + (size_t)t * is, w, b, m, s, &p);
+    const size_t psz = qrt_linear_pack_size(&p), ssz = qrt_linear_batch_scratch_size(&p, n);
+    uint8_t *pmem = xmalloc(psz + 3), *scratch = xmalloc(ssz + 1);
+    const void *packed = qrt_linear_pack(pmem + 3, w, b, m, s, &p);
+    char what[200];
+    for (int i = 0; packed && i < np + 1; i++) {
+        const qrt_isa isa = i < np ? paths[i] : QRT_ISA_PORTABLE;
+        memset(got, 0x5a, (size_t)n * os + 1);
+        qrt_linear_batch_s8_isa(isa, got, os, in, is, n, packed, &p, scratch + 1);
+        snprintf(what, sizeof what, "linear batch [%s] n=%d F_in=%d F_out=%d strides %zu/%zu z_in=%d z_out=%d clamp [%d, %d]%s%s",
+                 qrt_isa_str(isa), n, p.F_in, p.F_out, is, os, p.z_in, p.z_out, p.act_min, p.act_max,
+                 extreme ? " extreme" : "", wbits4 ? " 4-bit" : "");
+        expect_vec(got, want, (size_t)n * os, what);
+        if (got[(size_t)n * os] != 0x5a) fail_msg("%s: wrote past the last output", what);
+    }
+    free(in), free(w), free(want), free(got), free(b), free(m), free(s), free(pmem), free(scratch);
+}
+
+static void test_linear_batch(void **state) {
+    (void)state;
+    trng r = {41};
+    /* the reference models' layers over every batch size 1..13 (two tiles of 5 and
+     * each tail), and a batch of 30 (QRT_BATCH_CHUNK) */
+    const qrt_linear_params named[] = {
+        {.F_in = 784, .F_out = 256, .z_in = -55, .z_out = -128, .act_min = -128, .act_max = 127},
+        {.F_in = 3136, .F_out = 128, .z_in = -128, .z_out = -128, .act_min = -128, .act_max = 127},
+        {.F_in = 128, .F_out = 10, .z_in = -128, .z_out = -53, .act_min = -128, .act_max = 127},
+        {.F_in = 1, .F_out = 1, .z_in = 0, .z_out = 0, .act_min = -128, .act_max = 127},
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        for (int n = 1; n <= 13; n++) linear_batch_case(&r, named[i], n, (size_t)named[i].F_in, (size_t)named[i].F_out, false, false);
+    linear_batch_case(&r, named[0], 30, 1040, 272, false, false);
+    for (int it = 0; it < 300; it++) {
+        qrt_linear_params p = {.F_in = (int)rint_in(&r, 1, it % 25 == 0 ? 2000 : 150),
+                               .F_out = (int)rint_in(&r, 1, it % 25 == 0 ? 200 : 50),
+                               .z_in = (int32_t)rint_in(&r, -128, 127), .z_out = (int32_t)rint_in(&r, -128, 127),
+                               .act_min = -128, .act_max = 127};
+        if (it % 3 == 0) p.act_min = p.z_out; /* fused ReLU */
+        if (it % 7 == 0) p.act_max = (int32_t)rint_in(&r, p.act_min, 127); /* ReLU6 / PACT */
+        const bool extreme = it % 4 == 1;
+        if (extreme) {
+            p.z_in = it % 8 == 1 ? -128 : 127;
+            p.z_out = it % 16 == 1 ? -128 : 127;
+        }
+        const int n = (int)rint_in(&r, 1, it % 10 == 0 ? 40 : 14);
+        const size_t is = (size_t)p.F_in + (it % 2 ? (size_t)rint_in(&r, 0, 70) : 0);
+        const size_t os = (size_t)p.F_out + (it % 5 ? (size_t)rint_in(&r, 0, 40) : 0);
+        linear_batch_case(&r, p, n, is, os, extreme, it % 6 == 2);
     }
 }
 
@@ -707,6 +791,68 @@ static void test_models(void **state) {
     }
 }
 
+/* qrt_run_batch_isa on every path (the portable one too) and qrt_run_batch: each
+ * image's logits and argmax equal qrt_run_isa's on the portable path, for batch sizes
+ * around the GEMM's tile of 5 and an arena at an odd address, exactly
+ * qrt_arena_size_batch bytes; logits and argmax may be NULL. */
+static void test_models_batch(void **state) {
+    (void)state;
+    qrt_isa paths[QRT_ISA_COUNT];
+    const int np = all_paths(paths);
+    for (int which = 0; which < 2; which++) {
+        size_t len;
+        uint8_t *file = build_model(which, 300 + (uint64_t)which, &len);
+        const size_t need = qrt_model_mem_size(file, len);
+        uint8_t *mem = xmalloc(need);
+        qrt_model m;
+        qrt_error err;
+        if (qrt_model_load(&m, file, len, mem, need, &err) != QRT_STATUS_OK)
+            fail_msg("model %d: load failed: %s", which, err.msg);
+        enum { NMAX = 31 };
+        const int in_n = qrt_model_input(&m)->numel, K = qrt_model_n_outputs(&m);
+        uint8_t *px = xmalloc((size_t)NMAX * in_n), *arena1 = xmalloc(qrt_arena_size(&m));
+        int8_t *want = xmalloc((size_t)NMAX * K), *got = xmalloc((size_t)NMAX * K);
+        int warg[NMAX], garg[NMAX];
+        trng r = {17 + (uint64_t)which};
+        for (size_t i = 0; i < (size_t)NMAX * in_n; i++) px[i] = (uint8_t)rint_in(&r, 0, 255);
+        for (int t = 0; t < NMAX; t++)
+            if (qrt_run_isa(&m, QRT_ISA_PORTABLE, px + (size_t)t * in_n, arena1, want + (size_t)t * K, &warg[t]))
+                fail_msg("run failed");
+        const int sizes[] = {1, 2, 5, 6, 7, 12, 13, NMAX};
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            const int n = sizes[si];
+            const size_t alen = qrt_arena_size_batch(&m, n);
+            if (alen < (size_t)n * qrt_arena_size_portable(&m)) fail_msg("n=%d: batch arena too small", n);
+            uint8_t *arena = xmalloc(alen + 1);
+            for (int i = 0; i <= np; i++) {
+                const qrt_isa isa = i < np ? paths[i] : m.isa;
+                char what[96];
+                memset(arena, i & 1 ? 0x80 : 0x7f, alen + 1);
+                memset(got, 0x11, (size_t)n * K);
+                for (int t = 0; t < n; t++) garg[t] = -1;
+                const qrt_status st = i < np ? qrt_run_batch_isa(&m, isa, px, n, arena + 1, got, garg)
+                                             : qrt_run_batch(&m, px, n, arena + 1, got, garg);
+                if (st != QRT_STATUS_OK) fail_msg("batch run failed");
+                snprintf(what, sizeof what, "model %d batch n=%d [%s]%s", which, n, qrt_isa_str(isa),
+                         i < np ? "" : " (qrt_run_batch)");
+                expect_vec(got, want, (size_t)n * K, what);
+                for (int t = 0; t < n; t++)
+                    if (garg[t] != warg[t]) fail_msg("%s: image %d argmax %d, expected %d", what, t, garg[t], warg[t]);
+                if (qrt_run_batch_isa(&m, isa, px, n, arena + 1, NULL, garg) || qrt_run_batch_isa(&m, isa, px, n, arena + 1, got, NULL))
+                    fail_msg("%s: NULL logits or argmax refused", what);
+                expect_vec(got, want, (size_t)n * K, what);
+            }
+            free(arena);
+        }
+        if (qrt_run_batch(NULL, px, 1, arena1, got, garg) != QRT_STATUS_INVALID_ARG ||
+            qrt_run_batch(&m, NULL, 1, arena1, got, garg) != QRT_STATUS_INVALID_ARG ||
+            qrt_run_batch(&m, px, 1, NULL, got, garg) != QRT_STATUS_INVALID_ARG ||
+            qrt_run_batch(&m, px, 0, arena1, got, garg) != QRT_STATUS_OK)
+            fail_msg("qrt_run_batch: bad arguments not refused");
+        free(px), free(arena1), free(want), free(got), free(mem), free(file);
+    }
+}
+
 /* Both average pools in whole models, through qrt_run_isa on every path: the issue's
  * tie (model 0, channel 0), other ties across zero, and random images near and far from
  * the zero point, against the formula applied to q = p - 128. */
@@ -858,6 +1004,8 @@ int main(void) {
         cmocka_unit_test(test_conv2d_extremes),
         cmocka_unit_test(test_conv2d_maxpool),
         cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_batch),
+        cmocka_unit_test(test_models_batch),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_global_avgpool),
         cmocka_unit_test(test_avgpool_ties),
