@@ -851,6 +851,18 @@ int main(int argc, char **argv) {
             printf("    %-34s %9s %9s%s\n", items[i].p[j].label, c, d, items[i].p[j].s.n ? "" : "  (failed)");
         }
     }
+    printf("\nper round, per-call (qat, then the best peer of the summary; the rounds' load above):\n");
+    for (int i = 0; i < ni; i++) {
+        int bp = best_peer(&items[i], false);
+        printf("  %-36s qat", items[i].label);
+        char v[32];
+        for (int r = 0; r < items[i].qat.n; r++) fmt_num(v, sizeof v, items[i].qat.med[r]), printf(" %s", v);
+        if (bp >= 0) {
+            printf("; %s", items[i].p[bp].label);
+            for (int r = 0; r < items[i].p[bp].s.n; r++) fmt_num(v, sizeof v, items[i].p[bp].s.med[r]), printf(" %s", v);
+        }
+        printf("\n");
+    }
     printf("\nsgemm 1024^3 (OpenBLAS %s, %d threads): %.0f GFLOP/s; int8 conv kernel peak (%s, 1x1 512x1024x512): "
            "%.0f GOP/s\n",
            cli_blas_core(), THREADS, sgemm_peak, qrt_isa_str(bench_isa()), int8_peak);
