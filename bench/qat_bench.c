@@ -489,6 +489,21 @@ static void add_torch(item *it, const char *label, bool fp32, const char *fmt, .
     snprintf(pi->label, sizeof pi->label, "%s", label);
 }
 
+/* PyTorch eager and frozen, in NCHW and (nl == 2) channels_last: "torch onednn eager"
+ * ... for int8 (engine "onednn"), "torch fp32 eager" ... for fp32. */
+static void add_torch_pair(item *it, int nl, const char *engine, bool fp32, const char *m) {
+    const char *kind = fp32 ? "fp32" : "int8", *eager = fp32 ? "eager" : "onednn",
+               *frozen = fp32 ? "frozen" : "onednn-frozen";
+    for (int l = 0; l < nl; l++) {
+        const char *ls = l ? "cl" : "nchw", *ln = l ? " channels_last" : "";
+        char lab[64];
+        snprintf(lab, sizeof lab, "torch %s eager%s", engine, ln);
+        add_torch(it, lab, fp32, "%s:%s:%s:%s:%d", kind, m, eager, ls, it->batch);
+        snprintf(lab, sizeof lab, "torch %s frozen%s", engine, ln);
+        add_torch(it, lab, fp32, "%s:%s:%s:%s:%d", kind, m, frozen, ls, it->batch);
+    }
+}
+
 static void add_ort(item *it, const char *label, bool fp32, const char *path, const char *id) {
     if (it->np == MAX_PEER_ITEMS) die("items", "too many peers");
     peer_item *pi = &it->p[it->np++];
@@ -745,26 +760,12 @@ int main(int argc, char **argv) {
             it->call = int8_call;
             it->ctx = &ic[b][k];
             const int nl = conv && !lat ? 2 : 1;
-            for (int l = 0; l < nl; l++) {
-                const char *ls = l ? "cl" : "nchw", *ln = l ? " channels_last" : "";
-                char lab[64];
-                snprintf(lab, sizeof lab, "torch onednn eager%s", ln);
-                add_torch(it, lab, false, "int8:%s:onednn:%s:%d", m, ls, it->batch);
-                snprintf(lab, sizeof lab, "torch onednn frozen%s", ln);
-                add_torch(it, lab, false, "int8:%s:onednn-frozen:%s:%d", m, ls, it->batch);
-            }
+            add_torch_pair(it, nl, "onednn", false, m);
             add_torch(it, "torch qnnpack eager", false, "int8:%s:qnnpack:nchw:%d", m, it->batch);
             snprintf(path, sizeof path, "%s/%s.onnx", model_dir, m);
             snprintf(id, sizeof id, "%s-int8-%d", m, it->batch);
             add_ort(it, "ORT int8 (qat's export)", false, path, id);
-            for (int l = 0; l < nl; l++) {
-                const char *ls = l ? "cl" : "nchw", *ln = l ? " channels_last" : "";
-                char lab[64];
-                snprintf(lab, sizeof lab, "torch fp32 eager%s", ln);
-                add_torch(it, lab, true, "fp32:%s:eager:%s:%d", m, ls, it->batch);
-                snprintf(lab, sizeof lab, "torch fp32 frozen%s", ln);
-                add_torch(it, lab, true, "fp32:%s:frozen:%s:%d", m, ls, it->batch);
-            }
+            add_torch_pair(it, nl, "fp32", true, m);
             snprintf(path, sizeof path, "%s/%s.fp32.onnx", model_dir, m);
             snprintf(id, sizeof id, "%s-fp32-%d", m, it->batch);
             add_ort(it, "ORT fp32 (qat's export)", true, path, id);

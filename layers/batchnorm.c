@@ -299,6 +299,22 @@ static void bn_backward(qat_tape *t, void *p) {
                       c->running_mean, c->running_var, c->N, c->C, c->HW, c->eps, c->shared);
 }
 
+/* gamma and beta have C values and the running statistics exist; else the tape's error. */
+static bool params_fit(qat_tape *t, const qat_tensor *x, int C, const qat_tensor *gamma, const qat_tensor *beta,
+                       const float *running_mean, const float *running_var) {
+    char sx[64];
+    if (gamma->n != (size_t)C || beta->n != (size_t)C) {
+        qat_tape_fail(t, QAT_STATUS_SHAPE, "batchnorm: input %s has %d channels but gamma/beta have %zu/%zu",
+                      qat_tensor_shape_str(x, sx, sizeof sx), C, gamma->n, beta->n);
+        return false;
+    }
+    if (!running_mean || !running_var) {
+        qat_tape_fail(t, QAT_STATUS_INVALID_ARG, "batchnorm: running statistics are NULL");
+        return false;
+    }
+    return true;
+}
+
 qat_tensor *qat_batchnorm(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
                           float *running_mean, float *running_var, float momentum, float eps) {
     return qat_batchnorm_ex(t, x, gamma, beta, running_mean, running_var, momentum, eps, false);
@@ -315,12 +331,7 @@ qat_tensor *qat_batchnorm_ex(qat_tape *t, qat_tensor *x, qat_tensor *gamma, qat_
                              qat_tensor_shape_str(x, sx, sizeof sx));
     int N = x->shape[0], C = x->shape[1];
     int HW = x->ndim == 4 ? x->shape[2] * x->shape[3] : 1;
-    if (gamma->n != (size_t)C || beta->n != (size_t)C)
-        return qat_tape_fail(t, QAT_STATUS_SHAPE,
-                             "batchnorm: input %s has %d channels but gamma/beta have %zu/%zu",
-                             qat_tensor_shape_str(x, sx, sizeof sx), C, gamma->n, beta->n);
-    if (!running_mean || !running_var)
-        return qat_tape_fail(t, QAT_STATUS_INVALID_ARG, "batchnorm: running statistics are NULL");
+    if (!params_fit(t, x, C, gamma, beta, running_mean, running_var)) return NULL;
     if (t->training && (size_t)N * HW < 2)
         return qat_tape_fail(t, QAT_STATUS_SHAPE,
                              "batchnorm: training needs more than one value per channel, got "
@@ -536,12 +547,7 @@ qat_tensor *qat_bn_relu_maxpool(qat_tape *t, qat_tensor *x, qat_tensor *gamma, q
                              "got %s",
                              qat_tensor_shape_str(x, sx, sizeof sx));
     const int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-    if (gamma->n != (size_t)C || beta->n != (size_t)C)
-        return qat_tape_fail(t, QAT_STATUS_SHAPE,
-                             "batchnorm: input %s has %d channels but gamma/beta have %zu/%zu",
-                             qat_tensor_shape_str(x, sx, sizeof sx), C, gamma->n, beta->n);
-    if (!running_mean || !running_var)
-        return qat_tape_fail(t, QAT_STATUS_INVALID_ARG, "batchnorm: running statistics are NULL");
+    if (!params_fit(t, x, C, gamma, beta, running_mean, running_var)) return NULL;
     QAT_ASSERT(t->training);
     bool grad = qat_tape_needs_grad(t, x, gamma, beta);
     qat_tensor *y = qat_tape_tensor(t, 4, (int[]){N, C, H / 2, W / 2}, grad);
