@@ -478,14 +478,15 @@ static void add_torch(item *it, const char *label, bool fp32, const char *fmt, .
 static void add_torch(item *it, const char *label, bool fp32, const char *fmt, ...) {
     if (it->np == MAX_PEER_ITEMS) die("items", "too many peers");
     peer_item *pi = &it->p[it->np++];
+    char id[sizeof pi->id];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(pi->id, sizeof pi->id, fmt, ap);
+    vsnprintf(id, sizeof id, fmt, ap);
     va_end(ap);
+    snprintf(pi->id, sizeof pi->id, "%s", id);
     pi->peer = P_TORCH;
     pi->fp32 = fp32;
-    strcpy(pi->prep, "prep "); /* pi->id is shorter than pi->prep by far */
-    strcat(pi->prep, pi->id);
+    snprintf(pi->prep, sizeof pi->prep, "prep %s", id);
     snprintf(pi->label, sizeof pi->label, "%s", label);
 }
 
