@@ -83,12 +83,20 @@ static bool is_same(const qat_conv2d_shape *s) {
 }
 
 /* The rows oy of a kernel row i that fall inside the image: [*oy0, *oy1). */
+/* Keeps gcc from turning im2col's row loops back into memcpy calls (copy_floats); clang
+ * has no such option and makes no such call for these loops. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define QAT_NO_MEMCPY_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define QAT_NO_MEMCPY_CALLS
+#endif
+
 static void valid_rows(int *oy0, int *oy1, int i, const qat_conv2d_shape *s) {
     *oy0 = QAT_MIN(s->OH, QAT_MAX(0, s->pad - i));
     *oy1 = QAT_MAX(*oy0, QAT_MIN(s->OH, s->H + s->pad - i));
 }
 
-QAT_HOT __attribute__((optimize("no-tree-loop-distribute-patterns")))
+QAT_HOT QAT_NO_MEMCPY_CALLS
 static void im2col_same(float *col, const float *x, int Cg, const qat_conv2d_shape *s) {
     const int W = s->W, OHW = s->OH * s->OW;
     for (int c = 0; c < Cg; c++)
@@ -143,7 +151,7 @@ QAT_HOT static void col2im_same(float *dx, float *col, int Cg, const qat_conv2d_
 /* x: the Cg channels of one group of one image, (Cg, H, W).
  * col (Cg*KH*KW, OH*OW): row (c, i, j) holds x[c][oy*stride - pad + i][ox*stride - pad + j]
  * for every output position (oy, ox), zero where that falls in the padding. */
-QAT_HOT __attribute__((optimize("no-tree-loop-distribute-patterns")))
+QAT_HOT QAT_NO_MEMCPY_CALLS
 static void im2col(float *col, const float *x, int Cg, const qat_conv2d_shape *s) {
     const int OHW = s->OH * s->OW;
     for (int c = 0; c < Cg; c++)

@@ -103,6 +103,27 @@ static void fail(lower *L, qat_status s, const char *fmt, ...) {
     L->st = qat_error_set(L->err, s, "no integer model: %s", msg);
 }
 
+/* qat_quantize_multiplier of m for layer l, refusing what int8-spec.md refuses: a
+ * multiplier of 2^30 or more (shift above 30), which the runtime would reject, and one
+ * that is negative or not finite. */
+static bool multiplier(lower *L, const qat_layer *l, double m, int32_t *M0, int32_t *shift) {
+    int sh;
+    if (!(m >= 0.0) || !isfinite(m)) { /* 0 (a dead channel) gives M0 = 0: the zero point */
+        fail(L, QAT_STATUS_NUMERIC, "layer %s: a requantization multiplier is %g (scales out of range)", l->name, m);
+        return false;
+    }
+    qat_quantize_multiplier(m, M0, &sh);
+    if (sh > 30) {
+        fail(L, QAT_STATUS_NUMERIC,
+             "layer %s: a requantization multiplier is %g, 2^30 or more (the output's scale is far below the "
+             "input's times the weights'): int8-spec.md refuses it",
+             l->name, m);
+        return false;
+    }
+    *shift = sh;
+    return true;
+}
+
 /* A new value (its index), or -1 after a failure. */
 static int add_value(lower *L, int ndim, const int *shape, float scale, int32_t zp) {
     if (L->st) return -1;
@@ -224,9 +245,17 @@ static int lower_unit(lower *L, const qat_layer_quant *u, int in) {
                  l->name, c, K, wmax, fabs(qb), bound);
             goto done;
         }
-        int sh;
-        qat_quantize_multiplier((double)sb / (double)s_out, &op->mult[c], &sh);
-        op->shift[c] = sh;
+        if (!multiplier(L, l, (double)sb / (double)s_out, &op->mult[c], &op->shift[c])) goto done;
+        /* int8-spec.md: x * 2^left must fit int32 in the requantization (the runtime
+         * refuses a file where it might not). */
+        const int left = op->shift[c] > 0 ? op->shift[c] : 0;
+        if (left && bound * ldexp(1.0, left) > 2147483647.0) {
+            fail(L, QAT_STATUS_NUMERIC,
+                 "layer %s: channel %d's requantization could overflow int32 (accumulator bound %.0f times "
+                 "2^%d): the output's scale is far below the input's times the weights'",
+                 l->name, c, bound, left);
+            goto done;
+        }
     }
     int amin, amax;
     qat_qpoint_clamp(p, &amin, &amax);
@@ -259,13 +288,20 @@ static int lower_residual(lower *L, const qat_layer *l, int in) {
     op->n_in = 2;
     op->in[1] = b;
     double twice = 2.0 * fmax(sa, sb);
-    int sha, shb, sho;
-    qat_quantize_multiplier(sa / twice, &op->mult_a, &sha);
-    qat_quantize_multiplier(sb / twice, &op->mult_b, &shb);
-    qat_quantize_multiplier(twice / ((double)(1 << 20) * s_out), &op->mult_out, &sho);
-    op->shift_a = sha;
-    op->shift_b = shb;
-    op->shift_out = sho;
+    if (!multiplier(L, l, sa / twice, &op->mult_a, &op->shift_a) ||
+        !multiplier(L, l, sb / twice, &op->mult_b, &op->shift_b) ||
+        !multiplier(L, l, twice / ((double)(1 << 20) * s_out), &op->mult_out, &op->shift_out))
+        return -1;
+    /* (q - z) 2^20 for each input, at most 255 2^20, then their sum times 2^left_out must
+     * fit int32 (the runtime's bound; shift_a and shift_b are <= 0 here). */
+    const int lo = op->shift_out > 0 ? op->shift_out : 0;
+    if (ldexp(2.0 * 255.0 * (double)(1 << 20), lo) > 2147483647.0) {
+        fail(L, QAT_STATUS_NUMERIC,
+             "layer %s: the add's output requantization could overflow int32 (shift %d): its output scale is far "
+             "below its inputs'",
+             l->name, (int)op->shift_out);
+        return -1;
+    }
     int amin, amax;
     qat_qpoint_clamp(&u->out, &amin, &amax);
     op->act_min = amin;

@@ -228,6 +228,20 @@ static void test_refusals(void **state) {
     assert_non_null(strstr(err.msg, "overflow"));
     qat_model_free(m);
 
+    /* An output scale far below s_in s_w (multiplier >= 2^30): refused, as int8-spec.md
+     * says, instead of a file the runtime rejects (shift 76; found by fuzz_checkpoint,
+     * tests/fuzz/crashes/checkpoint). */
+    m = small("w8a8", false);
+    qat_qpoint *o = &m->root.layers[7].quant->out;
+    o->range.data[0] = 0.0f;
+    o->range.data[1] = 1e-30f;
+    qat_quant_refresh(m);
+    err = (qat_error){0};
+    assert_int_equal(qat_export_int8(m, path, NULL, 0, &rep, &err), QAT_STATUS_NUMERIC);
+    if (!strstr(err.msg, "layer 7") || !strstr(err.msg, "2^30 or more")) fail_msg("%s", err.msg);
+    assert_int_equal(access(path, F_OK), -1);
+    qat_model_free(m);
+
     qat_model *f = qat_model_new(3, (int[]){1, 4, 4});
     qat_model_flatten(f);
     qat_model_linear(f, 2, true);
