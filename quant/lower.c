@@ -83,6 +83,32 @@ void qat_lut_make(int8_t table[256], qat_lut_fn fn, double alpha, double s_in, i
     }
 }
 
+bool qat_lut_fn_of(const qat_layer *l, qat_lut_fn *fn, float *alpha) {
+    *alpha = 0.0f;
+    switch (l->kind) {
+    case QAT_LAYER_SIGMOID: *fn = QAT_LUT_SIGMOID; return true;
+    case QAT_LAYER_TANH: *fn = QAT_LUT_TANH; return true;
+    case QAT_LAYER_HARDSWISH: *fn = QAT_LUT_HARDSWISH; return true;
+    case QAT_LAYER_LEAKY_RELU:
+        *fn = QAT_LUT_LEAKY_RELU;
+        *alpha = l->cfg.leaky.alpha;
+        return true;
+    case QAT_LAYER_LINEAR:
+    case QAT_LAYER_CONV2D:
+    case QAT_LAYER_RESIDUAL:
+    case QAT_LAYER_MAXPOOL:
+    case QAT_LAYER_AVGPOOL:
+    case QAT_LAYER_GLOBAL_AVGPOOL:
+    case QAT_LAYER_FLATTEN:
+    case QAT_LAYER_DROPOUT:
+    case QAT_LAYER_BATCHNORM:
+    case QAT_LAYER_RELU:
+    case QAT_LAYER_RELU6:
+    case QAT_LAYER_COUNT: break;
+    }
+    return false;
+}
+
 /* ---- the builder ---- */
 
 typedef struct lower {
@@ -311,7 +337,11 @@ static int lower_residual(lower *L, const qat_layer *l, int in) {
 
 /* An elementwise nonlinearity as a lookup table: the input is the current value (the
  * point before it, as in the fake-quant forward), the output the layer's own point. */
-static int lower_lut(lower *L, const qat_layer *l, qat_lut_fn fn, float alpha, int in) {
+static int lower_lut(lower *L, const qat_layer *l, int in) {
+    qat_lut_fn fn;
+    float alpha;
+    const bool is_table = qat_lut_fn_of(l, &fn, &alpha);
+    QAT_ASSERT(is_table);
     const qat_qpoint *p = &l->quant->out;
     float s_out;
     int32_t z_out;
@@ -370,10 +400,10 @@ static int lower_seq(lower *L, const qat_seq *s, int in) {
         case QAT_LAYER_GLOBAL_AVGPOOL: v = lower_same(L, QAT_INT_OP_GLOBAL_AVGPOOL, l, v); break;
         case QAT_LAYER_FLATTEN: v = lower_same(L, QAT_INT_OP_FLATTEN, l, v); break;
         case QAT_LAYER_DROPOUT: break; /* the identity at inference */
-        case QAT_LAYER_SIGMOID: v = lower_lut(L, l, QAT_LUT_SIGMOID, 0.0f, v); break;
-        case QAT_LAYER_TANH: v = lower_lut(L, l, QAT_LUT_TANH, 0.0f, v); break;
-        case QAT_LAYER_HARDSWISH: v = lower_lut(L, l, QAT_LUT_HARDSWISH, 0.0f, v); break;
-        case QAT_LAYER_LEAKY_RELU: v = lower_lut(L, l, QAT_LUT_LEAKY_RELU, l->cfg.leaky.alpha, v); break;
+        case QAT_LAYER_SIGMOID:
+        case QAT_LAYER_TANH:
+        case QAT_LAYER_HARDSWISH:
+        case QAT_LAYER_LEAKY_RELU: v = lower_lut(L, l, v); break;
         case QAT_LAYER_BATCHNORM:
         case QAT_LAYER_RELU:
         case QAT_LAYER_RELU6:

@@ -71,6 +71,9 @@ typedef enum qat_lut_fn {
  * keywords). */
 const char *qat_lut_fn_str(qat_lut_fn fn);
 /* f(x) in double precision (alpha: leaky ReLU's slope, ignored by the others). */
+/* The table function of a layer (sigmoid, tanh, hard-swish, leaky ReLU with its slope);
+ * false for a layer the runtime does not run as a table. */
+bool qat_lut_fn_of(const qat_layer *l, qat_lut_fn *fn, float *alpha);
 double qat_lut_fn_eval(qat_lut_fn fn, double alpha, double x);
 /* The spec's table: T[i] = clamp(round(f(s_in (i - 128 - z_in)) / s_out) + z_out, qmin,
  * qmax) for i = 0..255, in double, round half away from zero; [qmin, qmax] is [-128, 127]

@@ -5,12 +5,14 @@
 
 #include "autograd/parallel.h"
 #include "bnfold.h"
+#include "exact.h"
 #include "fake_quant.h"
 #include "layers/activation.h"
 #include "layers/batchnorm.h"
 #include "layers/conv2d.h"
 #include "layers/elementwise.h"
 #include "layers/linear.h"
+#include "lower.h"
 #include "lsq.h"
 #include "pact.h"
 #include "quant.h"
@@ -501,6 +503,13 @@ static void bias_correction_accumulate(qat_layer_quant *u, const qat_tensor *yf,
     u->bc_count += N;
 }
 
+/* Whether this forward replaces requantized values with the integer model's (exact.h):
+ * with fake quant on, outside calibration and bias correction, unless sim=float. */
+static bool sim_on(const fwd *f) {
+    const qat_quant *q = f->q;
+    return q->fake_quant && !q->observing && !q->bias_correcting && q->spec.sim != QAT_SIM_FLOAT;
+}
+
 static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const qat_qpoint *in) {
     qat_tape *t = f->t;
     qat_quant *q = f->q;
@@ -510,14 +519,16 @@ static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const
     float eps = bn ? bn->cfg.bn.eps : 0.0f;
     qat_tensor *wf = bn ? qat_bnfold_weight(t, w, gamma, bn->running_var.data, eps) : w;
     qat_tensor *wq = q->fake_quant ? weight_quant(f, u, wf) : wf;
-    qat_tensor *y;
+    qat_tensor *y, *bf = NULL;
+    bool folded = false; /* the integer model's form: BN folded with running statistics */
     if (bn && t->training && !f->bn_frozen) {
         /* Before the freeze: batch statistics, as float training (bnfold.h). */
         y = qat_layer_forward_with(l, t, x, wq, NULL);
         y = qat_bnfold_batchnorm(t, y, gamma, beta, bn->running_mean.data, bn->running_var.data,
                                  bn->cfg.bn.momentum, eps, b, true);
     } else {
-        qat_tensor *bf = bn ? qat_bnfold_bias(t, b, gamma, beta, bn->running_mean.data, bn->running_var.data, eps) : b;
+        folded = true;
+        bf = bn ? qat_bnfold_bias(t, b, gamma, beta, bn->running_mean.data, bn->running_var.data, eps) : b;
         if (bf && u->bias_corr.data) bf = add_const(t, bf, u->bias_corr.data);
         qat_tensor *bq = bf;
         if (bf && q->fake_quant && u->wgroup == 0) bq = bias_quant(f, u, bf, in);
@@ -530,7 +541,29 @@ static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const
             if (yf) bias_correction_accumulate(u, yf, y);
         }
     }
-    return point_apply(f, &u->out, y, true);
+    qat_tensor *out = point_apply(f, &u->out, y, true);
+    if (folded && out && wf && sim_on(f) && u->wgroup == 0) {
+        int lo, hi;
+        qat_qpoint_clamp(&u->out, &lo, &hi);
+        const qat_exact_unit_args a = {l, x, in->scale, wf->data, u->wscale, u->wrows, u->wbits,
+                                       bf ? bf->data : NULL, u->out.scale, u->out.zp, lo, hi};
+        qat_exact_unit(t, q->spec.sim, &a, out);
+    }
+    return out;
+}
+
+/* A lookup-table layer's output from the table the lowering makes (exact.h). */
+static void exact_lut(const fwd *f, const qat_layer *l, const qat_qpoint *p, const qat_tensor *x,
+                      const qat_qpoint *in, qat_tensor *y) {
+    qat_lut_fn fn;
+    float alpha;
+    if (!qat_lut_fn_of(l, &fn, &alpha) || !(in->scale > 0.0f) || !(p->scale > 0.0f)) return;
+    int lo, hi;
+    qat_qpoint_clamp(p, &lo, &hi);
+    int8_t table[256];
+    qat_lut_make(table, fn, alpha, in->scale, in->zp, p->scale, p->zp, lo, hi);
+    (void)f;
+    qat_exact_lut(x, in->scale, in->zp, table, p->scale, p->zp, y);
 }
 
 static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoint **cur) {
@@ -547,6 +580,11 @@ static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoi
             qat_tensor *body = seq_forward(f, &l->body, x, &cb);
             qat_tensor *sc = l->shortcut.n ? seq_forward(f, &l->shortcut, x, &cs) : x;
             x = point_apply(f, &u->out, qat_add(f->t, body, sc), true);
+            if (x && sim_on(f)) {
+                int lo, hi;
+                qat_qpoint_clamp(&u->out, &lo, &hi);
+                qat_exact_add(f->q->spec.sim, body, cb->scale, sc, cs->scale, u->out.scale, u->out.zp, lo, hi, x);
+            }
             *cur = &u->out;
             i += u->n_fused;
         } else if (role == QAT_LAYER_ROLE_AVERAGE && f->q->fake_quant) {
@@ -559,9 +597,11 @@ static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoi
             x = qat_fake_quant_avgpool(f->t, y, x, u->out.scale, kh, kw, stride, pad);
             *cur = &u->out;
         } else {
+            qat_tensor *xin = x;
             x = qat_layer_forward(l, f->t, x, false);
             if (u) {
                 x = point_apply(f, &u->out, x, false);
+                if (x && sim_on(f) && role == QAT_LAYER_ROLE_NONLINEAR) exact_lut(f, l, &u->out, xin, *cur, x);
                 *cur = &u->out;
             }
         }

@@ -41,6 +41,8 @@
  *     pact-decay=X                                    L2 decay on PACT alphas
  *     all                                             first layer and logits at b bits too
  *     bias-correction                                 PTQ: empirical bias correction
+ *     sim=float|fixed|exact                           how the forward requantizes (exact.h;
+ *                                                     default exact: the runtime's integers)
  * e.g. "w8a8", "w4a4,pact", "w4a8,group=32", "w8a8,observer=kl".
  *
  * Use:
@@ -78,6 +80,20 @@ typedef enum qat_granularity {
     QAT_GRANULARITY_COUNT
 } qat_granularity;
 
+/* How QAT's forward computes a requantized value (quant/exact.h; docs/quant.md):
+ *   float - in float: the real ratio s_in s_w / s_out, one rounding (the classic fake quant);
+ *   fixed - the integer model's accumulator and (M0, shift) multiplier, one rounding of the
+ *           exact product (what the spec's double rounding costs, measured apart);
+ *   exact - the integer model's arithmetic itself (int8-spec.md): the default. */
+typedef enum qat_sim {
+    QAT_SIM_FLOAT,
+    QAT_SIM_FIXED,
+    QAT_SIM_EXACT,
+    QAT_SIM_COUNT
+} qat_sim;
+
+const char *qat_sim_str(qat_sim s);
+
 typedef enum qat_act_method {
     QAT_ACT_METHOD_OBSERVER,
     QAT_ACT_METHOD_PACT,
@@ -99,6 +115,7 @@ typedef struct qat_quant_spec {
     float pact_decay;
     bool all_layers;
     bool bias_correction;
+    qat_sim sim;
 } qat_quant_spec;
 
 /* Defaults: w8a8, per channel, observer minmax, EMA momentum 0.01, no freezing. */

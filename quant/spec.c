@@ -13,7 +13,23 @@ qat_quant_spec qat_quant_spec_default(void) {
                             .observer = {.kind = QAT_OBSERVER_MINMAX},
                             .momentum = 0.01f,
                             .freeze_bn = -1,
-                            .freeze_observer = -1};
+                            .freeze_observer = -1,
+                            .sim = QAT_SIM_EXACT};
+}
+
+static const char *const SIM_NAMES[] = {[QAT_SIM_FLOAT] = "float", [QAT_SIM_FIXED] = "fixed",
+                                        [QAT_SIM_EXACT] = "exact"};
+_Static_assert(sizeof SIM_NAMES / sizeof SIM_NAMES[0] == QAT_SIM_COUNT, "one name per simulation");
+
+const char *qat_sim_str(qat_sim s) { return (unsigned)s < QAT_SIM_COUNT ? SIM_NAMES[s] : "unknown"; }
+
+static bool parse_sim(const char *v, qat_sim *out) {
+    for (int k = 0; k < QAT_SIM_COUNT; k++)
+        if (!strcmp(v, SIM_NAMES[k])) {
+            *out = (qat_sim)k;
+            return true;
+        }
+    return false;
 }
 
 /* Calibration observer by activation bits, chosen by measurement (README, "Quantization"):
@@ -83,12 +99,13 @@ qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *
         else if (!strcmp(tok, "pact-decay") && v) ok = parse_float(v, 0.0f, 1e3f, &s->pact_decay);
         else if (!strcmp(tok, "all") && !v) s->all_layers = true;
         else if (!strcmp(tok, "bias-correction") && !v) s->bias_correction = true;
+        else if (!strcmp(tok, "sim") && v) ok = parse_sim(v, &s->sim);
         else
             return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                                  "quant spec '%s': unknown option '%s%s%s' (options: per-tensor, "
                                  "per-channel, group=G, pact, lsq, observer=K, momentum=X, "
                                  "percentile=P, freeze-bn=N, freeze-observer=N, pact-decay=X, all, "
-                                 "bias-correction)",
+                                 "bias-correction, sim=float|fixed|exact)",
                                  text, tok, v ? "=" : "", v ? v : "");
         if (!ok)
             return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec '%s': bad value '%s' for %s",
@@ -119,5 +136,8 @@ void qat_quant_spec_format(const qat_quant_spec *s, char *buf, size_t len) {
     if (s->pact_decay > 0) APPEND(",pact-decay=%.9g", (double)s->pact_decay);
     if (s->all_layers) APPEND(",all");
     if (s->bias_correction) APPEND(",bias-correction");
+    /* Always: a checkpoint's string without it predates sim= and trained with sim=float
+     * (train/open.c). */
+    APPEND(",sim=%s", qat_sim_str(s->sim));
 #undef APPEND
 }

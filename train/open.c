@@ -100,8 +100,12 @@ qat_status qat_model_open(qat_opened *o, const char *spec, uint64_t seed, qat_er
      * buffers exist to be restored. */
     const char *quant = !s && o->from_checkpoint ? qat_checkpoint_extra(&o->ckpt, "quant") : NULL;
     if (quant) {
+        /* A checkpoint written before "sim=" existed trained with the float simulation,
+         * and resumes and evaluates with it (quant/quant.h). */
+        char qtext[600];
+        snprintf(qtext, sizeof qtext, "%s%s", quant, strstr(quant, "sim=") ? "" : ",sim=float");
         qat_error e = {0};
-        if ((s = qat_model_quantize(o->m, quant, o->have_norm ? &o->norm : NULL, &e)))
+        if ((s = qat_model_quantize(o->m, qtext, o->have_norm ? &o->norm : NULL, &e)))
             qat_error_set(err, s, "%s: quantization '%s': %s", spec, quant, e.msg);
     }
     if (!s && o->from_checkpoint) {
