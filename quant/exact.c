@@ -18,36 +18,45 @@
  * is off the grid (by more than float rounding could explain), not finite, or beyond
  * 2^16 in magnitude. *maxabs: the largest |q - z|. Written to vectorise (round.h). */
 QAT_HOT static bool to_grid(float *dst, const float *src, size_t n, float s, float *maxabs) {
-    float m = 0.0f, off = 0.0f;
+    /* An int flag and no float reduction, so that gcc vectorises without -ffast-math. */
+    int bad = 0;
     for (size_t i = 0; i < n; i++) {
         float t = src[i] / s;
-        const float bad = t == t && fabsf(t) <= 65536.0f ? 0.0f : 1.0f; /* NaN, Inf, huge */
-        t = bad == 0.0f ? t : 0.0f;
+        const int b = fabsf(t) <= 65536.0f ? 0 : 1; /* NaN, Inf, huge */
+        t = b ? 0.0f : t;
         const float r = qat_round_half_away(t);
-        off = fmaxf(off, fabsf(t - r) + bad);
-        m = fmaxf(m, fabsf(r));
+        bad |= b | (fabsf(t - r) <= 1e-3f ? 0 : 1);
         dst[i] = r;
     }
-    *maxabs = m;
-    return off <= 1e-3f;
+    *maxabs = qat_max_abs(dst, n);
+    return !bad;
 }
 
-/* q = clamp(round(w / s), -qmax, qmax) (fake_quant.h's qat_quantize with zero point 0,
- * bit for bit: the division is the same, and round.h's rounding equals roundf below
- * 2^23); max |q| into *wmax. false if a weight is not finite. */
-QAT_HOT static bool quantize_row(float *dst, const float *w, size_t n, float s, int qmax, float *wmax) {
-    const float lim = (float)qmax + 1.0f;
-    float m = 0.0f, bad = 0.0f;
+/* Whether no x is NaN or infinite; lanes spelled out (as fake_quant.c's qat_max_abs) so
+ * that it vectorises. */
+QAT_HOT static bool all_finite(const float *x, size_t n) {
+    enum { L = 16 };
+    int bad[L] = {0};
+    size_t i = 0;
+    for (; i + L <= n; i += L)
+        for (int l = 0; l < L; l++) bad[l] |= fabsf(x[i + l]) <= FLT_MAX ? 0 : 1;
+    for (; i < n; i++) bad[0] |= fabsf(x[i]) <= FLT_MAX ? 0 : 1;
+    int b = 0;
+    for (int l = 0; l < L; l++) b |= bad[l];
+    return !b;
+}
+
+/* q = clamp(round(w / s), -qmax, qmax): fake_quant.h's qat_quantize with zero point 0 bit
+ * for bit (the same division; clamping before rounding is the same for integer bounds,
+ * and round.h's rounding equals roundf below 2^23), in fake_quant.c's vectorising form. */
+QAT_HOT static void quantize_row(float *dst, const float *w, size_t n, float s, int qmax) {
+    const float hi = (float)qmax, lo = -hi;
     for (size_t i = 0; i < n; i++) {
-        float t = w[i] / s;
-        bad = fmaxf(bad, fabsf(w[i]) <= FLT_MAX ? 0.0f : 1.0f); /* NaN or Inf, as lower.c refuses */
-        t = fminf(fmaxf(t, -lim), lim);
-        const float r = fminf(fmaxf(qat_round_half_away(t), (float)-qmax), (float)qmax);
-        m = fmaxf(m, fabsf(r));
-        dst[i] = r;
+        const float t = w[i] / s;
+        float c = t < hi ? t : hi;
+        c = c > lo ? c : lo;
+        dst[i] = qat_round_half_away(c);
     }
-    *wmax = fmaxf(*wmax, m);
-    return bad == 0.0f;
 }
 
 /* w = 16 h + r with r in [-8, 7], h in [-8, 8]: hi gets h, w becomes r. */
@@ -127,11 +136,11 @@ bool qat_exact_unit(qat_tape *t, qat_sim sim, const qat_exact_unit_args *a, qat_
     float xmax;
     if (!to_grid(xi->data, a->x->data, a->x->n, a->s_in, &xmax)) goto out;
     /* The lowering's integers (quant/lower.c, lower_unit), from the same floats. */
-    float wmaxf = 0.0f;
+    if (!all_finite(a->wf, w->n)) goto out; /* as lower.c refuses */
     double bmax = 0.0;
     for (int c = 0; c < C; c++) {
         const float swc = a->wscale[a->wrows == 1 ? 0 : c];
-        if (!quantize_row(wq + (size_t)c * K, a->wf + (size_t)c * K, K, swc, qmax, &wmaxf)) goto out;
+        quantize_row(wq + (size_t)c * K, a->wf + (size_t)c * K, K, swc, qmax);
         const float sb = a->s_in * swc;
         const double qb = a->bf ? (double)roundf(a->bf[c] / sb) : 0.0;
         if (!isfinite(qb) || fabs(qb) > 2147483647.0) goto out;
@@ -144,14 +153,28 @@ bool qat_exact_unit(qat_tape *t, qat_sim sim, const qat_exact_unit_args *a, qat_
     }
     /* The accumulator of this batch, bounded as the lowering bounds it (with this batch's
      * largest input): it and x 2^left must fit int32. */
-    const double wmax = wmaxf, bound = (double)K * xmax * wmax + bmax;
+    const double wmax = qat_max_abs(wq, w->n), bound = (double)K * xmax * wmax + bmax;
     for (int c = 0; c < C; c++)
         if (bound * ldexp(1.0, shift[c] > 0 ? shift[c] : 0) > 2147483647.0) goto out;
     qat_tensor *acc, *acc_hi = NULL;
     bool split = false;
-    if ((double)K * xmax * wmax < EXACT_FLOAT_INT) {
+    /* Every partial sum of an output is at most max|w| times the sum of |x| over its
+     * inputs: K max|x| in general, and for a linear layer (a row is all K inputs) the
+     * largest row sum, far below it for images (the MLP's first layer: 70,000 against
+     * 784 x 182 = 142,688), which spares the split below. */
+    double xsum = (double)K * xmax;
+    const size_t N = (size_t)a->x->shape[0];
+    if (a->x->n / N == K) {
+        xsum = 0.0;
+        for (size_t r = 0; r < N; r++) {
+            double rs = 0.0;
+            for (size_t k = 0; k < K; k++) rs += fabsf(xi->data[r * K + k]);
+            xsum = rs > xsum ? rs : xsum;
+        }
+    }
+    if (xsum * wmax < EXACT_FLOAT_INT) {
         acc = int_forward(t, l, xi, w, wq);
-    } else if ((double)K * xmax * 8.0 < EXACT_FLOAT_INT) {
+    } else if (xsum * 8.0 < EXACT_FLOAT_INT) {
         /* w = 16 h + r with r in [-8, 7], h in [-8, 8]: two GEMMs whose partial sums stay
          * exact, combined in integers. */
         split16(wq, wlo, w->n); /* wq: the low parts, wlo: the high */
@@ -213,5 +236,35 @@ bool qat_exact_lut(const qat_tensor *x, float s_in, int32_t z_in, const int8_t t
         const int q = (int)(roundf(x->data[i] / s_in) + (float)z_in);
         y->data[i] = s_out * (float)(table[q + 128] - z_out);
     }
+    return true;
+}
+
+/* ---- the model input ---- */
+
+/* Whether every x is a normalised pixel (within float error of an integer in [0, 255]). */
+QAT_HOT static bool pixels_ok(const float *x, size_t n, float mean, float std) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = (x[i] * std + mean) * 255.0f;
+        const int b = v > -0.5f && v < 255.5f ? 0 : 1; /* NaN too */
+        v = b ? 0.0f : v;
+        bad |= b | (fabsf(v - qat_round_half_away(v)) <= 1e-2f ? 0 : 1);
+    }
+    return !bad;
+}
+
+QAT_HOT static void input_values(float *y, const float *x, size_t n, float mean, float std, float s_in,
+                                 int32_t z_in) {
+    const float z = (float)(128 + z_in);
+    for (size_t i = 0; i < n; i++) {
+        const float p = qat_round_half_away((x[i] * std + mean) * 255.0f);
+        y[i] = s_in * (p - z); /* p - 128 - z_in: exact small integers */
+    }
+}
+
+bool qat_exact_input(const qat_tensor *x, float mean, float std, float s_in, int32_t z_in, qat_tensor *y) {
+    if (!x || !y || x->n != y->n) return false;
+    if (!pixels_ok(x->data, x->n, mean, std)) return false;
+    input_values(y->data, x->data, x->n, mean, std, s_in, z_in);
     return true;
 }

@@ -47,6 +47,13 @@ bool qat_exact_unit(qat_tape *t, qat_sim sim, const qat_exact_unit_args *a, qat_
 bool qat_exact_add(qat_sim sim, const qat_tensor *a, float sa, const qat_tensor *b, float sb, float s_out,
                    int32_t z_out, int lo, int hi, qat_tensor *y);
 
+/* The model input: x = (p / 255 - mean) / std of raw pixels p, which the runtime reads
+ * as q = p - 128 (int8-spec.md, "model input"); y = s_in (p - 128 - z_in). Rounding
+ * x / s_in instead, as fake quant does, gives p - 128 too unless 255 mean is (nearly) a
+ * half, as for the common mean 0.5: then the pixel is recovered exactly here. false if
+ * x is not such an image. */
+bool qat_exact_input(const qat_tensor *x, float mean, float std, float s_in, int32_t z_in, qat_tensor *y);
+
 /* A lookup-table layer: y = s_out (T[q_in + 128] - z_out), x on grid (s_in, z_in). */
 bool qat_exact_lut(const qat_tensor *x, float s_in, int32_t z_in, const int8_t table[256], float s_out,
                    int32_t z_out, qat_tensor *y);

@@ -163,10 +163,10 @@ void qat_fake_quant_backward(float *dinp, const float *dout, const float *inp, c
     fake_quant_backward(dinp, dout, inp, scale, zp, rows, inner, group, qmin, qmax, false);
 }
 
-/* max |x[i]| over n values, NaN ignored (a > m is false for it). In 16 explicit lanes
+/* qat_max_abs: max |x[i]| over n values, NaN ignored (a > m is false for it). In 16 explicit lanes
  * so that it vectorises without -ffast-math; the maximum of exact values does not depend
  * on the order it is taken in, so the result is the plain loop's, bit for bit. */
-QAT_HOT static float max_abs(const float *x, size_t n) {
+QAT_HOT float qat_max_abs(const float *x, size_t n) {
     enum { L = 16 };
     float m[L] = {0};
     size_t i = 0;
@@ -187,7 +187,7 @@ QAT_HOT static float max_abs(const float *x, size_t n) {
 void qat_fq_weight_scales(float *scale, int32_t *zp, const float *x, int rows, size_t inner, int group,
                           int qmax) {
     FOR_EACH_GROUP(rows, inner, group, {
-        float m = max_abs(x + begin, len);
+        float m = qat_max_abs(x + begin, len);
         qat_qparams_from_range(-m, m, -qmax, qmax, true, &scale[k], &zp[k]);
     });
 }

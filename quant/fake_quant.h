@@ -63,6 +63,9 @@ static inline float qat_fake_quantize(float x, float scale, float zp, float qmin
     return scale * (r - zp) + (t - t);
 }
 
+/* max |x[i]| over n values, NaN ignored; vectorised, the plain loop's result bit for bit. */
+float qat_max_abs(const float *x, size_t n);
+
 /* Number of scales for C rows of `inner` elements in groups of `group` (0: whole row). */
 size_t qat_fq_n_scales(int rows, size_t inner, int group);
 

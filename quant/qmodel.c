@@ -261,6 +261,8 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
                               (double)in->mean, (double)in->std);
         q->input.scale = 1.0f / (255.0f * in->std);
         q->input.zp = (int32_t)roundf(255.0f * in->mean) - 128;
+        q->in_mean = in->mean;
+        q->in_std = in->std;
     } else {
         r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_OBSERVER, 8, NULL);
     }
@@ -617,7 +619,10 @@ static qat_tensor *quant_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
     fwd f = {q, t, qat_step && (sp->freeze_observer < 0 || step < sp->freeze_observer),
              sp->freeze_bn >= 0 && step >= sp->freeze_bn};
     const qat_qpoint *cur = &q->input;
+    qat_tensor *xin = x;
     x = point_apply(&f, &q->input, x, false);
+    if (x && sim_on(&f) && q->input.method == QAT_ACT_METHOD_FIXED)
+        qat_exact_input(xin, q->in_mean, q->in_std, q->input.scale, q->input.zp, x);
     return seq_forward(&f, &m->root, x, &cur);
 }
 

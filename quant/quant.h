@@ -166,6 +166,7 @@ typedef struct qat_quant {
     bool observing;           /* calibration: observers see float activations */
     bool fake_quant;          /* quantization on (off during calibration) */
     bool bias_correcting;     /* PTQ: accumulate float - quantized output means */
+    float in_mean, in_std;    /* the input normalisation, when the input point is FIXED */
 } qat_quant;
 
 /* Input normalisation of the model's data ((x/255 - mean)/std); have = false when the
