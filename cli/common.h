@@ -36,14 +36,15 @@ bool cli_is_int8(const char *path);
 typedef struct cli_int8_result {
     double accuracy, images_per_s, agreement; /* agreement: -1 without a comparison */
 } cli_int8_result;
-/* With `res`, the results are returned instead of printed. */
-int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, bool json,
+/* With `res`, the results are returned instead of printed. sim >= 0: the compared
+ * checkpoint's simulation (qat_sim) replaces its own (qat eval --sim). */
+int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, int sim, bool json,
                   cli_int8_result *res);
 /* qat eval of a quantized checkpoint: its int8 model, as qat export would write it, run by
  * the runtime (in memory), beside its float simulation. A model without an integer form
  * sets *no_int8 (and says why on stderr unless json) and returns 0, evaluating nothing. */
-int cli_int8_eval_checkpoint(const char *ckpt, const char *data, const char *format, bool json, bool *no_int8,
-                             cli_int8_result *res);
+int cli_int8_eval_checkpoint(const char *ckpt, const char *data, const char *format, int sim, bool json,
+                             bool *no_int8, cli_int8_result *res);
 int cli_int8_predict(const char *path, char **images, int n_images, int top, bool json);
 int cli_int8_inspect(const char *path);
 

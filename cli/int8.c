@@ -196,7 +196,7 @@ static const char *int8_corresponds(const qrt_model *m, const qat_model *q, char
 /* Evaluates the loaded int8 model h (closed here), named `path` in the output; with
  * `compare`, a fake-quant checkpoint beside it. */
 static int int8_eval(int8_model *hp, const char *path, bool lowered, const char *data, const char *format,
-                     const char *compare, bool json, cli_int8_result *res) {
+                     const char *compare, int sim, bool json, cli_int8_result *res) {
     qat_error err = {0};
     int8_model h = *hp;
     if (!data) data = h.data ? h.data : QAT_FASHION_MNIST_DIR;
@@ -227,6 +227,7 @@ static int int8_eval(int8_model *hp, const char *path, bool lowered, const char 
             rc = cli_fail("eval", cm.m ? "--compare needs the quantized checkpoint that was exported" : err.msg);
             goto done;
         }
+        if (sim >= 0) cm.m->quant->spec.sim = (qat_sim)sim;
         char why[256], msg[1024];
         if (int8_corresponds(&h.m, cm.m, why, sizeof why)) {
             snprintf(msg, sizeof msg, "--compare %s: not the checkpoint %s was exported from: %s", compare, path, why);
@@ -317,16 +318,16 @@ done:
     return rc;
 }
 
-int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, bool json,
+int cli_int8_eval(const char *path, const char *data, const char *format, const char *compare, int sim, bool json,
                   cli_int8_result *res) {
     qat_error err = {0};
     int8_model h;
     if (int8_open(&h, path, &err)) return cli_fail("eval", err.msg);
-    return int8_eval(&h, path, false, data, format, compare, json, res);
+    return int8_eval(&h, path, false, data, format, compare, sim, json, res);
 }
 
-int cli_int8_eval_checkpoint(const char *ckpt, const char *data, const char *format, bool json, bool *no_int8,
-                             cli_int8_result *res) {
+int cli_int8_eval_checkpoint(const char *ckpt, const char *data, const char *format, int sim, bool json,
+                             bool *no_int8, cli_int8_result *res) {
     qat_error err = {0};
     int8_model h;
     *no_int8 = false;
@@ -336,7 +337,7 @@ int cli_int8_eval_checkpoint(const char *ckpt, const char *data, const char *for
         return 0;
     }
     if (s) return cli_fail("eval", err.msg);
-    return int8_eval(&h, ckpt, true, data, format, ckpt, json, res);
+    return int8_eval(&h, ckpt, true, data, format, ckpt, sim, json, res);
 }
 
 /* ---- predict ---- */

@@ -472,7 +472,7 @@ int cmd_demo(int argc, char **argv) {
         qat_opened_free(&cm);
         if (st) return cli_fail("demo", err.msg);
     }
-    if ((rc = cli_int8_eval(int8, data, NULL, qat, false, &ri))) return rc;
+    if ((rc = cli_int8_eval(int8, data, NULL, qat, -1, false, &ri))) return rc;
     double total = qat_now() - t0;
     if (json) {
         printf("{\"command\": \"demo\", \"fp32_accuracy\": %.6f, \"ptq_accuracy\": %.6f, "
@@ -503,14 +503,16 @@ int cmd_demo(int argc, char **argv) {
 /* ---- eval ---- */
 
 int cmd_eval(int argc, char **argv) {
-    const char *data = NULL, *format = NULL, *compare = NULL;
-    int batch = 256, threads = 0;
+    const char *data = NULL, *format = NULL, *compare = NULL, *sim_text = NULL;
+    int batch = 256, threads = 0, sim = -1;
     bool json = false, fake_quant = false;
     qat_opt opts[] = {
         {"data", QAT_OPT_STRING, &data, "PATH", "test data (default: the checkpoint's data set)"},
         {"fake-quant", QAT_OPT_FLAG, &fake_quant, NULL,
          "quantized checkpoint: evaluate its float simulation alone (default: its int8 model, as exported, beside it)"},
         {"compare", QAT_OPT_STRING, &compare, "CKPT", "int8 model: also run this fake-quant checkpoint and report top-1 agreement"},
+        {"sim", QAT_OPT_STRING, &sim_text, "S",
+         "quantized checkpoint: simulate with float, fixed or exact instead of its own sim= (quant/quant.h)"},
         {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
         {"batch", QAT_OPT_INT, &batch, "N", "batch size"},
         {"threads", QAT_OPT_INT, &threads, "N", "threads (0: QAT_NUM_THREADS, else all CPUs)"},
@@ -532,8 +534,16 @@ int cmd_eval(int argc, char **argv) {
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("eval", err.msg);
+    if (sim_text) {
+        for (int k = 0; k < QAT_SIM_COUNT; k++)
+            if (!strcmp(sim_text, qat_sim_str((qat_sim)k))) sim = k;
+        if (sim < 0) return cli_fail("eval", "--sim must be float, fixed or exact");
+    }
     if (threads > 0) qat_set_num_threads(threads);
-    if (cli_is_int8(pos[0])) return cli_int8_eval(pos[0], data, format, compare, json, NULL);
+    if (cli_is_int8(pos[0])) {
+        if (sim >= 0 && !compare) return cli_fail("eval", "--sim goes with a quantized checkpoint (or --compare)");
+        return cli_int8_eval(pos[0], data, format, compare, sim, json, NULL);
+    }
     if (compare) return cli_fail("eval", "--compare goes with an int8 model from qat export");
     if (batch < 1) return cli_fail("eval", "--batch must be at least 1");
     qat_opened cm;
@@ -542,9 +552,14 @@ int cmd_eval(int argc, char **argv) {
         qat_opened_free(&cm);
         return cli_fail("eval", "needs a checkpoint (qat train writes one)");
     }
+    if (sim >= 0 && !cm.m->quant) {
+        qat_opened_free(&cm);
+        return cli_fail("eval", "--sim goes with a quantized checkpoint; this one is float");
+    }
+    if (sim >= 0) cm.m->quant->spec.sim = (qat_sim)sim;
     if (cm.m->quant && !fake_quant) {
         bool no_int8;
-        int rc = cli_int8_eval_checkpoint(pos[0], data, format, json, &no_int8, NULL);
+        int rc = cli_int8_eval_checkpoint(pos[0], data, format, sim, json, &no_int8, NULL);
         if (!no_int8) {
             qat_opened_free(&cm);
             return rc;
