@@ -126,7 +126,8 @@ int cmd_calibrate(int argc, char **argv) {
                       "checkpoint (qat eval, inspect and train --resume read it).\n"
                       "SPEC: w<bits>a<bits> then options: per-tensor, per-channel, group=G, pact, lsq, "
                       "observer=K, momentum=X, percentile=P, freeze-bn=N, freeze-observer=N, "
-                      "pact-decay=X, all, bias-correction.",
+                      "pact-decay=X, all, bias-correction, sim=float|fixed|exact (how the forward requantizes; "
+                      "exact, the default, computes the runtime's integers).",
                       opts);
         return 0;
     }
