@@ -32,7 +32,7 @@ static const char *FASHION_CLASSES =
 static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "batch", "optim",
                                      "lr", "momentum", "nesterov", "weight-decay", "schedule",
                                      "eta-min", "step-size", "gamma", "warmup", "clip-grad",
-                                     "crop", "flip", "mean", "std"};
+                                     "crop", "flip", "mean", "std", "distill", "distill-alpha"};
 #define N_RECIPE (sizeof RECIPE / sizeof *RECIPE)
 
 typedef struct train_args {
@@ -40,14 +40,15 @@ typedef struct train_args {
     const char *mean, *std, *from, *quant;
     int epochs, until, batch, threads, warmup, step_size, crop, calib_samples;
     long seed;
-    float lr, momentum, weight_decay, gamma, clip, eta_min;
+    float lr, momentum, weight_decay, gamma, clip, eta_min, distill, distill_alpha;
     bool nesterov, flip, json, quiet;
 } train_args;
 
 static void train_defaults(train_args *a) {
     *a = (train_args){.model = "cnn", .data = QAT_FASHION_MNIST_DIR, .out = "qat-checkpoint.safetensors",
                       .optim = "sgd", .schedule = "cosine", .epochs = 3, .batch = 64,
-                      .lr = 0.05f, .momentum = 0.9f, .gamma = 0.1f, .calib_samples = 2048};
+                      .lr = 0.05f, .momentum = 0.9f, .gamma = 0.1f, .calib_samples = 2048,
+                      .distill_alpha = 1.0f};
 }
 
 static void print_json(const char *what, const qat_train_result *r, const char *ckpt) {
@@ -156,6 +157,8 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     qat_loader ltrain = {0}, ltest = {0};
     int rc = 0;
     qat_optim opt = {0};
+    qat_opened teacher = {0}; /* --distill */
+    qat_distill kd = {0};
     if (qat_loader_init(&ltrain, &train, &lc, &err) || qat_loader_init(&ltest, &test, &tc, &err)) {
         rc = cli_fail(cmd, err.msg);
         goto done;
@@ -232,7 +235,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
 
     snprintf(sseed, sizeof sseed, "%ld", a->seed);
     snprintf(sclasses, sizeof sclasses, "%d", train.n_classes);
-    qat_st_kv extra[7 + N_RECIPE] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", sseed},
+    qat_st_kv extra[8 + N_RECIPE] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", sseed},
                                      {"data", a->data}, {"classes", sclasses}};
     size_t n_extra = 5;
     char keys[N_RECIPE][32], values[N_RECIPE][256];
@@ -246,12 +249,34 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     }
     if (strcmp(a->data, QAT_FASHION_MNIST_DIR) == 0) extra[n_extra++] = (qat_st_kv){"class_names", FASHION_CLASSES};
     if (quant_text[0]) extra[n_extra++] = (qat_st_kv){"quant", quant_text};
+    /* Distillation: the teacher is the float checkpoint QAT starts from; a resumed run
+     * reopens the one its checkpoint names. */
+    if (a->distill != 0.0f) {
+        const char *tpath = a->from ? a->from : a->resume ? qat_checkpoint_extra(&cm.ckpt, "distill.teacher") : NULL;
+        char msg[600];
+        if (!(a->distill > 0.0f && a->distill <= 1000.0f) || !(a->distill_alpha >= 0.0f && a->distill_alpha <= 1.0f)) {
+            rc = cli_fail(cmd, "--distill T must be in (0, 1000] and --distill-alpha in [0, 1]");
+            goto done;
+        }
+        if (!tpath) {
+            rc = cli_fail(cmd, "--distill needs a teacher: the float checkpoint given by --from");
+            goto done;
+        }
+        if (qat_model_open(&teacher, tpath, 0, &err) || !teacher.from_checkpoint || teacher.m->quant) {
+            snprintf(msg, sizeof msg, "--distill: the teacher %s: %s", tpath,
+                     err.msg[0] ? err.msg : "not a float checkpoint");
+            rc = cli_fail(cmd, msg);
+            goto done;
+        }
+        kd = (qat_distill){teacher.m, a->distill, a->distill_alpha};
+        extra[n_extra++] = (qat_st_kv){"distill.teacher", tpath};
+    }
     const char *ckpt = a->out;
     if (a->resume && !a->out) ckpt = a->resume;
     qat_train_config tcfg = {.epochs = a->until > 0 && a->until < a->epochs ? a->until : a->epochs,
                              .sched = sched, .clip_norm = a->clip, .checkpoint = ckpt,
                              .log = a->log, .progress = !a->quiet, .model_text = cm.text,
-                             .extra = extra, .n_extra = n_extra};
+                             .extra = extra, .n_extra = n_extra, .distill = kd.teacher ? &kd : NULL};
     if (!a->quiet) {
         fprintf(stderr, "training %s on %s: %d train / %d test samples, %zu parameters, %s lr %g %s, "
                         "batch %d, epochs %d..%d of %d\n",
@@ -271,6 +296,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
                "checkpoint %s\n",
                100 * r.test_acc, r.test_loss, r.epochs_done, r.seconds, r.samples_per_s, ckpt);
 done:
+    if (teacher.m) qat_opened_free(&teacher);
     qat_optim_free(&opt);
     qat_loader_free(&ltrain);
     qat_loader_free(&ltest);
@@ -280,7 +306,7 @@ done:
     return rc;
 }
 
-#define N_TRAIN_OPTS 34
+#define N_TRAIN_OPTS 36
 
 static void train_opts(train_args *a, qat_opt *o) {
     qat_opt opts[] = {
@@ -313,6 +339,9 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"from", QAT_OPT_STRING, &a->from, "FILE", "start from a float checkpoint (its model and weights)"},
         {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help); with --from, lr 0.01 and 1 epoch unless given"},
         {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
+        {"distill", QAT_OPT_FLOAT, &a->distill, "T",
+         "--from with --quant: distil from the float checkpoint at temperature T (0: off; layers/loss.h)"},
+        {"distill-alpha", QAT_OPT_FLOAT, &a->distill_alpha, "A", "--distill: weight of the teacher's soft targets (1 - A on the labels)"},
         {"import", QAT_OPT_STRING, &a->import, "FILE", "start from a float ONNX model (its graph and weights; no --model), or from float weights in a safetensors file (PyTorch names, or mapped by order and shape)"},
         {"log", QAT_OPT_STRING, &a->log, "FILE", "append metrics per epoch (.csv or JSON lines)"},
         {"json", QAT_OPT_FLAG, &a->json, NULL, "print the final metrics as one JSON object"},

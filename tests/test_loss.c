@@ -182,6 +182,84 @@ static void test_cross_entropy_copies_labels(void **state) {
 
 /* ---- bad arguments, NULL, inference ------------------------------------------------- */
 
+/* ---- distillation ------------------------------------------------------------------ */
+
+/* The paper's definition, in double: (1 - a) CE + a T^2 mean_b KL(softmax(t/T) || softmax(z/T)). */
+static double distill_ref(const float *z, const float *tz, const int32_t *y, int B, int C, double T, double a) {
+    double ce = 0, kl = 0;
+    for (int b = 0; b < B; b++) {
+        double p[16], q[16], sp = 0, sq = 0, s1 = 0;
+        for (int j = 0; j < C; j++) {
+            p[j] = exp(tz[b * C + j] / T);
+            q[j] = exp(z[b * C + j] / T);
+            sp += p[j];
+            sq += q[j];
+            s1 += exp(z[b * C + j]);
+        }
+        ce -= z[b * C + y[b]] - log(s1);
+        for (int j = 0; j < C; j++) kl += p[j] / sp * (log(p[j] / sp) - log(q[j] / sq));
+    }
+    return (1 - a) * ce / B + a * T * T * kl / B;
+}
+
+typedef struct kd_args {
+    qat_tensor *z;
+    const float *teacher;
+    const int32_t *labels;
+    float T, alpha;
+} kd_args;
+
+static qat_tensor *kd_forward(qat_tape *t, void *u) {
+    kd_args *a = u;
+    return qat_distill_loss(t, a->z, a->teacher, a->labels, a->T, a->alpha);
+}
+
+static void test_distill(void **state) {
+    (void)state;
+    enum { B = 5, C = 7 };
+    qat_tensor *z = test_tensor_filled(2, (int[]){B, C}, -3.0f, 3.0f, 41);
+    float teacher[B * C];
+    fill_uniform(teacher, B * C, -4.0f, 4.0f, 43);
+    const int32_t labels[B] = {0, 6, 3, 3, 1};
+    const float Ts[] = {1.0f, 2.0f, 4.0f}, alphas[] = {0.0f, 0.5f, 1.0f};
+    qat_tape t;
+    qat_tape_init(&t, 1 << 16);
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) {
+            qat_tape_reset(&t);
+            qat_tensor *loss = qat_distill_loss(&t, z, teacher, labels, Ts[i], alphas[k]);
+            if (!loss) fail_msg("distill: %s", t.err.msg);
+            const double want = distill_ref(z->data, teacher, labels, B, C, Ts[i], alphas[k]);
+            if (fabs(loss->data[0] - want) > 1e-5 * fabs(want) + 1e-6)
+                fail_msg("T %g alpha %g: loss %.8g, the definition gives %.8g", (double)Ts[i], (double)alphas[k],
+                         (double)loss->data[0], want);
+            kd_args a = {z, teacher, labels, Ts[i], alphas[k]};
+            fd_check(&t, kd_forward, &a, z, FD_EPS, FD_RTOL, FD_ATOL, 0, NULL, "distill dlogits");
+        }
+    /* alpha 0 is the cross-entropy, bit for bit */
+    qat_tape_reset(&t);
+    qat_tensor *a0 = qat_distill_loss(&t, z, teacher, labels, 3.0f, 0.0f);
+    qat_tensor *ce = qat_cross_entropy(&t, z, labels);
+    assert_non_null(a0);
+    assert_non_null(ce);
+    assert_true(a0->data[0] == ce->data[0]);
+    /* a teacher equal to the student: the soft term is 0 */
+    qat_tape_reset(&t);
+    qat_tensor *same = qat_distill_loss(&t, z, z->data, labels, 2.0f, 1.0f);
+    assert_non_null(same);
+    assert_true(fabsf(same->data[0]) < 1e-6f);
+    /* bad arguments */
+    qat_tape_reset(&t);
+    assert_null(qat_distill_loss(&t, z, teacher, labels, 0.0f, 0.5f));
+    assert_non_null(strstr(t.err.msg, "distill"));
+    qat_tape_reset(&t);
+    assert_null(qat_distill_loss(&t, z, teacher, labels, 2.0f, 1.5f));
+    qat_tape_reset(&t);
+    assert_null(qat_distill_loss(&t, z, NULL, labels, 2.0f, 0.5f));
+    qat_tape_free(&t);
+    test_tensor_free(z);
+}
+
 static void test_loss_bad_args(void **state) {
     (void)state;
     qat_tensor *z = test_tensor_filled(2, (int[]){2, 3}, -1, 1, 5);
@@ -236,6 +314,7 @@ int main(void) {
         cmocka_unit_test(test_cross_entropy_large_logits),
         cmocka_unit_test(test_cross_entropy_copies_labels),
         cmocka_unit_test(test_loss_bad_args),
+        cmocka_unit_test(test_distill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

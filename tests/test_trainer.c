@@ -120,6 +120,77 @@ static void test_resume_is_bit_identical(void **state) {
     qat_dataset_free(&ds);
 }
 
+/* Distillation (train/step.h): a student with the soft targets alone (alpha 1) learns
+ * the teacher's decisions; and a distilled run resumes to the same bits. */
+static void test_distillation(void **state) {
+    (void)state;
+    qat_dataset ds;
+    make_data(&ds);
+    qat_error err = {0};
+    qat_train_result res;
+    run teach;
+    run_init(&teach, &ds);
+    qat_train_config ct = config(NULL, 4, 4, teach.loader.n_batches);
+    if (qat_train_run(teach.m, &teach.opt, &teach.loader, NULL, &ct, 0, 0, &teach.rng, &res, &err)) fail_msg("%s", err.msg);
+    qat_distill kd = {teach.m, 2.0f, 1.0f};
+    char pa[256], pb[256];
+    tmp_path(pa, sizeof pa, "kd_a.safetensors");
+    tmp_path(pb, sizeof pb, "kd_b.safetensors");
+    /* 3 epochs at once */
+    run a;
+    run_init(&a, &ds);
+    qat_train_config ca = config(pa, 3, 3, a.loader.n_batches);
+    ca.distill = &kd;
+    if (qat_train_run(a.m, &a.opt, &a.loader, NULL, &ca, 0, 0, &a.rng, &res, &err)) fail_msg("%s", err.msg);
+    /* the student agrees with the teacher on the training points it never saw labels of */
+    qat_tape t;
+    qat_tape_init(&t, 0);
+    t.training = false;
+    t.grad_enabled = false;
+    qat_tensor *yt = qat_model_forward(teach.m, &t, qat_tape_input(&t, 2, (int[]){N, D}, ds.features));
+    float *tl = malloc(sizeof(float) * N * K);
+    memcpy(tl, yt->data, sizeof(float) * N * K);
+    qat_tape_reset(&t);
+    qat_tensor *ys = qat_model_forward(a.m, &t, qat_tape_input(&t, 2, (int[]){N, D}, ds.features));
+    int agree = 0;
+    for (int i = 0; i < N; i++) {
+        int bt = 0, bs = 0;
+        for (int k = 1; k < K; k++) {
+            bt = tl[i * K + k] > tl[i * K + bt] ? k : bt;
+            bs = ys->data[i * K + k] > ys->data[i * K + bs] ? k : bs;
+        }
+        agree += bt == bs;
+    }
+    if (agree < 90) fail_msg("the distilled student agrees with its teacher on %d of %d points", agree, N);
+    free(tl);
+    qat_tape_free(&t);
+    /* 1 epoch, then 2 more from the checkpoint */
+    run b;
+    run_init(&b, &ds);
+    qat_train_config cb = config(pb, 1, 3, b.loader.n_batches);
+    cb.distill = &kd;
+    if (qat_train_run(b.m, &b.opt, &b.loader, NULL, &cb, 0, 0, &b.rng, &res, &err)) fail_msg("%s", err.msg);
+    run_free(&b);
+    qat_checkpoint ck;
+    if (qat_checkpoint_load(&ck, pb, &err)) fail_msg("%s", err.msg);
+    run c;
+    run_init(&c, &ds);
+    if (qat_checkpoint_restore(&ck, c.m, &c.opt, &err)) fail_msg("%s", err.msg);
+    c.rng = ck.rng;
+    qat_train_config cc = config(pb, 3, 3, c.loader.n_batches);
+    cc.distill = &kd;
+    if (qat_train_run(c.m, &c.opt, &c.loader, NULL, &cc, (int)ck.epoch, ck.step, &c.rng, &res, &err))
+        fail_msg("%s", err.msg);
+    qat_checkpoint_free(&ck);
+    assert_memory_equal(a.m->params, c.m->params, a.m->n_params * sizeof(float));
+    run_free(&a);
+    run_free(&c);
+    run_free(&teach);
+    remove(pa);
+    remove(pb);
+    qat_dataset_free(&ds);
+}
+
 static void test_same_seed_same_run(void **state) {
     (void)state;
     qat_dataset ds;
@@ -306,6 +377,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_is_bit_identical),
         cmocka_unit_test(test_same_seed_same_run),
+        cmocka_unit_test(test_distillation),
         cmocka_unit_test(test_nan_keeps_last_good_checkpoint),
         cmocka_unit_test(test_metrics_log),
         cmocka_unit_test(test_gradient_clipping),

@@ -71,17 +71,34 @@ static qat_tensor *forward_batch(qat_model *m, qat_tape *t, const qat_batch *b) 
 
 qat_status qat_train_step(qat_model *m, qat_tape *t, qat_optim *o, float lr, float clip_norm,
                           const qat_batch *b, qat_step_result *r, qat_error *err) {
+    return qat_train_step_distill(m, t, o, lr, clip_norm, b, NULL, r, err);
+}
+
+qat_status qat_train_step_distill(qat_model *m, qat_tape *t, qat_optim *o, float lr, float clip_norm,
+                                  const qat_batch *b, const qat_distill *kd, qat_step_result *r, qat_error *err) {
     if (o->n != m->n_params)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                              "the optimizer covers %zu parameters but the model has %zu: create it "
                              "after the last change to the model's parameters (qat_quant_prepare "
                              "adds some)",
                              o->n, m->n_params);
+    qat_tape_reset(t);
+    const qat_tensor *tl = NULL;
+    if (kd) { /* the teacher first, in inference mode; its logits stay in the arena */
+        t->training = false;
+        t->grad_enabled = false;
+        if (!(tl = forward_batch(kd->teacher, t, b))) return qat_error_set(err, t->err.status, "teacher: %s", t->err.msg);
+    }
     t->training = true;
     t->grad_enabled = true;
-    qat_tape_reset(t);
     qat_tensor *logits = forward_batch(m, t, b);
-    qat_tensor *loss = qat_cross_entropy(t, logits, b->y);
+    if (tl && logits && !qat_tensor_same_shape(tl, logits)) {
+        char a[64], c[64];
+        return qat_error_set(err, QAT_STATUS_SHAPE, "the teacher's outputs %s differ from the model's %s",
+                             qat_tensor_shape_str(tl, a, sizeof a), qat_tensor_shape_str(logits, c, sizeof c));
+    }
+    qat_tensor *loss = tl ? qat_distill_loss(t, logits, tl->data, b->y, kd->temperature, kd->alpha)
+                          : qat_cross_entropy(t, logits, b->y);
     if (!loss) return qat_error_set(err, t->err.status, "%s", t->err.msg);
     r->loss = loss->data[0];
     r->correct = qat_count_correct(logits->data, b->y, b->n, logits->shape[1]);

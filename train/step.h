@@ -30,6 +30,20 @@ typedef struct qat_step_result {
 qat_status qat_train_step(qat_model *m, qat_tape *t, qat_optim *o, float lr, float clip_norm,
                           const qat_batch *b, qat_step_result *r, qat_error *err);
 
+/* Knowledge distillation (layers/loss.h): the teacher, a float model of the same classes,
+ * runs each batch in inference mode, and the loss mixes its softened predictions with
+ * the labels. The usual teacher of QAT is the float checkpoint it starts from. */
+typedef struct qat_distill {
+    qat_model *teacher;
+    float temperature; /* T > 0 */
+    float alpha;       /* weight of the soft term, in [0, 1] */
+} qat_distill;
+
+/* qat_train_step with a teacher (kd NULL: the same as qat_train_step). The reported loss
+ * is the mixed one; correct counts the student's argmax against the labels. */
+qat_status qat_train_step_distill(qat_model *m, qat_tape *t, qat_optim *o, float lr, float clip_norm,
+                                  const qat_batch *b, const qat_distill *kd, qat_step_result *r, qat_error *err);
+
 /* Forward in inference mode (no tape nodes, running batch-norm statistics); adds the
  * batch's summed loss and correct count to *loss_sum and *correct. */
 qat_status qat_eval_batch(qat_model *m, qat_tape *t, const qat_batch *b, double *loss_sum,

@@ -58,7 +58,7 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
             lr = qat_lr_schedule_at(&cfg->sched, (float)o->cfg.lr, m->step);
             qat_step_result sr;
             qat_error step_err = {0};
-            s = qat_train_step(m, &t, o, (float)lr, cfg->clip_norm, &b, &sr, &step_err);
+            s = qat_train_step_distill(m, &t, o, (float)lr, cfg->clip_norm, &b, cfg->distill, &sr, &step_err);
             if (s != QAT_STATUS_OK) {
                 if (p.tty && cfg->progress) fputc('\n', stderr);
                 if (s == QAT_STATUS_NUMERIC && cfg->checkpoint)

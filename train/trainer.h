@@ -31,6 +31,7 @@ typedef struct qat_train_config {
     const char *model_text;  /* the model description stored in checkpoints */
     const qat_st_kv *extra;  /* more checkpoint metadata (normalisation, data, seed) */
     size_t n_extra;
+    const qat_distill *distill; /* a teacher (train/step.h), or NULL */
 } qat_train_config;
 
 typedef struct qat_train_result {
