@@ -66,6 +66,11 @@ int cmd_inspect(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_sensitivity(int argc, char **argv);
+/* A spec with auto=BYTES resolved for the float checkpoint ckpt (measured on the loaders),
+ * else the spec in canonical form, into out. */
+qat_status cli_auto_spec(const char *ckpt, const char *spec_text, qat_loader *train, qat_loader *test, int samples,
+                         bool quiet, char *out, size_t len, qat_error *err);
 int cmd_import(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const struct {
     {"inspect", cmd_inspect, "layers, shapes, parameters and MACs of a model or checkpoint"},
     {"calibrate", cmd_calibrate, "post-training quantization of a float checkpoint"},
     {"export", cmd_export, "write a quantized checkpoint as an integer-only model"},
+    {"sensitivity", cmd_sensitivity, "each layer's accuracy cost at each weight width; mixed precision"},
     {"import", cmd_import, "a float ONNX model or PyTorch weights as a qat checkpoint"},
     {"demo", cmd_demo, "train the reference CNN on Fashion-MNIST and summarise"},
 };

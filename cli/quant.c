@@ -46,12 +46,14 @@ static qat_status ptq_run(const char *from, const char *spec_text, int samples, 
     qat_tape_init(&t, 0);
     qat_st_kv *extra = NULL;
     double t0;
+    char resolved[2048]; /* the spec, auto= resolved (cli_auto_spec) */
     if ((s = cli_open_data(&train, data, format, QAT_SPLIT_TRAIN, cm.m, err)) ||
         (s = cli_open_data(&test, data, format, QAT_SPLIT_TEST, cm.m, err)) ||
         (s = qat_loader_init(&ltrain, &train, &lc, err)) ||
         (s = qat_loader_init(&ltest, &test, &tc, err)) ||
         (s = qat_evaluate(cm.m, &t, &ltest, &res->loss_fp32, &res->acc_fp32, err)) ||
-        (s = qat_model_quantize(cm.m, spec_text, cm.have_norm ? &cm.norm : NULL, err)))
+        (s = cli_auto_spec(from, spec_text, &ltrain, &ltest, samples, table == NULL, resolved, sizeof resolved, err)) ||
+        (s = qat_model_quantize(cm.m, resolved, cm.have_norm ? &cm.norm : NULL, err)))
         goto done;
     t0 = qat_now();
     if ((s = qat_calibrate(cm.m, &ltrain, samples, err))) goto done;
@@ -69,7 +71,7 @@ static qat_status ptq_run(const char *from, const char *spec_text, int samples, 
     for (size_t i = 0; i < cm.ckpt.n_extra; i++)
         if (strcmp(cm.ckpt.extra[i].key, "quant") && strcmp(cm.ckpt.extra[i].key, "quant.calibration_samples"))
             extra[ne++] = cm.ckpt.extra[i];
-    extra[ne++] = (qat_st_kv){"quant", spec_text};
+    extra[ne++] = (qat_st_kv){"quant", resolved};
     extra[ne++] = (qat_st_kv){"quant.calibration_samples", ssamples};
     qat_checkpoint_meta meta = {.model = cm.text, .epoch = cm.ckpt.epoch, .step = cm.ckpt.step,
                                 .rng = cm.ckpt.rng, .extra = extra, .n_extra = ne};
@@ -138,7 +140,7 @@ int cmd_calibrate(int argc, char **argv) {
     if (threads > 0) qat_set_num_threads(threads);
     /* The spec, with --observer and --bias-correction folded in, in its canonical form. */
     qat_quant_spec qs;
-    char spec_text[512];
+    char spec_text[2048];
     if (qat_quant_spec_parse(&qs, spec, &err)) return cli_fail("calibrate", err.msg);
     if (observer && !qat_observer_kind_from_str(observer, &qs.observer.kind))
         return cli_fail("calibrate", "--observer: expected minmax, ema, percentile, kl or mse");

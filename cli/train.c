@@ -165,13 +165,16 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     }
 
     /* Quantization-aware training: quantize, calibrate the ranges, then train. */
-    char quant_text[512] = "";
+    char quant_text[2048] = "";
     if (a->quant) {
         qat_quant_spec qs;
         if (qat_quant_spec_parse(&qs, a->quant, &err) ||
-            (qat_quant_spec_format(&qs, quant_text, sizeof quant_text),
-             qat_model_quantize(m, quant_text, &norm, &err)) ||
-            qat_calibrate(m, &ltrain, a->calib_samples, &err)) {
+            (qs.auto_bytes && !a->from &&
+             qat_error_set(&err, QAT_STATUS_INVALID_ARG, "--quant auto=BYTES measures a float checkpoint: give --from")) ||
+            (qs.auto_bytes ? cli_auto_spec(a->from, a->quant, &ltrain, &ltest, a->calib_samples, a->quiet, quant_text,
+                                           sizeof quant_text, &err)
+                           : (qat_quant_spec_format(&qs, quant_text, sizeof quant_text), QAT_STATUS_OK)) ||
+            qat_model_quantize(m, quant_text, &norm, &err) || qat_calibrate(m, &ltrain, a->calib_samples, &err)) {
             rc = cli_fail(cmd, err.msg);
             goto done;
         }

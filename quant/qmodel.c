@@ -47,6 +47,7 @@ typedef struct prep {
     bool seen_weights; /* the first weight layer was already met */
     qat_qpoint *cur;   /* the point that quantized the current activation */
     qat_error *err;
+    int layer_bits_used; /* w@ overrides that met their layer */
 } prep;
 
 static qat_status point_init(prep *st, qat_qpoint *p, const char *layer, qat_act_method method, int bits,
@@ -77,6 +78,16 @@ oom:
     return qat_error_set(st->err, QAT_STATUS_NOMEM, "quant: %s", st->m->err.msg);
 }
 
+/* A weighted layer named `name` in s (blocks included), or NULL. */
+static const qat_layer *find_weighted(const qat_seq *s, const char *name) {
+    for (int i = 0; i < s->n; i++) {
+        const qat_layer *l = &s->layers[i], *f;
+        if (qat_layer_role_of(l) == QAT_LAYER_ROLE_WEIGHTED && !strcmp(l->name, name)) return l;
+        if ((f = find_weighted(&l->body, name)) || (f = find_weighted(&l->shortcut, name))) return f;
+    }
+    return NULL;
+}
+
 static qat_status prep_unit(prep *st, qat_seq *s, int i, bool last) {
     qat_layer *l = &s->layers[i];
     qat_layer_quant *u = &st->q->units[st->k++];
@@ -94,6 +105,11 @@ static qat_status prep_unit(prep *st, qat_seq *s, int i, bool last) {
     bool ends_at_8 = !sp->all_layers;
     u->wbits = ends_at_8 && !st->seen_weights ? 8 : sp->wbits;
     st->seen_weights = true;
+    for (int k = 0; k < sp->n_layer_bits; k++)
+        if (!strcmp(sp->layer_bits[k].layer, l->name)) {
+            u->wbits = sp->layer_bits[k].wbits;
+            st->layer_bits_used++;
+        }
     size_t inner = l->weight.n / (size_t)C;
     u->wrows = sp->wgran == QAT_GRANULARITY_TENSOR ? 1 : C;
     u->wgroup = sp->wgran == QAT_GRANULARITY_GROUP ? sp->group : 0;
@@ -237,6 +253,11 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
     QAT_ASSERT(m != NULL && spec != NULL);
     if (!m->finalized) return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant: the model is not finalized");
     if (m->quant) return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant: the model is already quantized");
+    if (spec->auto_bytes)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "quant: auto=%ld is chosen from measurements first (qat train, qat calibrate, "
+                             "qat sensitivity --budget; train/sensitivity.h)",
+                             spec->auto_bytes);
     qat_quant *q = calloc(1, sizeof *q);
     int n = count_layers(&m->root);
     if (q) q->units = calloc((size_t)n, sizeof *q->units);
@@ -267,6 +288,15 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
         r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_OBSERVER, 8, NULL);
     }
     if (!r) r = prep_seq(&st, &m->root, true);
+    if (!r && st.layer_bits_used != spec->n_layer_bits) {
+        /* name the first override that met no conv or linear layer */
+        for (int k = 0; k < spec->n_layer_bits && !r; k++) {
+            if (!find_weighted(&m->root, spec->layer_bits[k].layer))
+                r = qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                                  "quant spec: w@%s: the model has no conv or linear layer of that name",
+                                  spec->layer_bits[k].layer);
+        }
+    }
     if (r) {
         quant_free(m);
         m->quant_forward = NULL;

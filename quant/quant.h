@@ -43,6 +43,11 @@
  *     bias-correction                                 PTQ: empirical bias correction
  *     sim=float|fixed|exact                           how the forward requantizes (exact.h;
  *                                                     default exact: the runtime's integers)
+ *     w@NAME=B                                        layer NAME's weights at B bits (mixed
+ *                                                     precision; qat sensitivity measures)
+ *     auto=BYTES                                      choose the w@ widths within BYTES of
+ *                                                     weights (train/sensitivity.h), in
+ *                                                     qat train and qat calibrate
  * e.g. "w8a8", "w4a4,pact", "w4a8,group=32", "w8a8,observer=kl".
  *
  * Use:
@@ -103,6 +108,13 @@ typedef enum qat_act_method {
     QAT_ACT_METHOD_COUNT
 } qat_act_method;
 
+/* Per-layer weight bits (mixed precision): "w@NAME=B" in the spec. */
+#define QAT_MAX_LAYER_BITS 32
+typedef struct qat_layer_bits {
+    char layer[QAT_NAME_LEN]; /* a conv or linear layer's name: "3", "4.body.0" */
+    int wbits;
+} qat_layer_bits;
+
 typedef struct qat_quant_spec {
     int wbits, abits;         /* 2..8 */
     qat_granularity wgran;
@@ -116,6 +128,10 @@ typedef struct qat_quant_spec {
     bool all_layers;
     bool bias_correction;
     qat_sim sim;
+    long auto_bytes;          /* "auto=BYTES": choose w@ widths under this many weight bytes
+                                 (train/sensitivity.h; resolved before prepare) */
+    int n_layer_bits;         /* overrides of wbits (and of the first layer's 8) by layer */
+    qat_layer_bits layer_bits[QAT_MAX_LAYER_BITS];
 } qat_quant_spec;
 
 /* Defaults: w8a8, per channel, observer minmax, EMA momentum 0.01, no freezing. */

@@ -59,7 +59,7 @@ static bool parse_float(const char *v, float lo, float hi, float *out) {
 
 qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *err) {
     *s = qat_quant_spec_default();
-    char buf[512];
+    char buf[2048];
     if (!text || strlen(text) >= sizeof buf)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec: missing or too long");
     strcpy(buf, text);
@@ -100,12 +100,26 @@ qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *
         else if (!strcmp(tok, "all") && !v) s->all_layers = true;
         else if (!strcmp(tok, "bias-correction") && !v) s->bias_correction = true;
         else if (!strcmp(tok, "sim") && v) ok = parse_sim(v, &s->sim);
+        else if (!strcmp(tok, "auto") && v) ok = parse_long(v, 1, &s->auto_bytes);
+        else if (!strncmp(tok, "w@", 2) && tok[2] && v) {
+            long b = 0;
+            ok = parse_long(v, 2, &b) && b <= 8 && strlen(tok + 2) < QAT_NAME_LEN;
+            for (int k = 0; ok && k < s->n_layer_bits; k++) ok = strcmp(s->layer_bits[k].layer, tok + 2) != 0;
+            if (ok && s->n_layer_bits == QAT_MAX_LAYER_BITS)
+                return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec '%s': more than %d w@ layers", text,
+                                     QAT_MAX_LAYER_BITS);
+            if (ok) {
+                qat_layer_bits *lb = &s->layer_bits[s->n_layer_bits++];
+                snprintf(lb->layer, sizeof lb->layer, "%s", tok + 2);
+                lb->wbits = (int)b;
+            }
+        }
         else
             return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                                  "quant spec '%s': unknown option '%s%s%s' (options: per-tensor, "
                                  "per-channel, group=G, pact, lsq, observer=K, momentum=X, "
                                  "percentile=P, freeze-bn=N, freeze-observer=N, pact-decay=X, all, "
-                                 "bias-correction, sim=float|fixed|exact)",
+                                 "bias-correction, sim=float|fixed|exact, w@LAYER=B, auto=BYTES)",
                                  text, tok, v ? "=" : "", v ? v : "");
         if (!ok)
             return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec '%s': bad value '%s' for %s",
@@ -139,5 +153,7 @@ void qat_quant_spec_format(const qat_quant_spec *s, char *buf, size_t len) {
     /* Always: a checkpoint's string without it predates sim= and trained with sim=float
      * (train/open.c). */
     APPEND(",sim=%s", qat_sim_str(s->sim));
+    for (int k = 0; k < s->n_layer_bits; k++) APPEND(",w@%s=%d", s->layer_bits[k].layer, s->layer_bits[k].wbits);
+    if (s->auto_bytes) APPEND(",auto=%ld", s->auto_bytes);
 #undef APPEND
 }

@@ -192,11 +192,13 @@ static void test_forward_equals_runtime(void **state) {
     (void)state;
     uint8_t *px = xmalloc(NIMG * NPIX_MAX);
     float *x = xmalloc(NIMG * NPIX_MAX * sizeof(float));
-    const char *specs[] = {"w8a8", "w8a8,per-tensor", "w4a4,pact", "w4a4,lsq", "w4a4", "w2a2,pact", "w3a3,all"};
+    const char *specs[] = {"w8a8", "w8a8,per-tensor", "w4a4,pact", "w4a4,lsq", "w4a4", "w2a2,pact", "w3a3,all",
+                           "w4a4,pact,w@0=2,w@3.body.0=8"}; /* the last: mixed precision */
     int float_diffs = 0;
     for (int net = 0; net < 2; net++) {
         images(px, x, net ? 8 * 144 : 144, 17);
         for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+            if (net && strchr(specs[k], '@')) specs[k] = "w4a4,pact,w@1=8,w@3=2"; /* the MLP's names */
             qat_model *m = model(net ? MLP : MODEL, specs[k], x);
             const int d = compare(m, px, x, specs[k]);
             if (d) fail_msg("%s %s, sim=exact: %d of %d logits differ from the runtime's", net ? "MLP" : "CNN", specs[k], d, NIMG * 10);

@@ -20,6 +20,7 @@
 #include "layers/loss.h"
 #include "optim/optim.h"
 #include "quant/bnfold.h"
+#include "quant/mixed.h"
 #include "quant/quant.h"
 #include "testutil.h"
 #include "train/checkpoint.h"
@@ -313,6 +314,89 @@ static qat_model *calibrated_cnn(uint64_t seed, const char *spec_text, qat_tape 
     return m;
 }
 
+/* Mixed precision: w@NAME=B and auto=BYTES in the spec, the per-layer widths prepare
+ * gives, and the byte-budget choice against brute force (quant/mixed.h). */
+static void test_mixed_precision(void **state) {
+    (void)state;
+    qat_error err = {0};
+    qat_quant_spec s, b;
+    assert_int_equal(qat_quant_spec_parse(&s, "w4a4,pact,w@0=2,w@8=8,auto=1000", &err), QAT_STATUS_OK);
+    assert_int_equal(s.n_layer_bits, 2);
+    assert_string_equal(s.layer_bits[0].layer, "0");
+    assert_int_equal(s.layer_bits[1].wbits, 8);
+    assert_int_equal(s.auto_bytes, 1000);
+    char buf[512];
+    qat_quant_spec_format(&s, buf, sizeof buf);
+    assert_int_equal(qat_quant_spec_parse(&b, buf, &err), QAT_STATUS_OK);
+    if (memcmp(&s, &b, sizeof s)) fail_msg("'%s' does not round trip", buf);
+    const char *bad[] = {"w4a4,w@0=1", "w4a4,w@0=9", "w4a4,w@0=4,w@0=2", "w4a4,w@=4", "w4a4,auto=0", "w4a4,auto=x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (qat_quant_spec_parse(&b, bad[i], &err) == QAT_STATUS_OK) fail_msg("'%s' was accepted", bad[i]);
+    /* prepare: the override wins over the spec's width and over the first layer's 8 */
+    err = (qat_error){0};
+    qat_model *m = small_cnn(4);
+    assert_int_equal(qat_quant_spec_parse(&s, "w4a4,w@0=2,w@8=8", &err), QAT_STATUS_OK);
+    assert_int_equal(qat_quant_prepare(m, &s, NULL, &err), QAT_STATUS_OK);
+    assert_int_equal(m->root.layers[0].quant->wbits, 2);
+    assert_int_equal(m->root.layers[4].quant->wbits, 4);
+    assert_int_equal(m->root.layers[8].quant->wbits, 8);
+    qat_model_free(m);
+    /* a name that is no conv or linear layer; auto= unresolved */
+    const char *refused[] = {"w4a4,w@3=2", "w4a4,w@99=2", "w4a4,auto=5000"};
+    for (int i = 0; i < 3; i++) {
+        m = small_cnn(4);
+        assert_int_equal(qat_quant_spec_parse(&s, refused[i], &err), QAT_STATUS_OK);
+        err = (qat_error){0};
+        if (qat_quant_prepare(m, &s, NULL, &err) == QAT_STATUS_OK) fail_msg("prepare took '%s'", refused[i]);
+        if (!strstr(err.msg, i < 2 ? "w@" : "auto")) fail_msg("%s: %s", refused[i], err.msg);
+        qat_model_free(m);
+    }
+    /* the choice: exact against every assignment of 5 layers x 4 widths */
+    const int bits[4] = {2, 3, 4, 8};
+    uint64_t r = 12345;
+    for (int trial = 0; trial < 200; trial++) {
+        size_t nw[5];
+        double cost[20];
+        for (int l = 0; l < 5; l++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            nw[l] = 1 + (r >> 33) % 300;
+            for (int k = 0; k < 4; k++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                cost[l * 4 + k] = k == 3 ? 0.0 : (double)((r >> 40) % 1000) / 100.0 / (k + 1);
+            }
+        }
+        size_t lo = 0, hi = 0;
+        for (int l = 0; l < 5; l++) lo += (nw[l] + 1) / 2, hi += nw[l];
+        const size_t budget = lo + (size_t)(trial * 7919) % (hi - lo + 50);
+        double best = INFINITY;
+        for (int a = 0; a < 1024; a++) {
+            size_t bytes = 0;
+            double c = 0;
+            for (int l = 0; l < 5; l++) {
+                const int k = (a >> (2 * l)) & 3;
+                bytes += qat_weight_bytes(nw[l], bits[k]);
+                c += cost[l * 4 + k];
+            }
+            if (bytes <= budget && c < best) best = c;
+        }
+        int choice[5];
+        assert_true(qat_mixed_choose(5, nw, 4, bits, cost, budget, choice));
+        size_t bytes = 0;
+        double c = 0;
+        for (int l = 0; l < 5; l++) {
+            bytes += qat_weight_bytes(nw[l], bits[choice[l]]);
+            c += cost[l * 4 + choice[l]];
+        }
+        if (bytes > budget || fabs(c - best) > 1e-9)
+            fail_msg("trial %d: chose %zu bytes (budget %zu), cost %g; brute force %g", trial, bytes, budget, c, best);
+        int none[5];
+        assert_false(qat_mixed_choose(5, nw, 4, bits, cost, lo - 1, none));
+    }
+    assert_int_equal(qat_weight_bytes(7, 4), 4);
+    assert_int_equal(qat_weight_bytes(7, 2), 4);
+    assert_int_equal(qat_weight_bytes(7, 5), 7);
+}
+
 static void test_freezing(void **state) {
     (void)state;
     qat_error err = {0};
@@ -433,6 +517,7 @@ static void test_checkpoint_round_trip(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spec_parse),
+        cmocka_unit_test(test_mixed_precision),
         cmocka_unit_test(test_bnfold_equals_conv_bn),
         cmocka_unit_test(test_bnfold_gradients),
         cmocka_unit_test(test_prepared_model_matches_float),

@@ -102,7 +102,7 @@ qat_status qat_model_open(qat_opened *o, const char *spec, uint64_t seed, qat_er
     if (quant) {
         /* A checkpoint written before "sim=" existed trained with the float simulation,
          * and resumes and evaluates with it (quant/quant.h). */
-        char qtext[600];
+        char qtext[2100];
         snprintf(qtext, sizeof qtext, "%s%s", quant, strstr(quant, "sim=") ? "" : ",sim=float");
         qat_error e = {0};
         if ((s = qat_model_quantize(o->m, qtext, o->have_norm ? &o->norm : NULL, &e)))
