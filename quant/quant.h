@@ -32,7 +32,8 @@
  *
  * The spec string: "w<bits>a<bits>" then comma-separated options:
  *     per-tensor | per-channel (default) | group=G     weight granularity
- *     pact | lsq                                      activation method (lsq: weights too)
+ *     pact | lsq | range                              activation method (lsq: weights too;
+ *                                                     default lsq at 2 bits, range above)
  *     observer=minmax|ema|percentile|kl|mse           calibration observer (default minmax at
  *                                                     8-bit activations, mse below)
  *     momentum=X  percentile=P                        observer settings

@@ -47,10 +47,22 @@ static void test_spec_parse(void **state) {
     assert_true(s.all_layers && s.bias_correction);
     assert_int_equal(qat_quant_spec_parse(&s, "w2a2,lsq,per-tensor", &err), QAT_STATUS_OK);
     assert_true(s.weight_lsq && s.act == QAT_ACT_METHOD_LSQ && s.wgran == QAT_GRANULARITY_TENSOR);
+    /* 2 bits default to LSQ (weights and activations); range, pact and group=G opt out */
+    assert_int_equal(qat_quant_spec_parse(&s, "w2a2", &err), QAT_STATUS_OK);
+    assert_true(s.act == QAT_ACT_METHOD_LSQ && s.weight_lsq);
+    assert_int_equal(qat_quant_spec_parse(&s, "w2a2,range", &err), QAT_STATUS_OK);
+    assert_true(s.act == QAT_ACT_METHOD_OBSERVER && !s.weight_lsq);
+    assert_int_equal(qat_quant_spec_parse(&s, "w2a2,pact", &err), QAT_STATUS_OK);
+    assert_true(s.act == QAT_ACT_METHOD_PACT && !s.weight_lsq);
+    assert_int_equal(qat_quant_spec_parse(&s, "w2a2,group=32", &err), QAT_STATUS_OK);
+    assert_true(s.act == QAT_ACT_METHOD_OBSERVER && !s.weight_lsq);
+    assert_int_equal(qat_quant_spec_parse(&s, "w3a3", &err), QAT_STATUS_OK);
+    assert_true(s.act == QAT_ACT_METHOD_OBSERVER);
     /* canonical form round trip */
     const char *texts[] = {"w8a8", "w4a4,pact,freeze-bn=100,freeze-observer=200",
                            "w4a8,group=16,observer=percentile,percentile=99.9", "w2a2,lsq,all",
-                           "w8a8,per-tensor,observer=mse,momentum=0.1,bias-correction"};
+                           "w8a8,per-tensor,observer=mse,momentum=0.1,bias-correction", "w2a2", "w2a2,range",
+                           "w2a2,pact,group=8", "w2a4,lsq"};
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
         char buf[256];
         qat_quant_spec a, b;

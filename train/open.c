@@ -25,6 +25,14 @@ qat_status qat_model_quantize(qat_model *m, const char *spec_text, const qat_nor
     return qat_quant_prepare(m, &spec, &in, err);
 }
 
+/* Whether the comma-separated list holds the token exactly. */
+static bool has_token(const char *list, const char *token) {
+    const size_t n = strlen(token);
+    for (const char *p = list; (p = strstr(p, token)); p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return true;
+    return false;
+}
+
 /* A safetensors file starts with an 8-byte little-endian header length followed by '{'. */
 static bool looks_like_safetensors(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -101,9 +109,12 @@ qat_status qat_model_open(qat_opened *o, const char *spec, uint64_t seed, qat_er
     const char *quant = !s && o->from_checkpoint ? qat_checkpoint_extra(&o->ckpt, "quant") : NULL;
     if (quant) {
         /* A checkpoint written before "sim=" existed trained with the float simulation,
-         * and resumes and evaluates with it (quant/quant.h). */
+         * and resumes and evaluates with it (quant/quant.h); its activation method was
+         * the range method unless it says pact or lsq (2 bits now default to lsq). */
         char qtext[2100];
-        snprintf(qtext, sizeof qtext, "%s%s", quant, strstr(quant, "sim=") ? "" : ",sim=float");
+        const bool legacy = !strstr(quant, "sim=");
+        snprintf(qtext, sizeof qtext, "%s%s%s", quant, legacy ? ",sim=float" : "",
+                 legacy && !has_token(quant, "pact") && !has_token(quant, "lsq") ? ",range" : "");
         qat_error e = {0};
         if ((s = qat_model_quantize(o->m, qtext, o->have_norm ? &o->norm : NULL, &e)))
             qat_error_set(err, s, "%s: quantization '%s': %s", spec, quant, e.msg);
