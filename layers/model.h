@@ -133,6 +133,9 @@ typedef struct qat_model {
     struct qat_quant *quant;
     qat_tensor *(*quant_forward)(struct qat_model *m, qat_tape *t, qat_tensor *x);
     void (*quant_free)(struct qat_model *m);
+    /* Called by the trainer after every optimizer step (NULL: nothing): quantization
+     * projects learned step sizes back to positive values there (quant/lsq.h). */
+    void (*quant_after_step)(struct qat_model *m);
     /* Builder state: the sequence being appended to, innermost last. */
     qat_seq *stack[QAT_MODEL_MAX_DEPTH];
     qat_layer *block[QAT_MODEL_MAX_DEPTH]; /* the residual layer of each open level */

@@ -52,6 +52,12 @@
 #ifndef QAT_LSQ_H
 #define QAT_LSQ_H
 
+#include <float.h>
+
+/* The least step size training keeps (qmodel.c projects steps onto it after each
+ * optimizer step): float epsilon, as PyTorch's learnable fake quantize. */
+#define QAT_LSQ_MIN_STEP FLT_EPSILON
+
 #include <stddef.h>
 
 #include "autograd/tape.h"

@@ -248,6 +248,26 @@ static void quant_free(qat_model *m) {
 
 static qat_tensor *quant_forward(qat_model *m, qat_tape *t, qat_tensor *x);
 
+/* LSQ's steps are plain parameters, and an optimizer step can take one to 0 or below
+ * (seen: a 4-bit weight step of a CNN at lr 0.01 went to -1.4e-4 in the first epoch). As
+ * PyTorch's _LearnableFakeQuantize clamps its scale to float eps, every step is projected
+ * back to at least QAT_LSQ_MIN_STEP after each optimizer step; its gradient then grows it
+ * again. A NaN stays NaN, for the trainer's check. */
+static void clamp_steps(qat_tensor *s) {
+    for (size_t i = 0; s->data && i < s->n; i++)
+        if (s->data[i] < QAT_LSQ_MIN_STEP) s->data[i] = QAT_LSQ_MIN_STEP;
+}
+
+static void quant_after_step(qat_model *m) {
+    qat_quant *q = m->quant;
+    if (q->input.method == QAT_ACT_METHOD_LSQ) clamp_steps(&q->input.param);
+    for (int k = 0; k < q->n_units; k++) {
+        qat_layer_quant *u = &q->units[k];
+        if (u->out.method == QAT_ACT_METHOD_LSQ) clamp_steps(&u->out.param);
+        clamp_steps(&u->wstep);
+    }
+}
+
 qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat_quant_input *in,
                              qat_error *err) {
     QAT_ASSERT(m != NULL && spec != NULL);
@@ -271,6 +291,7 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
     m->quant = q;
     m->quant_free = quant_free;
     m->quant_forward = quant_forward;
+    m->quant_after_step = quant_after_step;
     prep st = {m, q, 0, false, &q->input, err};
     qat_status r;
     if (in && in->have) {
@@ -301,6 +322,7 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
         quant_free(m);
         m->quant_forward = NULL;
         m->quant_free = NULL;
+        m->quant_after_step = NULL;
     }
     return r;
 }

@@ -20,6 +20,7 @@
 #include "layers/loss.h"
 #include "optim/optim.h"
 #include "quant/bnfold.h"
+#include "quant/lsq.h"
 #include "quant/mixed.h"
 #include "quant/quant.h"
 #include "testutil.h"
@@ -352,6 +353,21 @@ static void test_mixed_precision(void **state) {
     assert_int_equal(m->root.layers[0].quant->wbits, 2);
     assert_int_equal(m->root.layers[4].quant->wbits, 4);
     assert_int_equal(m->root.layers[8].quant->wbits, 8);
+    qat_model_free(m);
+    /* LSQ steps are projected back to positive after an optimizer step (lsq.h) */
+    m = small_cnn(4);
+    assert_int_equal(qat_quant_spec_parse(&s, "w2a2", &err), QAT_STATUS_OK);
+    assert_int_equal(qat_quant_prepare(m, &s, NULL, &err), QAT_STATUS_OK);
+    qat_layer_quant *u4 = m->root.layers[4].quant;
+    assert_non_null(u4->wstep.data);
+    assert_true(u4->out.method == QAT_ACT_METHOD_LSQ);
+    u4->wstep.data[3] = -1e-4f;
+    u4->out.param.data[0] = 0.0f;
+    u4->wstep.data[2] = 0.25f;
+    assert_non_null(m->quant_after_step);
+    m->quant_after_step(m);
+    assert_true(u4->wstep.data[3] == QAT_LSQ_MIN_STEP && u4->out.param.data[0] == QAT_LSQ_MIN_STEP);
+    assert_true(u4->wstep.data[2] == 0.25f);
     qat_model_free(m);
     /* a name that is no conv or linear layer; auto= unresolved */
     const char *refused[] = {"w4a4,w@3=2", "w4a4,w@99=2", "w4a4,auto=5000"};

@@ -123,6 +123,7 @@ qat_status qat_train_step_distill(qat_model *m, qat_tape *t, qat_optim *o, float
         qat_parallel_for(m->n_params, 65536, scale_part, &sj);
     }
     qat_optim_step(o, m->params, m->grads, lr);
+    if (m->quant_after_step) m->quant_after_step(m);
     m->step++;
     return QAT_STATUS_OK;
 }
