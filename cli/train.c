@@ -48,7 +48,7 @@ static void train_defaults(train_args *a) {
     *a = (train_args){.model = "cnn", .data = QAT_FASHION_MNIST_DIR, .out = "qat-checkpoint.safetensors",
                       .optim = "sgd", .schedule = "cosine", .epochs = 3, .batch = 64,
                       .lr = 0.05f, .momentum = 0.9f, .gamma = 0.1f, .calib_samples = 2048,
-                      .distill_alpha = 1.0f};
+                      .distill_alpha = 0.5f};
 }
 
 static void print_json(const char *what, const qat_train_result *r, const char *ckpt) {
@@ -343,7 +343,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help); with --from, lr 0.01 and 1 epoch unless given"},
         {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
         {"distill", QAT_OPT_FLOAT, &a->distill, "T",
-         "--from with --quant: distil from the float checkpoint at temperature T (0: off; layers/loss.h)"},
+         "--from with --quant: distil from the float checkpoint at temperature T (0: off; default 2 at 2 bits, else off; layers/loss.h)"},
         {"distill-alpha", QAT_OPT_FLOAT, &a->distill_alpha, "A", "--distill: weight of the teacher's soft targets (1 - A on the labels)"},
         {"import", QAT_OPT_STRING, &a->import, "FILE", "start from a float ONNX model (its graph and weights; no --model), or from float weights in a safetensors file (PyTorch names, or mapped by order and shape)"},
         {"log", QAT_OPT_STRING, &a->log, "FILE", "append metrics per epoch (.csv or JSON lines)"},
@@ -374,6 +374,13 @@ int cmd_train(int argc, char **argv) {
     /* QAT fine-tunes: its own defaults (README, "Quantization"), unless given. */
     if (a.quant && a.from && !qat_args_seen(opts, "lr")) a.lr = QAT_DEFAULT_LR;
     if (a.quant && a.from && !qat_args_seen(opts, "epochs")) a.epochs = QAT_DEFAULT_EPOCHS;
+    if (a.quant && a.from && !qat_args_seen(opts, "distill")) {
+        qat_quant_spec qs;
+        qat_error e = {0};
+        if (qat_quant_spec_parse(&qs, a.quant, &e) == QAT_STATUS_OK && qs.abits <= QAT_DEFAULT_DISTILL_BITS &&
+            qs.wbits <= QAT_DEFAULT_DISTILL_BITS)
+            a.distill = QAT_DEFAULT_DISTILL_T;
+    }
     if (a.resume && (a.from || a.quant))
         return cli_fail("train", "--resume continues a run as it was; drop --from and --quant");
     if (a.resume && qat_args_seen(opts, "model"))
