@@ -133,6 +133,23 @@ static void test_quantization(void **state) {
     if (!same_file("q.safetensors", "r.safetensors")) fail_msg("QAT 2 epochs and 1 + resume 1 differ");
     if (qat(out, sizeof out, "inspect q.safetensors") != 0 || !strstr(out, "pact") || !strstr(out, "alpha"))
         fail_msg("inspect of a PACT checkpoint: %s", out);
+
+    /* Mixed precision: the sensitivity table, a budget that forces the first layer (96
+     * weights, 8 bits by default) down to 4 bits (96 / 2 + 48 / 2 = 72 bytes), and auto= */
+    if (qat(out, sizeof out,
+            "sensitivity f.safetensors --data train.csv --quant w4a4 --bits 2,4,8 --samples 64 --budget 72 --json") != 0)
+        fail_msg("sensitivity failed: %s", out);
+    if (!strstr(out, "\"layer\": \"0\"") || !strstr(out, "\"layer\": \"2\"") || !strstr(out, "w@0=") ||
+        !(test_json_number(out, "weight_bytes") <= 72) || test_json_number(out, "base_weight_bytes") != 120)
+        fail_msg("sensitivity: %s", out);
+    if (qat(out, sizeof out, "sensitivity f.safetensors --data train.csv --bits 2,4 --samples 64 --budget 10") == 0 ||
+        !strstr(out, "weight bytes"))
+        fail_msg("sensitivity took a budget below every layer at its narrowest: %s", out);
+    if (qat(out, sizeof out,
+            "calibrate --from f.safetensors --data train.csv --quant w4a4,auto=72 --samples 64 --out a.safetensors") != 0)
+        fail_msg("calibrate auto= failed: %s", out);
+    if (qat(out, sizeof out, "inspect a.safetensors") != 0 || !strstr(out, "w@0=") || strstr(out, "auto="))
+        fail_msg("the auto= checkpoint does not hold its resolved widths: %s", out);
 }
 
 /* Every tensor of `want` (but the legacy "quant.step", see checkpoint.c) equals the one of
