@@ -125,6 +125,9 @@ static float *normalise(const uint8_t *px, size_t n) {
 /* Quantizes m (w8a8, the default spec) and calibrates it on x (n samples). */
 static void quantize(qat_model *m, const float *x, int n) {
     qat_quant_spec spec = qat_quant_spec_default();
+    /* The float simulation, as PyTorch's QAT computes: the same work on both sides (the
+     * default sim=exact adds an integer GEMM per folded unit; docs/quant.md). */
+    spec.sim = QAT_SIM_FLOAT;
     qat_quant_input in = {true, 0.286f, 0.353f};
     qat_error err = {0};
     if (qat_quant_prepare(m, &spec, &in, &err) || qat_quant_calibrate_begin(m, &err))
