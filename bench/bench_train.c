@@ -134,9 +134,9 @@ int main(int argc, char **argv) {
         if (!models[i].m) return 1;
         if (models[i].qat) { /* QAT w8a8, ranges calibrated on the benchmark batch */
             qat_quant_spec spec = qat_quant_spec_default();
-    /* The float simulation, as PyTorch's QAT computes: the same work on both sides (the
-     * default sim=exact adds an integer GEMM per folded unit; docs/quant.md). */
-    spec.sim = QAT_SIM_FLOAT;
+            /* The float simulation, as PyTorch's QAT computes: the same work on both sides
+             * (the default sim=exact adds an integer GEMM per folded unit; docs/quant.md). */
+            spec.sim = QAT_SIM_FLOAT;
             qat_quant_input in = {true, 0.286f, 0.353f};
             qat_tape t;
             qat_tape_init(&t, 0);
