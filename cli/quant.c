@@ -17,6 +17,7 @@
 
 typedef struct ptq_result {
     double acc_fp32, loss_fp32, acc_q, loss_q, seconds;
+    char spec[2048]; /* the spec used, auto= resolved */
 } ptq_result;
 
 /* The whole PTQ job; `table` (may be NULL) receives the per-layer quantization table. */
@@ -46,13 +47,14 @@ static qat_status ptq_run(const char *from, const char *spec_text, int samples, 
     qat_tape_init(&t, 0);
     qat_st_kv *extra = NULL;
     double t0;
-    char resolved[2048]; /* the spec, auto= resolved (cli_auto_spec) */
+    char *resolved = res->spec; /* the spec, auto= resolved (cli_auto_spec) */
+    const size_t resolved_len = sizeof res->spec;
     if ((s = cli_open_data(&train, data, format, QAT_SPLIT_TRAIN, cm.m, err)) ||
         (s = cli_open_data(&test, data, format, QAT_SPLIT_TEST, cm.m, err)) ||
         (s = qat_loader_init(&ltrain, &train, &lc, err)) ||
         (s = qat_loader_init(&ltest, &test, &tc, err)) ||
         (s = qat_evaluate(cm.m, &t, &ltest, &res->loss_fp32, &res->acc_fp32, err)) ||
-        (s = cli_auto_spec(from, spec_text, &ltrain, &ltest, samples, table == NULL, resolved, sizeof resolved, err)) ||
+        (s = cli_auto_spec(from, spec_text, &ltrain, &ltest, samples, table == NULL, resolved, resolved_len, err)) ||
         (s = qat_model_quantize(cm.m, resolved, cm.have_norm ? &cm.norm : NULL, err)))
         goto done;
     t0 = qat_now();
@@ -153,11 +155,11 @@ int cmd_calibrate(int argc, char **argv) {
         printf("{\"command\": \"calibrate\", \"quant\": \"%s\", \"samples\": %d, \"fp32_accuracy\": %.6f, "
                "\"quant_accuracy\": %.6f, \"fp32_loss\": %.6f, \"quant_loss\": %.6f, "
                "\"calibration_seconds\": %.3f, \"checkpoint\": \"%s\"}\n",
-               spec_text, samples, r.acc_fp32, r.acc_q, r.loss_fp32, r.loss_q, r.seconds, out);
+               r.spec, samples, r.acc_fp32, r.acc_q, r.loss_fp32, r.loss_q, r.seconds, out);
     else
         printf("%s: fp32 accuracy %.2f%%; %s after calibration on %d samples (%.1f s): %.2f%%; "
                "checkpoint %s\n",
-               from, 100 * r.acc_fp32, spec_text, samples, r.seconds, 100 * r.acc_q, out);
+               from, 100 * r.acc_fp32, r.spec, samples, r.seconds, 100 * r.acc_q, out);
     return 0;
 }
 
