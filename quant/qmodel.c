@@ -607,8 +607,8 @@ static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const
 }
 
 /* A lookup-table layer's output from the table the lowering makes (exact.h). */
-static void exact_lut(const fwd *f, const qat_layer *l, const qat_qpoint *p, const qat_tensor *x,
-                      const qat_qpoint *in, qat_tensor *y) {
+static void exact_lut(const qat_layer *l, const qat_qpoint *p, const qat_tensor *x, const qat_qpoint *in,
+                      qat_tensor *y) {
     qat_lut_fn fn;
     float alpha;
     if (!qat_lut_fn_of(l, &fn, &alpha) || !(in->scale > 0.0f) || !(p->scale > 0.0f)) return;
@@ -616,7 +616,6 @@ static void exact_lut(const fwd *f, const qat_layer *l, const qat_qpoint *p, con
     qat_qpoint_clamp(p, &lo, &hi);
     int8_t table[256];
     qat_lut_make(table, fn, alpha, in->scale, in->zp, p->scale, p->zp, lo, hi);
-    (void)f;
     qat_exact_lut(x, in->scale, in->zp, table, p->scale, p->zp, y);
 }
 
@@ -655,7 +654,7 @@ static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoi
             x = qat_layer_forward(l, f->t, x, false);
             if (u) {
                 x = point_apply(f, &u->out, x, false);
-                if (x && sim_on(f) && role == QAT_LAYER_ROLE_NONLINEAR) exact_lut(f, l, &u->out, xin, *cur, x);
+                if (x && sim_on(f) && role == QAT_LAYER_ROLE_NONLINEAR) exact_lut(l, &u->out, xin, *cur, x);
                 *cur = &u->out;
             }
         }
