@@ -435,6 +435,15 @@ qat_status qat_lower(const qat_model *m, qat_int_model *im, qat_error *err) {
     float s_in;
     int32_t z_in;
     qat_qpoint_qparams(&q->input, &s_in, &z_in);
+    /* int8-spec.md, "model input": z = round(255 mean) - 128 must be an int8, so the mean
+     * must lie within about [0, 1] of x / 255 (found by fuzz_checkpoint: a checkpoint
+     * whose normalize_mean was 6.85 exported a file the runtime refuses). */
+    if (z_in < -128 || z_in > 127 || !(s_in > 0.0f) || !isfinite(s_in))
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                             "no integer model: the input normalisation (mean %g, std %g of x / 255) maps raw "
+                             "pixels to zero point %d and scale %g; the runtime needs a zero point in [-128, 127] "
+                             "(a mean in [0, 1]) and a positive scale",
+                             (double)m->quant->in_mean, (double)m->quant->in_std, (int)z_in, (double)s_in);
     int in = add_value(&L, 3, m->in_shape, s_in, z_in);
     int out = in >= 0 ? lower_seq(&L, &m->root, in) : -1;
     if (!L.st && im->values[out].ndim != 1)

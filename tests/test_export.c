@@ -185,6 +185,25 @@ static void test_refusals(void **state) {
     assert_non_null(strstr(err.msg, "layer 0"));
     assert_non_null(strstr(err.msg, "per-group"));
     qat_model_free(m);
+    /* an input normalisation whose zero point is no int8 (mean 6.85 of x / 255: z = 1619;
+     * found by fuzz_checkpoint, tests/fuzz/crashes/checkpoint/input_zero_point_*) */
+    {
+        qat_rng r1;
+        qat_rng_init(&r1, 1);
+        m = qat_model_new(3, (int[]){1, 4, 4});
+        qat_model_flatten(m);
+        qat_model_linear(m, 3, true);
+        assert_int_equal(qat_model_finalize(m, &r1), QAT_STATUS_OK);
+        qat_quant_spec spec;
+        assert_int_equal(qat_quant_spec_parse(&spec, "w8a8", &err), QAT_STATUS_OK);
+        const qat_quant_input in = {true, 6.85f, 0.35f};
+        assert_int_equal(qat_quant_prepare(m, &spec, &in, &err), QAT_STATUS_OK);
+        qat_int_model im;
+        err = (qat_error){0};
+        assert_int_equal(qat_lower(m, &im, &err), QAT_STATUS_INVALID_ARG);
+        if (!strstr(err.msg, "zero point 1619")) fail_msg("%s", err.msg);
+        qat_model_free(m);
+    }
     /* sigmoid is a lookup table now (test_lut.c); a ReLU that no conv precedes is not
      * an op of the integer model */
     m = small("w8a8", true);
