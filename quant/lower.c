@@ -436,8 +436,9 @@ qat_status qat_lower(const qat_model *m, qat_int_model *im, qat_error *err) {
     int32_t z_in;
     qat_qpoint_qparams(&q->input, &s_in, &z_in);
     /* int8-spec.md, "model input": z = round(255 mean) - 128 must be an int8, so the mean
-     * must lie within about [0, 1] of x / 255 (found by fuzz_checkpoint: a checkpoint
-     * whose normalize_mean was 6.85 exported a file the runtime refuses). */
+     * must lie within about [0, 1] of x / 255. qat_quant_prepare refuses other means (found
+     * by fuzz_checkpoint: normalize_mean 6.85 exported a file the runtime refuses); this
+     * keeps the lowering from writing one whatever the point holds. */
     if (z_in < -128 || z_in > 127 || !(s_in > 0.0f) || !isfinite(s_in))
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                              "no integer model: the input normalisation (mean %g, std %g of x / 255) maps raw "

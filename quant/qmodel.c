@@ -298,11 +298,18 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
         /* The spec's input mapping: raw pixels p become q = p - 128 with
          * s = 1/(255 std), z = round(255 mean) - 128. */
         r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_FIXED, 8, NULL);
-        if (!(in->std > 0.0f) || !isfinite(in->mean))
-            r = qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant: input normalisation mean %g std %g",
+        /* z must be an int8 (a mean of pixels lies in [0, 1] of x / 255), and is computed in
+         * float first: a huge mean converted to int32 would be undefined behaviour (found by
+         * fuzz_checkpoint, tests/fuzz/crashes/checkpoint/input_mean_huge.safetensors). */
+        const float zf = roundf(255.0f * in->mean) - 128.0f;
+        if (!(in->std > 0.0f) || !isfinite(in->std) || !(zf >= -128.0f && zf <= 127.0f))
+            r = qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                              "quant: input normalisation mean %g std %g (of x / 255): the integer input needs "
+                              "a mean in [0, 1] (zero point round(255 mean) - 128 in [-128, 127]) and a positive, "
+                              "finite std",
                               (double)in->mean, (double)in->std);
-        q->input.scale = 1.0f / (255.0f * in->std);
-        q->input.zp = (int32_t)roundf(255.0f * in->mean) - 128;
+        q->input.scale = r ? 1.0f : 1.0f / (255.0f * in->std);
+        q->input.zp = r ? 0 : (int32_t)zf;
         q->in_mean = in->mean;
         q->in_std = in->std;
     } else {
