@@ -320,7 +320,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"epochs", QAT_OPT_INT, &a->epochs, "N", "epochs in total (sets the schedule's length)"},
         {"until", QAT_OPT_INT, &a->until, "N", "stop after epoch N of --epochs, to resume later (0: run all)"},
         {"batch", QAT_OPT_INT, &a->batch, "N", "batch size"},
-        {"optim", QAT_OPT_STRING, &a->optim, "NAME", "sgd, adam or adamw"},
+        {"optim", QAT_OPT_STRING, &a->optim, "NAME", "sgd, adam, adamw, or their 8-bit-state forms sgd8, adam8, adamw8"},
         {"lr", QAT_OPT_FLOAT, &a->lr, "X", "base learning rate"},
         {"momentum", QAT_OPT_FLOAT, &a->momentum, "X", "SGD momentum"},
         {"nesterov", QAT_OPT_FLAG, &a->nesterov, NULL, "Nesterov momentum"},

@@ -37,6 +37,9 @@ typedef struct qat_optim_desc {
 extern const qat_optim_desc qat_optim_desc_sgd;   /* sgd.c */
 extern const qat_optim_desc qat_optim_desc_adam;  /* adam.c */
 extern const qat_optim_desc qat_optim_desc_adamw; /* adam.c */
+extern const qat_optim_desc qat_optim_desc_sgd8;   /* optim8.c */
+extern const qat_optim_desc qat_optim_desc_adam8;  /* optim8.c */
+extern const qat_optim_desc qat_optim_desc_adamw8; /* optim8.c */
 
 /* Range checks for the kinds' check functions (optim.c). On failure they return
  * INVALID_ARG with "optim <kind>: <field> = <v> ..." in err; NaN always fails. */

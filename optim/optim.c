@@ -19,6 +19,9 @@ static const qat_optim_desc *const kinds[] = {
     [QAT_OPTIM_SGD] = &qat_optim_desc_sgd,
     [QAT_OPTIM_ADAM] = &qat_optim_desc_adam,
     [QAT_OPTIM_ADAMW] = &qat_optim_desc_adamw,
+    [QAT_OPTIM_SGD8] = &qat_optim_desc_sgd8,
+    [QAT_OPTIM_ADAM8] = &qat_optim_desc_adam8,
+    [QAT_OPTIM_ADAMW8] = &qat_optim_desc_adamw8,
 };
 _Static_assert(sizeof kinds / sizeof kinds[0] == QAT_OPTIM_COUNT,
                "optim.c: one descriptor per qat_optim_kind");

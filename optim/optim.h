@@ -102,6 +102,9 @@ typedef enum qat_optim_kind {
     QAT_OPTIM_SGD = 0,
     QAT_OPTIM_ADAM,
     QAT_OPTIM_ADAMW,
+    QAT_OPTIM_SGD8,   /* SGD with its momentum buffer in 8 bits (optim8.c) */
+    QAT_OPTIM_ADAM8,  /* Adam with both moments in 8 bits */
+    QAT_OPTIM_ADAMW8, /* AdamW with both moments in 8 bits */
     QAT_OPTIM_COUNT
 } qat_optim_kind;
 

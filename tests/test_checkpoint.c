@@ -881,7 +881,7 @@ static void test_load_rejects_bad_checkpoints(void **state) {
         {"optim_step", NULL, NULL, NULL, "one of \"optim\" and \"optim_step\" only"},
         {"optim_step", "1.5", NULL, NULL, "\"optim_step\" is \"1.5\""},
         {"optim", "[]", NULL, NULL, "\"optim\" is not a JSON object"},
-        {"optim", "{\"kind\":\"RMSprop\"}", NULL, NULL, "\"kind\" is not SGD, Adam or AdamW"},
+        {"optim", "{\"kind\":\"RMSprop\"}", NULL, NULL, "\"kind\" is not SGD, Adam, AdamW, SGD8, Adam8 or AdamW8"},
         {"optim", "{\"kind\":\"Adam\",\"lr\":0.1,\"beta1\":0.9,\"beta2\":0.999,\"eps\":1e-8}", NULL,
          NULL, "optim: missing \"weight_decay\""},
         {"optim",

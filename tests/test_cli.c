@@ -104,6 +104,29 @@ static void test_train_json_resume_eval_inspect(void **state) {
 }
 
 
+/* The 8-bit optimizers: they learn, their state is stored as U8 codes and F32 block
+ * maxima, and a stopped run resumes to the uninterrupted run's bytes. */
+static void test_optim8_resume(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    char args[512];
+    const char *const kinds[] = {"sgd8", "adamw8"};
+    for (int k = 0; k < 2; k++) {
+        const char *lr = k ? "0.01" : "0.05";
+        snprintf(args, sizeof args, "%s --optim %s --lr %s --epochs 3 --out o8a.safetensors --json", TRAIN, kinds[k], lr);
+        if (qat(out, sizeof out, args) != 0) fail_msg("train --optim %s failed: %s", kinds[k], out);
+        if (!(test_json_number(out, "test_accuracy") > 0.8)) fail_msg("%s did not learn: %s", kinds[k], out);
+        snprintf(args, sizeof args, "%s --optim %s --lr %s --epochs 3 --until 1 --out o8b.safetensors", TRAIN, kinds[k], lr);
+        if (qat(out, sizeof out, args) != 0) fail_msg("train --until failed: %s", out);
+        if (qat(out, sizeof out, "train --resume o8b.safetensors --epochs 3 --quiet") != 0)
+            fail_msg("resume failed: %s", out);
+        if (!same_file("o8a.safetensors", "o8b.safetensors"))
+            fail_msg("--optim %s: 3 epochs and 1 + resume 2 give different checkpoints", kinds[k]);
+        if (qat(out, sizeof out, "inspect o8b.safetensors") != 0) fail_msg("inspect failed: %s", out);
+        if (!strstr(out, k ? "AdamW8" : "SGD8")) fail_msg("inspect does not name the optimizer: %s", out);
+    }
+}
+
 /* PTQ and QAT from a float checkpoint; quantized checkpoints evaluate, inspect and resume
  * byte-identically. */
 static void test_quantization(void **state) {
@@ -350,6 +373,7 @@ static void test_import(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_json_resume_eval_inspect),
+        cmocka_unit_test(test_optim8_resume),
         cmocka_unit_test(test_quantization),
         cmocka_unit_test(test_legacy_checkpoints),
         cmocka_unit_test(test_help_everywhere),

@@ -380,14 +380,20 @@ static void test_layout_matches_init(void **state) {
         qat_optim_config cfg;
         int n_tensors;
         const char *names[QAT_OPTIM_MAX_STATE];
+        bool eight_bit; /* U8 codes (n) and F32 block maxima, alternating */
     } layout_case;
-    layout_case cases[6] = {
+    layout_case cases[9] = {
         {"SGD", qat_optim_config_default(QAT_OPTIM_SGD), 0, {NULL}},
         {"SGD momentum", qat_optim_config_default(QAT_OPTIM_SGD), 1, {"momentum_buffer"}},
         {"SGD nesterov", qat_optim_config_default(QAT_OPTIM_SGD), 1, {"momentum_buffer"}},
         {"SGD wd", qat_optim_config_default(QAT_OPTIM_SGD), 0, {NULL}},
         {"Adam", qat_optim_config_default(QAT_OPTIM_ADAM), 2, {"exp_avg", "exp_avg_sq"}},
         {"AdamW", qat_optim_config_default(QAT_OPTIM_ADAMW), 2, {"exp_avg", "exp_avg_sq"}},
+        {"SGD8", qat_optim_config_default(QAT_OPTIM_SGD8), 2, {"state1", "absmax1"}, true},
+        {"Adam8", qat_optim_config_default(QAT_OPTIM_ADAM8), 4,
+         {"state1", "absmax1", "state2", "absmax2"}, true},
+        {"AdamW8", qat_optim_config_default(QAT_OPTIM_ADAMW8), 4,
+         {"state1", "absmax1", "state2", "absmax2"}, true},
     };
     cases[1].cfg.momentum = 0.9;
     cases[2].cfg.momentum = 0.5;
@@ -414,9 +420,11 @@ static void test_layout_matches_init(void **state) {
                 const qat_optim_state_tensor *t = &o.tensors[i];
                 assert_string_equal(lay[i].name, cases[c].names[i]);
                 assert_string_equal(t->name, lay[i].name);
-                assert_int_equal(lay[i].dtype, QAT_ST_DTYPE_F32);
+                const bool codes = cases[c].eight_bit && i % 2 == 0;
+                const bool maxima = cases[c].eight_bit && i % 2 == 1;
+                assert_int_equal(lay[i].dtype, codes ? QAT_ST_DTYPE_U8 : QAT_ST_DTYPE_F32);
                 assert_int_equal(t->dtype, lay[i].dtype);
-                assert_int_equal(lay[i].numel, n);
+                assert_int_equal(lay[i].numel, maxima ? (n + 2047) / 2048 : n);
                 assert_int_equal(t->numel, lay[i].numel);
                 assert_null(lay[i].data);
                 /* Inside the allocation, aligned, in order, not overlapping, zeroed. */
@@ -442,8 +450,8 @@ static void test_layout_matches_init(void **state) {
 
 static void test_kind_names(void **state) {
     (void)state;
-    const char *const want[] = {"SGD", "Adam", "AdamW"};
-    assert_int_equal(QAT_OPTIM_COUNT, 3);
+    const char *const want[] = {"SGD", "Adam", "AdamW", "SGD8", "Adam8", "AdamW8"};
+    assert_int_equal(QAT_OPTIM_COUNT, 6);
     for (int k = 0; k < QAT_OPTIM_COUNT; k++) {
         assert_string_equal(qat_optim_kind_str((qat_optim_kind)k), want[k]);
         /* The stored name, lower case and upper case all parse back. */
@@ -463,8 +471,8 @@ static void test_kind_names(void **state) {
     }
     qat_optim_kind got = QAT_OPTIM_ADAM;
     assert_true(qat_optim_kind_parse("aDaMw", &got) && got == QAT_OPTIM_ADAMW);
-    const char *const bad[] = {"", "sg", "sgdm", "adam ", " adam", "adamw8", "Adam8",
-                               "lion", "unknown", "SGD\n"};
+    const char *const bad[] = {"", "sg", "sgdm", "adam ", " adam", "adamw8bit", "Adam 8",
+                               "adam16", "lion", "unknown", "SGD\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         got = QAT_OPTIM_ADAM;
         if (qat_optim_kind_parse(bad[i], &got)) fail_msg("\"%s\" parsed as a kind", bad[i]);
@@ -474,7 +482,7 @@ static void test_kind_names(void **state) {
     assert_string_equal(qat_optim_kind_str((qat_optim_kind)-1), "unknown");
 
     char buf[64];
-    const char *list = "SGD, Adam or AdamW";
+    const char *list = "SGD, Adam, AdamW, SGD8, Adam8 or AdamW8";
     assert_int_equal(qat_optim_kind_names(buf, sizeof buf), strlen(list));
     assert_string_equal(buf, list);
     for (size_t size = 0; size <= strlen(list) + 1; size++) {
@@ -511,6 +519,9 @@ static void test_field_tables(void **state) {
         {QAT_OPTIM_SGD, sgd, 5},
         {QAT_OPTIM_ADAM, adam, 5},
         {QAT_OPTIM_ADAMW, adam, 5},
+        {QAT_OPTIM_SGD8, sgd, 5},
+        {QAT_OPTIM_ADAM8, adam, 5},
+        {QAT_OPTIM_ADAMW8, adam, 5},
     };
     assert_int_equal(sizeof kinds / sizeof kinds[0], QAT_OPTIM_COUNT);
     static const char *const all_names[] = {"lr",   "momentum", "dampening", "weight_decay",
