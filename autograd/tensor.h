@@ -23,6 +23,7 @@ typedef struct qat_tensor {
     int shape[QAT_MAX_DIMS];
     size_t n;         /* number of elements: the product of shape[0..ndim) */
     const char *name; /* parameters only ("3.weight"); NULL for step tensors */
+    bool frozen;      /* parameters only: kept out of training (layers/model.h) */
 } qat_tensor;
 
 /* Product of dims; 0 for a zero-sized dim. QAT_ASSERTs 1 <= ndim <= QAT_MAX_DIMS. */

@@ -76,5 +76,6 @@ int cmd_sensitivity(int argc, char **argv);
 qat_status cli_auto_spec(const char *ckpt, const char *spec_text, qat_loader *train, qat_loader *test, int samples,
                          bool quiet, char *out, size_t len, qat_error *err);
 int cmd_import(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@ static const struct {
     {"export", cmd_export, "write a quantized checkpoint as an integer-only model"},
     {"sensitivity", cmd_sensitivity, "each layer's accuracy cost at each weight width; mixed precision"},
     {"import", cmd_import, "a float ONNX model or PyTorch weights as a qat checkpoint"},
+    {"merge", cmd_merge, "fold a checkpoint's low-rank adapters into its weights"},
     {"demo", cmd_demo, "train the reference CNN on Fashion-MNIST and summarise"},
 };
 

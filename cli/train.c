@@ -14,6 +14,7 @@
 #include "common.h"
 #include "export/int8.h"
 #include "io/file_check.h"
+#include "layers/lora.h"
 #include "quant/quant.h"
 #include "data/loader.h"
 #include "train/progress.h"
@@ -32,11 +33,11 @@ static const char *FASHION_CLASSES =
 static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "batch", "optim",
                                      "lr", "momentum", "nesterov", "weight-decay", "schedule",
                                      "eta-min", "step-size", "gamma", "warmup", "clip-grad",
-                                     "crop", "flip", "mean", "std", "distill", "distill-alpha"};
+                                     "crop", "flip", "mean", "std", "distill", "distill-alpha", "classes"};
 #define N_RECIPE (sizeof RECIPE / sizeof *RECIPE)
 
 typedef struct train_args {
-    const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule;
+    const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule, *lora, *classes;
     const char *mean, *std, *from, *quant;
     int epochs, until, batch, threads, warmup, step_size, crop, calib_samples;
     long seed;
@@ -57,6 +58,34 @@ static void print_json(const char *what, const qat_train_result *r, const char *
            "\"seconds\": %.3f, \"samples_per_s\": %.1f, \"checkpoint\": \"%s\"}\n",
            what, r->epochs_done, r->steps, r->train_loss, r->train_acc, r->test_loss, r->test_acc,
            r->seconds, r->samples_per_s, ckpt ? ckpt : "");
+}
+
+/* --classes: "0-4", "5,6,7,8,9", "0-2,7": flags in keep[0..n) (labels of n classes). */
+static qat_status parse_classes(const char *text, bool *keep, int n, qat_error *err) {
+    for (int i = 0; i < n; i++) keep[i] = false;
+    const char *p = text;
+    bool any = false;
+    while (*p) {
+        char *end;
+        long lo = strtol(p, &end, 10), hi = lo;
+        if (end == p) break;
+        p = end;
+        if (*p == '-') {
+            hi = strtol(p + 1, &end, 10);
+            if (end == p + 1) break;
+            p = end;
+        }
+        if (lo < 0 || hi < lo || hi >= n)
+            return qat_error_set(err, QAT_STATUS_INVALID_ARG, "--classes %s: %ld-%ld is not within the data's labels 0..%d",
+                                 text, lo, hi, n - 1);
+        for (long c = lo; c <= hi; c++) keep[c] = true;
+        any = true;
+        if (*p == ',') p++;
+        else if (*p) break;
+    }
+    if (*p || !any)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG, "--classes %s: expected labels and ranges, e.g. 0-4 or 5,6,7", text);
+    return QAT_STATUS_OK;
 }
 
 /* Runs a whole training job; with `res` set, it returns the result instead of printing it. */
@@ -113,6 +142,17 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         qat_dataset_free(&train);
         qat_opened_free(&cm);
         return cli_fail(cmd, err.msg);
+    }
+    if (a->classes) {
+        bool keep[QAT_DATA_MAX_CLASSES];
+        const int nc = QAT_MAX(train.n_classes, test.n_classes);
+        if (parse_classes(a->classes, keep, nc, &err) || qat_dataset_keep_classes(&train, keep, a->data, &err) ||
+            qat_dataset_keep_classes(&test, keep, test_path, &err)) {
+            qat_dataset_free(&train);
+            qat_dataset_free(&test);
+            qat_opened_free(&cm);
+            return cli_fail(cmd, err.msg);
+        }
     }
     const int channels = train.kind == QAT_DATASET_KIND_IMAGES ? train.c : 1;
     if (a->mean) {
@@ -182,6 +222,20 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         qat_quant_spec_format(&m->quant->spec, quant_text, sizeof quant_text);
     }
 
+    /* Low-rank adapters over the frozen weights (layers/lora.h), initialised from their own
+     * generator so that the training run's stream is the same with or without them. */
+    char lora_text[64] = "";
+    if (a->lora) {
+        qat_lora_spec ls;
+        qat_rng lrng;
+        qat_rng_init(&lrng, (uint64_t)a->seed ^ 0x4c6f5241ULL);
+        if (qat_lora_spec_parse(&ls, a->lora, &err) || qat_lora_attach(m, &ls, &lrng, &err)) {
+            rc = cli_fail(cmd, err.msg);
+            goto done;
+        }
+    }
+    if (m->lora) qat_lora_spec_format(&m->lora->spec, lora_text, sizeof lora_text);
+
     /* The optimizer from its name; each flag sets the config field of that name where
      * the kind has one (optim.h's field tables); a weight decay of 0 keeps the kind's
      * default (AdamW's 0.01). */
@@ -206,7 +260,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         const qat_optim_field *f = qat_optim_field_find(okind, flags[i].field);
         if (f && flags[i].set) qat_optim_field_set(&oc, f, flags[i].value);
     }
-    if (qat_optim_init(&opt, &oc, m->n_params, &err)) {
+    if (qat_optim_init(&opt, &oc, qat_model_n_trainable(m), &err)) {
         rc = cli_fail(cmd, err.msg);
         goto done;
     }
@@ -238,7 +292,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
 
     snprintf(sseed, sizeof sseed, "%ld", a->seed);
     snprintf(sclasses, sizeof sclasses, "%d", train.n_classes);
-    qat_st_kv extra[8 + N_RECIPE] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", sseed},
+    qat_st_kv extra[9 + N_RECIPE] = {{"normalize_mean", smean}, {"normalize_std", sstd}, {"seed", sseed},
                                      {"data", a->data}, {"classes", sclasses}};
     size_t n_extra = 5;
     char keys[N_RECIPE][32], values[N_RECIPE][256];
@@ -252,6 +306,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     }
     if (strcmp(a->data, QAT_FASHION_MNIST_DIR) == 0) extra[n_extra++] = (qat_st_kv){"class_names", FASHION_CLASSES};
     if (quant_text[0]) extra[n_extra++] = (qat_st_kv){"quant", quant_text};
+    if (lora_text[0]) extra[n_extra++] = (qat_st_kv){"lora", lora_text};
     /* Distillation: the teacher is the float checkpoint QAT starts from; a resumed run
      * reopens the one its checkpoint names. */
     if (a->distill != 0.0f) {
@@ -283,9 +338,15 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     if (!a->quiet) {
         fprintf(stderr, "training %s on %s: %d train / %d test samples, %zu parameters, %s lr %g %s, "
                         "batch %d, epochs %d..%d of %d\n",
-                a->resume ? a->resume : a->model, a->data, train.n, test.n, m->n_params,
+                a->resume ? a->resume : a->from ? a->from : a->model, a->data, train.n, test.n, m->n_params,
                 qat_optim_kind_str(oc.kind), (double)a->lr, a->schedule, a->batch, start_epoch + 1,
                 tcfg.epochs, a->epochs);
+    }
+    if (!a->quiet && m->lora) {
+        size_t ad, tr, fr;
+        qat_lora_counts(m, &ad, &tr, &fr);
+        fprintf(stderr, "LoRA %s: %zu parameters train (%zu in adapters, the rest biases and batch norm), %zu frozen\n",
+                lora_text, tr, ad, fr);
     }
     qat_train_result r;
     if (qat_train_run(m, &opt, &ltrain, &ltest, &tcfg, start_epoch, start_step, &rng, &r, &err)) {
@@ -309,7 +370,7 @@ done:
     return rc;
 }
 
-#define N_TRAIN_OPTS 36
+#define N_TRAIN_OPTS 38
 
 static void train_opts(train_args *a, qat_opt *o) {
     qat_opt opts[] = {
@@ -341,6 +402,9 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"resume", QAT_OPT_STRING, &a->resume, "FILE", "continue from a checkpoint"},
         {"from", QAT_OPT_STRING, &a->from, "FILE", "start from a float checkpoint (its model and weights)"},
         {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help); with --from, lr 0.01 and 1 epoch unless given"},
+        {"lora", QAT_OPT_STRING, &a->lora, "r=R[,alpha=A]",
+         "with --from: train low-rank adapters on every linear and conv layer over the frozen weights (layers/lora.h; alpha defaults to 2R; AdamW at lr 1e-3 unless given); qat merge folds them in"},
+        {"classes", QAT_OPT_STRING, &a->classes, "LIST", "train and test on these labels only: 0-4, or 5,6,7,8,9"},
         {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
         {"distill", QAT_OPT_FLOAT, &a->distill, "T",
          "--from with --quant: distil from the float checkpoint at temperature T (0: off; default 2 at 2 bits, else off; layers/loss.h)"},
@@ -381,8 +445,13 @@ int cmd_train(int argc, char **argv) {
             qs.wbits <= QAT_DEFAULT_DISTILL_BITS)
             a.distill = QAT_DEFAULT_DISTILL_T;
     }
-    if (a.resume && (a.from || a.quant))
-        return cli_fail("train", "--resume continues a run as it was; drop --from and --quant");
+    if (a.resume && (a.from || a.quant || a.lora))
+        return cli_fail("train", "--resume continues a run as it was; drop --from, --quant and --lora");
+    /* Adapters train best with AdamW at 1e-3 (the LoRA paper's optimizer), unless given. */
+    if (a.lora && !qat_args_seen(opts, "optim")) a.optim = "adamw";
+    if (a.lora && !qat_args_seen(opts, "lr")) a.lr = 1e-3f;
+    if (a.lora && (!a.from || a.quant))
+        return cli_fail("train", "--lora adapts a float checkpoint: give --from, and no --quant (merge, then quantize)");
     if (a.resume && qat_args_seen(opts, "model"))
         return cli_fail("train", "--resume takes the model from the checkpoint; drop --model");
     if (a.resume && !qat_args_seen(opts, "out")) a.out = NULL; /* continue in the same file */

@@ -14,6 +14,25 @@ void qat_dataset_free(qat_dataset *ds) {
     memset(ds, 0, sizeof *ds);
 }
 
+qat_status qat_dataset_keep_classes(qat_dataset *ds, const bool *keep, const char *path, qat_error *err) {
+    QAT_ASSERT(ds && keep && ds->n >= 1);
+    const size_t dim = (size_t)ds->dim;
+    int k = 0;
+    for (int i = 0; i < ds->n; i++) {
+        if (!keep[ds->labels[i]]) continue;
+        if (k != i) {
+            ds->labels[k] = ds->labels[i];
+            if (ds->pixels) memmove(ds->pixels + (size_t)k * dim, ds->pixels + (size_t)i * dim, dim);
+            if (ds->features)
+                memmove(ds->features + (size_t)k * dim, ds->features + (size_t)i * dim, dim * sizeof(float));
+        }
+        k++;
+    }
+    if (k == 0) return qat_error_set(err, QAT_STATUS_FORMAT, "%s: no sample has one of the classes asked for", path);
+    ds->n = k;
+    return QAT_STATUS_OK;
+}
+
 /* A histogram of the 256 pixel values per channel gives exact integer sums: mean and
  * variance then follow in double from sum_v count[v] v and sum_v count[v] v^2, with no
  * rounding error accumulated over the (up to 2^31) pixels. */

@@ -148,6 +148,11 @@ qat_status qat_dataset_open(qat_dataset *ds, const char *path, const char *forma
 qat_status qat_dataset_check_fit(const qat_dataset *ds, int in_ndim, const int *in_shape,
                                  int n_outputs, const char *path, qat_error *err);
 
+/* Keeps the samples whose label l has keep[l] (keep: n_classes flags), in their order;
+ * n_classes is unchanged (labels keep their values). FORMAT error naming `path` when no
+ * sample remains. */
+qat_status qat_dataset_keep_classes(qat_dataset *ds, const bool *keep, const char *path, qat_error *err);
+
 /* Frees what the dataset owns and zeroes it. NULL or a zeroed dataset is fine. */
 void qat_dataset_free(qat_dataset *ds);
 

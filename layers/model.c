@@ -9,6 +9,7 @@
 #include "elementwise.h"
 #include "init.h"
 #include "linear.h"
+#include "lora.h"
 #include "pool.h"
 
 void qat_layer_average_window(const qat_layer *l, int *kh, int *kw, int *stride, int *pad) {
@@ -147,6 +148,8 @@ void qat_model_free(qat_model *m) {
     free(m->grads);
     free(m->buffers);
     free(m->param_tensors);
+    free(m->packed);
+    qat_lora_free(m);
     free(m);
 }
 
@@ -569,7 +572,7 @@ qat_tensor *qat_layer_forward(qat_layer *l, qat_tape *t, qat_tensor *x, bool pri
     qat_tensor *b = l->bias.data ? &l->bias : NULL;
     switch (l->kind) {
     case QAT_LAYER_LINEAR:
-    case QAT_LAYER_CONV2D: return qat_layer_forward_with(l, t, x, &l->weight, b);
+    case QAT_LAYER_CONV2D: return qat_layer_forward_with(l, t, x, l->lora ? qat_lora_layer_weight(t, l) : &l->weight, b);
     case QAT_LAYER_BATCHNORM:
         return qat_batchnorm_ex(t, x, &l->weight, &l->bias, l->running_mean.data, l->running_var.data,
                                 l->cfg.bn.momentum, l->cfg.bn.eps, priv);
@@ -696,6 +699,38 @@ qat_status qat_model_add_buffer(qat_model *m, qat_tensor *x) {
 }
 
 void qat_model_zero_grad(qat_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+
+void qat_model_set_frozen(qat_model *m, qat_tensor *p, bool frozen) {
+    QAT_ASSERT(m && p && p->data >= m->params && p->data < m->params + m->n_params);
+    p->frozen = frozen;
+}
+
+size_t qat_model_n_trainable(const qat_model *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->n_param_tensors; i++)
+        if (!m->param_tensors[i]->frozen) n += m->param_tensors[i]->n;
+    return n;
+}
+
+void qat_model_pack(const qat_model *m, const float *full, float *packed) {
+    size_t k = 0;
+    for (int i = 0; i < m->n_param_tensors; i++) {
+        const qat_tensor *p = m->param_tensors[i];
+        if (p->frozen) continue;
+        memcpy(packed + k, full + (p->data - m->params), p->n * sizeof(float));
+        k += p->n;
+    }
+}
+
+void qat_model_unpack(const qat_model *m, const float *packed, float *full) {
+    size_t k = 0;
+    for (int i = 0; i < m->n_param_tensors; i++) {
+        const qat_tensor *p = m->param_tensors[i];
+        if (p->frozen) continue;
+        memcpy(full + (p->data - m->params), packed + k, p->n * sizeof(float));
+        k += p->n;
+    }
+}
 
 /* ---- lookup by name ---- */
 

@@ -100,6 +100,7 @@ typedef struct qat_layer {
     char running_mean_name[QAT_NAME_LEN + 16], running_var_name[QAT_NAME_LEN + 16];
     qat_seq body, shortcut;            /* residual */
     struct qat_layer_quant *quant;     /* quantization settings (quant/quant.h), or NULL */
+    struct qat_lora_adapter *lora;     /* a low-rank adapter (layers/lora.h), or NULL */
 } qat_layer;
 
 #define QAT_MODEL_MAX_DEPTH 8
@@ -136,6 +137,12 @@ typedef struct qat_model {
     /* Called by the trainer after every optimizer step (NULL: nothing): quantization
      * projects learned step sizes back to positive values there (quant/lsq.h). */
     void (*quant_after_step)(struct qat_model *m);
+    /* The trainer's packed copy of the trainable parameters and their gradients when some
+     * are frozen (2 x packed_n floats; qat_model_pack), freed with the model. */
+    float *packed;
+    size_t packed_n;
+    /* LoRA adapters (layers/lora.h): freed with the model; NULL without. */
+    struct qat_lora *lora;
     /* Builder state: the sequence being appended to, innermost last. */
     qat_seq *stack[QAT_MODEL_MAX_DEPTH];
     qat_layer *block[QAT_MODEL_MAX_DEPTH]; /* the residual layer of each open level */
@@ -223,6 +230,16 @@ qat_status qat_model_add_param(qat_model *m, qat_tensor *x);
 /* After finalize: registers a buffer `x` (caller-owned data, saved and restored with the
  * model, not optimized) at the end of the model's state. */
 qat_status qat_model_add_buffer(qat_model *m, qat_tensor *x);
+
+/* Freezing (LoRA's frozen base, layers/lora.h): a frozen parameter keeps its value in
+ * training. The optimizer covers the trainable parameters only: qat_model_n_trainable
+ * floats, packed in param_tensors order. qat_model_pack copies the trainable part of a
+ * params- or grads-shaped array (m->n_params floats) into n_trainable floats;
+ * qat_model_unpack copies it back. With nothing frozen both are plain copies. */
+void qat_model_set_frozen(qat_model *m, qat_tensor *p, bool frozen);
+size_t qat_model_n_trainable(const qat_model *m);
+void qat_model_pack(const qat_model *m, const float *full, float *packed);
+void qat_model_unpack(const qat_model *m, const float *packed, float *full);
 
 /* The parameter named `name` ("3.weight"), or NULL. */
 qat_tensor *qat_model_param(qat_model *m, const char *name);

@@ -127,6 +127,45 @@ static void test_optim8_resume(void **state) {
     }
 }
 
+/* LoRA: adapters on a float checkpoint, trained on a subset of the classes; only they,
+ * biases and norms train; a stopped run resumes to the same bytes; qat merge folds them
+ * in and the merged checkpoint evaluates to the same accuracy. */
+static void test_lora_merge(void **state) {
+    (void)state;
+    static char out[1 << 16];
+    char args[512];
+    snprintf(args, sizeof args, "%s --epochs 2 --classes 0-1 --out lbase.safetensors", TRAIN);
+    if (qat(out, sizeof out, args) != 0) fail_msg("base training failed: %s", out);
+    const char *L = "train --from lbase.safetensors --data train.csv --test-data test.csv --batch 16 --seed 3 "
+                    "--classes 2 --lora r=2 --lr 0.05 --epochs 8";
+    snprintf(args, sizeof args, "%s --out la.safetensors --json", L);
+    if (qat(out, sizeof out, args) != 0) fail_msg("train --lora failed: %s", out);
+    if (!strstr(out, "LoRA r=2,alpha=4:") || !strstr(out, "frozen")) fail_msg("no LoRA summary: %s", out);
+    const double acc = test_json_number(out, "test_accuracy");
+    if (!(acc > 0.9)) fail_msg("the adapters did not learn class 2: %s", out);
+    snprintf(args, sizeof args, "%s --until 1 --out lb.safetensors --quiet", L);
+    if (qat(out, sizeof out, args) != 0) fail_msg("train --lora --until failed: %s", out);
+    if (qat(out, sizeof out, "train --resume lb.safetensors --quiet") != 0) fail_msg("resume failed: %s", out);
+    if (!same_file("la.safetensors", "lb.safetensors")) fail_msg("LoRA: 8 epochs and 1 + resume 7 differ");
+    if (qat(out, sizeof out, "merge la.safetensors --out lm.safetensors") != 0) fail_msg("merge failed: %s", out);
+    if (!strstr(out, "at most 0 ")) fail_msg("merged outputs differ: %s", out);
+    if (qat(out, sizeof out, "eval la.safetensors --data test.csv --json") != 0) fail_msg("eval failed: %s", out);
+    const double a1 = test_json_number(out, "test_accuracy");
+    if (qat(out, sizeof out, "eval lm.safetensors --data test.csv --json") != 0) fail_msg("eval failed: %s", out);
+    if (test_json_number(out, "test_accuracy") != a1) fail_msg("merged accuracy differs: %s", out);
+    /* the merged checkpoint has no adapters and quantizes like any float checkpoint */
+    if (qat(out, sizeof out, "inspect lm.safetensors") != 0 || strstr(out, "lora")) fail_msg("inspect: %s", out);
+    if (qat(out, sizeof out, "calibrate --from lm.safetensors --data train.csv --samples 32 --out lq.safetensors") != 0)
+        fail_msg("calibrate of the merged model failed: %s", out);
+    /* refusals */
+    if (qat(out, sizeof out, "merge lbase.safetensors --out x.safetensors") == 0 || !strstr(out, "adapters"))
+        fail_msg("merge of a checkpoint without adapters: %s", out);
+    if (qat(out, sizeof out, "train --from lbase.safetensors --data train.csv --lora r=2 --quant w8a8") == 0)
+        fail_msg("--lora with --quant accepted: %s", out);
+    snprintf(args, sizeof args, "%s --classes 7", TRAIN);
+    if (qat(out, sizeof out, args) == 0 || !strstr(out, "--classes")) fail_msg("--classes 7 of 3 accepted: %s", out);
+}
+
 /* PTQ and QAT from a float checkpoint; quantized checkpoints evaluate, inspect and resume
  * byte-identically. */
 static void test_quantization(void **state) {
@@ -374,6 +413,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_json_resume_eval_inspect),
         cmocka_unit_test(test_optim8_resume),
+        cmocka_unit_test(test_lora_merge),
         cmocka_unit_test(test_quantization),
         cmocka_unit_test(test_legacy_checkpoints),
         cmocka_unit_test(test_help_everywhere),

@@ -243,11 +243,11 @@ qat_status qat_checkpoint_save(const char *path, const qat_model *m, const qat_o
     }
     if (opt) {
         qat_error e2 = {0};
-        if (opt->n != m->n_params || opt->step < 0 || qat_optim_config_check(&opt->cfg, &e2))
+        if (opt->n != qat_model_n_trainable(m) || opt->step < 0 || qat_optim_config_check(&opt->cfg, &e2))
             return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                                  "%s: the optimizer (n %zu, step %ld) does not fit the model "
-                                 "(%zu parameters)%s%s",
-                                 path, opt->n, opt->step, m->n_params, e2.status ? ": " : "",
+                                 "(%zu trainable parameters)%s%s",
+                                 path, opt->n, opt->step, qat_model_n_trainable(m), e2.status ? ": " : "",
                                  e2.msg);
     }
 
@@ -520,10 +520,10 @@ static qat_status match_optim(const qat_checkpoint *c, const qat_model *m, const
     if (opt->cfg.kind != c->optim_cfg.kind)
         return FMT("%s: the saved optimizer is %s, the one given is %s", path,
                    qat_optim_kind_str(c->optim_cfg.kind), qat_optim_kind_str(opt->cfg.kind));
-    if (opt->n != m->n_params)
+    if (opt->n != qat_model_n_trainable(m))
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "%s: the optimizer has %zu parameters, the model %zu", path, opt->n,
-                             m->n_params);
+                             "%s: the optimizer has %zu parameters, the model trains %zu", path, opt->n,
+                             qat_model_n_trainable(m));
     qat_optim_state_tensor want[QAT_OPTIM_MAX_STATE];
     int n_want = qat_optim_state_layout(&c->optim_cfg, opt->n, want);
     if (n_want != opt->n_tensors)

@@ -7,6 +7,7 @@
 
 #include "io/file_check.h"
 #include "layers/model_file.h"
+#include "layers/lora.h"
 #include "quant/quant.h"
 #include "train/onnx_import.h"
 
@@ -118,6 +119,16 @@ qat_status qat_model_open(qat_opened *o, const char *spec, uint64_t seed, qat_er
         qat_error e = {0};
         if ((s = qat_model_quantize(o->m, qtext, o->have_norm ? &o->norm : NULL, &e)))
             qat_error_set(err, s, "%s: quantization '%s': %s", spec, quant, e.msg);
+    }
+    /* A checkpoint trained with low-rank adapters: the same adapters first (layers/lora.h). */
+    const char *lora = !s && o->from_checkpoint ? qat_checkpoint_extra(&o->ckpt, "lora") : NULL;
+    if (lora) {
+        qat_lora_spec ls;
+        qat_rng rng;
+        qat_rng_init(&rng, seed);
+        qat_error e = {0};
+        if ((s = qat_lora_spec_parse(&ls, lora, &e)) || (s = qat_lora_attach(o->m, &ls, &rng, &e)))
+            qat_error_set(err, s, "%s: adapters '%s': %s", spec, lora, e.msg);
     }
     if (!s && o->from_checkpoint) {
         s = qat_checkpoint_restore(&o->ckpt, o->m, NULL, err);

@@ -76,12 +76,13 @@ qat_status qat_train_step(qat_model *m, qat_tape *t, qat_optim *o, float lr, flo
 
 qat_status qat_train_step_distill(qat_model *m, qat_tape *t, qat_optim *o, float lr, float clip_norm,
                                   const qat_batch *b, const qat_distill *kd, qat_step_result *r, qat_error *err) {
-    if (o->n != m->n_params)
+    const size_t nt = qat_model_n_trainable(m);
+    if (o->n != nt)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
-                             "the optimizer covers %zu parameters but the model has %zu: create it "
-                             "after the last change to the model's parameters (qat_quant_prepare "
-                             "adds some)",
-                             o->n, m->n_params);
+                             "the optimizer covers %zu parameters but the model trains %zu (of %zu): "
+                             "create it after the last change to the model's parameters "
+                             "(qat_quant_prepare and qat_lora_attach add some, freezing removes some)",
+                             o->n, nt, m->n_params);
     qat_tape_reset(t);
     const qat_tensor *tl = NULL;
     if (kd) { /* the teacher first, in inference mode; its logits stay in the arena */
@@ -110,7 +111,21 @@ qat_status qat_train_step_distill(qat_model *m, qat_tape *t, qat_optim *o, float
     qat_model_zero_grad(m);
     if (qat_tape_backward(t, loss) != QAT_STATUS_OK)
         return qat_error_set(err, t->err.status, "%s", t->err.msg);
-    r->grad_norm = sqrt(grad_sq_norm(m->grads, m->n_params));
+    /* Some parameters frozen: the optimizer sees the trainable ones, packed. */
+    float *params = m->params, *grads = m->grads;
+    if (nt != m->n_params) {
+        if (m->packed_n != nt) {
+            float *p = realloc(m->packed, 2 * nt * sizeof(float));
+            if (!p) return qat_error_set(err, QAT_STATUS_NOMEM, "out of memory packing %zu parameters", nt);
+            m->packed = p;
+            m->packed_n = nt;
+        }
+        params = m->packed;
+        grads = m->packed + nt;
+        qat_model_pack(m, m->params, params);
+        qat_model_pack(m, m->grads, grads);
+    }
+    r->grad_norm = sqrt(grad_sq_norm(grads, nt));
     if (!isfinite(r->grad_norm))
         return qat_error_set(err, QAT_STATUS_NUMERIC,
                              "a gradient became non-finite (loss %g): try a lower learning rate "
@@ -119,10 +134,11 @@ qat_status qat_train_step_distill(qat_model *m, qat_tape *t, qat_optim *o, float
     if (clip_norm > 0 && r->grad_norm > clip_norm) {
         /* As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6). */
         float scale = (float)(clip_norm / (r->grad_norm + 1e-6));
-        scale_job sj = {m->grads, scale};
-        qat_parallel_for(m->n_params, 65536, scale_part, &sj);
+        scale_job sj = {grads, scale};
+        qat_parallel_for(nt, 65536, scale_part, &sj);
     }
-    qat_optim_step(o, m->params, m->grads, lr);
+    qat_optim_step(o, params, grads, lr);
+    if (params != m->params) qat_model_unpack(m, params, m->params);
     if (m->quant_after_step) m->quant_after_step(m);
     m->step++;
     return QAT_STATUS_OK;
