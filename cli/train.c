@@ -14,7 +14,7 @@
 #include "common.h"
 #include "export/int8.h"
 #include "io/file_check.h"
-#include "layers/lora.h"
+#include "train/qlora.h"
 #include "quant/quant.h"
 #include "data/loader.h"
 #include "train/progress.h"
@@ -37,7 +37,7 @@ static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "b
 #define N_RECIPE (sizeof RECIPE / sizeof *RECIPE)
 
 typedef struct train_args {
-    const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule, *lora, *classes;
+    const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule, *lora, *classes, *base;
     const char *mean, *std, *from, *quant;
     int epochs, until, batch, threads, warmup, step_size, crop, calib_samples;
     long seed;
@@ -224,17 +224,17 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
 
     /* Low-rank adapters over the frozen weights (layers/lora.h), initialised from their own
      * generator so that the training run's stream is the same with or without them. */
-    char lora_text[64] = "";
+    char lora_text[96] = "";
     if (a->lora) {
-        qat_lora_spec ls;
         qat_rng lrng;
         qat_rng_init(&lrng, (uint64_t)a->seed ^ 0x4c6f5241ULL);
-        if (qat_lora_spec_parse(&ls, a->lora, &err) || qat_lora_attach(m, &ls, &lrng, &err)) {
+        snprintf(lora_text, sizeof lora_text, "%s%s%s", a->lora, a->base ? ",base=" : "", a->base ? a->base : "");
+        if (qat_lora_setup(m, lora_text, true, &lrng, &err)) {
             rc = cli_fail(cmd, err.msg);
             goto done;
         }
     }
-    if (m->lora) qat_lora_spec_format(&m->lora->spec, lora_text, sizeof lora_text);
+    qat_lora_text_format(m, lora_text, sizeof lora_text);
 
     /* The optimizer from its name; each flag sets the config field of that name where
      * the kind has one (optim.h's field tables); a weight decay of 0 keeps the kind's
@@ -347,6 +347,13 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         qat_lora_counts(m, &ad, &tr, &fr);
         fprintf(stderr, "LoRA %s: %zu parameters train (%zu in adapters, the rest biases and batch norm), %zu frozen\n",
                 lora_text, tr, ad, fr);
+        const qat_lora_base *lb = qat_lora_base_of(m);
+        if (lb) {
+            size_t q4, f32;
+            qat_lora_base_bytes(lb, &q4, &f32);
+            fprintf(stderr, "the frozen base in %s with double-quantized constants: %zu bytes (F32: %zu), %.3f bits per weight\n",
+                    qat_q4_format_str(lb->format), q4, f32, 8.0 * (double)q4 / (double)(f32 / 4));
+        }
     }
     qat_train_result r;
     if (qat_train_run(m, &opt, &ltrain, &ltest, &tcfg, start_epoch, start_step, &rng, &r, &err)) {
@@ -370,7 +377,7 @@ done:
     return rc;
 }
 
-#define N_TRAIN_OPTS 38
+#define N_TRAIN_OPTS 39
 
 static void train_opts(train_args *a, qat_opt *o) {
     qat_opt opts[] = {
@@ -404,6 +411,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help); with --from, lr 0.01 and 1 epoch unless given"},
         {"lora", QAT_OPT_STRING, &a->lora, "r=R[,alpha=A]",
          "with --from: train low-rank adapters on every linear and conv layer over the frozen weights (layers/lora.h; alpha defaults to 2R; AdamW at lr 1e-3 unless given); qat merge folds them in"},
+        {"base", QAT_OPT_STRING, &a->base, "FORMAT", "--lora: the frozen weights in nf4 or int4 (groups of 64, double-quantized constants; QLoRA) or fp32 (default)"},
         {"classes", QAT_OPT_STRING, &a->classes, "LIST", "train and test on these labels only: 0-4, or 5,6,7,8,9"},
         {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
         {"distill", QAT_OPT_FLOAT, &a->distill, "T",
@@ -450,6 +458,7 @@ int cmd_train(int argc, char **argv) {
     /* Adapters train best with AdamW at 1e-3 (the LoRA paper's optimizer), unless given. */
     if (a.lora && !qat_args_seen(opts, "optim")) a.optim = "adamw";
     if (a.lora && !qat_args_seen(opts, "lr")) a.lr = 1e-3f;
+    if (a.base && !a.lora) return cli_fail("train", "--base goes with --lora");
     if (a.lora && (!a.from || a.quant))
         return cli_fail("train", "--lora adapts a float checkpoint: give --from, and no --quant (merge, then quantize)");
     if (a.resume && qat_args_seen(opts, "model"))

@@ -70,6 +70,7 @@ static int walk(qat_seq *s, qat_layer **out, int n) {
 void qat_lora_free(qat_model *m) {
     if (!m || !m->lora) return;
     for (int i = 0; i < m->lora->n; i++) m->lora->adapters[i].layer->lora = NULL;
+    if (m->lora->base_free) m->lora->base_free(m->lora->base);
     free(m->lora->adapters);
     free(m->lora);
     m->lora = NULL;

@@ -49,6 +49,10 @@ typedef struct qat_lora {
     float scale; /* alpha / r */
     int n;
     qat_lora_adapter *adapters;
+    /* The frozen base in another form (a 4-bit one: train/qlora.h), owned here, freed
+     * with base_free; NULL when the base is plain float. */
+    void *base;
+    void (*base_free)(void *base);
 } qat_lora;
 
 /* Adds adapters to a finalized model without any (INVALID_ARG if it has some, or is

@@ -157,6 +157,17 @@ static void test_lora_merge(void **state) {
     if (qat(out, sizeof out, "inspect lm.safetensors") != 0 || strstr(out, "lora")) fail_msg("inspect: %s", out);
     if (qat(out, sizeof out, "calibrate --from lm.safetensors --data train.csv --samples 32 --out lq.safetensors") != 0)
         fail_msg("calibrate of the merged model failed: %s", out);
+    /* the base in NF4: a checkpoint of about a quarter of the F32 base's bytes, resumed to the same bytes, merged */
+    snprintf(args, sizeof args, "%s --base nf4 --out na.safetensors", L);
+    if (qat(out, sizeof out, args) != 0 || !strstr(out, "base in nf4")) fail_msg("train --base nf4 failed: %s", out);
+    snprintf(args, sizeof args, "%s --base nf4 --until 2 --out nb.safetensors --quiet", L);
+    if (qat(out, sizeof out, args) != 0) fail_msg("train --base nf4 --until failed: %s", out);
+    if (qat(out, sizeof out, "train --resume nb.safetensors --quiet") != 0) fail_msg("resume nf4 failed: %s", out);
+    if (!same_file("na.safetensors", "nb.safetensors")) fail_msg("NF4 base: 8 epochs and 2 + resume 6 differ");
+    if (qat(out, sizeof out, "merge na.safetensors --out nm.safetensors") != 0) fail_msg("merge nf4 failed: %s", out);
+    if (qat(out, sizeof out, "train --from lbase.safetensors --data train.csv --lora r=2 --base fp4") == 0 ||
+        !strstr(out, "nf4, int4 or fp32"))
+        fail_msg("--base fp4 accepted: %s", out);
     /* refusals */
     if (qat(out, sizeof out, "merge lbase.safetensors --out x.safetensors") == 0 || !strstr(out, "adapters"))
         fail_msg("merge of a checkpoint without adapters: %s", out);

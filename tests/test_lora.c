@@ -16,10 +16,16 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "io/safetensors.h"
 #include "layers/lora.h"
 #include "optim/optim.h"
+#include "train/checkpoint.h"
+#include "train/qlora.h"
 #include "train/step.h"
 
 #define NB 3
@@ -210,6 +216,80 @@ static void test_spec_and_refusals(void **state) {
     qat_model_free(m);
 }
 
+/* A 4-bit base (QLoRA): the frozen weights become their NF4 values; a checkpoint holds
+ * the 4-bit form (U8 codes, U8 constant codes, F32 block scales and mean) and restores
+ * the same bits into a fresh model; a damaged 4-bit tensor is refused by name. */
+static void test_four_bit_base_checkpoint(void **state) {
+    (void)state;
+    for (int f = 0; f < 2; f++) {
+        const char *text = f ? "r=2,alpha=2,base=int4" : "r=2,base=nf4";
+        qat_model *m = small_cnn(11);
+        qat_rng rng;
+        qat_rng_init(&rng, 1);
+        qat_error err = {0};
+        if (qat_lora_setup(m, text, true, &rng, &err)) fail_msg("setup %s: %s", text, err.msg);
+        const qat_lora_base *b = qat_lora_base_of(m);
+        assert_non_null(b);
+        assert_int_equal(b->n, 4); /* four frozen weights, the depthwise one included */
+        char back[96];
+        qat_lora_text_format(m, back, sizeof back);
+        assert_string_equal(back, f ? "r=2,alpha=2,base=int4" : "r=2,alpha=4,base=nf4");
+        /* every frozen weight is level * constant of its group */
+        for (int i = 0; i < b->n; i++) {
+            float *deq = malloc(b->w[i]->n * sizeof(float));
+            qat_q4_dequantize(&b->q[i], deq);
+            assert_memory_equal(deq, b->w[i]->data, b->w[i]->n * sizeof(float));
+            free(deq);
+        }
+        for (int i = 0; i < m->lora->n; i++)
+            fill_uniform(m->lora->adapters[i].B.data, m->lora->adapters[i].B.n, -0.3f, 0.3f, 30 + (uint64_t)i);
+        char path[64], bad[64];
+        snprintf(path, sizeof path, "/tmp/qat_test_lora_%d.safetensors", (int)getpid());
+        snprintf(bad, sizeof bad, "/tmp/qat_test_lora_bad_%d.safetensors", (int)getpid());
+        qat_st_kv kv[] = {{"lora", back}};
+        qat_checkpoint_meta meta = {.model = "x", .extra = kv, .n_extra = 1};
+        qat_rng_init(&meta.rng, 3);
+        if (qat_checkpoint_save(path, m, NULL, &meta, &err)) fail_msg("save: %s", err.msg);
+        qat_checkpoint c;
+        if (qat_checkpoint_load(&c, path, &err)) fail_msg("load: %s", err.msg);
+        assert_null(qat_safetensors_find(&c.file, "0.weight")); /* no F32 copy */
+        const qat_st_tensor *codes = qat_safetensors_find(&c.file, "6.weight.q4");
+        assert_non_null(codes);
+        assert_int_equal(codes->dtype, QAT_ST_DTYPE_U8);
+        assert_int_equal(codes->numel, 270);
+        /* a fresh model with the same adapters, its base left for the restore */
+        qat_model *m2 = small_cnn(12);
+        assert_int_equal(qat_lora_setup(m2, text, false, &rng, &err), QAT_STATUS_OK);
+        if (qat_checkpoint_restore(&c, m2, NULL, &err)) fail_msg("restore: %s", err.msg);
+        assert_memory_equal(m2->params, m->params, m->n_params * sizeof(float));
+        /* damage: a NaN block scale, then a constant-code tensor of the wrong length */
+        for (int d = 0; d < 2; d++) {
+            qat_st_tensor ts[64];
+            size_t nt = c.file.n_tensors;
+            assert_true(nt <= 64);
+            memcpy(ts, c.file.tensors, nt * sizeof *ts);
+            const float nan = NAN;
+            for (size_t i = 0; i < nt; i++) {
+                if (d == 0 && strcmp(ts[i].name, "4.weight.q4_scale") == 0) ts[i].data = &nan;
+                if (d == 1 && strcmp(ts[i].name, "0.weight.q4_absmax") == 0) ts[i].shape[0] = ts[i].numel = 1;
+            }
+            if (qat_safetensors_write(bad, ts, nt, c.file.meta, c.file.n_meta, &err)) fail_msg("write: %s", err.msg);
+            qat_checkpoint cb;
+            err = (qat_error){0};
+            qat_status st = qat_checkpoint_load(&cb, bad, &err);
+            if (!st) st = qat_checkpoint_restore(&cb, m2, NULL, &err);
+            if (st == QAT_STATUS_OK) fail_msg("a damaged 4-bit base was accepted (case %d)", d);
+            if (!strstr(err.msg, d ? "0.weight" : "4.weight")) fail_msg("case %d: %s", d, err.msg);
+            qat_checkpoint_free(&cb);
+        }
+        qat_checkpoint_free(&c);
+        remove(path);
+        remove(bad);
+        qat_model_free(m2);
+        qat_model_free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attach_starts_at_the_base),
@@ -217,6 +297,7 @@ int main(void) {
         cmocka_unit_test(test_training_keeps_the_base),
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_spec_and_refusals),
+        cmocka_unit_test(test_four_bit_base_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "io/strbuf.h"
+#include "train/qlora.h"
 
 #define FMT(...) qat_error_set(err, QAT_STATUS_FORMAT, __VA_ARGS__)
 
@@ -101,8 +102,18 @@ static qat_status match_state(const qat_st_file *f, const qat_model *m, const ma
     if (!used) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", f->path);
     const char *prefix = o->prefix ? o->prefix : "";
     memset(rep, 0, sizeof *rep);
+    const qat_lora_base *base = qat_lora_base_of(m);
     for (int i = 0; i < m->n_state; i++) {
         const qat_tensor *s = m->state[i];
+        /* A frozen LoRA base weight held in 4 bits: its four tensors (train/qlora.h). */
+        const int bi = qat_lora_base_find(base, s);
+        if (bi >= 0) {
+            qat_error e = {0};
+            src[i] = NULL;
+            if (qat_lora_base_read((qat_lora_base *)base, bi, f, false, used, &e)) problem_add(&dtype, "%s", e.msg);
+            else rep->n_loaded++;
+            continue;
+        }
         key.len = 0;
         qat_strbuf_puts(&key, prefix);
         qat_strbuf_puts(&key, s->name);
@@ -253,19 +264,28 @@ qat_status qat_checkpoint_save(const char *path, const qat_model *m, const qat_o
 
     /* The model's state, then the optimizer's: two loops over self-describing lists. */
     const int n_opt = opt ? opt->n_tensors : 0;
-    size_t nt = (size_t)m->n_state + (size_t)n_opt, nm = N_RESERVED + meta->n_extra;
+    const qat_lora_base *base = qat_lora_base_of(m);
+    const int n_base = base ? base->n : 0; /* each weight as 4 tensors (train/qlora.h) */
+    size_t nt = (size_t)m->n_state + (size_t)n_opt + 3 * (size_t)n_base, nm = N_RESERVED + meta->n_extra;
     qat_st_tensor *ts = calloc(nt ? nt : 1, sizeof *ts);
+    char (*bnames)[4][QAT_NAME_LEN + 32] = calloc(n_base ? (size_t)n_base : 1, sizeof *bnames);
     qat_st_kv *kv = calloc(nm, sizeof *kv);
     char (*onames)[64] = calloc(n_opt ? (size_t)n_opt : 1, sizeof *onames);
     char *ojson = NULL;
     qat_status st = QAT_STATUS_OK;
-    if (!ts || !kv || !onames) {
+    if (!ts || !kv || !onames || !bnames) {
         st = qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
         goto done;
     }
     size_t k = 0;
     for (int i = 0; i < m->n_state; i++, k++) {
         const qat_tensor *x = m->state[i];
+        const int bi = qat_lora_base_find(base, x);
+        if (bi >= 0) {
+            qat_lora_base_tensors(base, bi, &ts[k], bnames[bi]);
+            k += 3;
+            continue;
+        }
         ts[k] = (qat_st_tensor){.name = x->name, .dtype = QAT_ST_DTYPE_F32, .ndim = x->ndim,
                                 .data = x->data};
         for (int d = 0; d < x->ndim; d++) ts[k].shape[d] = x->shape[d];
@@ -305,6 +325,7 @@ done:
     free(ts);
     free(kv);
     free(onames);
+    free(bnames);
     cJSON_free(ojson);
     return st;
 }
@@ -409,9 +430,12 @@ static qat_status check_optim_tensors(const qat_checkpoint *c, qat_error *err) {
     for (size_t i = 0; i < f->n_tensors; i++) {
         const qat_st_tensor *t = &f->tensors[i];
         if (strncmp(t->name, OPTIM_PREFIX, strlen(OPTIM_PREFIX)) != 0) {
-            if (t->dtype != QAT_ST_DTYPE_F32)
+            const size_t ln = strlen(t->name);
+            const bool four_bit = (ln > 3 && strcmp(t->name + ln - 3, ".q4") == 0) ||
+                                  (ln > 10 && strcmp(t->name + ln - 10, ".q4_absmax") == 0);
+            if (t->dtype != QAT_ST_DTYPE_F32 && !(four_bit && t->dtype == QAT_ST_DTYPE_U8))
                 return FMT("%s: tensor '%.100s' is %s; a qat checkpoint holds the model's state as "
-                           "F32 tensors",
+                           "F32 tensors (U8 for the codes of a 4-bit LoRA base)",
                            f->path, t->name, qat_st_dtype_str(t->dtype));
             continue;
         }
@@ -561,7 +585,12 @@ qat_status qat_checkpoint_restore(const qat_checkpoint *c, qat_model *m, qat_opt
     if (!st && opt) st = match_optim(c, m, opt, osrc, err);
     /* Everything was checked: copy. */
     if (!st) {
-        for (int i = 0; i < m->n_state; i++) memcpy(m->state[i]->data, src[i]->data, src[i]->nbytes);
+        qat_lora_base *base = (qat_lora_base *)qat_lora_base_of(m);
+        for (int i = 0; i < m->n_state && !st; i++) {
+            const int bi = qat_lora_base_find(base, m->state[i]);
+            if (bi >= 0) st = qat_lora_base_read(base, bi, &c->file, true, NULL, err);
+            else memcpy(m->state[i]->data, src[i]->data, src[i]->nbytes);
+        }
         for (int b = 0; opt && b < opt->n_tensors; b++)
             memcpy(opt->tensors[b].data, osrc[b]->data, osrc[b]->nbytes);
         if (opt) opt->step = c->optim_step;

@@ -7,7 +7,7 @@
 
 #include "io/file_check.h"
 #include "layers/model_file.h"
-#include "layers/lora.h"
+#include "train/qlora.h"
 #include "quant/quant.h"
 #include "train/onnx_import.h"
 
@@ -123,11 +123,10 @@ qat_status qat_model_open(qat_opened *o, const char *spec, uint64_t seed, qat_er
     /* A checkpoint trained with low-rank adapters: the same adapters first (layers/lora.h). */
     const char *lora = !s && o->from_checkpoint ? qat_checkpoint_extra(&o->ckpt, "lora") : NULL;
     if (lora) {
-        qat_lora_spec ls;
         qat_rng rng;
         qat_rng_init(&rng, seed);
         qat_error e = {0};
-        if ((s = qat_lora_spec_parse(&ls, lora, &e)) || (s = qat_lora_attach(o->m, &ls, &rng, &e)))
+        if ((s = qat_lora_setup(o->m, lora, false, &rng, &e)))
             qat_error_set(err, s, "%s: adapters '%s': %s", spec, lora, e.msg);
     }
     if (!s && o->from_checkpoint) {
