@@ -33,13 +33,14 @@ static const char *FASHION_CLASSES =
 static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "batch", "optim",
                                      "lr", "momentum", "nesterov", "weight-decay", "schedule",
                                      "eta-min", "step-size", "gamma", "warmup", "clip-grad",
-                                     "crop", "flip", "mean", "std", "distill", "distill-alpha", "classes"};
+                                     "crop", "flip", "mean", "std", "distill", "distill-alpha", "classes",
+                                     "train-samples"};
 #define N_RECIPE (sizeof RECIPE / sizeof *RECIPE)
 
 typedef struct train_args {
     const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule, *lora, *classes, *base;
     const char *mean, *std, *from, *quant;
-    int epochs, until, batch, threads, warmup, step_size, crop, calib_samples;
+    int epochs, until, batch, threads, warmup, step_size, crop, calib_samples, train_samples;
     long seed;
     float lr, momentum, weight_decay, gamma, clip, eta_min, distill, distill_alpha;
     bool nesterov, flip, json, quiet;
@@ -154,6 +155,13 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
             return cli_fail(cmd, err.msg);
         }
     }
+    if (a->train_samples < 0) {
+        qat_dataset_free(&train);
+        qat_dataset_free(&test);
+        qat_opened_free(&cm);
+        return cli_fail(cmd, "--train-samples must be >= 0");
+    }
+    if (a->train_samples > 0 && a->train_samples < train.n) train.n = a->train_samples;
     const int channels = train.kind == QAT_DATASET_KIND_IMAGES ? train.c : 1;
     if (a->mean) {
         if (qat_normalization_parse(&norm, a->mean, a->std, &err) ||
@@ -377,7 +385,7 @@ done:
     return rc;
 }
 
-#define N_TRAIN_OPTS 39
+#define N_TRAIN_OPTS 40
 
 static void train_opts(train_args *a, qat_opt *o) {
     qat_opt opts[] = {
@@ -410,9 +418,10 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"from", QAT_OPT_STRING, &a->from, "FILE", "start from a float checkpoint (its model and weights)"},
         {"quant", QAT_OPT_STRING, &a->quant, "SPEC", "quantization-aware training: w8a8, w4a4,pact, ... (see qat calibrate --help); with --from, lr 0.01 and 1 epoch unless given"},
         {"lora", QAT_OPT_STRING, &a->lora, "r=R[,alpha=A]",
-         "with --from: train low-rank adapters on every linear and conv layer over the frozen weights (layers/lora.h; alpha defaults to 2R; AdamW at lr 1e-3 unless given); qat merge folds them in"},
+         "with --from: train low-rank adapters on every linear and conv layer over the frozen weights (layers/lora.h; alpha defaults to 2R; AdamW at lr 1e-2 unless given); qat merge folds them in"},
         {"base", QAT_OPT_STRING, &a->base, "FORMAT", "--lora: the frozen weights in nf4 or int4 (groups of 64, double-quantized constants; QLoRA) or fp32 (default)"},
         {"classes", QAT_OPT_STRING, &a->classes, "LIST", "train and test on these labels only: 0-4, or 5,6,7,8,9"},
+        {"train-samples", QAT_OPT_INT, &a->train_samples, "N", "train on the first N training samples only (after --classes; 0: all)"},
         {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
         {"distill", QAT_OPT_FLOAT, &a->distill, "T",
          "--from with --quant: distil from the float checkpoint at temperature T (0: off; default 2 at 2 bits, else off; layers/loss.h)"},
@@ -455,9 +464,10 @@ int cmd_train(int argc, char **argv) {
     }
     if (a.resume && (a.from || a.quant || a.lora))
         return cli_fail("train", "--resume continues a run as it was; drop --from, --quant and --lora");
-    /* Adapters train best with AdamW at 1e-3 (the LoRA paper's optimizer), unless given. */
+    /* Adapters: AdamW (the LoRA paper's optimizer) at 1e-2, ten times full fine-tuning's rate
+     * (docs/memory.md measures it), unless given. */
     if (a.lora && !qat_args_seen(opts, "optim")) a.optim = "adamw";
-    if (a.lora && !qat_args_seen(opts, "lr")) a.lr = 1e-3f;
+    if (a.lora && !qat_args_seen(opts, "lr")) a.lr = 1e-2f;
     if (a.base && !a.lora) return cli_fail("train", "--base goes with --lora");
     if (a.lora && (!a.from || a.quant))
         return cli_fail("train", "--lora adapts a float checkpoint: give --from, and no --quant (merge, then quantize)");

@@ -43,12 +43,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void same_bits(const float *got, const float *want, size_t n, const char *what) {
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
-            fail_msg("%s [%zu]: got %.9g, expected %.9g", what, i, (double)got[i], (double)want[i]);
-}
-
 static void same_codes(const uint8_t *got, const float *want, size_t n, const char *what) {
     for (size_t i = 0; i < n; i++)
         if ((float)got[i] != want[i]) fail_msg("%s [%zu]: code %d, expected %g", what, i, got[i], (double)want[i]);
@@ -57,8 +51,8 @@ static void same_codes(const uint8_t *got, const float *want, size_t n, const ch
 static void test_maps(void **state) {
     (void)state;
     const float *s = qat_dynamic_map(true), *u = qat_dynamic_map(false);
-    same_bits(s, fixture_get(fx, "map_signed", 256), 256, "signed map");
-    same_bits(u, fixture_get(fx, "map_unsigned", 256), 256, "unsigned map");
+    assert_bits_equal(s, fixture_get(fx, "map_signed", 256), 256, "signed map");
+    assert_bits_equal(u, fixture_get(fx, "map_unsigned", 256), 256, "unsigned map");
     for (int i = 1; i < 256; i++) {
         assert_true(s[i - 1] < s[i]);
         assert_true(u[i - 1] < u[i]);
@@ -115,7 +109,7 @@ static void test_blockwise_matches_reference(void **state) {
         qat_blockq_quantize(codes, absmax, in, N, QAT_BLOCKQ_SIZE, map);
         same_codes(codes, fixture_get(fx, sg ? "q/signed_codes" : "q/unsigned_codes", N), N,
                    sg ? "signed codes" : "unsigned codes");
-        same_bits(absmax, fixture_get(fx, sg ? "q/signed_absmax" : "q/unsigned_absmax", 3), 3,
+        assert_bits_equal(absmax, fixture_get(fx, sg ? "q/signed_absmax" : "q/unsigned_absmax", 3), 3,
                   sg ? "signed absmax" : "unsigned absmax");
         qat_blockq_dequantize(back, codes, absmax, N, QAT_BLOCKQ_SIZE, map);
         for (size_t i = 0; i < N; i++) {
@@ -181,7 +175,7 @@ static void run_case(const case8 *c, float *p, qat_optim *o, int threads) {
         if (t == 0 || t == NSTEPS - 1) {
             char what[64];
             snprintf(what, sizeof what, "%s/step%d", c->name, t + 1);
-            same_bits(p, fixture_get(fx, what, N), N, what);
+            assert_bits_equal(p, fixture_get(fx, what, N), N, what);
         }
     }
     qat_set_num_threads(0);
@@ -201,7 +195,7 @@ static void test_steps_match_reference(void **state) {
             if (o.tensors[i].dtype == QAT_ST_DTYPE_U8)
                 same_codes(o.tensors[i].data, fixture_get(fx, name, N), N, name);
             else
-                same_bits(o.tensors[i].data, fixture_get(fx, name, 3), 3, name);
+                assert_bits_equal(o.tensors[i].data, fixture_get(fx, name, 3), 3, name);
         }
         /* two threads: the same bits */
         run_case(&cs[c], p2, &o2, 2);
@@ -244,7 +238,7 @@ static void test_exact_state_is_the_32bit_step(void **state) {
         }
         qat_optim_step(&o8, p8, g, 0.01f);
         qat_optim_step(&o32, p32, g, 0.01f);
-        same_bits(p8, p32, M, kind ? "AdamW8 vs AdamW" : "SGD8 vs SGD");
+        assert_bits_equal(p8, p32, M, kind ? "AdamW8 vs AdamW" : "SGD8 vs SGD");
         qat_optim_free(&o8);
         qat_optim_free(&o32);
     }

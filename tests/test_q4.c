@@ -36,17 +36,11 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void same_bits(const float *got, const float *want, size_t n, const char *what) {
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
-            fail_msg("%s [%zu]: got %.9g, expected %.9g", what, i, (double)got[i], (double)want[i]);
-}
-
 static void test_levels(void **state) {
     (void)state;
     const float *nf4 = qat_q4_levels(QAT_Q4_NF4), *i4 = qat_q4_levels(QAT_Q4_INT4);
-    same_bits(nf4, fixture_get(fx, "levels_nf4", 16), 16, "NF4 levels");
-    same_bits(i4 + 1, fixture_get(fx, "levels_int4", 15), 15, "int4 levels");
+    assert_bits_equal(nf4, fixture_get(fx, "levels_nf4", 16), 16, "NF4 levels");
+    assert_bits_equal(i4 + 1, fixture_get(fx, "levels_int4", 15), 15, "int4 levels");
     /* QLoRA's published table (bitsandbytes, from float32 quantiles) */
     static const double paper[16] = {-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
                                      -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
@@ -82,7 +76,7 @@ static void check_tensor(const char *name, size_t n) {
                     fail_msg("%s %s dq=%d: weight %zu has code %d, expected %g", name, fmt, dq, i, qat_q4_code(&q, i),
                              (double)codes[i]);
             snprintf(key, sizeof key, "%s/%s/absmax", name, fmt);
-            if (!dq) same_bits(q.absmax, fixture_get(fx, key, q.n_groups), q.n_groups, key);
+            if (!dq) assert_bits_equal(q.absmax, fixture_get(fx, key, q.n_groups), q.n_groups, key);
             if (dq) {
                 snprintf(key, sizeof key, "%s/%s/dq_codes", name, fmt);
                 const float *dc = fixture_get(fx, key, q.n_groups);
@@ -90,13 +84,13 @@ static void check_tensor(const char *name, size_t n) {
                     if (q.absmax_codes[g] != (int)dc[g]) fail_msg("%s: group %zu constant code %d, expected %g", key, g,
                                                                   q.absmax_codes[g], (double)dc[g]);
                 snprintf(key, sizeof key, "%s/%s/dq_scale", name, fmt);
-                same_bits(q.absmax_scale, fixture_get(fx, key, q.n_scales), q.n_scales, key);
+                assert_bits_equal(q.absmax_scale, fixture_get(fx, key, q.n_scales), q.n_scales, key);
                 snprintf(key, sizeof key, "%s/%s/dq_mean", name, fmt);
-                same_bits(&q.absmax_mean, fixture_get(fx, key, 1), 1, key);
+                assert_bits_equal(&q.absmax_mean, fixture_get(fx, key, 1), 1, key);
             }
             qat_q4_dequantize(&q, back);
             snprintf(key, sizeof key, "%s/%s/%s", name, fmt, dq ? "deq_dq" : "deq");
-            if (strcmp(name, "a") == 0) same_bits(back, fixture_get(fx, key, n), n, key);
+            if (strcmp(name, "a") == 0) assert_bits_equal(back, fixture_get(fx, key, n), n, key);
             /* every weight is its level times its group's constant */
             qat_q4_constants(&q, a);
             const float *lv = qat_q4_levels(q.format);

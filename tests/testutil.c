@@ -229,6 +229,12 @@ void assert_same(const float *got, const float *want, const float *inp, size_t n
     }
 }
 
+void assert_bits_equal(const float *got, const float *want, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
+            fail_msg("%s [%zu]: got %.9g, expected %.9g", what, i, (double)got[i], (double)want[i]);
+}
+
 void *test_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) fail_msg("cannot open %s", path);

@@ -98,6 +98,10 @@ qat_tensor *test_tensor_from(int ndim, const int *shape, const float *v);
  * first mismatch with its input inp[i]. */
 void assert_same(const float *got, const float *want, const float *inp, size_t n, const char *what);
 
+/* Fails unless got and want hold the same bits everywhere (-0 differs from 0); the
+ * message gives the first mismatch. */
+void assert_bits_equal(const float *got, const float *want, size_t n, const char *what);
+
 /* Runs `cli ARGS` in directory `dir` with stdout and stderr captured into out (n bytes);
  * returns the exit status (-1 if it did not exit). For tests of the qat command. */
 int test_run_cli(const char *dir, const char *cli, char *out, size_t n, const char *args);
