@@ -119,7 +119,11 @@ cd "$work"
 "$qat" calibrate --from tiny.f.st --quant w2a8 --samples 32 --out tiny.q2.st --quiet
 "$qat" calibrate --from every.f.st --quant w8a8 --samples 32 --out every.q8.st --quiet
 "$qat" train --from tiny.f.st --data idx --quant w4a4,pact --calib-samples 32 --epochs 1 --batch 16 --out tiny.pact.st --quiet
-for c in tiny.f every.f feat.f tiny.q8 tiny.q4 tiny.pact; do cp $c.st "$out/checkpoint/$c.safetensors"; done
+# 8-bit optimizer state (U8 codes, F32 block maxima) and LoRA adapters over an NF4 base
+# (the 4-bit base's U8 and F32 tensors, train/qlora.h).
+"$qat" train --model tiny.model --data idx --epochs 1 --batch 16 --optim adamw8 --lr 0.01 --out tiny.adam8.st --quiet
+"$qat" train --from tiny.f.st --data idx --epochs 1 --batch 16 --lora r=2 --base nf4 --out tiny.qlora.st --quiet
+for c in tiny.f every.f feat.f tiny.q8 tiny.q4 tiny.pact tiny.adam8 tiny.qlora; do cp $c.st "$out/checkpoint/$c.safetensors"; done
 for c in tiny.q8 tiny.q4 tiny.q2 every.q8 tiny.pact; do
   "$qat" export $c.st --out "$out/runtime/$c.int8" > /dev/null
 done
