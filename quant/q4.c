@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/tape.h"
 #include "optim/blockwise.h"
 
 static const char *const NAMES[QAT_Q4_FORMAT_COUNT] = {"int4", "nf4"};
@@ -77,6 +78,31 @@ void qat_q4_free(qat_q4 *q) {
     memset(q, 0, sizeof *q);
 }
 
+/* The level index of x in a group whose constant (absolute maximum) is a. */
+static int level_of(const float *lv, qat_q4_format f, float x, float a) {
+    return a > 0.0f ? nearest(lv, f == QAT_Q4_INT4 ? 1 : 0, x / a) : (f == QAT_Q4_INT4 ? 8 : 7);
+}
+
+static void group_absmax(const float *x, size_t n, int group, float *a) {
+    for (size_t g = 0, i0 = 0; i0 < n; g++, i0 += (size_t)group) {
+        const size_t i1 = QAT_MIN(n, i0 + (size_t)group);
+        float m = 0.0f;
+        for (size_t i = i0; i < i1; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+        a[g] = m;
+    }
+}
+
+/* Double quantization of ng constants: their mean (in double, then float), and A_g - mean
+ * block-wise in 8 bits (codes[ng], scales[ceil(ng / 256)]); centred: ng floats of scratch. */
+static float dq_constants(const float *a, size_t ng, float *centred, uint8_t *codes, float *scales) {
+    double s = 0;
+    for (size_t g = 0; g < ng; g++) s += a[g];
+    const float mean = (float)(s / (double)ng);
+    for (size_t g = 0; g < ng; g++) centred[g] = a[g] - mean;
+    qat_blockq_quantize(codes, scales, centred, ng, QAT_Q4_DQ_BLOCK, qat_dynamic_map(true));
+    return mean;
+}
+
 qat_status qat_q4_quantize(qat_q4 *q, const float *x, size_t n, qat_q4_format format, int group,
                            bool dq, qat_error *err) {
     QAT_ASSERT(q && x);
@@ -103,23 +129,13 @@ qat_status qat_q4_quantize(qat_q4 *q, const float *x, size_t n, qat_q4_format fo
         return qat_error_set(err, QAT_STATUS_NOMEM, "4-bit weights: out of memory for %zu weights", n);
     }
     const float *lv = qat_q4_levels(format);
-    const int first = format == QAT_Q4_INT4 ? 1 : 0, zero = format == QAT_Q4_INT4 ? 8 : 7;
-    for (size_t g = 0; g < ng; g++) {
-        const size_t i0 = g * (size_t)group, i1 = QAT_MIN(n, i0 + (size_t)group);
-        float a = 0.0f;
-        for (size_t i = i0; i < i1; i++) a = fabsf(x[i]) > a ? fabsf(x[i]) : a;
-        q->absmax[g] = a;
-        for (size_t i = i0; i < i1; i++) {
-            int k = a > 0.0f ? nearest(lv, first, x[i] / a) : zero;
-            uint8_t nib = (uint8_t)(format == QAT_Q4_INT4 ? (k - 8) & 15 : k);
-            q->codes[i / 2] |= (uint8_t)(i % 2 ? nib << 4 : nib);
-        }
+    group_absmax(x, n, group, q->absmax);
+    for (size_t i = 0; i < n; i++) {
+        const int k = level_of(lv, format, x[i], q->absmax[i / (size_t)group]);
+        const uint8_t nib = (uint8_t)(format == QAT_Q4_INT4 ? (k - 8) & 15 : k);
+        q->codes[i / 2] |= (uint8_t)(i % 2 ? nib << 4 : nib);
     }
     if (!dq) return QAT_STATUS_OK;
-    /* The constants' mean (in double, then float), and A_g - c block-wise in 8 bits. */
-    double s = 0;
-    for (size_t g = 0; g < ng; g++) s += q->absmax[g];
-    q->absmax_mean = (float)(s / (double)ng);
     q->n_scales = qat_blockq_count(ng, QAT_Q4_DQ_BLOCK);
     q->absmax_codes = malloc(ng);
     q->absmax_scale = malloc(q->n_scales * sizeof(float));
@@ -129,13 +145,31 @@ qat_status qat_q4_quantize(qat_q4 *q, const float *x, size_t n, qat_q4_format fo
         qat_q4_free(q);
         return qat_error_set(err, QAT_STATUS_NOMEM, "4-bit weights: out of memory for %zu weights", n);
     }
-    for (size_t g = 0; g < ng; g++) centred[g] = q->absmax[g] - q->absmax_mean;
-    qat_blockq_quantize(q->absmax_codes, q->absmax_scale, centred, ng, QAT_Q4_DQ_BLOCK,
-                        qat_dynamic_map(true));
+    q->absmax_mean = dq_constants(q->absmax, ng, centred, q->absmax_codes, q->absmax_scale);
     free(centred);
     free(q->absmax);
     q->absmax = NULL;
     return QAT_STATUS_OK;
+}
+
+size_t qat_q4_roundtrip_scratch(size_t n, int group) {
+    const size_t ng = (n + (size_t)group - 1) / (size_t)group;
+    return 2 * ng * sizeof(float) + qat_blockq_count(ng, QAT_Q4_DQ_BLOCK) * sizeof(float) + ng;
+}
+
+void qat_q4_roundtrip(const float *x, size_t n, qat_q4_format format, int group, bool dq, float *out, void *scratch) {
+    QAT_ASSERT(n >= 1 && group >= 1 && (unsigned)format < QAT_Q4_FORMAT_COUNT);
+    const size_t ng = (n + (size_t)group - 1) / (size_t)group, ns = qat_blockq_count(ng, QAT_Q4_DQ_BLOCK);
+    float *a = scratch, *c = a + ng, *scales = c + ng;
+    uint8_t *codes = (uint8_t *)(scales + ns);
+    const float *lv = qat_q4_levels(format), *map = qat_dynamic_map(true);
+    group_absmax(x, n, group, a);
+    const float mean = dq ? dq_constants(a, ng, c, codes, scales) : 0.0f;
+    for (size_t g = 0; g < ng; g++) c[g] = dq ? map[codes[g]] * scales[g / QAT_Q4_DQ_BLOCK] + mean : a[g];
+    for (size_t i = 0; i < n; i++) {
+        const size_t g = i / (size_t)group;
+        out[i] = lv[level_of(lv, format, x[i], a[g])] * c[g];
+    }
 }
 
 /* Group g's constant as dequantization uses it. */
@@ -168,4 +202,30 @@ double qat_q4_bits(const qat_q4 *q) {
     double bits = 4.0 * (double)q->n;
     bits += q->dq ? 8.0 * (double)q->n_groups + 32.0 * (double)q->n_scales + 32.0 : 32.0 * (double)q->n_groups;
     return bits / (double)q->n;
+}
+
+typedef struct q4_fake_ctx {
+    qat_tensor *x, *y;
+} q4_fake_ctx;
+
+/* The straight-through estimator: the rounding's gradient taken as 1. */
+static void q4_fake_backward(qat_tape *t, void *p) {
+    (void)t;
+    q4_fake_ctx *c = p;
+    if (c->x->grad)
+        for (size_t i = 0; i < c->x->n; i++) c->x->grad[i] += c->y->grad[i];
+}
+
+qat_tensor *qat_q4_fake(qat_tape *t, qat_tensor *x, qat_q4_format format, int group, bool dq) {
+    if (!x) return NULL;
+    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, x->grad != NULL);
+    void *scratch = y ? qat_tape_alloc(t, qat_q4_roundtrip_scratch(x->n, group)) : NULL;
+    if (!scratch) return NULL;
+    qat_q4_roundtrip(x->data, x->n, format, group, dq, y->data, scratch);
+    if (qat_tape_needs_grad(t, x, NULL, NULL)) {
+        q4_fake_ctx *c = qat_tape_record(t, q4_fake_backward, sizeof *c, "q4_fake");
+        if (!c) return NULL;
+        *c = (q4_fake_ctx){x, y};
+    }
+    return y;
 }

@@ -81,6 +81,19 @@ int qat_q4_code(const qat_q4 *q, size_t i);
 /* Storage in bits per weight: codes, constants (32 bits each, or 8 bits + 32 per block
  * + 32 for the mean under dq), over n. */
 double qat_q4_bits(const qat_q4 *q);
+
+/* Quantize-dequantize in one pass, without allocating: out[0..n) = what
+ * qat_q4_quantize then qat_q4_dequantize give (the same bits), scratch holding
+ * qat_q4_roundtrip_scratch(n, group) bytes (float-aligned). */
+size_t qat_q4_roundtrip_scratch(size_t n, int group);
+void qat_q4_roundtrip(const float *x, size_t n, qat_q4_format format, int group, bool dq, float *out, void *scratch);
+
+struct qat_tape;
+struct qat_tensor;
+/* Fake quantization of weights to a 4-bit format (QAT and PTQ, quant/qmodel.c): the
+ * round trip forward, the straight-through estimator backward. NULL (t->err) when out
+ * of memory or x is NULL. */
+struct qat_tensor *qat_q4_fake(struct qat_tape *t, struct qat_tensor *x, qat_q4_format format, int group, bool dq);
 void qat_q4_free(qat_q4 *q);
 
 #endif

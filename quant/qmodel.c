@@ -7,6 +7,7 @@
 #include "bnfold.h"
 #include "exact.h"
 #include "fake_quant.h"
+#include "q4.h"
 #include "layers/activation.h"
 #include "layers/batchnorm.h"
 #include "layers/conv2d.h"
@@ -502,6 +503,9 @@ static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x, bool priv) 
 }
 
 static qat_tensor *weight_quant(fwd *f, qat_layer_quant *u, qat_tensor *wf) {
+    const qat_quant_spec *sp = &f->q->spec;
+    if ((sp->nf4 || sp->dq) && u->wbits == 4) /* quant/q4.h: groups over the flat weight */
+        return qat_q4_fake(f->t, wf, sp->nf4 ? QAT_Q4_NF4 : QAT_Q4_INT4, u->wgroup, sp->dq);
     int qmax = qat_qmax_weight(u->wbits);
     if (u->wstep.data) {
         size_t per = wf->n / u->n_wscales;

@@ -122,6 +122,8 @@ typedef struct qat_quant_spec {
     int group;                /* QAT_GRANULARITY_GROUP: weights per group */
     qat_act_method act;       /* OBSERVER, PACT or LSQ */
     bool weight_lsq;          /* LSQ steps for weights (set by "lsq") */
+    bool nf4;                 /* "nf4": 4-bit weights on NF4's levels per group (quant/q4.h) */
+    bool dq;                  /* "dq": a group's constant double-quantized (quant/q4.h) */
     qat_observer_config observer;
     float momentum;           /* QAT's EMA of activation ranges */
     long freeze_bn, freeze_observer; /* QAT steps; -1: never */

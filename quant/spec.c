@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "quant.h"
+#include "q4.h"
 
 qat_quant_spec qat_quant_spec_default(void) {
     return (qat_quant_spec){.wbits = 8,
@@ -107,6 +108,8 @@ qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *
         else if (!strcmp(tok, "freeze-observer") && v) ok = parse_long(v, -1, &s->freeze_observer);
         else if (!strcmp(tok, "pact-decay") && v) ok = parse_float(v, 0.0f, 1e3f, &s->pact_decay);
         else if (!strcmp(tok, "all") && !v) s->all_layers = true;
+        else if (!strcmp(tok, "nf4") && !v) s->nf4 = true;
+        else if (!strcmp(tok, "dq") && !v) s->dq = true;
         else if (!strcmp(tok, "bias-correction") && !v) s->bias_correction = true;
         else if (!strcmp(tok, "sim") && v) ok = parse_sim(v, &s->sim);
         else if (!strcmp(tok, "auto") && v) ok = parse_long(v, 1, &s->auto_bytes);
@@ -128,11 +131,21 @@ qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *
                                  "quant spec '%s': unknown option '%s%s%s' (options: per-tensor, "
                                  "per-channel, group=G, pact, lsq, range, observer=K, momentum=X, "
                                  "percentile=P, freeze-bn=N, freeze-observer=N, pact-decay=X, all, "
-                                 "bias-correction, sim=float|fixed|exact, w@LAYER=B, auto=BYTES)",
+                                 "bias-correction, sim=float|fixed|exact, w@LAYER=B, auto=BYTES, nf4, dq)",
                                  text, tok, v ? "=" : "", v ? v : "");
         if (!ok)
             return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec '%s': bad value '%s' for %s",
                                  text, v ? v : "", tok);
+    }
+    /* NF4 and double quantization: 4-bit weights per group (quant/q4.h), group 64 unless
+     * given; the integer runtime has neither, so such a model is simulated, not exported. */
+    if ((s->nf4 || s->dq) && s->wbits != 4)
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec '%s': nf4 and dq are 4-bit weight formats (w4)", text);
+    if ((s->nf4 || s->dq) && s->wgran != QAT_GRANULARITY_GROUP) {
+        if (s->wgran == QAT_GRANULARITY_TENSOR)
+            return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec '%s': nf4 and dq work per group, not per-tensor", text);
+        s->wgran = QAT_GRANULARITY_GROUP;
+        s->group = QAT_Q4_GROUP;
     }
     if (s->weight_lsq && s->wgran == QAT_GRANULARITY_GROUP && !explicit_act) { /* the 2-bit default */
         s->act = QAT_ACT_METHOD_OBSERVER;
@@ -162,6 +175,8 @@ void qat_quant_spec_format(const qat_quant_spec *s, char *buf, size_t len) {
     if (s->freeze_observer != d.freeze_observer) APPEND(",freeze-observer=%ld", s->freeze_observer);
     if (s->pact_decay > 0) APPEND(",pact-decay=%.9g", (double)s->pact_decay);
     if (s->all_layers) APPEND(",all");
+    if (s->nf4) APPEND(",nf4");
+    if (s->dq) APPEND(",dq");
     if (s->bias_correction) APPEND(",bias-correction");
     /* Always: a checkpoint's string without it predates sim= and trained with sim=float
      * (train/open.c). */

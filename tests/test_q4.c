@@ -19,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/tape.h"
 #include "optim/blockwise.h"
 #include "quant/q4.h"
+#include "quant/quant.h"
 
 static qat_fixture *fx;
 
@@ -174,6 +176,58 @@ static void test_bad_input(void **state) {
     qat_q4_free(&q);
 }
 
+/* The one-pass round trip (what fake quantization runs) gives the bits of quantize then
+ * dequantize; the tape op passes gradients straight through; the quant spec's nf4 and dq. */
+static void test_roundtrip_fake_and_spec(void **state) {
+    (void)state;
+    const size_t n = 16960;
+    const float *w = fixture_get(fx, "w/b", n);
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    void *scratch = malloc(qat_q4_roundtrip_scratch(n, 64));
+    for (int f = 0; f < 2; f++)
+        for (int dq = 0; dq < 2; dq++) {
+            qat_q4 q;
+            assert_int_equal(qat_q4_quantize(&q, w, n, (qat_q4_format)f, 64, dq, NULL), QAT_STATUS_OK);
+            qat_q4_dequantize(&q, a);
+            qat_q4_roundtrip(w, n, (qat_q4_format)f, 64, dq, b, scratch);
+            assert_bits_equal(b, a, n, "round trip");
+            qat_q4_free(&q);
+        }
+    qat_tape t;
+    qat_tape_init(&t, 0);
+    qat_tensor *x = test_tensor_from(1, (int[]){(int)n}, w);
+    qat_tensor *y = qat_q4_fake(&t, x, QAT_Q4_NF4, 64, true);
+    assert_non_null(y);
+    qat_q4_roundtrip(w, n, QAT_Q4_NF4, 64, true, b, scratch);
+    assert_bits_equal(y->data, b, n, "fake forward");
+    float *dy = malloc(n * sizeof(float));
+    fill_uniform(dy, n, -1, 1, 3);
+    assert_int_equal(qat_tape_backward_seeded(&t, y, dy), QAT_STATUS_OK);
+    assert_bits_equal(x->grad, dy, n, "straight-through gradient");
+    test_tensor_free(x);
+    qat_tape_free(&t);
+    free(dy);
+    free(a);
+    free(b);
+    free(scratch);
+
+    qat_quant_spec sp;
+    qat_error err = {0};
+    char buf[256];
+    assert_int_equal(qat_quant_spec_parse(&sp, "w4a8,nf4,dq", &err), QAT_STATUS_OK);
+    assert_true(sp.nf4 && sp.dq && sp.wgran == QAT_GRANULARITY_GROUP && sp.group == 64);
+    qat_quant_spec_format(&sp, buf, sizeof buf);
+    assert_non_null(strstr(buf, "group=64"));
+    assert_non_null(strstr(buf, ",nf4,dq"));
+    assert_int_equal(qat_quant_spec_parse(&sp, "w4a8,group=128,dq", &err), QAT_STATUS_OK);
+    assert_true(!sp.nf4 && sp.dq && sp.group == 128);
+    const char *bad[] = {"w8a8,nf4", "w4a4,nf4,per-tensor", "w2a2,dq"};
+    for (int i = 0; i < 3; i++) {
+        err = (qat_error){0};
+        if (qat_quant_spec_parse(&sp, bad[i], &err) == QAT_STATUS_OK) fail_msg("'%s' accepted", bad[i]);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_levels),
@@ -181,6 +235,7 @@ int main(void) {
         cmocka_unit_test(test_packing),
         cmocka_unit_test(test_bits_and_error),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_roundtrip_fake_and_spec),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
