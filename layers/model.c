@@ -142,6 +142,7 @@ static void seq_free(qat_seq *s) {
 void qat_model_free(qat_model *m) {
     if (!m) return;
     if (m->quant_free) m->quant_free(m);
+    qat_lora_free(m); /* before the layers it points into */
     free(m->state);
     seq_free(&m->root);
     free(m->params);
@@ -149,7 +150,6 @@ void qat_model_free(qat_model *m) {
     free(m->buffers);
     free(m->param_tensors);
     free(m->packed);
-    qat_lora_free(m);
     free(m);
 }
 

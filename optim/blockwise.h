@@ -35,7 +35,9 @@
 #include <stdint.h>
 
 /* Values per block: the paper's 2048. */
+#ifndef QAT_BLOCKQ_SIZE
 #define QAT_BLOCKQ_SIZE 2048
+#endif
 
 /* The signed (is_signed) or unsigned dynamic map: 256 floats, ascending. Static, built
  * on the first call (thread-safe). */
