@@ -156,10 +156,16 @@ static size_t png_drop_empty_idat(unsigned char *b, size_t len) {
  * total and writes that many entries into a 257-byte array (found by tests/fuzz,
  * crashes/image/jpeg_dht_overflow.jpg). The walk follows stb's reading: segments by their
  * length, each DHT's tables read on while its length lasts, bytes past the end as 0;
- * entropy-coded data skipped to the next marker. Not a JPEG: true. */
+ * entropy-coded data skipped to the next marker. A JPEG is what stb takes for one: 0xFF,
+ * any number of 0xFF fill bytes, then SOI (0xD8) (fuzz_image found a file with fill bytes
+ * before SOI that the check let through, crashes/image/jpeg_dht_overflow_fill_bytes.jpg).
+ * Not a JPEG: true. */
 static bool jpeg_huffman_ok(const unsigned char *b, size_t len) {
-    if (len < 2 || b[0] != 0xFF || b[1] != 0xD8) return true;
-    size_t p = 2;
+    if (len < 2 || b[0] != 0xFF) return true;
+    size_t p = 1;
+    while (p < len && b[p] == 0xFF) p++;
+    if (p >= len || b[p] != 0xD8) return true;
+    p++;
     while (p + 1 < len) {
         if (b[p] != 0xFF) { /* entropy-coded data */
             p++;
