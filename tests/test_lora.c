@@ -290,6 +290,48 @@ static void test_four_bit_base_checkpoint(void **state) {
     }
 }
 
+/* Against tests/fixtures/lora.bin (gen_lora.py): PyTorch computing the paper's two paths,
+ * h = W0 x + (alpha / r) B A x, a convolution's A a k x k conv and B a 1x1 conv, with
+ * autograd: outputs and the gradients of every adapter and bias. */
+static void test_matches_pytorch(void **state) {
+    (void)state;
+    qat_fixture *fx = fixture_load("lora.bin");
+    qat_rng rng;
+    qat_rng_init(&rng, 1);
+    qat_model *m = qat_model_new(3, (int[]){2, 4, 4});
+    qat_model_conv2d(m, 3, 3, 1, 1, 1, true);
+    qat_model_relu(m);
+    qat_model_flatten(m);
+    qat_model_linear(m, 4, true);
+    assert_int_equal(qat_model_finalize(m, &rng), QAT_STATUS_OK);
+    attach(m, 2, 3.0f);
+    qat_layer *conv = &m->root.layers[0], *lin = &m->root.layers[3];
+    const struct {
+        qat_tensor *t;
+        const char *name;
+    } set[] = {{&conv->weight, "conv.w"}, {&conv->bias, "conv.b"}, {&conv->lora->A, "conv.A"},
+               {&conv->lora->B, "conv.B"}, {&lin->weight, "lin.w"}, {&lin->bias, "lin.b"},
+               {&lin->lora->A, "lin.A"}, {&lin->lora->B, "lin.B"}};
+    for (size_t i = 0; i < sizeof set / sizeof *set; i++)
+        memcpy(set[i].t->data, fixture_get(fx, set[i].name, set[i].t->n), set[i].t->n * sizeof(float));
+    qat_tape t;
+    qat_tape_init(&t, 0);
+    qat_model_zero_grad(m);
+    qat_tensor *y = qat_model_forward(m, &t, qat_tape_input(&t, 4, (int[]){2, 2, 4, 4}, fixture_get(fx, "x", 64)));
+    assert_non_null(y);
+    assert_close(y->data, fixture_get(fx, "y", 8), 8, 1e-5, 1e-6, "outputs");
+    assert_int_equal(qat_tape_backward_seeded(&t, y, fixture_get(fx, "g", 8)), QAT_STATUS_OK);
+    for (size_t i = 0; i < sizeof set / sizeof *set; i++) {
+        if (set[i].t->frozen) continue;
+        char name[32];
+        snprintf(name, sizeof name, "d.%s", set[i].name);
+        assert_close(set[i].t->grad, fixture_get(fx, name, set[i].t->n), set[i].t->n, 1e-4, 1e-6, name);
+    }
+    qat_tape_free(&t);
+    qat_model_free(m);
+    fixture_free(fx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attach_starts_at_the_base),
@@ -298,6 +340,7 @@ int main(void) {
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_spec_and_refusals),
         cmocka_unit_test(test_four_bit_base_checkpoint),
+        cmocka_unit_test(test_matches_pytorch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
