@@ -268,10 +268,15 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         const qat_optim_field *f = qat_optim_field_find(okind, flags[i].field);
         if (f && flags[i].set) qat_optim_field_set(&oc, f, flags[i].value);
     }
-    if (qat_optim_init(&opt, &oc, qat_model_n_trainable(m), &err)) {
-        rc = cli_fail(cmd, err.msg);
+    /* One length per trainable tensor: the 8-bit optimizers quantize each on its own. */
+    size_t *lengths = malloc((size_t)m->n_param_tensors * sizeof *lengths);
+    const int n_lengths = lengths ? qat_model_trainable_lengths(m, lengths) : 0;
+    if (!lengths || qat_optim_init_tensors(&opt, &oc, lengths, n_lengths, &err)) {
+        free(lengths);
+        rc = cli_fail(cmd, lengths ? err.msg : "out of memory");
         goto done;
     }
+    free(lengths);
     if (a->resume && cm.ckpt.has_optim && qat_checkpoint_restore(&cm.ckpt, m, &opt, &err)) {
         rc = cli_fail(cmd, err.msg);
         goto done;

@@ -712,6 +712,13 @@ size_t qat_model_n_trainable(const qat_model *m) {
     return n;
 }
 
+int qat_model_trainable_lengths(const qat_model *m, size_t *out) {
+    int k = 0;
+    for (int i = 0; i < m->n_param_tensors; i++)
+        if (!m->param_tensors[i]->frozen) out[k++] = m->param_tensors[i]->n;
+    return k;
+}
+
 void qat_model_pack(const qat_model *m, const float *full, float *packed) {
     size_t k = 0;
     for (int i = 0; i < m->n_param_tensors; i++) {

@@ -238,6 +238,9 @@ qat_status qat_model_add_buffer(qat_model *m, qat_tensor *x);
  * qat_model_unpack copies it back. With nothing frozen both are plain copies. */
 void qat_model_set_frozen(qat_model *m, qat_tensor *p, bool frozen);
 size_t qat_model_n_trainable(const qat_model *m);
+/* The lengths of the trainable parameter tensors, in packed order, into out (room for
+ * m->n_param_tensors); returns their number. For qat_optim_init_tensors. */
+int qat_model_trainable_lengths(const qat_model *m, size_t *out);
 void qat_model_pack(const qat_model *m, const float *full, float *packed);
 void qat_model_unpack(const qat_model *m, const float *packed, float *full);
 

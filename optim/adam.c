@@ -63,8 +63,9 @@ static qat_status adam_check(const qat_optim_config *cfg, qat_error *err) {
 enum { ADAM_EXP_AVG = 0, ADAM_EXP_AVG_SQ, ADAM_N_TENSORS };
 
 /* exp_avg (m) and exp_avg_sq (v), n floats each. */
-static int adam_layout(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out) {
+static int adam_layout(const qat_optim_config *cfg, size_t n, size_t n_blocks, qat_optim_state_tensor *out) {
     (void)cfg;
+    (void)n_blocks;
     out[ADAM_EXP_AVG] =
         (qat_optim_state_tensor){.name = "exp_avg", .dtype = QAT_ST_DTYPE_F32, .numel = n};
     out[ADAM_EXP_AVG_SQ] =

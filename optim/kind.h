@@ -25,9 +25,10 @@ typedef struct qat_optim_desc {
     /* Checks the kind's fields other than lr (optim.c checks lr for every kind), with
      * messages "optim <name>: <field> = <value> ..." (the helpers below). */
     qat_status (*check)(const qat_optim_config *cfg, qat_error *err);
-    /* Fills out[0..k) with the state tensors of a checked config for n parameters (name,
-     * dtype, numel; data NULL) and returns k <= QAT_OPTIM_MAX_STATE. */
-    int (*layout)(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out);
+    /* Fills out[0..k) with the state tensors of a checked config for n parameters in
+     * n_blocks blocks (the 8-bit kinds' unit, qat_optim_init_tensors) (name, dtype, numel;
+     * data NULL) and returns k <= QAT_OPTIM_MAX_STATE. */
+    int (*layout)(const qat_optim_config *cfg, size_t n, size_t n_blocks, qat_optim_state_tensor *out);
     /* One update of params from grads at rate lr, reading and writing o->tensors; it
      * does not change o->step, which qat_optim_step increments after it. The step number
      * of this update is o->step + 1. */

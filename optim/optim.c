@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "optim/blockwise.h"
 #include "optim/kind.h"
 
 /* One descriptor per kind, indexed by qat_optim_kind. */
@@ -178,7 +179,7 @@ void qat_optim_field_set(qat_optim_config *cfg, const qat_optim_field *f, double
 
 int qat_optim_state_layout(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out) {
     QAT_ASSERT(cfg != NULL && out != NULL);
-    const int k = desc_of(cfg->kind)->layout(cfg, n, out);
+    const int k = desc_of(cfg->kind)->layout(cfg, n, (n + QAT_BLOCKQ_SIZE - 1) / QAT_BLOCKQ_SIZE, out);
     QAT_ASSERT(k >= 0 && k <= QAT_OPTIM_MAX_STATE);
     for (int i = 0; i < k; i++) {
         QAT_ASSERT(out[i].name != NULL && (int)out[i].dtype >= 0 &&
@@ -189,16 +190,38 @@ int qat_optim_state_layout(const qat_optim_config *cfg, size_t n, qat_optim_stat
 }
 
 qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, qat_error *err) {
-    QAT_ASSERT(o != NULL && cfg != NULL);
+    QAT_ASSERT(o != NULL);
+    if (n == 0) {
+        memset(o, 0, sizeof *o);
+        qat_status s = qat_optim_config_check(cfg, err);
+        if (s != QAT_STATUS_OK) return s;
+        return qat_error_set(err, QAT_STATUS_INVALID_ARG, "optim %s: no parameters to optimize (n = 0)",
+                             qat_optim_kind_str(cfg->kind));
+    }
+    return qat_optim_init_tensors(o, cfg, &n, 1, err);
+}
+
+qat_status qat_optim_init_tensors(qat_optim *o, const qat_optim_config *cfg, const size_t *lengths,
+                                  int n_lengths, qat_error *err) {
+    QAT_ASSERT(o != NULL && cfg != NULL && (lengths != NULL || n_lengths == 0));
     memset(o, 0, sizeof *o);
     qat_status s = qat_optim_config_check(cfg, err);
     if (s != QAT_STATUS_OK) return s;
     const char *name = qat_optim_kind_str(cfg->kind);
+    size_t n = 0, nb = 0;
+    for (int i = 0; i < n_lengths; i++) {
+        if (lengths[i] == 0 || lengths[i] > SIZE_MAX / 2 - n)
+            return qat_error_set(err, QAT_STATUS_INVALID_ARG, "optim %s: tensor %d has %zu parameters", name, i,
+                                 lengths[i]);
+        n += lengths[i];
+        nb += (lengths[i] + QAT_BLOCKQ_SIZE - 1) / QAT_BLOCKQ_SIZE;
+    }
     if (n == 0)
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                              "optim %s: no parameters to optimize (n = 0)", name);
     qat_optim_state_tensor t[QAT_OPTIM_MAX_STATE];
-    const int k = qat_optim_state_layout(cfg, n, t);
+    const int k = desc_of(cfg->kind)->layout(cfg, n, nb, t);
+    QAT_ASSERT(k >= 0 && k <= QAT_OPTIM_MAX_STATE);
 
     /* One allocation, the tensors in layout order, each starting at a multiple of its
      * element size (calloc's block is aligned for any type). */
@@ -213,13 +236,20 @@ qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, q
         total = offset[i] + t[i].numel * es;
     }
     void *mem = NULL;
-    if (total > 0) {
-        mem = calloc(total, 1);
-        if (!mem)
-            return qat_error_set(err, QAT_STATUS_NOMEM,
-                                 "optim %s: cannot allocate %zu bytes of state for n = %zu",
-                                 name, total, n);
+    size_t *blocks = malloc((nb + 1) * sizeof *blocks);
+    if (total > 0) mem = calloc(total, 1);
+    if (!blocks || (total > 0 && !mem)) {
+        free(blocks);
+        free(mem);
+        return qat_error_set(err, QAT_STATUS_NOMEM,
+                             "optim %s: cannot allocate %zu bytes of state for n = %zu",
+                             name, total, n);
     }
+    size_t b = 0, at = 0;
+    for (int i = 0; i < n_lengths; at += lengths[i], i++)
+        for (size_t j = 0; j < lengths[i]; j += QAT_BLOCKQ_SIZE) blocks[b++] = at + j;
+    QAT_ASSERT(b == nb && at == n);
+    blocks[nb] = n;
     o->cfg = *cfg;
     o->n = n;
     o->step = 0;
@@ -230,12 +260,15 @@ qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, q
     o->n_tensors = k;
     o->mem = mem;
     o->mem_bytes = total;
+    o->n_blocks = nb;
+    o->blocks = blocks;
     return QAT_STATUS_OK;
 }
 
 void qat_optim_free(qat_optim *o) {
     if (!o) return;
     free(o->mem);
+    free(o->blocks);
     memset(o, 0, sizeof *o);
 }
 

@@ -210,6 +210,11 @@ typedef struct qat_optim {
     int n_tensors;
     void *mem;            /* the single allocation holding every tensor (NULL if none) */
     size_t mem_bytes;
+    /* Blocks of the 8-bit kinds (optim8.c): block b covers parameters [blocks[b],
+     * blocks[b + 1]); QAT_BLOCKQ_SIZE (2048) long, restarting at every tensor given to
+     * qat_optim_init_tensors. */
+    size_t n_blocks;
+    size_t *blocks;
 } qat_optim;
 
 /* Checks `cfg` (qat_optim_config_check), then allocates the zeroed state tensors for
@@ -217,6 +222,11 @@ typedef struct qat_optim {
  * INVALID_ARG (bad config, n == 0) or NOMEM, leaves a message in `err` (may be NULL) and
  * leaves `o` zeroed, so that qat_optim_free(o) is always safe. */
 qat_status qat_optim_init(qat_optim *o, const qat_optim_config *cfg, size_t n, qat_error *err);
+/* The same for parameters that are n_lengths consecutive tensors of these lengths (>= 1
+ * each, summing to the parameter count): the 8-bit kinds start a block at each tensor.
+ * qat_optim_init(o, cfg, n, err) is this with one tensor of n. */
+qat_status qat_optim_init_tensors(qat_optim *o, const qat_optim_config *cfg, const size_t *lengths,
+                                  int n_lengths, qat_error *err);
 void qat_optim_free(qat_optim *o);
 
 /* One update of params[0..n) from grads[0..n) with learning rate lr (>= 0 and finite;

@@ -16,9 +16,12 @@
  * first moment; Adam8 and AdamW8 also state2 and absmax2 for the second. A fresh state is
  * the zeroed allocation: absmax 0, so every value dequantizes to zero whatever its code.
  *
- * Blocks run over the model's flat parameter array, so a block may hold the end of one
- * tensor and the start of the next (bitsandbytes quantizes each tensor on its own and
- * keeps tensors under 4,096 values in 32 bits; qat's optimizers see one flat array).
+ * Blocks: QAT_BLOCKQ_SIZE consecutive parameters, restarting at the start of every tensor
+ * the optimizer was given (qat_optim_init_tensors; qat train gives it the model's), as
+ * bitsandbytes quantizes each tensor on its own. One addition to the paper, for Adam: the
+ * dequantized m is held to the bound exact Adam keeps, |m| <= m_bound sqrt(v) (see
+ * adam8_update), so that a v rounded to zero cannot make a step of m / eps
+ * (docs/memory.md measures why it is needed).
  */
 #include "optim/optim.h"
 
@@ -31,9 +34,8 @@
 /* Indices into o->tensors. */
 enum { S8_STATE1 = 0, S8_ABSMAX1, S8_STATE2, S8_ABSMAX2, S8_MAX_TENSORS };
 
-static int layout8(size_t n, int moments, qat_optim_state_tensor *out) {
+static int layout8(size_t n, size_t nb, int moments, qat_optim_state_tensor *out) {
     static const char *const names[S8_MAX_TENSORS] = {"state1", "absmax1", "state2", "absmax2"};
-    const size_t nb = qat_blockq_count(n, QAT_BLOCKQ_SIZE);
     for (int k = 0; k < moments; k++) {
         out[2 * k] = (qat_optim_state_tensor){.name = names[2 * k], .dtype = QAT_ST_DTYPE_U8, .numel = n};
         out[2 * k + 1] =
@@ -54,7 +56,7 @@ typedef struct opt8_job {
     float wd, mom, one_minus_damp, neg_lr;
     bool has_wd, nesterov;
     /* Adam */
-    float b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size, decay;
+    float b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size, decay, m_bound;
     bool adamw, l2;
 } opt8_job;
 
@@ -64,8 +66,8 @@ static void requantize(uint8_t *c, float *a, const float *s, size_t len, const f
 }
 
 static void block_range(const opt8_job *j, size_t b, size_t *i0, size_t *len) {
-    *i0 = b * QAT_BLOCKQ_SIZE;
-    *len = QAT_MIN((size_t)QAT_BLOCKQ_SIZE, j->o->n - *i0);
+    *i0 = j->o->blocks[b];
+    *len = j->o->blocks[b + 1] - *i0;
 }
 
 QAT_HOT static void sgd8_blocks(void *ctx, size_t b0, size_t b1) {
@@ -103,7 +105,12 @@ QAT_HOT static void adam8_blocks(void *ctx, size_t b0, size_t b1) {
             for (size_t i = 0; i < len; i++) p[i] = p[i] * j->decay;
         for (size_t i = 0; i < len; i++) {
             const float gi = j->l2 ? g[i] + j->wd * p[i] : g[i];
-            m[i] = (j->map1[c1[i]] * a1) * j->b1 + j->one_minus_b1 * gi;
+            /* Exact Adam keeps |m| <= m_bound sqrt(v); a v that rounded to 0 while its m did
+             * not would make the step m / eps: hold the dequantized m to the bound. */
+            const float lim = j->m_bound * sqrtf(j->map2[c2[i]] * a2);
+            float mo = j->map1[c1[i]] * a1;
+            mo = mo > lim ? lim : mo < -lim ? -lim : mo;
+            m[i] = mo * j->b1 + j->one_minus_b1 * gi;
             v[i] = (j->map2[c2[i]] * a2) * j->b2 + j->one_minus_b2 * gi * gi;
             const float denom = sqrtf(v[i]) / j->bc2_sqrt + j->eps;
             p[i] = p[i] + j->neg_step_size * m[i] / denom;
@@ -118,7 +125,7 @@ static opt8_job job_of(qat_optim *o, float *params, const float *grads, int mome
     for (int k = 0; k < moments; k++)
         QAT_ASSERT(o->tensors[2 * k].dtype == QAT_ST_DTYPE_U8 && o->tensors[2 * k].numel == o->n &&
                    o->tensors[2 * k + 1].dtype == QAT_ST_DTYPE_F32 &&
-                   o->tensors[2 * k + 1].numel == qat_blockq_count(o->n, QAT_BLOCKQ_SIZE));
+                   o->tensors[2 * k + 1].numel == o->n_blocks);
     opt8_job j = {.o = o, .p = params, .g = grads, .map1 = qat_dynamic_map(true),
                   .map2 = qat_dynamic_map(false), .first = o->step == 0};
     if (moments > 0) j.c1 = o->tensors[S8_STATE1].data, j.a1 = o->tensors[S8_ABSMAX1].data;
@@ -127,8 +134,7 @@ static opt8_job job_of(qat_optim *o, float *params, const float *grads, int mome
 }
 
 static void run_blocks(const qat_optim *o, void (*fn)(void *, size_t, size_t), opt8_job *j) {
-    qat_parallel_for(qat_blockq_count(o->n, QAT_BLOCKQ_SIZE),
-                     QAT_MAX(1, QAT_OPTIM_GRAIN / QAT_BLOCKQ_SIZE), fn, j);
+    qat_parallel_for(o->n_blocks, QAT_MAX(1, QAT_OPTIM_GRAIN / QAT_BLOCKQ_SIZE), fn, j);
 }
 
 /* ---- SGD8 ---- */
@@ -153,9 +159,9 @@ static qat_status sgd8_check(const qat_optim_config *cfg, qat_error *err) {
     return QAT_STATUS_OK;
 }
 
-static int sgd8_layout(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out) {
+static int sgd8_layout(const qat_optim_config *cfg, size_t n, size_t n_blocks, qat_optim_state_tensor *out) {
     (void)cfg;
-    return layout8(n, 1, out);
+    return layout8(n, n_blocks, 1, out);
 }
 
 static void sgd8_update(qat_optim *o, float *params, const float *grads, float lr) {
@@ -191,9 +197,9 @@ static const qat_optim_field adam8_fields[] = {
     {"weight_decay", QAT_OPTIM_VALUE_NUMBER, offsetof(qat_optim_config, weight_decay)},
 };
 
-static int adam8_layout(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out) {
+static int adam8_layout(const qat_optim_config *cfg, size_t n, size_t n_blocks, qat_optim_state_tensor *out) {
     (void)cfg;
-    return layout8(n, 2, out);
+    return layout8(n, n_blocks, 2, out);
 }
 
 static void adam8_update(qat_optim *o, float *params, const float *grads, float lr) {
@@ -215,6 +221,10 @@ static void adam8_update(qat_optim *o, float *params, const float *grads, float 
     j.decay = (float)(1.0 - (double)lr * c->weight_decay);
     j.l2 = c->kind == QAT_OPTIM_ADAM8 && c->weight_decay != 0.0;
     j.wd = (float)c->weight_decay;
+    /* |m| <= (1 - b1) / sqrt((1 - b2)(1 - b1^2 / b2)) sqrt(v) by Cauchy-Schwarz over the
+     * gradients' weights (b1^2 < b2); 7.27 for the default betas. */
+    const double r = c->beta1 * c->beta1 / c->beta2;
+    j.m_bound = r < 1.0 ? (float)((1.0 - c->beta1) / sqrt((1.0 - c->beta2) * (1.0 - r))) : INFINITY;
     run_blocks(o, adam8_blocks, &j);
 }
 

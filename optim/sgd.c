@@ -55,7 +55,8 @@ static qat_status sgd_check(const qat_optim_config *cfg, qat_error *err) {
 enum { SGD_MOMENTUM_BUFFER = 0 };
 
 /* momentum_buffer (n floats) when momentum != 0, else no state. */
-static int sgd_layout(const qat_optim_config *cfg, size_t n, qat_optim_state_tensor *out) {
+static int sgd_layout(const qat_optim_config *cfg, size_t n, size_t n_blocks, qat_optim_state_tensor *out) {
+    (void)n_blocks;
     if (cfg->momentum == 0.0) return 0;
     out[SGD_MOMENTUM_BUFFER] =
         (qat_optim_state_tensor){.name = "momentum_buffer", .dtype = QAT_ST_DTYPE_F32, .numel = n};

@@ -11,8 +11,10 @@
  *  - Four steps of each kind (momentum, Nesterov + weight decay, Adam with L2 and other
  *    betas, AdamW with a changing lr) over 3 blocks: parameters after steps 1 and 4 and
  *    the final codes and maxima equal the fixture's, to the bit.
- *  - With exact state (every value a map point times its block maximum) a step equals
- *    the 32-bit kind's, to the bit: the update is the same arithmetic.
+ *  - With exact state (every value a map point times its block maximum, m within the
+ *    bound exact Adam keeps) a step equals the 32-bit kind's, to the bit: the update is the
+ *    same arithmetic. Blocks restart at every tensor; the bound on m keeps a v rounded to
+ *    zero from turning the step into m / eps.
  *  - The thread count changes nothing; state memory is 2 bytes per parameter (Adam8)
  *    plus 4 per 2048; a saved and restored optimizer continues bit-identically.
  */
@@ -216,9 +218,11 @@ static void test_exact_state_is_the_32bit_step(void **state) {
     memcpy(p32, p8, sizeof p8);
     fill_uniform(g, M, -0.01f, 0.01f, 2);
     const float *s = qat_dynamic_map(true), *u = qat_dynamic_map(false);
+    /* v from the map's upper half, so that |m| stays within the bound exact Adam keeps
+     * (|m| <= 7.27 sqrt(v) at the default betas; optim8.c holds m to it) */
     for (int i = 0; i < M; i++) {
         m[i] = s[(i * 37) % 256] * 0.25f;
-        v[i] = u[(i * 11) % 256] * 0.5f;
+        v[i] = u[128 + (i * 11) % 128] * 0.5f;
     }
     m[5] = 0.25f, m[2050] = 0.25f; /* each block's maximum is exactly its scale */
     v[6] = 0.5f, v[2051] = 0.5f;
@@ -291,6 +295,62 @@ static void test_memory_and_roundtrip(void **state) {
     }
 }
 
+/* Blocks restart at every tensor: one optimizer over three tensors equals three, one per
+ * tensor, to the bit. */
+static void test_blocks_per_tensor(void **state) {
+    (void)state;
+    const size_t len[3] = {100, 3000, 50};
+    enum { M = 3150 };
+    static float p[M], q[M], g[M];
+    fill_uniform(p, M, -1, 1, 40);
+    memcpy(q, p, sizeof p);
+    qat_optim o, parts[3];
+    const qat_optim_config c = qat_optim_config_default(QAT_OPTIM_ADAMW8);
+    qat_error err = {0};
+    assert_int_equal(qat_optim_init_tensors(&o, &c, len, 3, &err), QAT_STATUS_OK);
+    assert_int_equal(o.n_blocks, 4);
+    const size_t want[5] = {0, 100, 2148, 3100, 3150};
+    for (int b = 0; b < 5; b++) assert_int_equal(o.blocks[b], want[b]);
+    assert_int_equal(o.tensors[1].numel, 4);
+    for (int k = 0; k < 3; k++) init_ok(&parts[k], &c, len[k]);
+    for (int t = 0; t < 3; t++) {
+        fill_uniform(g, M, -0.1f, 0.1f, 50 + (uint64_t)t);
+        for (int i = 0; i < 100; i++) g[i] *= 100.0f; /* a tensor of large gradients */
+        qat_optim_step(&o, p, g, 0.01f);
+        for (size_t k = 0, at = 0; k < 3; at += len[k], k++) qat_optim_step(&parts[k], q + at, g + at, 0.01f);
+    }
+    assert_memory_equal(p, q, sizeof p);
+    qat_optim_free(&o);
+    for (int k = 0; k < 3; k++) qat_optim_free(&parts[k]);
+    size_t zero = 0;
+    assert_int_equal(qat_optim_init_tensors(&o, &c, &zero, 1, &err), QAT_STATUS_INVALID_ARG);
+}
+
+/* The bound on m: with v rounded to zero in a block whose other values are large and m
+ * not, the step stays an ordinary Adam step (without the bound it was m / eps). */
+static void test_first_moment_bound(void **state) {
+    (void)state;
+    enum { M = 64 };
+    static float p[M], g[M];
+    const qat_optim_config c = qat_optim_config_default(QAT_OPTIM_ADAM8);
+    qat_optim o;
+    init_ok(&o, &c, M);
+    /* state: m[0] = 1e-3 of the block's largest m, v[0] = 0 after quantization */
+    float m[M], v[M];
+    for (int i = 0; i < M; i++) m[i] = 1.0f, v[i] = 1.0f;
+    m[0] = 1e-3f;
+    v[0] = 1e-9f; /* below the unsigned map's range: rounds to 0 */
+    qat_blockq_quantize(o.tensors[0].data, o.tensors[1].data, m, M, QAT_BLOCKQ_SIZE, qat_dynamic_map(true));
+    qat_blockq_quantize(o.tensors[2].data, o.tensors[3].data, v, M, QAT_BLOCKQ_SIZE, qat_dynamic_map(false));
+    assert_true(qat_dynamic_map(false)[((uint8_t *)o.tensors[2].data)[0]] == 0.0f);
+    o.step = 10;
+    for (int i = 0; i < M; i++) p[i] = 0.0f, g[i] = 0.0f;
+    qat_optim_step(&o, p, g, 1e-3f);
+    /* with m held to 0, m' = 0.9 * 0 and the step is 0, not 1e-3 * 0.9e-3 / 1e-8 = 90 */
+    assert_true(fabsf(p[0]) < 1e-6f);
+    qat_optim_free(&o);
+}
+
 static void test_bad_configs(void **state) {
     (void)state;
     qat_optim o;
@@ -317,6 +377,8 @@ int main(void) {
         cmocka_unit_test(test_steps_match_reference),
         cmocka_unit_test(test_exact_state_is_the_32bit_step),
         cmocka_unit_test(test_memory_and_roundtrip),
+        cmocka_unit_test(test_blocks_per_tensor),
+        cmocka_unit_test(test_first_moment_bound),
         cmocka_unit_test(test_bad_configs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
