@@ -1,16 +1,27 @@
-/* image.c - image decoding (stb_image) and resizing; the method is in image.h.
+/* image.c - image decoding (libjpeg-turbo for JPEG, stb_image for PNG and BMP) and
+ * resizing; the method is in image.h.
+ *
+ * JPEGs are decoded by libjpeg-turbo (Debian's libjpeg-dev): Debian 12's stb_image (2.27)
+ * mishandles corrupt JPEGs in two ways fuzz_image found (a Huffman table of more than 256
+ * codes written past its array; a negative bit count shifted by 32), which stb 2.28 fixed
+ * but Debian 12 does not ship. A JPEG is what stb would take for one (0xFF, fill bytes,
+ * SOI); libjpeg's warnings (corrupt data it would paper over) refuse the file too.
  *
  * stb_image is compiled here, and only here, with its functions static so they cannot
  * clash with another copy of stb_image linked into the same program (Debian also ships
- * it as libstb.so). Only the PNG, JPEG and BMP decoders are built. Files are read into
- * memory by us (size-capped, plain or gzip as everything in data/), so stb's stdio
- * layer is left out. stb_image keeps its last failure reason in a thread-local
- * variable; it is read right after the failing call.
+ * it as libstb.so). Only the PNG and BMP decoders are built. Files are read into memory
+ * by us (size-capped, plain or gzip as everything in data/), so stb's stdio layer is left
+ * out. stb_image keeps its last failure reason in a thread-local variable; it is read
+ * right after the failing call.
  */
 #include "image.h"
 
 #include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
 #include <string.h>
+
+#include <jpeglib.h>
 
 #include "dataset.h"
 #include "fileio.h"
@@ -18,7 +29,6 @@
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_NO_STDIO
 /* Third-party code: its warnings are not ours to fix. -Wunused-function stays off for
@@ -151,43 +161,101 @@ static size_t png_drop_empty_idat(unsigned char *b, size_t len) {
     return out + (len - in);
 }
 
-/* Whether every Huffman table of a JPEG's DHT segments has at most 256 codes. The
- * stb_image of Debian 12 (2022-09) sums a table's 16 code counts without checking the
- * total and writes that many entries into a 257-byte array (found by tests/fuzz,
- * crashes/image/jpeg_dht_overflow.jpg). The walk follows stb's reading: segments by their
- * length, each DHT's tables read on while its length lasts, bytes past the end as 0;
- * entropy-coded data skipped to the next marker. A JPEG is what stb takes for one: 0xFF,
- * any number of 0xFF fill bytes, then SOI (0xD8) (fuzz_image found a file with fill bytes
- * before SOI that the check let through, crashes/image/jpeg_dht_overflow_fill_bytes.jpg).
- * Not a JPEG: true. */
-static bool jpeg_huffman_ok(const unsigned char *b, size_t len) {
-    if (len < 2 || b[0] != 0xFF) return true;
-    size_t p = 1;
-    while (p < len && b[p] == 0xFF) p++;
-    if (p >= len || b[p] != 0xD8) return true;
-    p++;
-    while (p + 1 < len) {
-        if (b[p] != 0xFF) { /* entropy-coded data */
-            p++;
-            continue;
-        }
-        const unsigned m = b[p + 1];
-        if (m == 0xFF || m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { /* fill, stuffing, no length */
-            p += m == 0xFF ? 1 : 2;
-            continue;
-        }
-        if (len - p < 4) break;
-        const size_t seg = (size_t)b[p + 2] << 8 | b[p + 3];
-        if (m == 0xC4)
-            for (size_t q = p + 4; q < p + 2 + seg;) {
-                size_t n = 0;
-                for (size_t i = 1; i <= 16; i++) n += q + i < len ? b[q + i] : 0;
-                if (n > 256) return false;
-                q += 17 + n;
-            }
-        p += 2 + seg;
+/* Whether every chunk of a PNG lies inside the file. stb_image allocates a chunk's
+ * claimed length before it reads it, so a 700-byte file claiming a 2 GiB IDAT made it
+ * allocate 2 GiB (fuzz_image, crashes/image/png_chunk_length_huge.png). Not a PNG: true. */
+static bool png_chunks_fit(const unsigned char *b, size_t len) {
+    static const unsigned char SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (len < 8 || memcmp(b, SIG, 8) != 0) return true;
+    for (size_t in = 8; len - in >= 12;) {
+        const size_t n = (size_t)b[in] << 24 | (size_t)b[in + 1] << 16 | (size_t)b[in + 2] << 8 | b[in + 3];
+        if (n > len - in - 12) return false;
+        in += 12 + n;
     }
     return true;
+}
+
+/* Whether the file is a JPEG as stb_image reads markers: 0xFF, any number of 0xFF fill
+ * bytes, then SOI (0xD8). */
+static bool is_jpeg(const unsigned char *b, size_t len) {
+    if (len < 2 || b[0] != 0xFF) return false;
+    size_t p = 1;
+    while (p < len && b[p] == 0xFF) p++;
+    return p < len && b[p] == 0xD8;
+}
+
+typedef struct jpeg_fail {
+    struct jpeg_error_mgr mgr;
+    jmp_buf jump;
+    char msg[JMSG_LENGTH_MAX];
+    int warnings;
+} jpeg_fail;
+
+static void jpeg_error_exit(j_common_ptr c) {
+    jpeg_fail *f = (jpeg_fail *)c->err;
+    (*c->err->format_message)(c, f->msg);
+    longjmp(f->jump, 1);
+}
+
+/* Warnings (level -1) are corrupt data libjpeg would decode anyway: the first is kept. */
+static void jpeg_emit(j_common_ptr c, int level) {
+    jpeg_fail *f = (jpeg_fail *)c->err;
+    if (level < 0 && f->warnings++ == 0) (*c->err->format_message)(c, f->msg);
+}
+
+/* A JPEG into interleaved (H, W, channels) bytes (malloc'ed), gray or RGB. */
+static qat_status jpeg_decode(const unsigned char *b, size_t len, int channels, const char *path,
+                              unsigned char **out, int *w, int *h, qat_error *err) {
+    struct jpeg_decompress_struct d;
+    jpeg_fail f = {.warnings = 0};
+    unsigned char *volatile img = NULL;
+    volatile int refused = 0; /* 1: too large, 2: CMYK, 3: no memory */
+    d.err = jpeg_std_error(&f.mgr);
+    f.mgr.error_exit = jpeg_error_exit;
+    f.mgr.emit_message = jpeg_emit;
+    if (setjmp(f.jump)) {
+        jpeg_destroy_decompress(&d);
+        free(img);
+        return qat_error_set(err, QAT_STATUS_FORMAT, "%s: cannot decode: corrupt JPEG (libjpeg: %s)", path, f.msg);
+    }
+    jpeg_create_decompress(&d);
+    jpeg_mem_src(&d, b, (unsigned long)len);
+    jpeg_read_header(&d, TRUE);
+    if (d.image_width < 1 || d.image_height < 1 || d.image_width > QAT_DATA_MAX_IMAGE_SIDE ||
+        d.image_height > QAT_DATA_MAX_IMAGE_SIDE)
+        refused = 1;
+    else if (d.jpeg_color_space == JCS_CMYK || d.jpeg_color_space == JCS_YCCK)
+        refused = 2;
+    if (!refused) {
+        d.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+        jpeg_start_decompress(&d);
+        const size_t row = (size_t)d.output_width * (size_t)d.output_components;
+        img = malloc(row * d.output_height);
+        if (!img) refused = 3;
+        while (img && d.output_scanline < d.output_height) {
+            JSAMPROW r = img + (size_t)d.output_scanline * row;
+            jpeg_read_scanlines(&d, &r, 1);
+        }
+        if (img) jpeg_finish_decompress(&d);
+    }
+    *w = (int)d.image_width;
+    *h = (int)d.image_height;
+    jpeg_destroy_decompress(&d);
+    if (refused == 1)
+        return qat_error_set(err, QAT_STATUS_FORMAT,
+                             "%s: image too large: %dx%d (width x height), the limit is %d pixels per side "
+                             "(QAT_DATA_MAX_IMAGE_SIDE)",
+                             path, *w, *h, QAT_DATA_MAX_IMAGE_SIDE);
+    if (refused == 2)
+        return qat_error_set(err, QAT_STATUS_FORMAT, "%s: a CMYK JPEG: only gray and color (YCbCr, RGB) JPEGs are read",
+                             path);
+    if (refused == 3) return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
+    if (f.warnings) {
+        free(img);
+        return qat_error_set(err, QAT_STATUS_FORMAT, "%s: cannot decode: corrupt JPEG data (libjpeg: %s)", path, f.msg);
+    }
+    *out = img;
+    return QAT_STATUS_OK;
 }
 
 qat_status qat_image_load(uint8_t *out, const char *path, int channels, int height,
@@ -203,46 +271,54 @@ qat_status qat_image_load(uint8_t *out, const char *path, int channels, int heig
     size_t len = 0;
     qat_status s = qat_data_slurp(path, QAT_DATA_MAX_IMAGE_FILE, &file, &len, err);
     if (s) return s;
+    if (!png_chunks_fit((const unsigned char *)file, len)) {
+        free(file);
+        return qat_error_set(err, QAT_STATUS_FORMAT,
+                             "%s: cannot decode: truncated or corrupt PNG (a chunk claims more bytes than the file holds)",
+                             path);
+    }
     len = png_drop_empty_idat((unsigned char *)file, len);
-    if (!jpeg_huffman_ok((const unsigned char *)file, len)) {
-        free(file);
-        return qat_error_set(err, QAT_STATUS_FORMAT,
-                             "%s: cannot decode: corrupt JPEG (a Huffman table with more than 256 codes)", path);
-    }
-    const stbi_uc *bytes = (const stbi_uc *)file;
     int w = 0, h = 0, comp = 0;
-    if (!stbi_info_from_memory(bytes, (int)len, &w, &h, &comp)) {
-        s = qat_error_set(err, QAT_STATUS_FORMAT,
-                          "%s: cannot decode: not a PNG, JPEG or BMP image (stb_image: %s)",
-                          path, stbi_failure_reason());
+    unsigned char *hwc = NULL;
+    if (is_jpeg((const unsigned char *)file, len)) {
+        s = jpeg_decode((const unsigned char *)file, len, channels, path, &hwc, &w, &h, err);
         free(file);
-        return s;
-    }
-    if (w > QAT_DATA_MAX_IMAGE_SIDE || h > QAT_DATA_MAX_IMAGE_SIDE || w < 1 || h < 1) {
-        s = qat_error_set(err, QAT_STATUS_FORMAT,
-                          "%s: image too large: %dx%d (width x height), the limit is %d "
-                          "pixels per side (QAT_DATA_MAX_IMAGE_SIDE)",
-                          path, w, h, QAT_DATA_MAX_IMAGE_SIDE);
+        if (s) return s;
+    } else {
+        const stbi_uc *bytes = (const stbi_uc *)file;
+        if (!stbi_info_from_memory(bytes, (int)len, &w, &h, &comp)) {
+            s = qat_error_set(err, QAT_STATUS_FORMAT,
+                              "%s: cannot decode: not a PNG, JPEG or BMP image (stb_image: %s)",
+                              path, stbi_failure_reason());
+            free(file);
+            return s;
+        }
+        if (w > QAT_DATA_MAX_IMAGE_SIDE || h > QAT_DATA_MAX_IMAGE_SIDE || w < 1 || h < 1) {
+            s = qat_error_set(err, QAT_STATUS_FORMAT,
+                              "%s: image too large: %dx%d (width x height), the limit is %d "
+                              "pixels per side (QAT_DATA_MAX_IMAGE_SIDE)",
+                              path, w, h, QAT_DATA_MAX_IMAGE_SIDE);
+            free(file);
+            return s;
+        }
+        hwc = stbi_load_from_memory(bytes, (int)len, &w, &h, &comp, channels);
         free(file);
-        return s;
+        if (!hwc)
+            return qat_error_set(err, QAT_STATUS_FORMAT,
+                                 "%s: cannot decode: corrupt or truncated image data (stb_image: "
+                                 "%s)",
+                                 path, stbi_failure_reason());
     }
-    stbi_uc *hwc = stbi_load_from_memory(bytes, (int)len, &w, &h, &comp, channels);
-    free(file);
-    if (!hwc)
-        return qat_error_set(err, QAT_STATUS_FORMAT,
-                             "%s: cannot decode: corrupt or truncated image data (stb_image: "
-                             "%s)",
-                             path, stbi_failure_reason());
     /* interleaved (H, W, C) -> planes (C, H, W), then to the wanted size */
     size_t plane = (size_t)w * (size_t)h;
     uint8_t *chw = (h == height && w == width) ? out : malloc(plane * (size_t)channels);
     if (!chw) {
-        stbi_image_free(hwc);
+        free(hwc); /* stbi_image_free is free */
         return qat_error_set(err, QAT_STATUS_NOMEM, "%s: out of memory", path);
     }
     for (int c = 0; c < channels; c++)
         for (size_t p = 0; p < plane; p++) chw[(size_t)c * plane + p] = hwc[p * (size_t)channels + (size_t)c];
-    stbi_image_free(hwc);
+    free(hwc); /* stbi_image_free is free (STBI_FREE defaults to it) */
     if (chw != out) {
         s = qat_image_resize(out, height, width, chw, h, w, channels, err);
         free(chw);

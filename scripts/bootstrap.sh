@@ -9,7 +9,7 @@ set -eu
 # judges the tests run: protobuf-c and the official onnx.proto with onnx.checker
 # (python3-onnx) for ONNX files, the Arm cross compiler, its C library and qemu for the
 # microcontroller firmware, and Node.js for ONNX Runtime (below).
-PACKAGES="build-essential cmake pkg-config libopenblas-dev libcmocka-dev zlib1g-dev libstb-dev libcjson-dev dataset-fashion-mnist
+PACKAGES="build-essential cmake pkg-config libopenblas-dev libcmocka-dev zlib1g-dev libstb-dev libjpeg-dev libcjson-dev dataset-fashion-mnist
 protobuf-c-compiler libprotobuf-c-dev python3-onnx gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 
 missing=""
