@@ -42,7 +42,9 @@
 
 /* Limits on what a loader accepts (docs/data.md). */
 #define QAT_DATA_MAX_BYTES ((size_t)1 << 31)  /* pixels or features of one data set: 2 GiB */
-#define QAT_DATA_MAX_IMAGE_SIDE 4096          /* decoded width and height of one image */
+#ifndef QAT_DATA_MAX_IMAGE_SIDE /* the fuzz build lowers it (CMakeLists.txt, QAT_FUZZ) */
+#define QAT_DATA_MAX_IMAGE_SIDE 4096 /* decoded width and height of one image */
+#endif
 #define QAT_DATA_MAX_IMAGE_FILE ((size_t)64 << 20) /* one encoded image file: 64 MiB */
 #define QAT_DATA_MAX_CLASSES 10000
 #define QAT_DATA_MAX_CHANNELS 3

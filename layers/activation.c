@@ -26,7 +26,7 @@ QAT_HOT void qat_relu6_forward(float *out, const float *inp, size_t n) {
 QAT_HOT void qat_relu6_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = dout[i], x = inp[i];
-        dinp[i] += (x > 0.0f) & (x < 6.0f) ? g : 0.0f;
+        dinp[i] += ((x > 0.0f) & (x < 6.0f)) ? g : 0.0f;
     }
 }
 
@@ -127,7 +127,7 @@ QAT_HOT static void relu_mask_inplace(float *g, const float *y, size_t n) {
 QAT_HOT static void relu6_mask_inplace(float *g, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = g[i], x = y[i];
-        g[i] = (x > 0.0f) & (x < 6.0f) ? v : 0.0f;
+        g[i] = ((x > 0.0f) & (x < 6.0f)) ? v : 0.0f;
     }
 }
 static void mask_part(void *p, size_t b, size_t e) {

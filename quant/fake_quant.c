@@ -74,7 +74,7 @@ static void fq_group_backward(float *dx, const float *dy, const float *x, size_t
     const float a = lo - 0.5f, b = hi + 0.5f;
     for (size_t i = 0; i < n; i++) {
         float t = x[i] / s, g = dy[i];
-        dx[i] += (t > a) & (t < b) ? g : 0.0f;
+        dx[i] += ((t > a) & (t < b)) ? g : 0.0f;
     }
 }
 /* The same mask, written over dy (dx may be dy). */
@@ -82,7 +82,7 @@ static void fq_group_mask(float *dx, const float *dy, const float *x, size_t n, 
     const float a = lo - 0.5f, b = hi + 0.5f;
     for (size_t i = 0; i < n; i++) {
         float t = x[i] / s, g = dy[i];
-        dx[i] = (t > a) & (t < b) ? g : 0.0f;
+        dx[i] = ((t > a) & (t < b)) ? g : 0.0f;
     }
 }
 
