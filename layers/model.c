@@ -614,17 +614,19 @@ static bool fuses_bn_relu_pool(const qat_seq *s, int i, const qat_tape *t, const
            p->cfg.pool.pad == 0;
 }
 
-static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x) {
+/* seen: called with each layer's input before it runs (qat_model_forward_float), or NULL. */
+static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x, qat_layer_seen seen, void *user) {
     for (int i = 0; i < s->n && x; i++) {
         qat_layer *l = &s->layers[i];
-        if (fuses_bn_relu_pool(s, i, t, x)) {
+        if (seen) seen(l, x, user);
+        if (!seen && fuses_bn_relu_pool(s, i, t, x)) {
             x = qat_bn_relu_maxpool(t, x, &l->weight, &l->bias, l->running_mean.data,
                                     l->running_var.data, l->cfg.bn.momentum, l->cfg.bn.eps,
                                     i > 0 && qat_layer_output_private(&s->layers[i - 1]));
             i += 2;
         } else if (l->kind == QAT_LAYER_RESIDUAL) {
-            qat_tensor *body = forward_seq(&l->body, t, x);
-            qat_tensor *sc = l->shortcut.n ? forward_seq(&l->shortcut, t, x) : x;
+            qat_tensor *body = forward_seq(&l->body, t, x, seen, user);
+            qat_tensor *sc = l->shortcut.n ? forward_seq(&l->shortcut, t, x, seen, user) : x;
             x = qat_add(t, body, sc);
         } else {
             x = qat_layer_forward(l, t, x, i > 0 && qat_layer_output_private(&s->layers[i - 1]));
@@ -633,23 +635,34 @@ static qat_tensor *forward_seq(qat_seq *s, qat_tape *t, qat_tensor *x) {
     return x;
 }
 
-qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
-    QAT_ASSERT(m != NULL && t != NULL);
-    if (!x) return NULL;
-    if (!m->finalized)
-        return qat_tape_fail(t, QAT_STATUS_INVALID_ARG, "model: forward before finalize");
+static bool input_fits(qat_model *m, qat_tape *t, qat_tensor *x) {
     bool ok = x->ndim == m->in_ndim + 1;
     for (int i = 0; ok && i < m->in_ndim; i++) ok = x->shape[i + 1] == m->in_shape[i];
     if (!ok) {
         char sx[64], want[64];
         shape_str(want, sizeof want, m->in_ndim, m->in_shape);
-        return qat_tape_fail(t, QAT_STATUS_SHAPE,
-                             "model: input %s does not match the model's sample shape %s "
-                             "(expected (batch, ...))",
-                             qat_tensor_shape_str(x, sx, sizeof sx), want);
+        qat_tape_fail(t, QAT_STATUS_SHAPE,
+                      "model: input %s does not match the model's sample shape %s (expected (batch, ...))",
+                      qat_tensor_shape_str(x, sx, sizeof sx), want);
     }
+    return ok;
+}
+
+qat_tensor *qat_model_forward_float(qat_model *m, qat_tape *t, qat_tensor *x, qat_layer_seen seen, void *user) {
+    QAT_ASSERT(m != NULL && t != NULL);
+    if (!x) return NULL;
+    if (!m->finalized) return qat_tape_fail(t, QAT_STATUS_INVALID_ARG, "model: forward before finalize");
+    return input_fits(m, t, x) ? forward_seq(&m->root, t, x, seen, user) : NULL;
+}
+
+qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
+    QAT_ASSERT(m != NULL && t != NULL);
+    if (!x) return NULL;
+    if (!m->finalized)
+        return qat_tape_fail(t, QAT_STATUS_INVALID_ARG, "model: forward before finalize");
+    if (!input_fits(m, t, x)) return NULL;
     if (m->quant) return m->quant_forward(m, t, x);
-    return forward_seq(&m->root, t, x);
+    return forward_seq(&m->root, t, x, NULL, NULL);
 }
 
 /* Appends x to the model's state. */

@@ -184,6 +184,12 @@ qat_status qat_model_finalize(qat_model *m, qat_rng *rng);
 /* x: (N, sample shape...). Builds the tape; returns the output (N, ...) or NULL with
  * t->err set. t->training selects batch statistics and active dropout. */
 qat_tensor *qat_model_forward(qat_model *m, qat_tape *t, qat_tensor *x);
+/* The float model's forward, quantization ignored, calling seen(l, x, user) with every
+ * layer's input before the layer runs (the layers of residual blocks included, the block
+ * itself first): for passes that need activations, such as SmoothQuant's statistics
+ * (quant/smooth.h). In training mode the fused batch norm + ReLU + pool is not used. */
+typedef void (*qat_layer_seen)(const qat_layer *l, const qat_tensor *x, void *user);
+qat_tensor *qat_model_forward_float(qat_model *m, qat_tape *t, qat_tensor *x, qat_layer_seen seen, void *user);
 void qat_model_zero_grad(qat_model *m);
 /* Whether a layer's forward output is a tensor of its own whose data its backward does
  * not read (conv, linear, batch norm, pools, residual add), so that the next layer of

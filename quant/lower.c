@@ -431,6 +431,13 @@ qat_status qat_lower(const qat_model *m, qat_int_model *im, qat_error *err) {
         return qat_error_set(err, QAT_STATUS_INVALID_ARG,
                              "no integer model: the runtime takes uint8 images with one normalisation mean and "
                              "std; this model's input has none");
+    for (int k = 0; k < q->n_units; k++)
+        if (q->units[k].layer && q->units[k].out.dynamic)
+            return qat_error_set(err, QAT_STATUS_INVALID_ARG,
+                                 "no integer model: layer %s's output is quantized per token at run time "
+                                 "(\"token\"), which the runtime does not do (docs/quant.md, \"SmoothQuant and "
+                                 "per-token quantization\"); quantize without token",
+                                 q->units[k].layer->name);
     lower L = {.im = im, .err = err};
     float s_in;
     int32_t z_in;

@@ -8,6 +8,7 @@
 #include "exact.h"
 #include "fake_quant.h"
 #include "q4.h"
+#include "smooth.h"
 #include "layers/activation.h"
 #include "layers/batchnorm.h"
 #include "layers/conv2d.h"
@@ -95,6 +96,9 @@ static qat_status prep_unit(prep *st, qat_seq *s, int i, bool last) {
     const qat_quant_spec *sp = &st->q->spec;
     l->quant = u;
     u->layer = l;
+    /* "token": the point that feeds a linear layer quantizes each row with its own range */
+    if (sp->token && l->kind == QAT_LAYER_LINEAR && st->cur && st->cur->method == QAT_ACT_METHOD_OBSERVER)
+        st->cur->dynamic = true;
     int C = qat_layer_channels(l);
     int j = i + 1;
     if (j < s->n && has_role(&s->layers[j], QAT_LAYER_ROLE_NORM) && qat_layer_channels(&s->layers[j]) == C)
@@ -242,6 +246,7 @@ static void quant_free(qat_model *m) {
         point_free(&u->out);
     }
     point_free(&q->input);
+    free(q->in_smooth.data);
     free(q->units);
     free(q);
     m->quant = NULL;
@@ -315,6 +320,19 @@ qat_status qat_quant_prepare(qat_model *m, const qat_quant_spec *spec, const qat
         q->in_std = in->std;
     } else {
         r = point_init(&st, &q->input, "input", QAT_ACT_METHOD_OBSERVER, 8, NULL);
+    }
+    if (!r && spec->smooth && q->input.method != QAT_ACT_METHOD_FIXED && qat_smooth_input_layer(m)) {
+        /* SmoothQuant's divisor of the input (smooth.h), 1 until qat_smooth_end */
+        int d = 1;
+        for (int k = 0; k < m->in_ndim; k++) d *= m->in_shape[k];
+        float *sv = malloc((size_t)d * sizeof(float));
+        if (!sv) {
+            r = qat_error_set(err, QAT_STATUS_NOMEM, "quant: out of memory");
+        } else {
+            for (int k = 0; k < d; k++) sv[k] = 1.0f;
+            set_vec(&q->in_smooth, sv, d, q->in_smooth_name, sizeof q->in_smooth_name, "input", "smooth");
+            if (qat_model_add_buffer(m, &q->in_smooth)) r = qat_error_set(err, QAT_STATUS_NOMEM, "quant: %s", m->err.msg);
+        }
     }
     if (!r) r = prep_seq(&st, &m->root, true);
     if (!r && st.layer_bits_used != spec->n_layer_bits) {
@@ -499,6 +517,23 @@ static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x, bool priv) 
     case QAT_ACT_METHOD_COUNT: break;
     }
     point_refresh(p);
+    if (p->dynamic) { /* "token": every row on its own range, now (smooth.h) */
+        const int rows = x->shape[0];
+        float *sc = qat_tape_alloc(t, (size_t)rows * sizeof(float));
+        int32_t *zp = qat_tape_alloc(t, (size_t)rows * sizeof(int32_t));
+        if (!sc || !zp) return NULL;
+        const size_t cols = x->n / (size_t)rows;
+        for (int r = 0; r < rows; r++) {
+            float lo = 0.0f, hi = 0.0f;
+            const float *xr = x->data + (size_t)r * cols;
+            for (size_t k = 0; k < cols; k++) {
+                lo = xr[k] < lo ? xr[k] : lo;
+                hi = xr[k] > hi ? xr[k] : hi;
+            }
+            qat_qparams_from_range(lo, hi, p->qmin, p->qmax, false, &sc[r], &zp[r]);
+        }
+        return qat_fake_quant_ex(t, x, sc, zp, rows, 0, p->qmin, p->qmax, priv);
+    }
     return qat_fake_quant_ex(t, x, &p->scale, &p->zp, 1, 0, p->qmin, p->qmax, priv);
 }
 
@@ -596,7 +631,8 @@ static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const
         bf = bn ? qat_bnfold_bias(t, b, gamma, beta, bn->running_mean.data, bn->running_var.data, eps) : b;
         if (bf && u->bias_corr.data) bf = add_const(t, bf, u->bias_corr.data);
         qat_tensor *bq = bf;
-        if (bf && q->fake_quant && u->wgroup == 0) bq = bias_quant(f, u, bf, in);
+        /* a bias on the grid s_in s_w, unless s_in changes from row to row ("token") */
+        if (bf && q->fake_quant && u->wgroup == 0 && !in->dynamic) bq = bias_quant(f, u, bf, in);
         y = qat_layer_forward_with(l, t, x, wq, bq);
         if (q->bias_correcting && u->bc_sum && y && x) {
             bool g = t->grad_enabled;
@@ -607,7 +643,7 @@ static qat_tensor *unit_forward(fwd *f, qat_layer_quant *u, qat_tensor *x, const
         }
     }
     qat_tensor *out = point_apply(f, &u->out, y, true);
-    if (folded && out && wf && sim_on(f) && u->wgroup == 0) {
+    if (folded && out && wf && sim_on(f) && u->wgroup == 0 && !in->dynamic && !u->out.dynamic) {
         int lo, hi;
         qat_qpoint_clamp(&u->out, &lo, &hi);
         const qat_exact_unit_args a = {l, x, in->scale, wf->data, u->wscale, u->wrows, u->wbits,
@@ -673,6 +709,33 @@ static qat_tensor *seq_forward(fwd *f, qat_seq *s, qat_tensor *x, const qat_qpoi
     return x;
 }
 
+/* x / v, v a constant per-sample vector (one value per input of a sample): SmoothQuant's
+ * input divisor. The gradient is divided likewise. */
+typedef struct divf_ctx {
+    qat_tensor *x, *y;
+    const float *v;
+} divf_ctx;
+static void divf_backward(qat_tape *t, void *p) {
+    divf_ctx *c = p;
+    const size_t d = c->x->n / (size_t)c->x->shape[0];
+    if (c->x->grad)
+        for (size_t i = 0; i < c->x->n; i++) c->x->grad[i] += c->y->grad[i] / c->v[i % d];
+}
+static qat_tensor *div_features(qat_tape *t, qat_tensor *x, const float *v) {
+    if (!x) return NULL;
+    bool grad = qat_tape_needs_grad(t, x, NULL, NULL);
+    qat_tensor *y = qat_tape_tensor(t, x->ndim, x->shape, grad);
+    if (!y) return NULL;
+    const size_t d = x->n / (size_t)x->shape[0];
+    for (size_t i = 0; i < x->n; i++) y->data[i] = x->data[i] / v[i % d];
+    if (grad) {
+        divf_ctx *c = qat_tape_record(t, divf_backward, sizeof *c, "smooth_input");
+        if (!c) return NULL;
+        *c = (divf_ctx){x, y, v};
+    }
+    return y;
+}
+
 static qat_tensor *quant_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
     qat_quant *q = m->quant;
     const qat_quant_spec *sp = &q->spec;
@@ -681,6 +744,7 @@ static qat_tensor *quant_forward(qat_model *m, qat_tape *t, qat_tensor *x) {
     fwd f = {q, t, qat_step && (sp->freeze_observer < 0 || step < sp->freeze_observer),
              sp->freeze_bn >= 0 && step >= sp->freeze_bn};
     const qat_qpoint *cur = &q->input;
+    if (q->in_smooth.data) x = div_features(t, x, q->in_smooth.data);
     qat_tensor *xin = x;
     x = point_apply(&f, &q->input, x, false);
     if (x && sim_on(&f) && q->input.method == QAT_ACT_METHOD_FIXED)

@@ -46,6 +46,11 @@
  *                                                     default exact: the runtime's integers)
  *     w@NAME=B                                        layer NAME's weights at B bits (mixed
  *                                                     precision; qat sensitivity measures)
+ *     smooth[=ALPHA|auto]                             SmoothQuant (quant/smooth.h) before
+ *                                                     calibration: alpha 0.5 unless given,
+ *                                                     auto chooses it per layer
+ *     token                                           per-token dynamic activation
+ *                                                     quantization of linear inputs (simulated)
  *     auto=BYTES                                      choose the w@ widths within BYTES of
  *                                                     weights (train/sensitivity.h), in
  *                                                     qat train and qat calibrate
@@ -124,6 +129,10 @@ typedef struct qat_quant_spec {
     bool weight_lsq;          /* LSQ steps for weights (set by "lsq") */
     bool nf4;                 /* "nf4": 4-bit weights on NF4's levels per group (quant/q4.h) */
     bool dq;                  /* "dq": a group's constant double-quantized (quant/q4.h) */
+    bool smooth;              /* "smooth[=ALPHA|auto]": SmoothQuant before calibration (smooth.h) */
+    float smooth_alpha;       /* its migration strength in [0, 1]; < 0: chosen per layer */
+    bool token;               /* "token": per-token (per-row) dynamic activation quantization
+                                 at the inputs of linear layers (simulated) */
     qat_observer_config observer;
     float momentum;           /* QAT's EMA of activation ranges */
     long freeze_bn, freeze_observer; /* QAT steps; -1: never */
@@ -150,6 +159,8 @@ typedef struct qat_qpoint {
     int bits, qmin, qmax;
     qat_layer *act;           /* the fused clamp (a relu or relu6 layer), or NULL */
     const struct qat_qpoint *same; /* QAT_ACT_METHOD_SAME: whose parameters */
+    bool dynamic;             /* "token": each row quantized with its own range at run time
+                                 (the point feeds a linear layer; the range stays for people) */
     qat_tensor range;         /* buffer [lo, hi] */
     qat_tensor param;         /* PACT alpha or LSQ step (one element), a model parameter */
     float scale;              /* current scale and zero point */
@@ -186,6 +197,11 @@ typedef struct qat_quant {
     bool fake_quant;          /* quantization on (off during calibration) */
     bool bias_correcting;     /* PTQ: accumulate float - quantized output means */
     float in_mean, in_std;    /* the input normalisation, when the input point is FIXED */
+    /* SmoothQuant's divisor of the model input, per input value (buffer "input.smooth"),
+     * when the spec smooths and the first layer is a linear fed by non-image inputs: the
+     * quantized forward computes x / s before the input point. data NULL otherwise. */
+    qat_tensor in_smooth;
+    char in_smooth_name[32];
 } qat_quant;
 
 /* Input normalisation of the model's data ((x/255 - mean)/std); have = false when the

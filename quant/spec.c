@@ -111,6 +111,12 @@ qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *
         else if (!strcmp(tok, "nf4") && !v) s->nf4 = true;
         else if (!strcmp(tok, "dq") && !v) s->dq = true;
         else if (!strcmp(tok, "bias-correction") && !v) s->bias_correction = true;
+        else if (!strcmp(tok, "smooth")) {
+            s->smooth = true;
+            s->smooth_alpha = 0.5f; /* the paper's default */
+            if (v && !strcmp(v, "auto")) s->smooth_alpha = -1.0f;
+            else if (v) ok = parse_float(v, 0.0f, 1.0f, &s->smooth_alpha);
+        } else if (!strcmp(tok, "token") && !v) s->token = true;
         else if (!strcmp(tok, "sim") && v) ok = parse_sim(v, &s->sim);
         else if (!strcmp(tok, "auto") && v) ok = parse_long(v, 1, &s->auto_bytes);
         else if (!strncmp(tok, "w@", 2) && tok[2] && v) {
@@ -131,7 +137,8 @@ qat_status qat_quant_spec_parse(qat_quant_spec *s, const char *text, qat_error *
                                  "quant spec '%s': unknown option '%s%s%s' (options: per-tensor, "
                                  "per-channel, group=G, pact, lsq, range, observer=K, momentum=X, "
                                  "percentile=P, freeze-bn=N, freeze-observer=N, pact-decay=X, all, "
-                                 "bias-correction, sim=float|fixed|exact, w@LAYER=B, auto=BYTES, nf4, dq)",
+                                 "bias-correction, sim=float|fixed|exact, w@LAYER=B, auto=BYTES, nf4, dq, "
+                                 "smooth[=ALPHA|auto], token)",
                                  text, tok, v ? "=" : "", v ? v : "");
         if (!ok)
             return qat_error_set(err, QAT_STATUS_INVALID_ARG, "quant spec '%s': bad value '%s' for %s",
@@ -178,6 +185,14 @@ void qat_quant_spec_format(const qat_quant_spec *s, char *buf, size_t len) {
     if (s->nf4) APPEND(",nf4");
     if (s->dq) APPEND(",dq");
     if (s->bias_correction) APPEND(",bias-correction");
+    if (s->smooth) {
+        if (s->smooth_alpha < 0) {
+            APPEND(",smooth=auto");
+        } else {
+            APPEND(",smooth=%.9g", (double)s->smooth_alpha);
+        }
+    }
+    if (s->token) APPEND(",token");
     /* Always: a checkpoint's string without it predates sim= and trained with sim=float
      * (train/open.c). */
     APPEND(",sim=%s", qat_sim_str(s->sim));
