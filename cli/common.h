@@ -49,6 +49,7 @@ int cli_int8_eval(const char *path, const char *data, const char *format, const 
  * sets *no_int8 (and says why on stderr unless json) and returns 0, evaluating nothing. */
 int cli_int8_eval_checkpoint(const char *ckpt, const char *data, const char *format, int sim, bool json,
                              bool *no_int8, cli_int8_result *res);
+qat_status cli_int8_predictions(const qat_model *m, const qat_dataset *images, int *pred, qat_error *err);
 int cli_int8_predict(const char *path, char **images, int n_images, int top, bool json);
 int cli_int8_inspect(const char *path);
 
@@ -77,5 +78,10 @@ qat_status cli_auto_spec(const char *ckpt, const char *spec_text, qat_loader *tr
                          bool quiet, char *out, size_t len, qat_error *err);
 int cmd_import(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+/* qat report's work (cli/report.c): the report of checkpoint `ckpt` into `out`; float_ckpt
+ * (or NULL): the float model it came from, for the sensitivity section. */
+int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const char *format, const char *out,
+               int sens_samples, bool quiet);
 
 #endif

@@ -134,6 +134,38 @@ static qat_status int8_from_checkpoint(int8_model *h, const char *ckpt, bool *no
     return s;
 }
 
+/* Every image of `images` through the integer model the quantized model `m` lowers to (the
+ * bytes qat export would write), predictions into pred (images->n). INVALID_ARG, with the
+ * lowering's reason, when the model has no integer form. */
+qat_status cli_int8_predictions(const qat_model *m, const qat_dataset *images, int *pred, qat_error *err) {
+    qat_int_model im;
+    qat_status s = qat_lower(m, &im, err);
+    if (s) return s;
+    uint8_t *file = NULL;
+    size_t len = 0;
+    int8_model h = {0};
+    s = qat_int8_encode(&im, "report", NULL, 0, &file, &len, NULL, err);
+    qat_int_model_free(&im);
+    if (s || (s = int8_load(&h, "report", file, len, err))) return s;
+    const qrt_value *in = qrt_model_input(&h.m);
+    if (images->kind != QAT_DATASET_KIND_IMAGES || images->c != in->shape[0] || images->h != in->shape[1] ||
+        images->w != in->shape[2]) {
+        int8_close(&h);
+        return qat_error_set(err, QAT_STATUS_SHAPE, "the data's images do not fit the model's input");
+    }
+    qrt_batch runner;
+    const size_t arenas_len = qrt_batch_mem_size(&h.m, qat_num_threads());
+    void *arenas = malloc(arenas_len);
+    if (!arenas || qrt_batch_init(&runner, &h.m, qat_num_threads(), arenas, arenas_len)) {
+        s = qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
+    } else {
+        qrt_batch_run(&runner, images->pixels, images->n, pred, NULL);
+    }
+    free(arenas);
+    int8_close(&h);
+    return s;
+}
+
 /* ---- eval ---- */
 
 /* Whether the int8 file `m` is an export of the quantized model `q`: lowering q must give

@@ -23,6 +23,7 @@ static const struct {
     {"sensitivity", cmd_sensitivity, "each layer's accuracy cost at each weight width; mixed precision"},
     {"import", cmd_import, "a float ONNX model or PyTorch weights as a qat checkpoint"},
     {"merge", cmd_merge, "fold a checkpoint's low-rank adapters into its weights"},
+    {"report", cmd_report, "an HTML report of what quantization does to a model"},
     {"demo", cmd_demo, "train the reference CNN on Fashion-MNIST and summarise"},
 };
 

@@ -39,6 +39,7 @@ static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "b
 
 typedef struct train_args {
     const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule, *lora, *classes, *base;
+    const char *report; /* --report DIR */
     const char *mean, *std, *from, *quant;
     int epochs, until, batch, threads, warmup, step_size, crop, calib_samples, train_samples;
     long seed;
@@ -98,6 +99,18 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     /* Where the checkpoint goes is checked before any training (io/file_check.h). */
     const char *target = a->out ? a->out : a->resume;
     if (target && qat_file_check_output(target, &err)) return cli_fail(cmd, err.msg);
+    char report_path[4096] = "";
+    if (a->report) { /* --report DIR: made now (one level), checked like --out */
+        struct stat rs;
+        if (stat(a->report, &rs) && mkdir(a->report, 0777)) {
+            snprintf(report_path, sizeof report_path, "%s: cannot create the directory (--report): %s", a->report,
+                     strerror(errno));
+            return cli_fail(cmd, report_path);
+        }
+        snprintf(report_path, sizeof report_path, "%s/report.html", a->report);
+        if (qat_file_check_output(report_path, &err)) return cli_fail(cmd, err.msg);
+    }
+    if (!target && a->report) return cli_fail(cmd, "--report needs --out (the report draws the checkpoint)");
     if (qat_model_open(&cm, spec, (uint64_t)a->seed, &err)) return cli_fail(cmd, err.msg);
     qat_model *m = cm.m;
     if (a->from && (!cm.from_checkpoint || m->quant)) {
@@ -347,7 +360,8 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     qat_train_config tcfg = {.epochs = a->until > 0 && a->until < a->epochs ? a->until : a->epochs,
                              .sched = sched, .clip_norm = a->clip, .checkpoint = ckpt,
                              .log = a->log, .progress = !a->quiet, .model_text = cm.text,
-                             .extra = extra, .n_extra = n_extra, .distill = kd.teacher ? &kd : NULL};
+                             .extra = extra, .n_extra = n_extra, .distill = kd.teacher ? &kd : NULL,
+                             .history = a->resume ? qat_checkpoint_extra(&cm.ckpt, QAT_HISTORY_KEY) : NULL};
     if (!a->quiet) {
         fprintf(stderr, "training %s on %s: %d train / %d test samples, %zu parameters, %s lr %g %s, "
                         "batch %d, epochs %d..%d of %d\n",
@@ -379,6 +393,13 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         printf("test accuracy %.2f%%, test loss %.4f after %d epochs (%.1f s, %.0f samples/s); "
                "checkpoint %s\n",
                100 * r.test_acc, r.test_loss, r.epochs_done, r.seconds, r.samples_per_s, ckpt);
+    if (a->report) {
+        /* the float model it came from, for the sensitivity section: --from when this run quantized it */
+        const char *fl = m->quant && a->from && a->quant ? a->from : NULL;
+        if ((rc = cli_report(ckpt, fl, a->test_data ? a->test_data : a->data, a->format, report_path, 2000, a->quiet)))
+            goto done;
+        if (!a->json && !res) printf("report %s\n", report_path);
+    }
 done:
     if (teacher.m) qat_opened_free(&teacher);
     qat_optim_free(&opt);
@@ -390,7 +411,7 @@ done:
     return rc;
 }
 
-#define N_TRAIN_OPTS 40
+#define N_TRAIN_OPTS 41
 
 static void train_opts(train_args *a, qat_opt *o) {
     qat_opt opts[] = {
@@ -433,6 +454,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"distill-alpha", QAT_OPT_FLOAT, &a->distill_alpha, "A", "--distill: weight of the teacher's soft targets (1 - A on the labels)"},
         {"import", QAT_OPT_STRING, &a->import, "FILE", "start from a float ONNX model (its graph and weights; no --model), or from float weights in a safetensors file (PyTorch names, or mapped by order and shape)"},
         {"log", QAT_OPT_STRING, &a->log, "FILE", "append metrics per epoch (.csv or JSON lines)"},
+        {"report", QAT_OPT_STRING, &a->report, "DIR", "write DIR/report.html after training (qat report)"},
         {"json", QAT_OPT_FLAG, &a->json, NULL, "print the final metrics as one JSON object"},
         {"quiet", QAT_OPT_FLAG, &a->quiet, NULL, "no progress output"},
         {0},
@@ -605,14 +627,19 @@ int cmd_demo(int argc, char **argv) {
         if (st) return cli_fail("demo", err.msg);
     }
     if ((rc = cli_int8_eval(int8, data, NULL, qat, -1, false, &ri))) return rc;
+    /* 5. the report of the QAT model (docs/report.md) */
+    char report[1100];
+    snprintf(report, sizeof report, "%s/qat-demo-report.html", dir);
+    fprintf(stderr, "qat demo: the report\n");
+    if ((rc = cli_report(qat, fp32, data, NULL, report, 2000, true))) return rc;
     double total = qat_now() - t0;
     if (json) {
         printf("{\"command\": \"demo\", \"fp32_accuracy\": %.6f, \"ptq_accuracy\": %.6f, "
                "\"qat_accuracy\": %.6f, \"int8_accuracy\": %.6f, \"int8_top1_agreement\": %.6f, "
                "\"fp32_seconds_per_epoch\": %.3f, \"qat_seconds_per_epoch\": %.3f, "
-               "\"fp32_bytes\": %.0f, \"int8_bytes\": %.0f, \"seconds\": %.3f}\n",
+               "\"fp32_bytes\": %.0f, \"int8_bytes\": %.0f, \"report\": \"%s\", \"seconds\": %.3f}\n",
                rf.test_acc, ptq_acc, rq.test_acc, ri.accuracy, ri.agreement, rf.seconds / rf.epochs_done,
-               rq.seconds / rq.epochs_done, file_mib(fp32) * 1048576, file_mib(int8) * 1048576, total);
+               rq.seconds / rq.epochs_done, file_mib(fp32) * 1048576, file_mib(int8) * 1048576, report, total);
         return 0;
     }
     printf("\nqat demo: reference CNN on Fashion-MNIST (test set, 10,000 images)\n");
@@ -629,6 +656,7 @@ int cmd_demo(int argc, char **argv) {
            100 * ri.agreement);
     printf("  fp32 training %.0f samples/s, QAT %.0f samples/s; the whole demo took %.0f s\n", rf.samples_per_s,
            rq.samples_per_s, total);
+    printf("  report (open it in a browser): %s\n", report);
     return 0;
 }
 

@@ -167,9 +167,14 @@ static size_t png_drop_empty_idat(unsigned char *b, size_t len) {
 static bool png_chunks_fit(const unsigned char *b, size_t len) {
     static const unsigned char SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len < 8 || memcmp(b, SIG, 8) != 0) return true;
-    for (size_t in = 8; len - in >= 12;) {
+    /* stb reads a chunk's 8-byte header whenever 8 bytes remain, and allocates an IDAT's
+     * claim before reading it: even the last, CRC-less chunk must fit (fuzz_image:
+     * crashes/image/png_last_chunk_header_truncated.png claimed 1.7 GB in 85 bytes). */
+    for (size_t in = 8; len - in >= 8;) {
         const size_t n = (size_t)b[in] << 24 | (size_t)b[in + 1] << 16 | (size_t)b[in + 2] << 8 | b[in + 3];
-        if (n > len - in - 12) return false;
+        const size_t room = len - in - 8;
+        if (n > room) return false;
+        if (room - n < 4) break; /* no CRC: stb reads zeros past the end and stops */
         in += 12 + n;
     }
     return true;

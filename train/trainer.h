@@ -32,7 +32,18 @@ typedef struct qat_train_config {
     const qat_st_kv *extra;  /* more checkpoint metadata (normalisation, data, seed) */
     size_t n_extra;
     const qat_distill *distill; /* a teacher (train/step.h), or NULL */
+    const char *history;     /* the resumed checkpoint's "history", continued; or NULL */
 } qat_train_config;
+
+/* Every checkpoint the trainer writes carries the run's curve as metadata "history": CSV
+ * text, a header line "epoch,step,lr,train_loss,train_acc,test_loss,test_acc"
+ * followed by the model's learned quantization parameters (each PACT alpha and LSQ
+ * activation step by its state name; the mean of each layer's LSQ weight steps as
+ * "<layer>.weight_step"), then one line per epoch (test values -1 when not evaluated).
+ * No timings, so that a resumed run's checkpoint stays byte-identical to an uninterrupted
+ * one's. A resumed run continues the history it is given when the header matches. qat report
+ * draws it (docs/report.md). */
+#define QAT_HISTORY_KEY "history"
 
 typedef struct qat_train_result {
     int epochs_done;
