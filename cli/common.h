@@ -80,8 +80,10 @@ int cmd_import(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 /* qat report's work (cli/report.c): the report of checkpoint `ckpt` into `out`; float_ckpt
- * (or NULL): the float model it came from, for the sensitivity section. */
+ * (or NULL): the float model it came from, for the sensitivity section; test_samples: the
+ * first so many test samples (0: all); sens_samples: test samples per sensitivity
+ * measurement (0: none). */
 int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const char *format, const char *out,
-               int sens_samples, bool quiet);
+               int test_samples, int sens_samples, bool quiet);
 
 #endif

@@ -481,7 +481,7 @@ typedef struct report_ctx {
 } report_ctx;
 
 int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const char *format, const char *out,
-               int sens_samples, bool quiet) {
+               int test_samples, int sens_samples, bool quiet) {
     qat_error err = {0};
     report_ctx c;
     memset(&c, 0, sizeof c);
@@ -502,6 +502,7 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
     if (!data) data = v ? v : QAT_FASHION_MNIST_DIR;
     const char *names = qat_checkpoint_extra(&c.o.ckpt, "class_names");
     if ((s = cli_open_data(&c.test, data, format, QAT_SPLIT_TEST, m, &err))) goto fail;
+    if (test_samples > 0 && test_samples < c.test.n) c.test.n = test_samples; /* the first ones */
     qat_loader_config lc = qat_loader_config_default();
     lc.batch_size = 256;
     lc.shuffle = false;
@@ -830,7 +831,16 @@ fail:
     return rc;
 }
 
-/* The newest checkpoint in a directory (not an int8 model). */
+/* Whether the file starts as a safetensors container does (an 8-byte header length, '{'). */
+static bool looks_like_container(const char *path) {
+    FILE *f = fopen(path, "rb");
+    unsigned char b[9];
+    bool yes = f && fread(b, 1, 9, f) == 9 && b[8] == '{';
+    if (f) fclose(f);
+    return yes;
+}
+
+/* The newest checkpoint in a directory (a safetensors container, not an int8 model). */
 static bool newest_checkpoint(const char *dir, char *path, size_t len) {
     DIR *d = opendir(dir);
     if (!d) return false;
@@ -838,11 +848,10 @@ static bool newest_checkpoint(const char *dir, char *path, size_t len) {
     double best = -1;
     char p[4096];
     while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors")) continue;
+        if (e->d_name[0] == '.') continue;
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         struct stat st;
-        if (stat(p, &st) || !S_ISREG(st.st_mode) || cli_is_int8(p)) continue;
+        if (stat(p, &st) || !S_ISREG(st.st_mode) || !looks_like_container(p) || cli_is_int8(p)) continue;
         double t = (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec;
         if (t > best) {
             best = t;
@@ -855,13 +864,14 @@ static bool newest_checkpoint(const char *dir, char *path, size_t len) {
 
 int cmd_report(int argc, char **argv) {
     const char *float_ckpt = NULL, *data = NULL, *format = NULL, *out = NULL;
-    int samples = 2000;
+    int samples = 2000, test_samples = 0;
     bool quiet = false;
     qat_opt opts[] = {
         {"out", QAT_OPT_STRING, &out, "FILE", "the HTML file to write (required)"},
         {"float", QAT_OPT_STRING, &float_ckpt, "CKPT", "the float checkpoint the model came from (sensitivity)"},
         {"data", QAT_OPT_STRING, &data, "PATH", "test data (default: the checkpoint's)"},
         {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
+        {"test-samples", QAT_OPT_INT, &test_samples, "N", "evaluate on the first N test samples (0: all)"},
         {"sens-samples", QAT_OPT_INT, &samples, "N", "test samples per sensitivity measurement; 0: skip (2000)"},
         {"quiet", QAT_OPT_FLAG, &quiet, NULL, "no progress on stderr"},
         {0}};
@@ -880,15 +890,15 @@ int cmd_report(int argc, char **argv) {
     }
     if (np < 0) return cli_fail("report", err.msg);
     if (!out) return cli_fail("report", "--out FILE is required");
-    if (samples < 0) return cli_fail("report", "--sens-samples must be >= 0");
+    if (samples < 0 || test_samples < 0) return cli_fail("report", "--sens-samples and --test-samples must be >= 0");
     if (qat_file_check_output(out, &err)) return cli_fail("report", err.msg);
     char path[4096];
     const char *ckpt = pos[0];
     struct stat st;
     if (!stat(ckpt, &st) && S_ISDIR(st.st_mode)) {
         if (!newest_checkpoint(ckpt, path, sizeof path))
-            return cli_fail_in("report", ckpt, "a directory with no checkpoint (.safetensors) in it");
+            return cli_fail_in("report", ckpt, "a directory with no checkpoint in it");
         ckpt = path;
     }
-    return cli_report(ckpt, float_ckpt, data, format, out, samples, quiet);
+    return cli_report(ckpt, float_ckpt, data, format, out, test_samples, samples, quiet);
 }

@@ -34,14 +34,14 @@ static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "b
                                      "lr", "momentum", "nesterov", "weight-decay", "schedule",
                                      "eta-min", "step-size", "gamma", "warmup", "clip-grad",
                                      "crop", "flip", "mean", "std", "distill", "distill-alpha", "classes",
-                                     "train-samples"};
+                                     "train-samples", "test-samples"};
 #define N_RECIPE (sizeof RECIPE / sizeof *RECIPE)
 
 typedef struct train_args {
     const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule, *lora, *classes, *base;
     const char *report; /* --report DIR */
     const char *mean, *std, *from, *quant;
-    int epochs, until, batch, threads, warmup, step_size, crop, calib_samples, train_samples;
+    int epochs, until, batch, threads, warmup, step_size, crop, calib_samples, train_samples, test_samples;
     long seed;
     float lr, momentum, weight_decay, gamma, clip, eta_min, distill, distill_alpha;
     bool nesterov, flip, json, quiet;
@@ -168,13 +168,14 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
             return cli_fail(cmd, err.msg);
         }
     }
-    if (a->train_samples < 0) {
+    if (a->train_samples < 0 || a->test_samples < 0) {
         qat_dataset_free(&train);
         qat_dataset_free(&test);
         qat_opened_free(&cm);
-        return cli_fail(cmd, "--train-samples must be >= 0");
+        return cli_fail(cmd, "--train-samples and --test-samples must be >= 0");
     }
     if (a->train_samples > 0 && a->train_samples < train.n) train.n = a->train_samples;
+    if (a->test_samples > 0 && a->test_samples < test.n) test.n = a->test_samples;
     const int channels = train.kind == QAT_DATASET_KIND_IMAGES ? train.c : 1;
     if (a->mean) {
         if (qat_normalization_parse(&norm, a->mean, a->std, &err) ||
@@ -396,7 +397,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     if (a->report) {
         /* the float model it came from, for the sensitivity section: --from when this run quantized it */
         const char *fl = m->quant && a->from && a->quant ? a->from : NULL;
-        if ((rc = cli_report(ckpt, fl, a->test_data ? a->test_data : a->data, a->format, report_path, 2000, a->quiet)))
+        if ((rc = cli_report(ckpt, fl, a->test_data ? a->test_data : a->data, a->format, report_path, a->test_samples, 2000, a->quiet)))
             goto done;
         if (!a->json && !res) printf("report %s\n", report_path);
     }
@@ -411,7 +412,7 @@ done:
     return rc;
 }
 
-#define N_TRAIN_OPTS 41
+#define N_TRAIN_OPTS 42
 
 static void train_opts(train_args *a, qat_opt *o) {
     qat_opt opts[] = {
@@ -448,6 +449,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"base", QAT_OPT_STRING, &a->base, "FORMAT", "--lora: the frozen weights in nf4 or int4 (groups of 64, double-quantized constants; QLoRA) or fp32 (default)"},
         {"classes", QAT_OPT_STRING, &a->classes, "LIST", "train and test on these labels only: 0-4, or 5,6,7,8,9"},
         {"train-samples", QAT_OPT_INT, &a->train_samples, "N", "train on the first N training samples only (after --classes; 0: all)"},
+        {"test-samples", QAT_OPT_INT, &a->test_samples, "N", "evaluate on the first N test samples only (0: all)"},
         {"calib-samples", QAT_OPT_INT, &a->calib_samples, "N", "--quant: samples that calibrate the ranges first"},
         {"distill", QAT_OPT_FLOAT, &a->distill, "T",
          "--from with --quant: distil from the float checkpoint at temperature T (0: off; default 2 at 2 bits, else off; layers/loss.h)"},
@@ -631,7 +633,7 @@ int cmd_demo(int argc, char **argv) {
     char report[1100];
     snprintf(report, sizeof report, "%s/qat-demo-report.html", dir);
     fprintf(stderr, "qat demo: the report\n");
-    if ((rc = cli_report(qat, fp32, data, NULL, report, 2000, true))) return rc;
+    if ((rc = cli_report(qat, fp32, data, NULL, report, 0, 2000, true))) return rc;
     double total = qat_now() - t0;
     if (json) {
         printf("{\"command\": \"demo\", \"fp32_accuracy\": %.6f, \"ptq_accuracy\": %.6f, "
