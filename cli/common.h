@@ -51,7 +51,7 @@ int cli_int8_eval_checkpoint(const char *ckpt, const char *data, const char *for
                              bool *no_int8, cli_int8_result *res);
 qat_status cli_int8_predictions(const qat_model *m, const qat_dataset *images, int *pred, qat_error *err);
 int cli_int8_predict(const char *path, char **images, int n_images, int top, bool json);
-int cli_int8_inspect(const char *path);
+int cli_int8_inspect(const char *path, int op_detail);
 
 /* Prints "qat <cmd>: <msg>" to stderr and returns 1 (the process exit status). */
 int cli_fail(const char *cmd, const char *msg);
@@ -79,6 +79,8 @@ qat_status cli_auto_spec(const char *ckpt, const char *spec_text, qat_loader *tr
 int cmd_import(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+#define QAT_REPORT_SENS_SAMPLES 1000 /* test samples per sensitivity measurement */
+#define QAT_REPORT_CALIB 512         /* calibration samples of each sensitivity PTQ */
 /* qat report's work (cli/report.c): the report of checkpoint `ckpt` into `out`; float_ckpt
  * (or NULL): the float model it came from, for the sensitivity section; test_samples: the
  * first so many test samples (0: all); sens_samples: test samples per sensitivity

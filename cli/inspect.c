@@ -6,7 +6,9 @@
 #include "quant/quant.h"
 
 int cmd_inspect(int argc, char **argv) {
-    qat_opt opts[] = {{0}};
+    int op = -1;
+    qat_opt opts[] = {{"op", QAT_OPT_INT, &op, "N", "int8 model: work op N's requantization through (M0, shift)"},
+                      {0}};
     char *pos[1];
     qat_error err = {0};
     int n = qat_args_parse(argc, argv, opts, pos, 1, &err);
@@ -15,12 +17,14 @@ int cmd_inspect(int argc, char **argv) {
                       "Shows a model's layers, output shapes, parameters, multiply-accumulates "
                       "and sizes.\nMODEL is cnn, mlp, a model file (examples/*.model), a "
                       "checkpoint (quantized ones show bits, scales, zero points, PACT alphas) or an "
-                      "int8 model from qat export (its ops, zero points, clamps).",
+                      "int8 model from qat export (its ops, zero points, clamps; --op N: one conv or linear op's "
+                      "multipliers and shifts, worked through).",
                       opts);
         return n == -2 ? 0 : 2;
     }
     if (n < 0) return cli_fail("inspect", err.msg);
-    if (cli_is_int8(pos[0])) return cli_int8_inspect(pos[0]);
+    if (cli_is_int8(pos[0])) return cli_int8_inspect(pos[0], op);
+    if (op >= 0) return cli_fail_in("inspect", pos[0], "--op is for int8 models (qat export's files)");
     qat_opened cm;
     if (qat_model_open(&cm, pos[0], 0, &err) != QAT_STATUS_OK) return cli_fail("inspect", err.msg);
     printf("model: %s\n", pos[0]);

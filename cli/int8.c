@@ -10,6 +10,7 @@
 #include "data/image.h"
 #include "export/int8.h"
 #include "runtime/batch.h"
+#include "runtime/fixedpoint.h"
 #include "runtime/runtime.h"
 #include "train/progress.h"
 #include "train/trainer.h"
@@ -436,10 +437,47 @@ int cli_int8_predict(const char *path, char **images, int n_images, int top, boo
 
 /* ---- inspect ---- */
 
-int cli_int8_inspect(const char *path) {
+/* One conv or linear op's requantization, worked through on its numbers (the tutorial's
+ * step, docs/tutorial.md): per output channel M0, shift and the multiplier they stand for,
+ * the weight scale that implies, and one accumulator taken through the integer rule. */
+static void inspect_requant(const qrt_model *m, int i) {
+    const qrt_op *op = qrt_model_op(m, i);
+    const qrt_value *vin = qrt_model_value(m, op->in[0]), *vout = qrt_model_value(m, op->out);
+    const double s_in = vin->s ? strtod(vin->s, NULL) : 0, s_out = vout->s ? strtod(vout->s, NULL) : 0;
+    printf("\nop %d (%s): acc[c] = bias[c] + sum (q_in - z_in) w[c]  (int32), then\n"
+           "  q_out = clamp(MultiplyByQuantizedMultiplier(acc, M0[c], shift[c]) + z_out, %d, %d)\n"
+           "  with M0 * 2^(shift - 31) = m[c] = s_in s_w[c] / s_out; s_in %.9g (z_in %d), s_out %.9g (z_out %d)\n",
+           i, qrt_op_kind_str(op->kind), op->act_min, op->act_max, s_in, op->z_in, s_out, op->z_out);
+    printf("  %-4s %11s %6s %14s %14s %9s\n", "c", "M0", "shift", "m", "s_w = m s_out/s_in", "bias");
+    const int C = (int)op->mult->shape[0];
+    for (int c = 0; c < C && c < 4; c++) {
+        const int32_t M0 = op->mult->s32[c], sh = op->shift->s32[c];
+        const double mm = ldexp((double)M0, sh - 31);
+        printf("  %-4d %11d %6d %14.9g %18.9g %9d\n", c, (int)M0, (int)sh, mm, s_in > 0 ? mm * s_out / s_in : 0,
+               (int)op->bias->s32[c]);
+    }
+    if (C > 4) printf("  ... %d channels in all\n", C);
+    const int32_t acc = 1000, M0 = op->mult->s32[0], sh = op->shift->s32[0];
+    const int32_t r = qrt_multiply_by_quantized_multiplier(acc, M0, sh);
+    int32_t q = r + op->z_out;
+    q = q < op->act_min ? op->act_min : q > op->act_max ? op->act_max : q;
+    printf("  e.g. acc = %d on channel 0: MultiplyByQuantizedMultiplier = %d (the real product %.4f), "
+           "q_out = %d, worth %.6g\n",
+           (int)acc, (int)r, acc * ldexp((double)M0, sh - 31), (int)q, s_out * (q - op->z_out));
+}
+
+int cli_int8_inspect(const char *path, int op_detail) {
     qat_error err = {0};
     int8_model h;
     if (int8_open(&h, path, &err)) return cli_fail("inspect", err.msg);
+    if (op_detail >= qrt_model_n_ops(&h.m) ||
+        (op_detail >= 0 && qrt_model_op(&h.m, op_detail)->kind != QRT_OP_CONV2D &&
+         qrt_model_op(&h.m, op_detail)->kind != QRT_OP_LINEAR)) {
+        int8_close(&h);
+        char msg[160];
+        snprintf(msg, sizeof msg, "--op %d: not a conv2d or linear op of this model (see the table without --op)", op_detail);
+        return cli_fail_in("inspect", path, msg);
+    }
     printf("int8 model: %s (%zu bytes; inference arena %zu bytes)\n", path, h.m.file_len, qrt_arena_size(&h.m));
     printf("%-4s %-15s %-14s %-6s %5s %5s %11s  %s\n", "op", "kind", "output", "wbits", "z_in", "z_out",
            "clamp", "scale");
@@ -470,6 +508,7 @@ int cli_int8_inspect(const char *path) {
     }
     printf("weights %zu bytes; %d outputs\n", weights, qrt_model_n_outputs(&h.m));
     if (h.class_names) printf("classes: %s\n", h.class_names);
+    if (op_detail >= 0) inspect_requant(&h.m, op_detail);
     int8_close(&h);
     return 0;
 }

@@ -758,7 +758,7 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
         char base[2048] = "w8a8";
         if (q && q->spec.wbits == 8 && !q->spec.token && !q->spec.smooth && !q->spec.n_layer_bits) snprintf(base, sizeof base, "%s", spec);
         if (!quiet && !s) fprintf(stderr, "qat report: sensitivity of each layer at 4 and 2 bits (%d samples)\n", sub.n);
-        if (!s) s = qat_sensitivity_measure(&sens, float_ckpt, base, bits, 2, &ltr, &lte, 1024, NULL, NULL, &err);
+        if (!s) s = qat_sensitivity_measure(&sens, float_ckpt, base, bits, 2, &ltr, &lte, QAT_REPORT_CALIB, NULL, NULL, &err);
         qat_loader_free(&ltr);
         qat_loader_free(&lte);
         if (s) goto fail;
@@ -864,7 +864,7 @@ static bool newest_checkpoint(const char *dir, char *path, size_t len) {
 
 int cmd_report(int argc, char **argv) {
     const char *float_ckpt = NULL, *data = NULL, *format = NULL, *out = NULL;
-    int samples = 2000, test_samples = 0;
+    int samples = QAT_REPORT_SENS_SAMPLES, test_samples = 0;
     bool quiet = false;
     qat_opt opts[] = {
         {"out", QAT_OPT_STRING, &out, "FILE", "the HTML file to write (required)"},
@@ -872,7 +872,7 @@ int cmd_report(int argc, char **argv) {
         {"data", QAT_OPT_STRING, &data, "PATH", "test data (default: the checkpoint's)"},
         {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
         {"test-samples", QAT_OPT_INT, &test_samples, "N", "evaluate on the first N test samples (0: all)"},
-        {"sens-samples", QAT_OPT_INT, &samples, "N", "test samples per sensitivity measurement; 0: skip (2000)"},
+        {"sens-samples", QAT_OPT_INT, &samples, "N", "test samples per sensitivity measurement; 0: skip (1000)"},
         {"quiet", QAT_OPT_FLAG, &quiet, NULL, "no progress on stderr"},
         {0}};
     char *pos[1];

@@ -397,7 +397,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     if (a->report) {
         /* the float model it came from, for the sensitivity section: --from when this run quantized it */
         const char *fl = m->quant && a->from && a->quant ? a->from : NULL;
-        if ((rc = cli_report(ckpt, fl, a->test_data ? a->test_data : a->data, a->format, report_path, a->test_samples, 2000, a->quiet)))
+        if ((rc = cli_report(ckpt, fl, a->test_data ? a->test_data : a->data, a->format, report_path, a->test_samples, QAT_REPORT_SENS_SAMPLES, a->quiet)))
             goto done;
         if (!a->json && !res) printf("report %s\n", report_path);
     }
@@ -633,7 +633,7 @@ int cmd_demo(int argc, char **argv) {
     char report[1100];
     snprintf(report, sizeof report, "%s/qat-demo-report.html", dir);
     fprintf(stderr, "qat demo: the report\n");
-    if ((rc = cli_report(qat, fp32, data, NULL, report, 0, 2000, true))) return rc;
+    if ((rc = cli_report(qat, fp32, data, NULL, report, 0, QAT_REPORT_SENS_SAMPLES, true))) return rc;
     double total = qat_now() - t0;
     if (json) {
         printf("{\"command\": \"demo\", \"fp32_accuracy\": %.6f, \"ptq_accuracy\": %.6f, "
