@@ -148,14 +148,18 @@ static size_t png_drop_empty_idat(unsigned char *b, size_t len) {
     static const unsigned char SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len < 8 || memcmp(b, SIG, 8) != 0) return len;
     size_t in = 8, out = 8;
-    while (len - in >= 12) {
+    /* stb reads a chunk whenever its 8-byte header is there, CRC or not: so does this walk
+     * (fuzz_image: crashes/image/png_empty_idat_last_no_crc.png ends in an empty IDAT with
+     * a cut CRC, which a walk over whole chunks kept) */
+    while (len - in >= 8) {
         const size_t n = (size_t)b[in] << 24 | (size_t)b[in + 1] << 16 | (size_t)b[in + 2] << 8 | b[in + 3];
-        if (n > len - in - 12) break;
+        if (n > len - in - 8) break;
+        const size_t whole = len - in - 8 - n >= 4 ? 12 + n : len - in; /* a short CRC: the rest */
         if (!(n == 0 && memcmp(b + in + 4, "IDAT", 4) == 0)) {
-            memmove(b + out, b + in, 12 + n);
-            out += 12 + n;
+            memmove(b + out, b + in, whole);
+            out += whole;
         }
-        in += 12 + n;
+        in += whole;
     }
     memmove(b + out, b + in, len - in);
     return out + (len - in);

@@ -20,6 +20,7 @@ bash -euo pipefail -x commands.sh
 for f in tiny.int8 dw.st dw-ptq.st dw-qat.st dw-qat/report.html dw-pact/report.html dw.int8 dw-a4-kl.st; do
     [ -s "$f" ] || { echo "tutorial.sh: $f was not written" >&2; exit 1; }
 done
-[ -n "$(ls dw-firmware)" ] || { echo "tutorial.sh: the C export is empty" >&2; exit 1; }
+grep -q "error" run.txt && { echo "tutorial.sh: the firmware reported an error" >&2; exit 1; }
+[ -s fw_dwcnn/firmware.elf ] || { echo "tutorial.sh: no firmware" >&2; exit 1; }
 qat inspect dw.int8 --op 9 | grep -q "MultiplyByQuantizedMultiplier = " || { echo "tutorial.sh: inspect --op" >&2; exit 1; }
 echo "tutorial.sh: every command passed"
