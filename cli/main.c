@@ -7,6 +7,7 @@
 #include "autograd/parallel.h"
 #include "blas.h"
 #include "common.h"
+#include "train/mpi.h"
 #include "runtime/simd.h"
 
 static const struct {
@@ -82,6 +83,32 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return finish(0);
+    }
+    if (qat_mpi_launched()) { /* mpirun -np N qat train (docs/scaling.md) */
+        if (strcmp(argv[1], "train") != 0) {
+            fprintf(stderr, "qat %s: under mpirun only qat train runs (data-parallel); run qat %s as one process\n",
+                    argv[1], argv[1]);
+            return 2;
+        }
+        qat_error err = {0};
+        if (qat_mpi_init(&argc, &argv, &err)) {
+            fprintf(stderr, "qat train: %s\n", err.msg);
+            return 2;
+        }
+        const qat_comm *c = qat_comm_get();
+        if (c->rank == 0 && c->size > 1)
+            fprintf(stderr, "qat train: data-parallel over %d processes (MPI): each takes its share of every batch\n",
+                    c->size);
+        if (c->rank != 0 && !freopen("/dev/null", "w", stdout)) return 2; /* the first process prints */
+        int rc = finish(cmd_train(argc - 2, argv + 2));
+        if (rc && c->size > 1) {
+            /* the others may wait in a collective for this process: stop them all */
+            fprintf(stderr, "qat train: process %d of %d failed; stopping the run (the last checkpoint stays)\n",
+                    c->rank, c->size);
+            qat_mpi_abort(rc);
+        }
+        qat_mpi_finalize();
+        return rc;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return finish(commands[i].fn(argc - 2, argv + 2));

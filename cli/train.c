@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "autograd/parallel.h"
+#include "autograd/comm.h"
 #include "common.h"
 #include "export/int8.h"
 #include "io/file_check.h"
@@ -34,12 +35,13 @@ static const char *const RECIPE[] = {"data", "test-data", "format", "epochs", "b
                                      "lr", "momentum", "nesterov", "weight-decay", "schedule",
                                      "eta-min", "step-size", "gamma", "warmup", "clip-grad",
                                      "crop", "flip", "mean", "std", "distill", "distill-alpha", "classes",
-                                     "train-samples", "test-samples"};
+                                     "train-samples", "test-samples", "sync-bn"};
 #define N_RECIPE (sizeof RECIPE / sizeof *RECIPE)
 
 typedef struct train_args {
     const char *model, *data, *test_data, *format, *out, *resume, *log, *import, *optim, *schedule, *lora, *classes, *base;
     const char *report; /* --report DIR */
+    bool sync_bn;       /* --sync-bn */
     const char *mean, *std, *from, *quant;
     int epochs, until, batch, threads, warmup, step_size, crop, calib_samples, train_samples, test_samples;
     long seed;
@@ -358,6 +360,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     }
     const char *ckpt = a->out;
     if (a->resume && !a->out) ckpt = a->resume;
+    qat_comm_set_sync_bn(a->sync_bn); /* after a resume restored the recipe */
     qat_train_config tcfg = {.epochs = a->until > 0 && a->until < a->epochs ? a->until : a->epochs,
                              .sched = sched, .clip_norm = a->clip, .checkpoint = ckpt,
                              .log = a->log, .progress = !a->quiet, .model_text = cm.text,
@@ -394,7 +397,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
         printf("test accuracy %.2f%%, test loss %.4f after %d epochs (%.1f s, %.0f samples/s); "
                "checkpoint %s\n",
                100 * r.test_acc, r.test_loss, r.epochs_done, r.seconds, r.samples_per_s, ckpt);
-    if (a->report) {
+    if (a->report && qat_comm_get()->rank == 0) {
         /* the float model it came from, for the sensitivity section: --from when this run quantized it */
         const char *fl = m->quant && a->from && a->quant ? a->from : NULL;
         if ((rc = cli_report(ckpt, fl, a->test_data ? a->test_data : a->data, a->format, report_path, a->test_samples, QAT_REPORT_SENS_SAMPLES, a->quiet)))
@@ -412,7 +415,7 @@ done:
     return rc;
 }
 
-#define N_TRAIN_OPTS 42
+#define N_TRAIN_OPTS 43
 
 static void train_opts(train_args *a, qat_opt *o) {
     qat_opt opts[] = {
@@ -457,6 +460,7 @@ static void train_opts(train_args *a, qat_opt *o) {
         {"import", QAT_OPT_STRING, &a->import, "FILE", "start from a float ONNX model (its graph and weights; no --model), or from float weights in a safetensors file (PyTorch names, or mapped by order and shape)"},
         {"log", QAT_OPT_STRING, &a->log, "FILE", "append metrics per epoch (.csv or JSON lines)"},
         {"report", QAT_OPT_STRING, &a->report, "DIR", "write DIR/report.html after training (qat report)"},
+        {"sync-bn", QAT_OPT_FLAG, &a->sync_bn, NULL, "mpirun: batch-norm statistics over the whole batch, across the processes"},
         {"json", QAT_OPT_FLAG, &a->json, NULL, "print the final metrics as one JSON object"},
         {"quiet", QAT_OPT_FLAG, &a->quiet, NULL, "no progress output"},
         {0},
@@ -493,6 +497,8 @@ int cmd_train(int argc, char **argv) {
     }
     if (a.resume && (a.from || a.quant || a.lora))
         return cli_fail("train", "--resume continues a run as it was; drop --from, --quant and --lora");
+    /* data-parallel (mpirun): the first process speaks for all */
+    if (qat_comm_get()->rank != 0) a.quiet = true;
     /* Adapters: AdamW (the LoRA paper's optimizer) at 1e-2, ten times full fine-tuning's rate
      * (docs/memory.md measures it), unless given. */
     if (a.lora && !qat_args_seen(opts, "optim")) a.optim = "adamw";

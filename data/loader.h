@@ -107,6 +107,8 @@ typedef struct qat_batch {
     int ndim;            /* 4 for images, 2 for features */
     int shape[4];        /* (n, C, H, W) or (n, D): ready for qat_tape_input */
     int epoch, index;    /* which batch this is */
+    int global_n;        /* data-parallel runs: the samples of the whole batch across the
+                            processes, of which these n are this one's share (0: n) */
 } qat_batch;
 
 typedef struct qat_loader {

@@ -2,8 +2,10 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "autograd/comm.h"
 #include "autograd/parallel.h"
 #include "pool.h"
 
@@ -26,6 +28,8 @@ typedef struct bn_job {
     float *dinp, *dgamma, *dbeta, *dpre_a, *dpre_b;
     const float *inp, *dout, *gamma, *beta, *pre_a, *pre_b;
     const float *rmean, *rvar; /* eval */
+    float *sums;               /* synchronised (comm.h): per-channel sums across processes */
+    double M_all;              /* synchronised: the values per channel over all processes */
     int N, C, HW;
     float momentum, eps;
     bool overwrite; /* backward: dinp = dx (dinp may equal dout) instead of += */
@@ -98,6 +102,46 @@ QAT_HOT static void forward_train_channels(void *p, size_t c0, size_t c1) {
     }
 }
 
+/* ---- synchronised batch norm (autograd/comm.h): the statistics of the whole batch ----
+ * The same two passes, each followed by a sum across the processes: sums[c] first holds
+ * the channel's sum of x', then its sum of (x' - mu)^2. */
+QAT_HOT static void sync_sum_channels(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    const bool pre = j->pre_a != NULL;
+    for (size_t c = c0; c < c1; c++)
+        j->sums[c] = (float)channel_sum(j, (int)c, pre ? j->pre_a[c] : 1.0f, pre ? j->pre_b[c] : 0.0f, pre);
+}
+
+QAT_HOT static void sync_sq_channels(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    const bool pre = j->pre_a != NULL;
+    for (size_t c = c0; c < c1; c++)
+        j->sums[c] = (float)channel_sq(j, (int)c, pre ? j->pre_a[c] : 1.0f, pre ? j->pre_b[c] : 0.0f, pre,
+                                       (double)j->mean[c]);
+}
+
+QAT_HOT static void sync_normalize_channels(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    const bool pre = j->pre_a != NULL;
+    for (size_t c = c0; c < c1; c++) {
+        const float a = pre ? j->pre_a[c] : 1.0f, b = pre ? j->pre_b[c] : 0.0f;
+        const double var = (double)j->sums[c] / j->M_all;
+        const float rs = (float)(1.0 / sqrt(var + j->eps)), m = j->mean[c];
+        j->rstd[c] = rs;
+        const float g = j->gamma[c] * rs, be = j->beta[c];
+        for (int n = 0; n < j->N; n++) {
+            const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+            float *y = j->out + ((size_t)n * j->C + c) * j->HW;
+            for (int i = 0; i < j->HW; i++) y[i] = ((pre ? x[i] * a + b : x[i]) - m) * g + be;
+        }
+        if (j->running_mean && j->running_var) {
+            double unbiased = j->M_all > 1 ? (double)j->sums[c] / (j->M_all - 1) : var;
+            j->running_mean[c] = (1.0f - j->momentum) * j->running_mean[c] + j->momentum * m;
+            j->running_var[c] = (1.0f - j->momentum) * j->running_var[c] + j->momentum * (float)unbiased;
+        }
+    }
+}
+
 /* Channels per part: about 32K values per part at least. */
 static size_t channel_grain(int N, int HW) {
     size_t per = (size_t)N * HW;
@@ -113,7 +157,26 @@ void qat_batchnorm_forward_train_pre(float *out, float *mean, float *rstd, float
                 .running_var = running_var, .inp = inp, .pre_a = pre_a, .pre_b = pre_b,
                 .gamma = gamma, .beta = beta, .N = N, .C = C, .HW = HW, .momentum = momentum,
                 .eps = eps};
-    qat_parallel_for((size_t)C, channel_grain(N, HW), forward_train_channels, &j);
+    if (!qat_comm_sync_bn()) {
+        qat_parallel_for((size_t)C, channel_grain(N, HW), forward_train_channels, &j);
+        return;
+    }
+    /* synchronised: sums across the processes between the passes (a failed sum leaves
+     * NaN, which the trainer's checks stop at) */
+    float *sums = malloc(((size_t)C + 1) * sizeof(float));
+    QAT_ASSERT(sums != NULL);
+    j.sums = sums;
+    qat_parallel_for((size_t)C, channel_grain(N, HW), sync_sum_channels, &j);
+    sums[C] = (float)((size_t)N * HW);
+    if (qat_comm_sum(sums, (size_t)C + 1))
+        for (int c = 0; c <= C; c++) sums[c] = NAN;
+    j.M_all = sums[C];
+    for (int c = 0; c < C; c++) mean[c] = (float)((double)sums[c] / j.M_all);
+    qat_parallel_for((size_t)C, channel_grain(N, HW), sync_sq_channels, &j);
+    if (qat_comm_sum(sums, (size_t)C))
+        for (int c = 0; c < C; c++) sums[c] = NAN;
+    qat_parallel_for((size_t)C, channel_grain(N, HW), sync_normalize_channels, &j);
+    free(sums);
 }
 
 void qat_batchnorm_forward_train(float *out, float *mean, float *rstd, float *running_mean,
@@ -124,76 +187,112 @@ void qat_batchnorm_forward_train(float *out, float *mean, float *rstd, float *ru
                                     gamma, beta, N, C, HW, momentum, eps);
 }
 
+/* Backward, pass 1 of a channel: sum dy and sum dy xhat; dgamma and dbeta take them. */
+QAT_HOT static void backward_sums(const bn_job *j, size_t c, double *s_dy_out, double *s_dyx_out) {
+    const bool pre = j->pre_a != NULL;
+    const float a = pre ? j->pre_a[c] : 1.0f, b = pre ? j->pre_b[c] : 0.0f;
+    const float m = j->saved_mean[c], rs = j->saved_rstd[c];
+    double sdy[LANES] = {0}, sdyx[LANES] = {0};
+    for (int n = 0; n < j->N; n++) {
+        const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+        const float *dy = j->dout + ((size_t)n * j->C + c) * j->HW;
+        int i = 0;
+        for (; i + LANES <= j->HW; i += LANES)
+            for (int k = 0; k < LANES; k++) {
+                float xv = pre ? x[i + k] * a + b : x[i + k];
+                sdy[k] += dy[i + k];
+                sdyx[k] += (double)dy[i + k] * ((xv - m) * rs);
+            }
+        for (; i < j->HW; i++) {
+            float xv = pre ? x[i] * a + b : x[i];
+            sdy[i % LANES] += dy[i];
+            sdyx[i % LANES] += (double)dy[i] * ((xv - m) * rs);
+        }
+    }
+    const double s_dy = lanes_sum(sdy), s_dyx = lanes_sum(sdyx);
+    if (j->dgamma) j->dgamma[c] += (float)s_dyx;
+    if (j->dbeta) j->dbeta[c] += (float)s_dy;
+    *s_dy_out = s_dy;
+    *s_dyx_out = s_dyx;
+}
+
+/* Backward, pass 2 of a channel, from the channel's means of dy and dy xhat. */
+QAT_HOT static void backward_apply(const bn_job *j, size_t c, double mean_dy, double mean_dyx) {
+    const bool pre = j->pre_a != NULL;
+    const float a = pre ? j->pre_a[c] : 1.0f, b = pre ? j->pre_b[c] : 0.0f;
+    const float m = j->saved_mean[c], rs = j->saved_rstd[c];
+    /* dxhat = dy gamma; dx' = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat));
+     * with the pre-affine, dx = dx' a, da += sum dx' x, db += sum dx'. */
+    const float g = j->gamma[c];
+    const float mdy = (float)mean_dy * g, mdyx = (float)mean_dyx * g;
+    double sa[LANES] = {0}, sb[LANES] = {0};
+    for (int n = 0; n < j->N; n++) {
+        const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
+        const float *dy = j->dout + ((size_t)n * j->C + c) * j->HW;
+        float *dx = j->dinp ? j->dinp + ((size_t)n * j->C + c) * j->HW : NULL;
+        if (!pre) {
+            if (j->overwrite)
+                for (int i = 0; i < j->HW; i++) {
+                    float xhat = (x[i] - m) * rs;
+                    dx[i] = rs * (dy[i] * g - mdy - xhat * mdyx);
+                }
+            else
+                for (int i = 0; i < j->HW; i++) {
+                    float xhat = (x[i] - m) * rs;
+                    dx[i] += rs * (dy[i] * g - mdy - xhat * mdyx);
+                }
+            continue;
+        }
+        float dxp[LANES]; /* dx' of one block of LANES values */
+        for (int i0 = 0; i0 < j->HW; i0 += LANES) {
+            const int len = QAT_MIN(LANES, j->HW - i0);
+            for (int k = 0; k < len; k++) {
+                float xhat = ((x[i0 + k] * a + b) - m) * rs;
+                dxp[k] = rs * (dy[i0 + k] * g - mdy - xhat * mdyx);
+                sa[k] += (double)dxp[k] * x[i0 + k];
+                sb[k] += dxp[k];
+            }
+            if (!dx) continue;
+            if (j->overwrite)
+                for (int k = 0; k < len; k++) dx[i0 + k] = dxp[k] * a;
+            else
+                for (int k = 0; k < len; k++) dx[i0 + k] += dxp[k] * a;
+        }
+    }
+    if (pre && j->dpre_a) j->dpre_a[c] = (float)lanes_sum(sa);
+    if (pre && j->dpre_b) j->dpre_b[c] = (float)lanes_sum(sb);
+}
+
 QAT_HOT static void backward_train_channels(void *p, size_t c0, size_t c1) {
     const bn_job *j = p;
     const double M = (double)j->N * j->HW;
-    const bool pre = j->pre_a != NULL;
     for (size_t c = c0; c < c1; c++) {
-        const float a = pre ? j->pre_a[c] : 1.0f, b = pre ? j->pre_b[c] : 0.0f;
-        const float m = j->saved_mean[c], rs = j->saved_rstd[c];
-        /* sum dy and sum dy * xhat over the channel */
-        double sdy[LANES] = {0}, sdyx[LANES] = {0};
-        for (int n = 0; n < j->N; n++) {
-            const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
-            const float *dy = j->dout + ((size_t)n * j->C + c) * j->HW;
-            int i = 0;
-            for (; i + LANES <= j->HW; i += LANES)
-                for (int k = 0; k < LANES; k++) {
-                    float xv = pre ? x[i + k] * a + b : x[i + k];
-                    sdy[k] += dy[i + k];
-                    sdyx[k] += (double)dy[i + k] * ((xv - m) * rs);
-                }
-            for (; i < j->HW; i++) {
-                float xv = pre ? x[i] * a + b : x[i];
-                sdy[i % LANES] += dy[i];
-                sdyx[i % LANES] += (double)dy[i] * ((xv - m) * rs);
-            }
-        }
-        const double s_dy = lanes_sum(sdy), s_dyx = lanes_sum(sdyx);
-        if (j->dgamma) j->dgamma[c] += (float)s_dyx;
-        if (j->dbeta) j->dbeta[c] += (float)s_dy;
+        double s_dy, s_dyx;
+        backward_sums(j, c, &s_dy, &s_dyx);
         if (!j->dinp && !j->dpre_a && !j->dpre_b) continue;
-        /* dxhat = dy gamma; dx' = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat));
-         * with the pre-affine, dx = dx' a, da += sum dx' x, db += sum dx'. */
-        const float g = j->gamma[c];
-        const float mdy = (float)(s_dy / M) * g, mdyx = (float)(s_dyx / M) * g;
-        double sa[LANES] = {0}, sb[LANES] = {0};
-        for (int n = 0; n < j->N; n++) {
-            const float *x = j->inp + ((size_t)n * j->C + c) * j->HW;
-            const float *dy = j->dout + ((size_t)n * j->C + c) * j->HW;
-            float *dx = j->dinp ? j->dinp + ((size_t)n * j->C + c) * j->HW : NULL;
-            if (!pre) {
-                if (j->overwrite)
-                    for (int i = 0; i < j->HW; i++) {
-                        float xhat = (x[i] - m) * rs;
-                        dx[i] = rs * (dy[i] * g - mdy - xhat * mdyx);
-                    }
-                else
-                    for (int i = 0; i < j->HW; i++) {
-                        float xhat = (x[i] - m) * rs;
-                        dx[i] += rs * (dy[i] * g - mdy - xhat * mdyx);
-                    }
-                continue;
-            }
-            float dxp[LANES]; /* dx' of one block of LANES values */
-            for (int i0 = 0; i0 < j->HW; i0 += LANES) {
-                const int len = QAT_MIN(LANES, j->HW - i0);
-                for (int k = 0; k < len; k++) {
-                    float xhat = ((x[i0 + k] * a + b) - m) * rs;
-                    dxp[k] = rs * (dy[i0 + k] * g - mdy - xhat * mdyx);
-                    sa[k] += (double)dxp[k] * x[i0 + k];
-                    sb[k] += dxp[k];
-                }
-                if (!dx) continue;
-                if (j->overwrite)
-                    for (int k = 0; k < len; k++) dx[i0 + k] = dxp[k] * a;
-                else
-                    for (int k = 0; k < len; k++) dx[i0 + k] += dxp[k] * a;
-            }
-        }
-        if (pre && j->dpre_a) j->dpre_a[c] = (float)lanes_sum(sa);
-        if (pre && j->dpre_b) j->dpre_b[c] = (float)lanes_sum(sb);
+        backward_apply(j, c, s_dy / M, s_dyx / M);
     }
+}
+
+/* Synchronised: the sums of every process, each weighted by its share of the batch (the
+ * trainer scales every gradient by that share afterwards, so a process's own terms are
+ * divided by it here: the whole batch's gradient for uneven shares too). */
+QAT_HOT static void sync_backward_sums(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    const float w = qat_comm_share();
+    for (size_t c = c0; c < c1; c++) {
+        double s_dy, s_dyx;
+        backward_sums(j, c, &s_dy, &s_dyx);
+        j->sums[2 * c] = (float)(s_dy * w);
+        j->sums[2 * c + 1] = (float)(s_dyx * w);
+    }
+}
+
+QAT_HOT static void sync_backward_apply(void *p, size_t c0, size_t c1) {
+    const bn_job *j = p;
+    const double w = qat_comm_share();
+    for (size_t c = c0; c < c1; c++)
+        backward_apply(j, c, (double)j->sums[2 * c] / w / j->M_all, (double)j->sums[2 * c + 1] / w / j->M_all);
 }
 
 void qat_batchnorm_backward_train_pre(float *dinp, float *dpre_a, float *dpre_b, float *dgamma,
@@ -207,7 +306,20 @@ void qat_batchnorm_backward_train_pre(float *dinp, float *dpre_a, float *dpre_b,
                 .dpre_b = dpre_b, .dout = dout, .inp = inp, .pre_a = pre_a, .pre_b = pre_b,
                 .gamma = gamma, .saved_mean = mean, .saved_rstd = rstd, .N = N, .C = C,
                 .HW = HW, .overwrite = overwrite};
-    qat_parallel_for((size_t)C, channel_grain(N, HW), backward_train_channels, &j);
+    if (!qat_comm_sync_bn()) {
+        qat_parallel_for((size_t)C, channel_grain(N, HW), backward_train_channels, &j);
+        return;
+    }
+    float *sums = malloc((2 * (size_t)C + 1) * sizeof(float));
+    QAT_ASSERT(sums != NULL);
+    j.sums = sums;
+    qat_parallel_for((size_t)C, channel_grain(N, HW), sync_backward_sums, &j);
+    sums[2 * C] = (float)((size_t)N * HW);
+    if (qat_comm_sum(sums, 2 * (size_t)C + 1))
+        for (int c = 0; c <= 2 * C; c++) sums[c] = NAN;
+    j.M_all = sums[2 * C];
+    if (dinp || dpre_a || dpre_b) qat_parallel_for((size_t)C, channel_grain(N, HW), sync_backward_apply, &j);
+    free(sums);
 }
 
 void qat_batchnorm_backward_train(float *dinp, float *dgamma, float *dbeta, const float *dout,

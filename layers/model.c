@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/comm.h"
+
 #include "activation.h"
 #include "batchnorm.h"
 #include "conv2d.h"
@@ -606,7 +608,8 @@ bool qat_layer_output_private(const qat_layer *l) {
  * (qat_bn_relu_maxpool) runs all three, storing neither intermediate tensor. Its results
  * are the three layers' (batchnorm.h). */
 static bool fuses_bn_relu_pool(const qat_seq *s, int i, const qat_tape *t, const qat_tensor *x) {
-    if (!t->training || i + 2 >= s->n || x->ndim != 4 || x->shape[2] < 2 || x->shape[3] < 2)
+    /* synchronised batch norm (autograd/comm.h) runs the plain layers */
+    if (!t->training || qat_comm_sync_bn() || i + 2 >= s->n || x->ndim != 4 || x->shape[2] < 2 || x->shape[3] < 2)
         return false;
     const qat_layer *p = &s->layers[i + 2];
     return s->layers[i].kind == QAT_LAYER_BATCHNORM && s->layers[i + 1].kind == QAT_LAYER_RELU &&

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "autograd/comm.h"
 #include "autograd/parallel.h"
 #include "bnfold.h"
 #include "exact.h"
@@ -478,6 +479,9 @@ static void ema_update(qat_qpoint *p, const float *x, size_t n, float c) {
         lo = j.lo[k] < lo ? j.lo[k] : lo;
         hi = j.hi[k] > hi ? j.hi[k] : hi;
     }
+    /* data-parallel (autograd/comm.h): the range of the whole batch, so that every
+     * process keeps the same observers; before the NaN check, which all then take alike */
+    if (qat_comm_minmax(&lo, &hi)) lo = hi = NAN;
     if (!isfinite(lo) || !isfinite(hi)) return; /* a NaN batch: the loss check stops the run */
     p->range.data[0] += c * (lo - p->range.data[0]);
     p->range.data[1] += c * (hi - p->range.data[1]);

@@ -8,10 +8,11 @@ set -eu
 # /usr/share/datasets/fashion-mnist), which the data tests read too. Then the outside
 # judges the tests run: protobuf-c and the official onnx.proto with onnx.checker
 # (python3-onnx) for ONNX files, the Arm cross compiler, its C library and qemu for the
-# microcontroller firmware, Chromium (headless) for the HTML report, and Node.js for ONNX
-# Runtime (below).
+# microcontroller firmware, Chromium (headless) for the HTML report, Open MPI for
+# data-parallel training (mpirun), and Node.js for ONNX Runtime (below).
 PACKAGES="build-essential cmake pkg-config libopenblas-dev libcmocka-dev zlib1g-dev libstb-dev libjpeg-dev libcjson-dev dataset-fashion-mnist
-protobuf-c-compiler libprotobuf-c-dev python3-onnx gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm chromium"
+protobuf-c-compiler libprotobuf-c-dev python3-onnx gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm chromium
+libopenmpi-dev openmpi-bin"
 
 missing=""
 for p in $PACKAGES; do

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/comm.h"
 #include "autograd/parallel.h"
 #include "layers/loss.h"
 
@@ -83,34 +84,60 @@ qat_status qat_train_step_distill(qat_model *m, qat_tape *t, qat_optim *o, float
                              "create it after the last change to the model's parameters "
                              "(qat_quant_prepare and qat_lora_attach add some, freezing removes some)",
                              o->n, nt, m->n_params);
+    const qat_comm *comm = qat_comm_get();
+    qat_comm_set_share(b->global_n > 0 ? (float)b->n / (float)b->global_n : 1.0f);
     qat_tape_reset(t);
-    const qat_tensor *tl = NULL;
-    if (kd) { /* the teacher first, in inference mode; its logits stay in the arena */
-        t->training = false;
-        t->grad_enabled = false;
-        if (!(tl = forward_batch(kd->teacher, t, b))) return qat_error_set(err, t->err.status, "teacher: %s", t->err.msg);
+    if (b->n == 0 && comm->size > 1) { /* data-parallel, no share of this batch: the sum only */
+        r->loss = 0;
+        r->correct = 0;
+        qat_model_zero_grad(m);
+    } else {
+        const qat_tensor *tl = NULL;
+        if (kd) { /* the teacher first, in inference mode; its logits stay in the arena */
+            t->training = false;
+            t->grad_enabled = false;
+            if (!(tl = forward_batch(kd->teacher, t, b))) return qat_error_set(err, t->err.status, "teacher: %s", t->err.msg);
+        }
+        t->training = true;
+        t->grad_enabled = true;
+        qat_tensor *logits = forward_batch(m, t, b);
+        if (tl && logits && !qat_tensor_same_shape(tl, logits)) {
+            char a[64], c[64];
+            return qat_error_set(err, QAT_STATUS_SHAPE, "the teacher's outputs %s differ from the model's %s",
+                                 qat_tensor_shape_str(tl, a, sizeof a), qat_tensor_shape_str(logits, c, sizeof c));
+        }
+        qat_tensor *loss = tl ? qat_distill_loss(t, logits, tl->data, b->y, kd->temperature, kd->alpha)
+                              : qat_cross_entropy(t, logits, b->y);
+        if (!loss) return qat_error_set(err, t->err.status, "%s", t->err.msg);
+        r->loss = loss->data[0];
+        r->correct = qat_count_correct(logits->data, b->y, b->n, logits->shape[1]);
+        if (!isfinite(r->loss) && comm->size == 1)
+            return qat_error_set(err, QAT_STATUS_NUMERIC,
+                                 "the loss became %g (diverged: try a lower learning rate or "
+                                 "gradient clipping)",
+                                 (double)r->loss);
+        qat_model_zero_grad(m);
+        if (!isfinite(r->loss)) {
+            /* data-parallel: the others are waiting in the gradient sum; a NaN gradient makes
+             * every process stop at this step (the check below) */
+            for (size_t i = 0; i < m->n_params; i++) m->grads[i] = NAN;
+        } else if (qat_tape_backward(t, loss) != QAT_STATUS_OK) {
+            return qat_error_set(err, t->err.status, "%s", t->err.msg);
+        }
     }
-    t->training = true;
-    t->grad_enabled = true;
-    qat_tensor *logits = forward_batch(m, t, b);
-    if (tl && logits && !qat_tensor_same_shape(tl, logits)) {
-        char a[64], c[64];
-        return qat_error_set(err, QAT_STATUS_SHAPE, "the teacher's outputs %s differ from the model's %s",
-                             qat_tensor_shape_str(tl, a, sizeof a), qat_tensor_shape_str(logits, c, sizeof c));
+    if (comm->size > 1) {
+        /* the whole batch's mean gradient: each share weighted by its samples, summed */
+        const float w = b->global_n > 0 ? (float)b->n / (float)b->global_n : 1.0f;
+        if (w != 1.0f) {
+            scale_job sj = {m->grads, w};
+            qat_parallel_for(m->n_params, 65536, scale_part, &sj);
+        }
+        if (qat_comm_sum(m->grads, m->n_params))
+            return qat_error_set(err, QAT_STATUS_IO, "the gradient sum across processes failed");
+        if (!isfinite(r->loss))
+            return qat_error_set(err, QAT_STATUS_NUMERIC, "the loss became %g (diverged: try a lower learning rate or "
+                                                          "gradient clipping)", (double)r->loss);
     }
-    qat_tensor *loss = tl ? qat_distill_loss(t, logits, tl->data, b->y, kd->temperature, kd->alpha)
-                          : qat_cross_entropy(t, logits, b->y);
-    if (!loss) return qat_error_set(err, t->err.status, "%s", t->err.msg);
-    r->loss = loss->data[0];
-    r->correct = qat_count_correct(logits->data, b->y, b->n, logits->shape[1]);
-    if (!isfinite(r->loss))
-        return qat_error_set(err, QAT_STATUS_NUMERIC,
-                             "the loss became %g (diverged: try a lower learning rate or "
-                             "gradient clipping)",
-                             (double)r->loss);
-    qat_model_zero_grad(m);
-    if (qat_tape_backward(t, loss) != QAT_STATUS_OK)
-        return qat_error_set(err, t->err.status, "%s", t->err.msg);
     /* Some parameters frozen: the optimizer sees the trainable ones, packed. */
     float *params = m->params, *grads = m->grads;
     if (nt != m->n_params) {

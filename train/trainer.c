@@ -1,12 +1,44 @@
 #include "trainer.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/comm.h"
 #include "train/metrics.h"
 #include "train/progress.h"
+
+/* This process's share of a batch in a data-parallel run (autograd/comm.h): the
+ * contiguous slice [n r / P, n (r + 1) / P) of the loader's deterministic batch, which may
+ * be empty. One process: the batch itself. */
+static qat_batch share(const qat_batch *b) {
+    const qat_comm *c = qat_comm_get();
+    qat_batch s = *b;
+    s.global_n = b->n;
+    if (c->size == 1) return s;
+    const int lo = (int)((long)b->n * c->rank / c->size), hi = (int)((long)b->n * (c->rank + 1) / c->size);
+    size_t per = 1;
+    for (int k = 1; k < b->ndim; k++) per *= (size_t)b->shape[k];
+    s.x = b->x + (size_t)lo * per;
+    s.y = b->y + lo;
+    s.idx = b->idx + lo;
+    s.n = hi - lo;
+    s.shape[0] = s.n;
+    return s;
+}
+
+/* The totals of an epoch or an evaluation summed over the processes. */
+static qat_status sum_totals(double *loss_sum, long *correct, long *n, qat_error *err) {
+    if (qat_comm_get()->size == 1) return QAT_STATUS_OK;
+    float v[3] = {(float)*loss_sum, (float)*correct, (float)*n};
+    if (qat_comm_sum(v, 3)) return qat_error_set(err, QAT_STATUS_IO, "the sum across processes failed");
+    *loss_sum = v[0];
+    *correct = lroundf(v[1]);
+    *n = lroundf(v[2]);
+    return QAT_STATUS_OK;
+}
 
 qat_status qat_evaluate(qat_model *m, qat_tape *t, qat_loader *l, double *loss, double *acc,
                         qat_error *err) {
@@ -16,10 +48,11 @@ qat_status qat_evaluate(qat_model *m, qat_tape *t, qat_loader *l, double *loss, 
     long correct = 0, n = 0;
     qat_batch b;
     while (qat_loader_next(l, &b)) {
-        s = qat_eval_batch(m, t, &b, &loss_sum, &correct, err);
-        if (s != QAT_STATUS_OK) return s;
-        n += b.n;
+        const qat_batch sb = share(&b);
+        if (sb.n > 0 && (s = qat_eval_batch(m, t, &sb, &loss_sum, &correct, err))) return s;
+        n += sb.n;
     }
+    if ((s = sum_totals(&loss_sum, &correct, &n, err))) return s;
     *loss = n ? loss_sum / n : 0;
     *acc = n ? (double)correct / n : 0;
     return QAT_STATUS_OK;
@@ -126,6 +159,8 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
     qat_status s = QAT_STATUS_OK;
     double total_seconds = 0;
     long total_samples = 0;
+    /* data-parallel: the first process alone writes checkpoints, logs and progress */
+    const bool lead = qat_comm_get()->rank == 0;
     history h = {0};
     if (!hist_begin(&h, m, cfg->history)) s = qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
     for (int epoch = start_epoch; epoch < cfg->epochs && s == QAT_STATUS_OK; epoch++) {
@@ -139,7 +174,11 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
             lr = qat_lr_schedule_at(&cfg->sched, (float)o->cfg.lr, m->step);
             qat_step_result sr;
             qat_error step_err = {0};
-            s = qat_train_step_distill(m, &t, o, (float)lr, cfg->clip_norm, &b, cfg->distill, &sr, &step_err);
+            /* synchronised batch norm needs a sample on every process: a final batch
+             * smaller than the process count is skipped, by every process alike */
+            if (qat_comm_sync_bn() && b.n < qat_comm_get()->size) continue;
+            const qat_batch sb = share(&b);
+            s = qat_train_step_distill(m, &t, o, (float)lr, cfg->clip_norm, &sb, cfg->distill, &sr, &step_err);
             if (s != QAT_STATUS_OK) {
                 if (p.tty && cfg->progress) fputc('\n', stderr);
                 if (s == QAT_STATUS_NUMERIC && cfg->checkpoint)
@@ -151,12 +190,16 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
                     qat_error_set(err, s, "epoch %d, batch %d: %s", epoch + 1, b.index + 1, step_err.msg);
                 break;
             }
-            loss_sum += (double)sr.loss * b.n;
+            loss_sum += (double)sr.loss * sb.n;
             correct += sr.correct;
-            seen += b.n;
-            if (cfg->progress) qat_progress_update(&p, b.n, sr.loss, sr.correct);
+            seen += sb.n;
+            /* data-parallel: the bar shows the whole batch, this share's accuracy scaled
+             * up (the epoch's totals below are exact) */
+            if (cfg->progress && lead)
+                qat_progress_update(&p, b.n, sr.loss, sb.n ? (long)llround((double)sr.correct * b.n / sb.n) : 0);
         }
         if (s != QAT_STATUS_OK) break;
+        if ((s = sum_totals(&loss_sum, &correct, &seen, err))) break;
         double secs = qat_now() - t0;
         total_seconds += secs;
         total_samples += seen;
@@ -170,14 +213,14 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
         }
         r->epochs_done = epoch + 1;
         r->steps = m->step;
-        if (cfg->progress) {
+        if (cfg->progress && lead) {
             char extra[96] = "";
             if (test) snprintf(extra, sizeof extra, "test loss %.4f  acc %.2f%%", r->test_loss, 100 * r->test_acc);
             qat_progress_end_epoch(&p, extra);
         }
         qat_metrics mt = {epoch + 1, m->step, lr, r->train_loss, r->train_acc, r->test_loss,
                           r->test_acc, secs, seen / secs};
-        if (cfg->log) {
+        if (cfg->log && lead) {
             s = qat_metrics_append(cfg->log, &mt, err);
             if (s != QAT_STATUS_OK) break;
         }
@@ -185,7 +228,7 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
             s = qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
             break;
         }
-        s = save(cfg, m, o, epoch + 1, m->step, rng, &h, err);
+        if (lead) s = save(cfg, m, o, epoch + 1, m->step, rng, &h, err);
     }
     free(h.text);
     qat_tape_free(&t);
