@@ -3,9 +3,11 @@
 # the same global batch, determinism, resume with the same and another process count, and
 # a killed process.
 #
-#   tests/test_mpi.sh BUILD_DIR
+#   tests/test_mpi.sh BUILD_DIR [quick]
+# quick (the sanitizer build): fewer samples, the same checks.
 set -euo pipefail
 qat=$(cd "$1" && pwd)/qat
+quick=${2:-}
 work=$(mktemp -d /tmp/qat-mpi-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -26,32 +28,42 @@ agree() { # a.csv b.csv tol first_epochs
 }
 acc() { sed -n 's/.*"test_accuracy": \([0-9.]*\).*/\1/p' "$1"; }
 
-# 1. The MLP (no batch norm): the same sums in another order, every epoch within 1e-4.
-common="--train-samples 1024 --test-samples 1000 --batch 64 --threads 1 --quiet"
-"$qat" train --model mlp $common --epochs 4 --log mlp1.csv --out mlp1.st --json > mlp1.json
-$MPI 2 "$qat" train --model mlp $common --epochs 4 --log mlp2.csv --out mlp2.st --json > mlp2.json
-agree mlp1.csv mlp2.csv 1e-4 4 || fail "the MLP's losses differ between 1 and 2 processes"
+# 1. The MLP (no batch norm): the same sums in another order, every epoch within 1e-4
+#    (5 epochs of 64 steps).
+common="--train-samples 4096 --test-samples 1000 --batch 64 --threads 1 --quiet"
+cnn="--train-samples 2048 --test-samples 1000 --batch 64 --lr 0.01 --threads 1 --quiet"
+if [ "$quick" = quick ]; then
+    common="--train-samples 1024 --test-samples 500 --batch 64 --threads 1 --quiet"
+    cnn="--train-samples 512 --test-samples 300 --batch 64 --lr 0.01 --threads 1 --quiet"
+fi
+"$qat" train --model mlp $common --epochs 5 --log mlp1.csv --out mlp1.st --json > mlp1.json
+$MPI 2 "$qat" train --model mlp $common --epochs 5 --log mlp2.csv --out mlp2.st --json > mlp2.json
+agree mlp1.csv mlp2.csv 1e-4 5 || fail "the MLP's losses differ between 1 and 2 processes"
 python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 0.01)" \
     "$(acc mlp1.json)" "$(acc mlp2.json)" || fail "MLP accuracy $(acc mlp1.json) vs $(acc mlp2.json)"
 
-# 2. The reference CNN with synchronised batch norm: the first epochs within 1e-4, the
-#    accuracy within noise (2 points).
-"$qat" train --model cnn $common --epochs 3 --log cnn1.csv --out cnn1.st --json > cnn1.json
-$MPI 2 "$qat" train --model cnn $common --epochs 3 --sync-bn --log cnn2.csv --out cnn2.st --json > cnn2.json
+# 2. The reference CNN with synchronised batch norm: the first 2 epochs (64 steps) within
+#    1e-4, the accuracy after 4 within noise (2 points). At lr 0.01: at the default 0.05
+#    early training is chaotic enough that float rounding (the fused batch norm + ReLU +
+#    pool of one process against the plain layers of synchronised batch norm) grows to a
+#    percent by the second epoch (measured: 5e-5 in epoch 1, 1.2e-2 in epoch 2; at 0.01
+#    2.8e-5 and 1.6e-4 by epoch 3).
+"$qat" train --model cnn $cnn --epochs 4 --log cnn1.csv --out cnn1.st --json > cnn1.json
+$MPI 2 "$qat" train --model cnn $cnn --epochs 4 --sync-bn --log cnn2.csv --out cnn2.st --json > cnn2.json
 agree cnn1.csv cnn2.csv 1e-4 2 || fail "the CNN's first epochs differ between 1 and 2 processes (--sync-bn)"
 python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 0.02)" \
     "$(acc cnn1.json)" "$(acc cnn2.json)" || fail "CNN accuracy $(acc cnn1.json) vs $(acc cnn2.json)"
 
 # 3. Determinism: the same run again writes the same bytes.
-$MPI 2 "$qat" train --model cnn $common --epochs 3 --sync-bn --out cnn2b.st > /dev/null
+$MPI 2 "$qat" train --model cnn $cnn --epochs 4 --sync-bn --out cnn2b.st > /dev/null
 cmp cnn2.st cnn2b.st || fail "two runs with 2 processes wrote different checkpoints"
 
 # 4. Resume with the same process count: byte-identical to the uninterrupted run; with
 #    another (1 process, the same global batch): it runs.
-$MPI 2 "$qat" train --model cnn $common --epochs 3 --sync-bn --until 2 --out part.st > /dev/null
-$MPI 2 "$qat" train --resume part.st --out resumed.st > /dev/null
+$MPI 2 "$qat" train --model cnn $cnn --epochs 4 --sync-bn --until 2 --out part.st > /dev/null
+$MPI 2 "$qat" train --resume part.st --out resumed.st --quiet > /dev/null
 cmp cnn2.st resumed.st || fail "a resumed 2-process run differs from the uninterrupted one"
-"$qat" train --resume part.st --out one.st > /dev/null || fail "a 2-process checkpoint does not resume in 1 process"
+"$qat" train --resume part.st --out one.st --quiet > /dev/null || fail "a 2-process checkpoint does not resume in 1 process"
 
 # 5. QAT with observers: the ranges stay identical on every process (one process writes;
 #    a second run gives the same bytes).
