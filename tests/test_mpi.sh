@@ -12,7 +12,7 @@ work=$(mktemp -d /tmp/qat-mpi-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 fail() { echo "test_mpi: $*" >&2; exit 1; }
-# The sanitizer build's leak checker sees Open MPI's own allocations (tests/lsan-mpi.supp).
+# The sanitizer build's options reach every process (tests/CMakeLists.txt sets them).
 export LSAN_OPTIONS=${LSAN_OPTIONS:-}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-}
 export OPENBLAS_NUM_THREADS=1
