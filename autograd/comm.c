@@ -1,7 +1,7 @@
 /* comm.c - the single-process default of comm.h. */
 #include "comm.h"
 
-static const qat_comm SINGLE = {0, 1, NULL, NULL, NULL};
+static const qat_comm SINGLE = {0, 1, NULL, NULL, NULL, NULL, NULL, NULL};
 static const qat_comm *current = &SINGLE;
 
 const qat_comm *qat_comm_get(void) { return current; }
@@ -14,6 +14,18 @@ qat_status qat_comm_sum(float *x, size_t n) {
 
 qat_status qat_comm_minmax(float *lo, float *hi) {
     return current->size > 1 && current->minmax ? current->minmax(lo, hi, current->impl) : QAT_STATUS_OK;
+}
+
+qat_status qat_comm_sum_f64(double *x, size_t n) {
+    return current->size > 1 && current->sum_f64 ? current->sum_f64(x, n, current->impl) : QAT_STATUS_OK;
+}
+
+qat_status qat_comm_sum_u64(uint64_t *x, size_t n) {
+    return current->size > 1 && current->sum_u64 ? current->sum_u64(x, n, current->impl) : QAT_STATUS_OK;
+}
+
+qat_status qat_comm_max(float *x, size_t n) {
+    return current->size > 1 && current->max ? current->max(x, n, current->impl) : QAT_STATUS_OK;
 }
 
 static bool sync_bn;

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 
@@ -25,6 +26,11 @@ typedef struct qat_comm {
     qat_status (*sum)(float *x, size_t n, void *impl);
     /* lo becomes the minimum and hi the maximum over the processes. */
     qat_status (*minmax)(float *lo, float *hi, void *impl);
+    /* Element-wise: the sum of doubles (the same fixed order), the exact sum of counts,
+     * the maximum of floats. */
+    qat_status (*sum_f64)(double *x, size_t n, void *impl);
+    qat_status (*sum_u64)(uint64_t *x, size_t n, void *impl);
+    qat_status (*max)(float *x, size_t n, void *impl);
     void *impl;
 } qat_comm;
 
@@ -48,5 +54,8 @@ float qat_comm_share(void);
 /* Shorthands: the collectives of qat_comm_get(); no-ops for one process. */
 qat_status qat_comm_sum(float *x, size_t n);
 qat_status qat_comm_minmax(float *lo, float *hi);
+qat_status qat_comm_sum_f64(double *x, size_t n);
+qat_status qat_comm_sum_u64(uint64_t *x, size_t n);
+qat_status qat_comm_max(float *x, size_t n);
 
 #endif

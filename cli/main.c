@@ -85,26 +85,29 @@ int main(int argc, char **argv) {
         return finish(0);
     }
     if (qat_mpi_launched()) { /* mpirun -np N qat train (docs/scaling.md) */
-        if (strcmp(argv[1], "train") != 0) {
-            fprintf(stderr, "qat %s: under mpirun only qat train runs (data-parallel); run qat %s as one process\n",
+        const bool train = strcmp(argv[1], "train") == 0, calibrate = strcmp(argv[1], "calibrate") == 0;
+        if (!train && !calibrate) {
+            fprintf(stderr,
+                    "qat %s: under mpirun only qat train and qat calibrate run (data-parallel); run qat %s as one "
+                    "process\n",
                     argv[1], argv[1]);
             return 2;
         }
         qat_error err = {0};
         if (qat_mpi_init(&argc, &argv, &err)) {
-            fprintf(stderr, "qat train: %s\n", err.msg);
+            fprintf(stderr, "qat %s: %s\n", argv[1], err.msg);
             return 2;
         }
         const qat_comm *c = qat_comm_get();
         if (c->rank == 0 && c->size > 1)
-            fprintf(stderr, "qat train: data-parallel over %d processes (MPI): each takes its share of every batch\n",
-                    c->size);
+            fprintf(stderr, "qat %s: data-parallel over %d processes (MPI): each takes its share of every batch\n",
+                    argv[1], c->size);
         if (c->rank != 0 && !freopen("/dev/null", "w", stdout)) return 2; /* the first process prints */
-        int rc = finish(cmd_train(argc - 2, argv + 2));
+        int rc = finish(train ? cmd_train(argc - 2, argv + 2) : cmd_calibrate(argc - 2, argv + 2));
         if (rc && c->size > 1) {
             /* the others may wait in a collective for this process: stop them all */
-            fprintf(stderr, "qat train: process %d of %d failed; stopping the run (the last checkpoint stays)\n",
-                    c->rank, c->size);
+            fprintf(stderr, "qat %s: process %d of %d failed; stopping the run (the last checkpoint stays)\n",
+                    argv[1], c->rank, c->size);
             qat_mpi_abort(rc);
         }
         qat_mpi_finalize();

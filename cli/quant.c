@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "autograd/parallel.h"
+#include "autograd/comm.h"
 #include "common.h"
 #include "export/int8.h"
 #include "export/onnx.h"
@@ -77,7 +78,8 @@ static qat_status ptq_run(const char *from, const char *spec_text, int samples, 
     extra[ne++] = (qat_st_kv){"quant.calibration_samples", ssamples};
     qat_checkpoint_meta meta = {.model = cm.text, .epoch = cm.ckpt.epoch, .step = cm.ckpt.step,
                                 .rng = cm.ckpt.rng, .extra = extra, .n_extra = ne};
-    if ((s = qat_checkpoint_save(out, cm.m, NULL, &meta, err))) goto done;
+    /* data-parallel (mpirun): every process holds the same model; the first writes it */
+    if (qat_comm_get()->rank == 0 && (s = qat_checkpoint_save(out, cm.m, NULL, &meta, err))) goto done;
     if (table) qat_quant_print(cm.m, table);
 done:
     free(extra);

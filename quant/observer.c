@@ -1,5 +1,7 @@
 #include "observer.h"
 
+#include "autograd/comm.h"
+
 #include "fake_quant.h"
 
 #include <float.h>
@@ -461,4 +463,37 @@ void qat_observer_range(const qat_observer *o, int qmin, int qmax, bool symmetri
     h = fmaxf(h, 0.0f);
     *lo = l == 0.0f ? 0.0f : l;
     *hi = h == 0.0f ? 0.0f : h;
+}
+
+/* ---- data-parallel runs ---------------------------------------------------------------- */
+
+qat_status qat_observer_merge_across(qat_observer *o) {
+    if (qat_comm_get()->size == 1) return QAT_STATUS_OK;
+    uint64_t c[3] = {o->count, o->n_nonfinite, o->seen ? 1u : 0u};
+    float lo = o->seen ? o->min : INFINITY, hi = o->seen ? o->max : -INFINITY;
+    if (qat_comm_sum_u64(c, 3) || qat_comm_minmax(&lo, &hi)) return QAT_STATUS_IO;
+    o->count = c[0];
+    o->n_nonfinite = c[1];
+    o->seen = c[2] > 0;
+    if (o->cfg.kind != QAT_OBSERVER_EMA && o->seen) { /* EMA: fed the whole batch's extremes already */
+        o->min = lo;
+        o->max = hi;
+    }
+    if (!uses_histogram(o->cfg.kind)) return QAT_STATUS_OK;
+    /* the largest range, as an exponent (R = 2^e exactly; -1e6 for a histogram of zeros) */
+    int e = 0;
+    if (o->hist_range > 0.0) frexp(o->hist_range, &e), e -= 1;
+    float ef = o->hist_range > 0.0 ? (float)e : -1e6f;
+    if (qat_comm_max(&ef, 1)) return QAT_STATUS_IO;
+    if (ef > -1e6f) {
+        const int em = (int)ef;
+        if (o->hist_range > 0.0 && em > e) { /* fold this process's bins onto the largest range */
+            hist_merge(o->pos, o->cfg.bins, em - e);
+            hist_merge(o->neg, o->cfg.bins, em - e);
+        }
+        o->hist_range = ldexp(1.0, em); /* zeros alone sit in bin 0 at any range */
+    }
+    if (qat_comm_sum_u64(o->pos, (size_t)o->cfg.bins) || qat_comm_sum_u64(o->neg, (size_t)o->cfg.bins))
+        return QAT_STATUS_IO;
+    return QAT_STATUS_OK;
 }

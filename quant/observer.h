@@ -155,6 +155,13 @@ qat_status qat_observer_init(qat_observer *o, const qat_observer_config *cfg, qa
 void qat_observer_free(qat_observer *o);
 /* Forgets everything seen (keeps cfg and the allocation). */
 void qat_observer_reset(qat_observer *o);
+/* Data-parallel runs (autograd/comm.h): makes every process's observer the one of all
+ * their data together: extremes, counts and, for the histogram kinds, the histograms
+ * folded onto the largest process's range and summed (exactly what one process would
+ * hold with a power-of-two bin count). Every process must call it; one process: no-op.
+ * An EMA observer's average depends on the order of batches and is not merged: its caller
+ * feeds it each batch's extremes over all processes instead (quant/qmodel.c). */
+qat_status qat_observer_merge_across(qat_observer *o);
 /* Adds one batch x (n floats, n may be 0). NaN/Inf are skipped and counted in
  * n_nonfinite. */
 void qat_observer_update(qat_observer *o, const float *x, size_t n);

@@ -501,7 +501,19 @@ static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x, bool priv) 
     }
     if (p->act) x = qat_layer_forward(p->act, t, x, priv);
     if (!x) return NULL;
-    if (q->observing && p->obs) qat_observer_update(p->obs, x->data, x->n);
+    if (q->observing && p->obs) {
+        if (p->obs->cfg.kind == QAT_OBSERVER_EMA && qat_comm_get()->size > 1) {
+            /* an EMA's average depends on the batch order: fed each whole batch's extremes
+             * across the processes (observer.h) */
+            float ex[2] = {INFINITY, -INFINITY};
+            for (size_t i = 0; i < x->n; i++)
+                if (isfinite(x->data[i])) ex[0] = fminf(ex[0], x->data[i]), ex[1] = fmaxf(ex[1], x->data[i]);
+            qat_comm_minmax(&ex[0], &ex[1]);
+            qat_observer_update(p->obs, ex, isfinite(ex[0]) ? 2 : 0);
+        } else {
+            qat_observer_update(p->obs, x->data, x->n);
+        }
+    }
     if (!q->fake_quant) return x;
     switch (p->method) {
     case QAT_ACT_METHOD_LSQ: {
@@ -784,6 +796,9 @@ qat_status qat_quant_calibrate_begin(qat_model *m, qat_error *err) {
 /* Sets a point's range, PACT alpha or LSQ step from its observer. */
 static qat_status point_calibrated(qat_qpoint *p, const char *where, qat_error *err) {
     if (!p->obs) return QAT_STATUS_OK;
+    /* data-parallel: the observer of every process's share together (observer.h) */
+    if (qat_observer_merge_across(p->obs))
+        return qat_error_set(err, QAT_STATUS_IO, "calibrate: %s: merging the observers across processes failed", where);
     float lo, hi;
     qat_observer_range(p->obs, p->qmin, p->qmax, false, &lo, &hi);
     bool seen = p->obs->seen;
@@ -877,7 +892,10 @@ void qat_quant_bias_correction_end(qat_model *m) {
     if (!q) return;
     for (int i = 0; i < q->n_units; i++) {
         qat_layer_quant *u = &q->units[i];
-        if (!u->bc_sum || u->bc_count <= 0) continue;
+        if (!u->bc_sum) continue;
+        /* data-parallel: every process's share (one process: no-op) */
+        if (qat_comm_sum_f64(u->bc_sum, u->bias_corr.n) || qat_comm_sum_f64(&u->bc_count, 1)) u->bc_count = 0;
+        if (u->bc_count <= 0) continue;
         for (size_t c = 0; c < u->bias_corr.n; c++) u->bias_corr.data[c] += (float)(u->bc_sum[c] / u->bc_count);
     }
     q->bias_correcting = false;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/comm.h"
 #include "fake_quant.h"
 
 /* ---- the paper's formulas ---- */
@@ -138,6 +139,7 @@ static double layer_error(const qat_smooth_site *st, const float *s, int abits, 
             lo = xs[k] < lo ? xs[k] : lo;
             hi = xs[k] > hi ? xs[k] : hi;
         }
+        qat_comm_minmax(&lo, &hi); /* data-parallel: the range of every process's rows */
         qat_qparams_from_range(lo, hi, qmin, qmax, false, &sc, &z);
         qat_fake_quant_forward(xs, xs, &sc, &z, 1, (size_t)n * d, 0, qmin, qmax);
     }
@@ -156,7 +158,9 @@ static double layer_error(const qat_smooth_site *st, const float *s, int abits, 
             }
             e += (yq - y) * (yq - y);
         }
-    return n ? e / ((double)n * c) : 0;
+    double v[2] = {e, (double)n * c}; /* data-parallel: over every process's rows */
+    qat_comm_sum_f64(v, 2);
+    return v[1] > 0 ? v[0] / v[1] : 0;
 }
 
 static qat_status choose_alpha(qat_smooth_site *st, const qat_quant *q, qat_error *err) {
@@ -214,6 +218,9 @@ qat_status qat_smooth_end(qat_smooth *sm, qat_model *m, qat_error *err) {
     qat_quant *q = m->quant;
     for (int k = 0; k < sm->n; k++) {
         qat_smooth_site *st = &sm->sites[k];
+        /* data-parallel: the maxima over every process's share (exact) */
+        if (qat_comm_max(st->xmax, (size_t)st->d))
+            return qat_error_set(err, QAT_STATUS_IO, "smooth: the maxima across processes failed");
         for (int j = 0; j < st->d; j++)
             if (!isfinite(st->xmax[j]))
                 return qat_error_set(err, QAT_STATUS_NUMERIC,

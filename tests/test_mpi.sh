@@ -71,7 +71,18 @@ $MPI 2 "$qat" train --from mlp1.st --quant w8a8 $common --epochs 1 --out q2.st >
 $MPI 2 "$qat" train --from mlp1.st --quant w8a8 $common --epochs 1 --out q2b.st > /dev/null
 cmp q2.st q2b.st || fail "QAT with 2 processes is not deterministic"
 
-# 6. A process killed mid-run: mpirun stops the others (no hang) and fails; the last
+# 6. Calibration, data-parallel: each process observes its share, the observers are merged
+#    (histograms summed): the same accuracy as one process, the same bytes run after run.
+q1=$("$qat" calibrate --from mlp1.st --quant w8a8,observer=kl --samples 1024 --out cal1.st --json)
+q2=$($MPI 2 "$qat" calibrate --from mlp1.st --quant w8a8,observer=kl --samples 1024 --out cal2.st --json 2> /dev/null)
+$MPI 2 "$qat" calibrate --from mlp1.st --quant w8a8,observer=kl --samples 1024 --out cal2b.st > /dev/null 2>&1
+cmp cal2.st cal2b.st || fail "calibration with 2 processes is not deterministic"
+a1=$(echo "$q1" | sed -n 's/.*"quant_accuracy": \([0-9.]*\).*/\1/p')
+a2=$(echo "$q2" | sed -n 's/.*"quant_accuracy": \([0-9.]*\).*/\1/p')
+python3 -c "import sys; sys.exit(abs(float(sys.argv[1]) - float(sys.argv[2])) > 0.002)" "$a1" "$a2" \
+    || fail "calibration: $a1 with 1 process, $a2 with 2"
+
+# 7. A process killed mid-run: mpirun stops the others (no hang) and fails; the last
 #    checkpoint stays whole.
 $MPI 2 "$qat" train --model cnn --train-samples 4096 --test-samples 200 --batch 64 --threads 1 --quiet \
     --epochs 200 --out killed.st > killed.out 2>&1 &
@@ -86,7 +97,7 @@ if wait $pid; then fail "mpirun exited 0 after a process was killed"; fi
 "$qat" eval killed.st --test-samples 100 > /dev/null 2>&1 || "$qat" inspect killed.st > /dev/null \
     || fail "the checkpoint left by the killed run does not load"
 
-# 7. Only qat train runs under mpirun.
+# 8. Only qat train and qat calibrate run under mpirun.
 if $MPI 2 "$qat" eval mlp1.st > other.out 2>&1; then fail "qat eval ran under mpirun"; fi
-grep -q "only qat train" other.out || fail "no message for qat eval under mpirun: $(cat other.out)"
+grep -q "only qat train and qat calibrate" other.out || fail "no message for qat eval under mpirun: $(cat other.out)"
 echo "test_mpi: all passed"

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "autograd/comm.h"
 #include "quant/quant.h"
 #include "quant/smooth.h"
 
@@ -19,13 +20,20 @@ static qat_status run_batches(qat_model *m, qat_loader *l, int samples, qat_smoo
     while (!s && seen < samples && qat_loader_next(l, &b)) {
         qat_tape_reset(&t);
         int n = b.n < samples - seen ? b.n : samples - seen;
+        seen += n;
+        /* data-parallel (autograd/comm.h): this process's slice of the n samples; every
+         * process needs one, so fewer samples than processes are skipped by all */
+        const qat_comm *c = qat_comm_get();
+        if (n < c->size) continue;
+        const int lo = (int)((long)n * c->rank / c->size), hi = (int)((long)n * (c->rank + 1) / c->size);
+        size_t per = 1;
+        for (int k = 1; k < b.ndim; k++) per *= (size_t)b.shape[k];
         int shape[4];
         memcpy(shape, b.shape, sizeof shape);
-        shape[0] = n;
-        qat_tensor *x = qat_tape_input(&t, b.ndim, shape, b.x);
+        shape[0] = hi - lo;
+        qat_tensor *x = qat_tape_input(&t, b.ndim, shape, b.x + (size_t)lo * per);
         if (sm) s = qat_smooth_observe(sm, m, &t, x, err);
         else if (!qat_model_forward(m, &t, x)) s = qat_error_set(err, t.err.status, "%s", t.err.msg);
-        seen += n;
     }
     qat_tape_free(&t);
     return s;

@@ -13,44 +13,64 @@ bool qat_mpi_launched(void) {
 
 static qat_comm world;
 static bool initialised;
-static float *scratch;
-static size_t scratch_n;
+static void *scratch;
+static size_t scratch_bytes;
 
 /* Ring all-reduce (sum) of x over the processes: chunk k of x is summed along the ring
- * starting at process k + 1, so every element's order is fixed by (n, size). */
-static qat_status ring_sum(float *x, size_t n, void *impl) {
-    (void)impl;
-    const int P = world.size, r = world.rank;
-    if (P < 2 || n == 0) return QAT_STATUS_OK;
-    const size_t chunk = (n + (size_t)P - 1) / (size_t)P;
-    if (scratch_n < chunk) {
-        float *s = realloc(scratch, chunk * sizeof(float));
-        if (!s) return QAT_STATUS_NOMEM;
-        scratch = s;
-        scratch_n = chunk;
+ * starting at process k + 1, so every element's order is fixed by (n, size). One body for
+ * floats and doubles. */
+#define RING_SUM(NAME, T, MPI_T)                                                                              \
+    static qat_status NAME(T *x, size_t n, void *impl) {                                                      \
+        (void)impl;                                                                                           \
+        const int P = world.size, r = world.rank;                                                             \
+        if (P < 2 || n == 0) return QAT_STATUS_OK;                                                            \
+        const size_t chunk = (n + (size_t)P - 1) / (size_t)P;                                                 \
+        if (scratch_bytes < chunk * sizeof(T)) {                                                              \
+            void *s = realloc(scratch, chunk * sizeof(T));                                                    \
+            if (!s) return QAT_STATUS_NOMEM;                                                                  \
+            scratch = s;                                                                                      \
+            scratch_bytes = chunk * sizeof(T);                                                                \
+        }                                                                                                     \
+        T *tmp = scratch;                                                                                     \
+        const int right = (r + 1) % P, left = (r + P - 1) % P;                                                \
+        /* reduce-scatter: after P - 1 steps process r holds chunk (r + 1) % P summed */                     \
+        for (int s = 0; s < P - 1; s++) {                                                                     \
+            const int send = (r - s + P) % P, recv = (r - s - 1 + 2 * P) % P;                                 \
+            if (MPI_Sendrecv(x + LO(send), (int)LEN(send), MPI_T, right, 0, tmp, (int)LEN(recv), MPI_T, left, \
+                             0, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)                            \
+                return QAT_STATUS_IO;                                                                         \
+            T *d = x + LO(recv);                                                                              \
+            for (size_t i = 0; i < LEN(recv); i++) d[i] = tmp[i] + d[i];                                      \
+        }                                                                                                     \
+        /* all-gather: pass the finished chunks around */                                                    \
+        for (int s = 0; s < P - 1; s++) {                                                                     \
+            const int send = (r + 1 - s + P) % P, recv = (r - s + P) % P;                                     \
+            if (MPI_Sendrecv(x + LO(send), (int)LEN(send), MPI_T, right, 1, x + LO(recv), (int)LEN(recv),     \
+                             MPI_T, left, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)               \
+                return QAT_STATUS_IO;                                                                         \
+        }                                                                                                     \
+        return QAT_STATUS_OK;                                                                                 \
     }
-    const int right = (r + 1) % P, left = (r + P - 1) % P;
 #define LO(k) ((size_t)(k) * chunk < n ? (size_t)(k) * chunk : n)
 #define LEN(k) (LO((k) + 1) - LO(k))
-    /* reduce-scatter: after P - 1 steps process r holds chunk (r + 1) % P summed */
-    for (int s = 0; s < P - 1; s++) {
-        const int send = (r - s + P) % P, recv = (r - s - 1 + 2 * P) % P;
-        if (MPI_Sendrecv(x + LO(send), (int)LEN(send), MPI_FLOAT, right, 0, scratch, (int)LEN(recv), MPI_FLOAT, left,
-                         0, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            return QAT_STATUS_IO;
-        float *d = x + LO(recv);
-        for (size_t i = 0; i < LEN(recv); i++) d[i] = scratch[i] + d[i];
-    }
-    /* all-gather: pass the finished chunks around */
-    for (int s = 0; s < P - 1; s++) {
-        const int send = (r + 1 - s + P) % P, recv = (r - s + P) % P;
-        if (MPI_Sendrecv(x + LO(send), (int)LEN(send), MPI_FLOAT, right, 1, x + LO(recv), (int)LEN(recv), MPI_FLOAT,
-                         left, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            return QAT_STATUS_IO;
-    }
+RING_SUM(ring_sum, float, MPI_FLOAT)
+RING_SUM(ring_sum_f64, double, MPI_DOUBLE)
 #undef LO
 #undef LEN
-    return QAT_STATUS_OK;
+
+/* Integers add exactly in any order, and MPI's maximum is exact: its own collectives. */
+static qat_status sum_u64(uint64_t *x, size_t n, void *impl) {
+    (void)impl;
+    return n == 0 || MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD) == MPI_SUCCESS
+               ? QAT_STATUS_OK
+               : QAT_STATUS_IO;
+}
+
+static qat_status max_f32(float *x, size_t n, void *impl) {
+    (void)impl;
+    return n == 0 || MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD) == MPI_SUCCESS
+               ? QAT_STATUS_OK
+               : QAT_STATUS_IO;
 }
 
 static qat_status minmax(float *lo, float *hi, void *impl) {
@@ -69,6 +89,9 @@ qat_status qat_mpi_init(int *argc, char ***argv, qat_error *err) {
     MPI_Comm_size(MPI_COMM_WORLD, &world.size);
     world.sum = ring_sum;
     world.minmax = minmax;
+    world.sum_f64 = ring_sum_f64;
+    world.sum_u64 = sum_u64;
+    world.max = max_f32;
     qat_comm_set(&world);
     return QAT_STATUS_OK;
 }
@@ -78,7 +101,7 @@ void qat_mpi_finalize(void) {
     qat_comm_set(NULL);
     free(scratch);
     scratch = NULL;
-    scratch_n = 0;
+    scratch_bytes = 0;
     MPI_Finalize();
     initialised = false;
 }
