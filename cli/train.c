@@ -104,7 +104,7 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     char report_path[4096] = "";
     if (a->report) { /* --report DIR: made now (one level), checked like --out */
         struct stat rs;
-        if (stat(a->report, &rs) && mkdir(a->report, 0777)) {
+        if (stat(a->report, &rs) && mkdir(a->report, 0777) && errno != EEXIST) { /* EEXIST: another process of mpirun made it */
             snprintf(report_path, sizeof report_path, "%s: cannot create the directory (--report): %s", a->report,
                      strerror(errno));
             return cli_fail(cmd, report_path);
@@ -400,8 +400,13 @@ static int run_train(train_args *a, const qat_opt *opts, const char *cmd, qat_tr
     if (a->report && qat_comm_get()->rank == 0) {
         /* the float model it came from, for the sensitivity section: --from when this run quantized it */
         const char *fl = m->quant && a->from && a->quant ? a->from : NULL;
-        if ((rc = cli_report(ckpt, fl, a->test_data ? a->test_data : a->data, a->format, report_path, a->test_samples, QAT_REPORT_SENS_SAMPLES, a->quiet)))
-            goto done;
+        /* the first process alone, as one process: no collective may wait for the others */
+        const qat_comm *world = qat_comm_get();
+        qat_comm_set(NULL);
+        rc = cli_report(ckpt, fl, a->test_data ? a->test_data : a->data, a->format, report_path, a->test_samples,
+                        QAT_REPORT_SENS_SAMPLES, a->quiet);
+        qat_comm_set(world);
+        if (rc) goto done;
         if (!a->json && !res) printf("report %s\n", report_path);
     }
 done:

@@ -37,7 +37,8 @@ if [ "$quick" = quick ]; then
     cnn="--train-samples 512 --test-samples 300 --batch 64 --lr 0.01 --threads 1 --quiet"
 fi
 "$qat" train --model mlp $common --epochs 5 --log mlp1.csv --out mlp1.st --json > mlp1.json
-$MPI 2 "$qat" train --model mlp $common --epochs 5 --log mlp2.csv --out mlp2.st --json > mlp2.json
+$MPI 2 "$qat" train --model mlp $common --epochs 5 --log mlp2.csv --out mlp2.st --report mlprep --json > mlp2.json
+[ -s mlprep/report.html ] || fail "no report from the first process"
 agree mlp1.csv mlp2.csv 1e-4 5 || fail "the MLP's losses differ between 1 and 2 processes"
 python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 0.01)" \
     "$(acc mlp1.json)" "$(acc mlp2.json)" || fail "MLP accuracy $(acc mlp1.json) vs $(acc mlp2.json)"
