@@ -22,7 +22,7 @@ typedef struct ptq_result {
 } ptq_result;
 
 /* The whole PTQ job; `table` (may be NULL) receives the per-layer quantization table. */
-static qat_status ptq_run(const char *from, const char *spec_text, int samples, const char *data,
+static qat_status ptq_run(const char *from, const char *spec_text, int samples, int test_samples, const char *data,
                           const char *format, long seed, const char *out, FILE *table, ptq_result *res,
                           qat_error *err) {
     qat_opened cm;
@@ -51,8 +51,10 @@ static qat_status ptq_run(const char *from, const char *spec_text, int samples, 
     char *resolved = res->spec; /* the spec, auto= resolved (cli_auto_spec) */
     const size_t resolved_len = sizeof res->spec;
     if ((s = cli_open_data(&train, data, format, QAT_SPLIT_TRAIN, cm.m, err)) ||
-        (s = cli_open_data(&test, data, format, QAT_SPLIT_TEST, cm.m, err)) ||
-        (s = qat_loader_init(&ltrain, &train, &lc, err)) ||
+        (s = cli_open_data(&test, data, format, QAT_SPLIT_TEST, cm.m, err)))
+        goto done;
+    if (test_samples > 0 && test_samples < test.n) test.n = test_samples; /* the first ones */
+    if ((s = qat_loader_init(&ltrain, &train, &lc, err)) ||
         (s = qat_loader_init(&ltest, &test, &tc, err)) ||
         (s = qat_evaluate(cm.m, &t, &ltest, &res->loss_fp32, &res->acc_fp32, err)) ||
         (s = cli_auto_spec(from, spec_text, &ltrain, &ltest, samples, table == NULL, resolved, resolved_len, err)) ||
@@ -95,7 +97,7 @@ done:
 qat_status cli_ptq(const char *from, const char *spec, int samples, const char *out, double *acc_fp32,
                    double *acc_quant, double *seconds, qat_error *err) {
     ptq_result r = {0};
-    qat_status s = ptq_run(from, spec, samples, NULL, NULL, 0, out, NULL, &r, err);
+    qat_status s = ptq_run(from, spec, samples, 0, NULL, NULL, 0, out, NULL, &r, err);
     *acc_fp32 = r.acc_fp32;
     *acc_quant = r.acc_q;
     *seconds = r.seconds;
@@ -105,7 +107,7 @@ qat_status cli_ptq(const char *from, const char *spec, int samples, const char *
 int cmd_calibrate(int argc, char **argv) {
     const char *from = NULL, *spec = "w8a8", *observer = NULL, *data = NULL, *format = NULL;
     const char *out = "qat-ptq.safetensors";
-    int samples = 2048, threads = 0;
+    int samples = 2048, threads = 0, test_samples = 0;
     long seed = 0;
     bool bias_correction = false, json = false, quiet = false;
     qat_opt opts[] = {
@@ -113,6 +115,7 @@ int cmd_calibrate(int argc, char **argv) {
         {"quant", QAT_OPT_STRING, &spec, "SPEC", "quantization spec, e.g. w8a8, w4a8,group=32 (quant/quant.h)"},
         {"observer", QAT_OPT_STRING, &observer, "K", "minmax, ema, percentile, kl or mse (overrides the spec's)"},
         {"samples", QAT_OPT_INT, &samples, "N", "calibration samples from the training set"},
+        {"test-samples", QAT_OPT_INT, &test_samples, "N", "evaluate on the first N test samples (0: all)"},
         {"bias-correction", QAT_OPT_FLAG, &bias_correction, NULL, "correct each layer's bias for the weight rounding"},
         {"data", QAT_OPT_STRING, &data, "PATH", "data set (default: the checkpoint's)"},
         {"format", QAT_OPT_STRING, &format, "F", "idx, cifar10, folder or csv (default: detected)"},
@@ -141,6 +144,7 @@ int cmd_calibrate(int argc, char **argv) {
     if (!from) return cli_fail("calibrate", "--from FILE is required (a float checkpoint from qat train)");
     if (qat_file_check_output(out, &err)) return cli_fail("calibrate", err.msg);
     if (samples < 1) return cli_fail("calibrate", "--samples must be at least 1");
+    if (test_samples < 0) return cli_fail("calibrate", "--test-samples must be >= 0");
     if (threads > 0) qat_set_num_threads(threads);
     /* The spec, with --observer and --bias-correction folded in, in its canonical form. */
     qat_quant_spec qs;
@@ -151,7 +155,7 @@ int cmd_calibrate(int argc, char **argv) {
     qs.bias_correction = qs.bias_correction || bias_correction;
     qat_quant_spec_format(&qs, spec_text, sizeof spec_text);
     ptq_result r = {0};
-    if (ptq_run(from, spec_text, samples, data, format, seed, out, json || quiet ? NULL : stdout, &r, &err))
+    if (ptq_run(from, spec_text, samples, test_samples, data, format, seed, out, json || quiet ? NULL : stdout, &r, &err))
         return cli_fail("calibrate", err.msg);
     if (json)
         printf("{\"command\": \"calibrate\", \"quant\": \"%s\", \"samples\": %d, \"fp32_accuracy\": %.6f, "
