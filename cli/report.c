@@ -17,6 +17,7 @@
 #include "common.h"
 #include "io/atomic_file.h"
 #include "io/file_check.h"
+#include "io/strbuf.h"
 #include "quant/fake_quant.h"
 #include "quant/quant.h"
 #include "train/sensitivity.h"
@@ -24,50 +25,32 @@
 
 /* ---- text ---- */
 
-typedef struct buf {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} buf;
-
-static void put(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(buf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = 2 * b->cap + (size_t)n + 4096;
-        char *t = realloc(b->s, cap);
-        if (!t) {
-            b->oom = true;
-            return;
-        }
-        b->s = t;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 /* s, HTML-escaped. */
-static void esc(buf *b, const char *s) {
+static void esc(qat_strbuf *b, const char *s) {
     for (; s && *s; s++) {
         switch (*s) {
-        case '<': put(b, "&lt;"); break;
-        case '>': put(b, "&gt;"); break;
-        case '&': put(b, "&amp;"); break;
-        case '"': put(b, "&quot;"); break;
-        default: put(b, "%c", *s);
+        case '<': qat_strbuf_printf(b, "&lt;"); break;
+        case '>': qat_strbuf_printf(b, "&gt;"); break;
+        case '&': qat_strbuf_printf(b, "&amp;"); break;
+        case '"': qat_strbuf_printf(b, "&quot;"); break;
+        default: qat_strbuf_printf(b, "%c", *s);
         }
     }
 }
 
 static const char *COLORS[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+
+/* An SVG figure's opening: <figure class id><svg ... aria-label=title><text>title</text>. */
+static void figure_open(qat_strbuf *b, const char *cls, const char *id, double W, double H, double L,
+                        const char *title) {
+    qat_strbuf_printf(b, "<figure class=\"%s\" id=\"%s\"><svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+                         "role=\"img\" aria-label=\"",
+                      cls, id, W, H, W, H);
+    esc(b, title);
+    qat_strbuf_printf(b, "\"><text x=\"%.0f\" y=\"16\" class=\"t\">", L);
+    esc(b, title);
+    qat_strbuf_printf(b, "</text>");
+}
 
 /* ---- charts ---- */
 
@@ -79,7 +62,7 @@ typedef struct series {
 
 /* A line chart of ns series; points with y < 0 are skipped when skip_negative (metrics
  * not measured). */
-static void line_chart(buf *b, const char *id, const char *title, const char *xlabel, const series *s, int ns,
+static void line_chart(qat_strbuf *b, const char *id, const char *title, const char *xlabel, const series *s, int ns,
                        bool skip_negative) {
     const double W = 460, H = 220, L = 56, R = 12, T = 26, B = 36;
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
@@ -90,15 +73,9 @@ static void line_chart(buf *b, const char *id, const char *title, const char *xl
             x0 = fmin(x0, s[k].x[i]), x1 = fmax(x1, s[k].x[i]);
             y0 = fmin(y0, s[k].y[i]), y1 = fmax(y1, s[k].y[i]);
         }
-    put(b, "<figure class=\"chart\" id=\"%s\"><svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-           "role=\"img\" aria-label=\"",
-        id, W, H, W, H);
-    esc(b, title);
-    put(b, "\"><text x=\"%.0f\" y=\"16\" class=\"t\">", L);
-    esc(b, title);
-    put(b, "</text>");
+    figure_open(b, "chart", id, W, H, L, title);
     if (!(x0 <= x1)) {
-        put(b, "<text x=\"%.0f\" y=\"%.0f\">no data</text></svg></figure>\n", L, H / 2);
+        qat_strbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\">no data</text></svg></figure>\n", L, H / 2);
         return;
     }
     if (x1 == x0) x0 -= 1, x1 += 1;
@@ -107,38 +84,38 @@ static void line_chart(buf *b, const char *id, const char *title, const char *xl
     y0 -= pad, y1 += pad;
 #define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
 #define PY(v) (H - B - ((v) - y0) / (y1 - y0) * (H - T - B))
-    put(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" class=\"frame\"/>", L, T, W - L - R, H - T - B);
+    qat_strbuf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" class=\"frame\"/>", L, T, W - L - R, H - T - B);
     for (int k = 0; k <= 4; k++) {
         double v = y0 + (y1 - y0) * k / 4;
-        put(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" class=\"gridline\"/>", L, W - R, PY(v), PY(v));
-        put(b, "<text x=\"%.0f\" y=\"%.1f\" class=\"ytick\">%.4g</text>", L - 4, PY(v) + 4, v);
+        qat_strbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" class=\"gridline\"/>", L, W - R, PY(v), PY(v));
+        qat_strbuf_printf(b, "<text x=\"%.0f\" y=\"%.1f\" class=\"ytick\">%.4g</text>", L - 4, PY(v) + 4, v);
     }
     for (int k = 0; k <= 4; k++) {
         double v = x0 + (x1 - x0) * k / 4;
-        put(b, "<text x=\"%.1f\" y=\"%.0f\" class=\"xtick\">%.4g</text>", PX(v), H - B + 14, v);
+        qat_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" class=\"xtick\">%.4g</text>", PX(v), H - B + 14, v);
     }
-    put(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"xtick\">", (L + W - R) / 2, H - 4);
+    qat_strbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"xtick\">", (L + W - R) / 2, H - 4);
     esc(b, xlabel);
-    put(b, "</text>");
+    qat_strbuf_printf(b, "</text>");
     for (int k = 0; k < ns; k++) {
         const char *c = COLORS[k % 8];
-        put(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", c);
+        qat_strbuf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", c);
         for (int i = 0; i < s[k].n; i++)
             if (!(skip_negative && s[k].y[i] < 0) && isfinite(s[k].y[i]))
-                put(b, "%.1f,%.1f ", PX(s[k].x[i]), PY(s[k].y[i]));
-        put(b, "\"/>");
+                qat_strbuf_printf(b, "%.1f,%.1f ", PX(s[k].x[i]), PY(s[k].y[i]));
+        qat_strbuf_printf(b, "\"/>");
         for (int i = 0; i < s[k].n; i++)
             if (!(skip_negative && s[k].y[i] < 0) && isfinite(s[k].y[i]))
-                put(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>", PX(s[k].x[i]), PY(s[k].y[i]), c);
-        put(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"10\" height=\"3\" fill=\"%s\"/><text x=\"%.0f\" y=\"%.0f\" "
+                qat_strbuf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>", PX(s[k].x[i]), PY(s[k].y[i]), c);
+        qat_strbuf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"10\" height=\"3\" fill=\"%s\"/><text x=\"%.0f\" y=\"%.0f\" "
                "class=\"legend\">",
             W - R - 150, T + 8 + 14.0 * k, c, W - R - 136, T + 12 + 14.0 * k);
         esc(b, s[k].name);
-        put(b, "</text>");
+        qat_strbuf_printf(b, "</text>");
     }
 #undef PX
 #undef PY
-    put(b, "</svg></figure>\n");
+    qat_strbuf_printf(b, "</svg></figure>\n");
 }
 
 /* A quantization grid in the histogram's units: value = scale (q - zp), q in qmin..qmax. */
@@ -150,7 +127,7 @@ typedef struct grid {
 
 /* A histogram of n values (at most `stride`-subsampled), with the grid's levels, clip
  * range and zero drawn over it, and the share of values the clip cuts off. */
-static void histogram(buf *b, const char *id, const char *title, const float *x, size_t n, const grid *g,
+static void histogram(qat_strbuf *b, const char *id, const char *title, const float *x, size_t n, const grid *g,
                       const char *xlabel) {
     const double W = 460, H = 190, L = 44, R = 12, T = 26, B = 40;
     enum { BINS = 90 };
@@ -164,15 +141,9 @@ static void histogram(buf *b, const char *id, const char *title, const float *x,
         chi = g->scale * (g->qmax - g->zp);
         lo = fmin(lo, clo), hi = fmax(hi, chi);
     }
-    put(b, "<figure class=\"hist\" id=\"%s\"><svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-           "role=\"img\" aria-label=\"",
-        id, W, H, W, H);
-    esc(b, title);
-    put(b, "\"><text x=\"%.0f\" y=\"16\" class=\"t\">", L);
-    esc(b, title);
-    put(b, "</text>");
+    figure_open(b, "hist", id, W, H, L, title);
     if (!finite) {
-        put(b, "<text x=\"%.0f\" y=\"%.0f\">no finite values</text></svg></figure>\n", L, H / 2);
+        qat_strbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\">no finite values</text></svg></figure>\n", L, H / 2);
         return;
     }
     if (hi == lo) lo -= 0.5, hi += 0.5;
@@ -190,11 +161,11 @@ static void histogram(buf *b, const char *id, const char *title, const float *x,
     for (int k = 0; k < BINS; k++) top = fmax(top, log1p(count[k]));
 #define PX(v) (L + ((v) - lo) / (hi - lo) * (W - L - R))
     const double base = H - B, h = H - T - B, bw = (W - L - R) / BINS;
-    put(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" class=\"frame\"/>", L, T, W - L - R, h);
+    qat_strbuf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" class=\"frame\"/>", L, T, W - L - R, h);
     for (int k = 0; k < BINS; k++) {
         if (!count[k]) continue;
         double bh = log1p(count[k]) / top * h;
-        put(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" class=\"bar\"/>", L + k * bw, base - bh,
+        qat_strbuf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" class=\"bar\"/>", L + k * bw, base - bh,
             bw, bh);
     }
     if (g->have) {
@@ -202,16 +173,16 @@ static void histogram(buf *b, const char *id, const char *title, const float *x,
         const int levels = g->qmax - g->qmin + 1;
         const double px_per = g->scale / (hi - lo) * (W - L - R);
         const int every = px_per >= 2 ? 1 : (int)ceil(2 / px_per);
-        put(b, "<g class=\"level\">");
+        qat_strbuf_printf(b, "<g class=\"level\">");
         for (int q = g->qmin; q <= g->qmax; q += every) {
             double v = g->scale * (q - g->zp);
-            put(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\"/>", PX(v), PX(v), base, base + 6);
+            qat_strbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\"/>", PX(v), PX(v), base, base + 6);
         }
-        put(b, "</g>");
-        put(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" class=\"clip\"/>", PX(clo), PX(clo), T, base);
-        put(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" class=\"clip\"/>", PX(chi), PX(chi), T, base);
-        put(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" class=\"zero\"/>", PX(0.0), PX(0.0), T, base);
-        put(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"note\">%d levels%s, scale %.4g, zero point %d; clipped %.2f%%"
+        qat_strbuf_printf(b, "</g>");
+        qat_strbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" class=\"clip\"/>", PX(clo), PX(clo), T, base);
+        qat_strbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" class=\"clip\"/>", PX(chi), PX(chi), T, base);
+        qat_strbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" class=\"zero\"/>", PX(0.0), PX(0.0), T, base);
+        qat_strbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"note\">%d levels%s, scale %.4g, zero point %d; clipped %.2f%%"
                "</text>",
             L + 4, T + 12, levels, every > 1 ? " (ticks: a few)" : "", g->scale, g->zp,
             100.0 * (double)clipped / (double)finite);
@@ -219,13 +190,13 @@ static void histogram(buf *b, const char *id, const char *title, const float *x,
     for (int k = 0; k <= 4; k++) {
         double v = lo + (hi - lo) * k / 4;
         if (fabs(v) < 1e-6 * (hi - lo)) v = 0;
-        put(b, "<text x=\"%.1f\" y=\"%.0f\" class=\"xtick\">%.3g</text>", PX(v), base + 18, v);
+        qat_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" class=\"xtick\">%.3g</text>", PX(v), base + 18, v);
     }
-    put(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"xtick\">", (L + W - R) / 2, H - 4);
+    qat_strbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"xtick\">", (L + W - R) / 2, H - 4);
     esc(b, xlabel);
-    put(b, "</text>");
+    qat_strbuf_printf(b, "</text>");
 #undef PX
-    put(b, "</svg></figure>\n");
+    qat_strbuf_printf(b, "</svg></figure>\n");
 }
 
 /* ---- the model ---- */
@@ -240,7 +211,7 @@ static long layer_macs(const qat_layer *l) {
     return 0;
 }
 
-static void summary_rows(buf *b, const qat_seq *s, long *tp, long *tm, double *t32, double *t8) {
+static void summary_rows(qat_strbuf *b, const qat_seq *s, long *tp, long *tm, double *t32, double *t8) {
     for (int i = 0; i < s->n; i++) {
         const qat_layer *l = &s->layers[i];
         long params = (long)l->weight.n + (long)l->bias.n, macs = layer_macs(l);
@@ -248,13 +219,13 @@ static void summary_rows(buf *b, const qat_seq *s, long *tp, long *tm, double *t
         const qat_layer_quant *u = l->quant;
         const bool weighted = qat_layer_role_of(l) == QAT_LAYER_ROLE_WEIGHTED;
         if (weighted) b8 = u ? l->weight.n * (u->wbits / 8.0) + 4.0 * l->bias.n + 8.0 * qat_layer_channels(l) : 0;
-        put(b, "<tr><td>");
+        qat_strbuf_printf(b, "<tr><td>");
         esc(b, l->name);
-        put(b, "</td><td>%s</td><td>", kind_name(l));
-        for (int k = 0; k < l->out_ndim; k++) put(b, "%s%d", k ? "&times;" : "", l->out_shape[k]);
-        put(b, "</td><td>%ld</td><td>%ld</td><td>%ld</td><td>", params, macs, params * 4);
-        if (u && weighted) put(b, "%.0f (w%d)", b8, u->wbits);
-        put(b, "</td></tr>\n");
+        qat_strbuf_printf(b, "</td><td>%s</td><td>", kind_name(l));
+        for (int k = 0; k < l->out_ndim; k++) qat_strbuf_printf(b, "%s%d", k ? "&times;" : "", l->out_shape[k]);
+        qat_strbuf_printf(b, "</td><td>%ld</td><td>%ld</td><td>%ld</td><td>", params, macs, params * 4);
+        if (u && weighted) qat_strbuf_printf(b, "%.0f (w%d)", b8, u->wbits);
+        qat_strbuf_printf(b, "</td></tr>\n");
         *tp += params, *tm += macs, *t32 += params * 4.0, *t8 += b8;
         summary_rows(b, &l->body, tp, tm, t32, t8);
         summary_rows(b, &l->shortcut, tp, tm, t32, t8);
@@ -364,7 +335,7 @@ static double accuracy(const int *pred, const int32_t *labels, int n) {
 }
 
 /* An image as a BMP data URI (8-bit gray or 24-bit colour), for <img>. */
-static void image_uri(buf *b, const qat_dataset *ds, int idx) {
+static void image_uri(qat_strbuf *b, const qat_dataset *ds, int idx) {
     const int w = ds->w, h = ds->h, c = ds->c, row = (w * 3 + 3) & ~3;
     const size_t size = 54 + (size_t)row * h;
     uint8_t *bmp = calloc(size, 1);
@@ -380,25 +351,25 @@ static void image_uri(buf *b, const qat_dataset *ds, int idx) {
             for (int k = 0; k < 3; k++) /* BGR, bottom-up */
                 bmp[54 + (size_t)(h - 1 - y) * row + 3 * x + k] = px[(size_t)(c == 3 ? 2 - k : 0) * w * h + y * w + x];
     static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    put(b, "data:image/bmp;base64,");
+    qat_strbuf_printf(b, "data:image/bmp;base64,");
     for (size_t i = 0; i < size; i += 3) {
         uint32_t t = (uint32_t)bmp[i] << 16 | (i + 1 < size ? (uint32_t)bmp[i + 1] << 8 : 0) |
                      (i + 2 < size ? bmp[i + 2] : 0);
-        put(b, "%c%c%c%c", B64[t >> 18 & 63], B64[t >> 12 & 63], i + 1 < size ? B64[t >> 6 & 63] : '=',
+        qat_strbuf_printf(b, "%c%c%c%c", B64[t >> 18 & 63], B64[t >> 12 & 63], i + 1 < size ? B64[t >> 6 & 63] : '=',
             i + 2 < size ? B64[t & 63] : '=');
     }
     free(bmp);
 }
 
 /* Class k's name from the comma-separated list, or its number. */
-static void class_name(buf *b, const char *names, int k) {
+static void class_name(qat_strbuf *b, const char *names, int k) {
     const char *p = names;
     for (int i = 0; p && i < k; i++) {
         p = strchr(p, ',');
         if (p) p++;
     }
     if (!p || !*p) {
-        put(b, "%d", k);
+        qat_strbuf_printf(b, "%d", k);
         return;
     }
     const char *e = strchr(p, ',');
@@ -485,7 +456,7 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
     qat_error err = {0};
     report_ctx c;
     memset(&c, 0, sizeof c);
-    buf b = {0};
+    qat_strbuf b = {0};
     int rc = 1;
     int *pf = NULL, *pq = NULL, *p8 = NULL;
     hist h = {0};
@@ -537,50 +508,50 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
 
     char spec[2048] = "float (not quantized)";
     if (q) qat_quant_spec_format(&q->spec, spec, sizeof spec);
-    put(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>qat report: ");
+    qat_strbuf_printf(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>qat report: ");
     esc(&b, ckpt);
-    put(&b, "</title><style>%s</style></head><body>\n<h1>qat report</h1>\n<p>Checkpoint <code>", STYLE);
+    qat_strbuf_printf(&b, "</title><style>%s</style></head><body>\n<h1>qat report</h1>\n<p>Checkpoint <code>", STYLE);
     esc(&b, ckpt);
-    put(&b, "</code>, quantization <code>");
+    qat_strbuf_printf(&b, "</code>, quantization <code>");
     esc(&b, spec);
-    put(&b, "</code>, test data <code>");
+    qat_strbuf_printf(&b, "</code>, test data <code>");
     esc(&b, data);
-    put(&b, "</code> (%d samples), %d training steps.</p>\n", n, (int)c.o.ckpt.step);
+    qat_strbuf_printf(&b, "</code> (%d samples), %d training steps.</p>\n", n, (int)c.o.ckpt.step);
 
     /* accuracy */
-    put(&b, "<h2 id=\"accuracy\">Accuracy</h2>\n<table id=\"accuracy-table\"><tr><th>model</th><th>test accuracy</th>"
+    qat_strbuf_printf(&b, "<h2 id=\"accuracy\">Accuracy</h2>\n<table id=\"accuracy-table\"><tr><th>model</th><th>test accuracy</th>"
             "<th>agrees with float</th></tr>\n");
-    put(&b, "<tr><td>float (fp32)</td><td>%.2f%%</td><td></td></tr>\n", 100 * accuracy(pf, c.test.labels, n));
+    qat_strbuf_printf(&b, "<tr><td>float (fp32)</td><td>%.2f%%</td><td></td></tr>\n", 100 * accuracy(pf, c.test.labels, n));
     if (have_q) {
         long agree = 0;
         for (int i = 0; i < n; i++) agree += pq[i] == pf[i];
-        put(&b, "<tr><td>fake quant (simulation)</td><td>%.2f%%</td><td>%.2f%%</td></tr>\n",
+        qat_strbuf_printf(&b, "<tr><td>fake quant (simulation)</td><td>%.2f%%</td><td>%.2f%%</td></tr>\n",
             100 * accuracy(pq, c.test.labels, n), 100.0 * agree / n);
     }
     if (have_8) {
         long agree = 0, agree_q = 0;
         for (int i = 0; i < n; i++) agree += p8[i] == pf[i], agree_q += p8[i] == pq[i];
-        put(&b, "<tr><td>int8 runtime (integer-only)</td><td>%.2f%%</td><td>%.2f%%</td></tr>\n",
+        qat_strbuf_printf(&b, "<tr><td>int8 runtime (integer-only)</td><td>%.2f%%</td><td>%.2f%%</td></tr>\n",
             100 * accuracy(p8, c.test.labels, n), 100.0 * agree / n);
-        put(&b, "</table>\n<p class=\"small\">The int8 model is the one <code>qat export</code> writes, run by the "
+        qat_strbuf_printf(&b, "</table>\n<p class=\"small\">The int8 model is the one <code>qat export</code> writes, run by the "
                 "integer runtime; it agrees with the simulation on %.2f%% of the samples.</p>\n",
             100.0 * agree_q / n);
     } else {
-        put(&b, "</table>\n<p class=\"small\">No int8 runtime number: ");
+        qat_strbuf_printf(&b, "</table>\n<p class=\"small\">No int8 runtime number: ");
         esc(&b, why8);
-        put(&b, "</p>\n");
+        qat_strbuf_printf(&b, "</p>\n");
     }
 
     /* confusion matrix */
-    put(&b, "<h2 id=\"confusion\">Confusion matrix (%s)</h2>\n<table id=\"confusion-table\"><tr><th>true \\ "
+    qat_strbuf_printf(&b, "<h2 id=\"confusion\">Confusion matrix (%s)</h2>\n<table id=\"confusion-table\"><tr><th>true \\ "
             "predicted</th>",
         dep_name);
     for (int k = 0; k < K; k++) {
-        put(&b, "<th>");
+        qat_strbuf_printf(&b, "<th>");
         class_name(&b, names, k);
-        put(&b, "</th>");
+        qat_strbuf_printf(&b, "</th>");
     }
-    put(&b, "</tr>\n");
+    qat_strbuf_printf(&b, "</tr>\n");
     {
         long *cm = calloc((size_t)K * K, sizeof(long)), top = 1;
         if (!cm) {
@@ -591,44 +562,44 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
             if (c.test.labels[i] >= 0 && c.test.labels[i] < K && dep[i] < K) cm[c.test.labels[i] * K + dep[i]]++;
         for (int i = 0; i < K * K; i++) top = cm[i] > top ? cm[i] : top;
         for (int r = 0; r < K; r++) {
-            put(&b, "<tr><th>");
+            qat_strbuf_printf(&b, "<tr><th>");
             class_name(&b, names, r);
-            put(&b, "</th>");
+            qat_strbuf_printf(&b, "</th>");
             for (int k = 0; k < K; k++) {
                 double a = (double)cm[r * K + k] / top;
-                put(&b, "<td style=\"background:rgba(%s,%.2f)\">%ld</td>", r == k ? "44,160,44" : "214,39,40",
+                qat_strbuf_printf(&b, "<td style=\"background:rgba(%s,%.2f)\">%ld</td>", r == k ? "44,160,44" : "214,39,40",
                     cm[r * K + k] ? 0.1 + 0.6 * sqrt(a) : 0.0, cm[r * K + k]);
             }
-            put(&b, "</tr>\n");
+            qat_strbuf_printf(&b, "</tr>\n");
         }
         free(cm);
     }
-    put(&b, "</table>\n");
+    qat_strbuf_printf(&b, "</table>\n");
 
     /* disagreements */
     if (dep != pf) {
-        put(&b, "<h2 id=\"disagreements\">Where the %s model and the float model disagree</h2>\n", dep_name);
+        qat_strbuf_printf(&b, "<h2 id=\"disagreements\">Where the %s model and the float model disagree</h2>\n", dep_name);
         int shown = 0, total = 0;
         for (int i = 0; i < n; i++) total += dep[i] != pf[i];
-        put(&b, "<p>%d of %d test samples (%.2f%%).</p>\n<div class=\"pics\">", total, n, 100.0 * total / n);
+        qat_strbuf_printf(&b, "<p>%d of %d test samples (%.2f%%).</p>\n<div class=\"pics\">", total, n, 100.0 * total / n);
         for (int i = 0; i < n && shown < 8 && c.test.kind == QAT_DATASET_KIND_IMAGES; i++) {
             if (dep[i] == pf[i]) continue;
-            put(&b, "<figure class=\"disagree\"><img alt=\"test image %d\" src=\"", i);
+            qat_strbuf_printf(&b, "<figure class=\"disagree\"><img alt=\"test image %d\" src=\"", i);
             image_uri(&b, &c.test, i);
-            put(&b, "\"><figcaption>#%d, label ", i);
+            qat_strbuf_printf(&b, "\"><figcaption>#%d, label ", i);
             class_name(&b, names, c.test.labels[i]);
-            put(&b, "<br>float: ");
+            qat_strbuf_printf(&b, "<br>float: ");
             class_name(&b, names, pf[i]);
-            put(&b, "<br>%s: ", have_8 ? "int8" : "quantized");
+            qat_strbuf_printf(&b, "<br>%s: ", have_8 ? "int8" : "quantized");
             class_name(&b, names, dep[i]);
-            put(&b, "</figcaption></figure>");
+            qat_strbuf_printf(&b, "</figcaption></figure>");
             shown++;
         }
-        put(&b, "</div>\n");
+        qat_strbuf_printf(&b, "</div>\n");
     }
 
     /* training curves */
-    put(&b, "<h2 id=\"training\">Training</h2>\n");
+    qat_strbuf_printf(&b, "<h2 id=\"training\">Training</h2>\n");
     if (parse_history(&h, qat_checkpoint_extra(&c.o.ckpt, QAT_HISTORY_KEY))) {
         double *tmp[6];
         for (int k = 0; k < 6; k++) tmp[k] = calloc((size_t)h.rows, sizeof(double));
@@ -647,7 +618,7 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
         line_chart(&b, "lr-curve", "learning rate", "epoch", lr, 1, true);
         /* learned quantization parameters */
         if (h.cols > 7) {
-            put(&b, "<h3>Learned quantization parameters</h3>\n<p class=\"small\">PACT clips (alpha) and LSQ "
+            qat_strbuf_printf(&b, "<h3>Learned quantization parameters</h3>\n<p class=\"small\">PACT clips (alpha) and LSQ "
                     "steps at the end of each epoch (a weight step: the layer's mean).</p>\n");
             for (int c0 = 7; c0 < h.cols; c0 += 8) {
                 series ps[8];
@@ -665,12 +636,12 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
         }
         for (int k = 0; k < 6; k++) free(tmp[k]);
     } else {
-        put(&b, "<p>This checkpoint carries no training history (it was written before qat kept one, or not by "
+        qat_strbuf_printf(&b, "<p>This checkpoint carries no training history (it was written before qat kept one, or not by "
                 "<code>qat train</code>).</p>\n");
     }
 
     /* layers: weights and activations */
-    put(&b, "<h2 id=\"layers\">Layers: weights and activations</h2>\n<p class=\"small\">Bars: a histogram "
+    qat_strbuf_printf(&b, "<h2 id=\"layers\">Layers: weights and activations</h2>\n<p class=\"small\">Bars: a histogram "
             "(log count) of the values. Drawn over it when the model is quantized: the quantization levels "
             "(ticks), the clip range (red, dashed) and real zero (green). Weights are shown in units of their "
             "channel's scale (the integer grid); activations are the float model's on %d test samples, the "
@@ -700,9 +671,9 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
         const qat_layer *l = sa.layer[k];
         const qat_layer_quant *u = l->quant;
         char id[96], title[160];
-        put(&b, "<h3>Layer ");
+        qat_strbuf_printf(&b, "<h3>Layer ");
         esc(&b, l->name);
-        put(&b, " (%s)</h3>\n", kind_name(l));
+        qat_strbuf_printf(&b, " (%s)</h3>\n", kind_name(l));
         /* weights */
         float *w = u ? qat_quant_folded_weights(u) : NULL;
         const float *wv = w ? w : l->weight.data;
@@ -738,7 +709,7 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
     }
 
     /* sensitivity */
-    put(&b, "<h2 id=\"sensitivity\">Per-layer sensitivity</h2>\n");
+    qat_strbuf_printf(&b, "<h2 id=\"sensitivity\">Per-layer sensitivity</h2>\n");
     if (!float_ckpt && !q) float_ckpt = ckpt;
     if (float_ckpt && sens_samples > 0) {
         qat_opened fo;
@@ -762,59 +733,59 @@ int cli_report(const char *ckpt, const char *float_ckpt, const char *data, const
         qat_loader_free(&ltr);
         qat_loader_free(&lte);
         if (s) goto fail;
-        put(&b, "<p>The accuracy each conv or linear layer costs when its weights alone go to 4 or 2 bits, the rest "
+        qat_strbuf_printf(&b, "<p>The accuracy each conv or linear layer costs when its weights alone go to 4 or 2 bits, the rest "
                 "at <code>");
         esc(&b, sens.base);
-        put(&b, "</code> (PTQ of <code>");
+        qat_strbuf_printf(&b, "</code> (PTQ of <code>");
         esc(&b, float_ckpt);
-        put(&b, "</code>, %d test samples; base accuracy %.2f%%).</p>\n", sub.n, 100 * sens.base_accuracy);
+        qat_strbuf_printf(&b, "</code>, %d test samples; base accuracy %.2f%%).</p>\n", sub.n, 100 * sens.base_accuracy);
         const double W = 560, RH = 30, L = 90, T = 24;
         const double H = T + RH * sens.n_layers + 28;
         double worst = 0.5;
         for (int i = 0; i < sens.n_layers; i++)
             for (int j = 0; j < sens.n_bits; j++) worst = fmax(worst, 100 * (sens.base_accuracy - sens.accuracy[i][j]));
-        put(&b, "<figure class=\"chart\" id=\"sensitivity-chart\"><svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 "
+        qat_strbuf_printf(&b, "<figure class=\"chart\" id=\"sensitivity-chart\"><svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 "
                 "%.0f %.0f\" role=\"img\" aria-label=\"sensitivity\"><text x=\"%.0f\" y=\"16\" class=\"t\">accuracy "
                 "lost (points)</text>",
             W, H, W, H, L);
         for (int i = 0; i < sens.n_layers; i++) {
             double y = T + RH * i;
-            put(&b, "<text x=\"%.0f\" y=\"%.1f\" class=\"ytick\">", L - 6, y + 12);
+            qat_strbuf_printf(&b, "<text x=\"%.0f\" y=\"%.1f\" class=\"ytick\">", L - 6, y + 12);
             esc(&b, sens.layer[i]);
-            put(&b, "</text>");
+            qat_strbuf_printf(&b, "</text>");
             for (int j = 0; j < sens.n_bits; j++) {
                 double cost = 100 * (sens.base_accuracy - sens.accuracy[i][j]), bw = fmax(0, cost) / worst * (W - L - 70);
-                put(&b, "<rect x=\"%.0f\" y=\"%.1f\" width=\"%.1f\" height=\"11\" fill=\"%s\"/><text x=\"%.1f\" "
+                qat_strbuf_printf(&b, "<rect x=\"%.0f\" y=\"%.1f\" width=\"%.1f\" height=\"11\" fill=\"%s\"/><text x=\"%.1f\" "
                         "y=\"%.1f\">%.2f (%d-bit)</text>",
                     L, y + 2 + 13 * j, bw, COLORS[j], L + bw + 4, y + 11 + 13 * j, cost, sens.bits[j]);
             }
         }
-        put(&b, "</svg></figure>\n");
+        qat_strbuf_printf(&b, "</svg></figure>\n");
     } else {
-        put(&b, "<p>Not measured: the float checkpoint this model came from is not known (give it with "
+        qat_strbuf_printf(&b, "<p>Not measured: the float checkpoint this model came from is not known (give it with "
                 "<code>--float</code>).</p>\n");
     }
 
     /* model summary */
-    put(&b, "<h2 id=\"model\">Model</h2>\n<table id=\"model-table\"><tr><th>layer</th><th>kind</th><th>output</th>"
+    qat_strbuf_printf(&b, "<h2 id=\"model\">Model</h2>\n<table id=\"model-table\"><tr><th>layer</th><th>kind</th><th>output</th>"
             "<th>parameters</th><th>MACs</th><th>fp32 bytes</th><th>int8 bytes</th></tr>\n");
     {
         long tp = 0, tm = 0;
         double t32 = 0, t8 = 0;
         summary_rows(&b, &m->root, &tp, &tm, &t32, &t8);
-        put(&b, "<tr><th>total</th><th></th><th></th><th>%ld</th><th>%ld</th><th>%.0f</th><th>%s", tp, tm, t32,
+        qat_strbuf_printf(&b, "<tr><th>total</th><th></th><th></th><th>%ld</th><th>%ld</th><th>%.0f</th><th>%s", tp, tm, t32,
             q ? "" : "-");
-        if (q) put(&b, "%.0f", t8);
-        put(&b, "</th></tr>\n</table>\n<p class=\"small\">int8 bytes: weights at their bits, int32 biases and a "
+        if (q) qat_strbuf_printf(&b, "%.0f", t8);
+        qat_strbuf_printf(&b, "</th></tr>\n</table>\n<p class=\"small\">int8 bytes: weights at their bits, int32 biases and a "
                 "32-bit multiplier and shift per output channel.</p>\n");
     }
-    put(&b, "<p class=\"small\">Written by qat report. Self-contained: no script, no external resource.</p>\n"
+    qat_strbuf_printf(&b, "<p class=\"small\">Written by qat report. Self-contained: no script, no external resource.</p>\n"
             "</body></html>\n");
     if (b.oom) {
         s = qat_error_set(&err, QAT_STATUS_NOMEM, "out of memory");
         goto fail;
     }
-    const qat_chunk chunk = {b.s, b.len};
+    const qat_chunk chunk = {b.p, b.len};
     if ((s = qat_file_write_atomic(out, &chunk, 1, &err))) goto fail;
     if (!quiet) fprintf(stderr, "qat report: wrote %s (%zu bytes)\n", out, b.len);
     rc = 0;
@@ -823,7 +794,7 @@ fail:
     for (int k = 0; k < sa.count; k++) free(sa.x[k]);
     free(h.v);
     free(pf), free(pq), free(p8);
-    free(b.s);
+    free(b.p);
     qat_loader_free(&c.ltest);
     qat_dataset_free(&c.test);
     if (c.have_train) qat_dataset_free(&c.train);

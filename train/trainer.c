@@ -1,12 +1,12 @@
 #include "trainer.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/comm.h"
+#include "io/strbuf.h"
 #include "train/metrics.h"
 #include "train/progress.h"
 
@@ -60,32 +60,6 @@ qat_status qat_evaluate(qat_model *m, qat_tape *t, qat_loader *l, double *loss, 
 
 /* ---- the run's history (trainer.h) ---- */
 
-typedef struct history {
-    char *text;
-    size_t len, cap;
-} history;
-
-static bool hist_add(history *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool hist_add(history *h, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return false;
-    if (h->len + (size_t)n + 1 > h->cap) {
-        size_t cap = (h->cap ? 2 * h->cap : 1024) + (size_t)n;
-        char *t = realloc(h->text, cap);
-        if (!t) return false;
-        h->text = t;
-        h->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(h->text + h->len, h->cap - h->len, fmt, ap);
-    va_end(ap);
-    h->len += (size_t)n;
-    return true;
-}
-
 static bool ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && !strcmp(s + a - b, suffix);
@@ -98,44 +72,47 @@ static bool hist_param(const qat_tensor *x) {
             ends_with(x->name, ".weight_step"));
 }
 
-static bool hist_header(history *h, const qat_model *m) {
-    bool ok = hist_add(h, "epoch,step,lr,train_loss,train_acc,test_loss,test_acc");
-    for (int i = 0; ok && i < m->n_state; i++)
-        if (hist_param(m->state[i])) ok = hist_add(h, ",%s", m->state[i]->name);
-    return ok && hist_add(h, "\n");
+static void hist_header(qat_strbuf *h, const qat_model *m) {
+    qat_strbuf_puts(h, "epoch,step,lr,train_loss,train_acc,test_loss,test_acc");
+    for (int i = 0; i < m->n_state; i++)
+        if (hist_param(m->state[i])) qat_strbuf_printf(h, ",%s", m->state[i]->name);
+    qat_strbuf_puts(h, "\n");
 }
 
-static bool hist_begin(history *h, const qat_model *m, const char *prior) {
-    if (!hist_header(h, m)) return false;
+/* The header, then the prior history's lines when its columns are these. false: out of
+ * memory. */
+static bool hist_begin(qat_strbuf *h, const qat_model *m, const char *prior) {
+    hist_header(h, m);
     const char *nl = prior ? strchr(prior, '\n') : NULL;
-    if (nl && (size_t)(nl - prior + 1) == h->len && !strncmp(prior, h->text, h->len))
-        return hist_add(h, "%s", nl + 1); /* the same columns: continue it */
-    return true;
+    if (!h->oom && nl && (size_t)(nl - prior + 1) == h->len && !strncmp(prior, h->p, h->len))
+        qat_strbuf_puts(h, nl + 1); /* the same columns: continue it */
+    return !h->oom;
 }
 
-static bool hist_epoch(history *h, const qat_model *m, const qat_metrics *mt) {
+static bool hist_epoch(qat_strbuf *h, const qat_model *m, const qat_metrics *mt) {
     /* no timings: a resumed run's checkpoint must equal an uninterrupted one's, byte for byte */
-    bool ok = hist_add(h, "%d,%ld,%.9g,%.9g,%.9g,%.9g,%.9g", mt->epoch, mt->step, mt->lr, mt->train_loss,
-                       mt->train_acc, mt->test_loss, mt->test_acc);
-    for (int i = 0; ok && i < m->n_state; i++) {
+    qat_strbuf_printf(h, "%d,%ld,%.9g,%.9g,%.9g,%.9g,%.9g", mt->epoch, mt->step, mt->lr, mt->train_loss,
+                      mt->train_acc, mt->test_loss, mt->test_acc);
+    for (int i = 0; i < m->n_state; i++) {
         const qat_tensor *x = m->state[i];
         if (!hist_param(x)) continue;
         double sum = 0;
         for (size_t k = 0; k < x->n; k++) sum += x->data[k];
-        ok = hist_add(h, ",%.9g", sum / (double)x->n);
+        qat_strbuf_printf(h, ",%.9g", sum / (double)x->n);
     }
-    return ok && hist_add(h, "\n");
+    qat_strbuf_puts(h, "\n");
+    return !h->oom;
 }
 
 static qat_status save(const qat_train_config *cfg, qat_model *m, qat_optim *o, int epochs_done,
-                       long step, const qat_rng *rng, const history *h, qat_error *err) {
+                       long step, const qat_rng *rng, const qat_strbuf *h, qat_error *err) {
     if (!cfg->checkpoint) return QAT_STATUS_OK;
     qat_st_kv *extra = malloc((cfg->n_extra + 1) * sizeof *extra);
     if (!extra) return qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_extra; i++)
         if (strcmp(cfg->extra[i].key, QAT_HISTORY_KEY)) extra[n++] = cfg->extra[i];
-    if (h->text) extra[n++] = (qat_st_kv){QAT_HISTORY_KEY, h->text};
+    if (h->p) extra[n++] = (qat_st_kv){QAT_HISTORY_KEY, h->p};
     qat_checkpoint_meta meta = {.model = cfg->model_text, .epoch = epochs_done, .step = step,
                                 .rng = *rng, .extra = extra, .n_extra = n};
     qat_status s = qat_checkpoint_save(cfg->checkpoint, m, o, &meta, err);
@@ -161,7 +138,7 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
     long total_samples = 0;
     /* data-parallel: the first process alone writes checkpoints, logs and progress */
     const bool lead = qat_comm_get()->rank == 0;
-    history h = {0};
+    qat_strbuf h = {0};
     if (!hist_begin(&h, m, cfg->history)) s = qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
     for (int epoch = start_epoch; epoch < cfg->epochs && s == QAT_STATUS_OK; epoch++) {
         s = qat_loader_seek(train, epoch, 0, err);
@@ -230,7 +207,7 @@ qat_status qat_train_run(qat_model *m, qat_optim *o, qat_loader *train, qat_load
         }
         if (lead) s = save(cfg, m, o, epoch + 1, m->step, rng, &h, err);
     }
-    free(h.text);
+    free(h.p);
     qat_tape_free(&t);
     return s;
 }
