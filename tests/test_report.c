@@ -22,6 +22,15 @@ static char out[4 << 20];
 
 static int qat(const char *args) { return test_run_cli(dir, QAT_CLI_PATH, out, sizeof out, args); }
 
+/* Under the sanitizers (QAT_TEST_QUICK) the model trains on fewer images. */
+#ifdef QAT_TEST_QUICK
+#define SAMPLES "--train-samples 1000 --test-samples 400"
+#define SENS "--sens-samples 150"
+#else
+#define SAMPLES "--train-samples 2000 --test-samples 1000"
+#define SENS "--sens-samples 300"
+#endif
+
 static int setup(void **state) {
     (void)state;
     snprintf(dir, sizeof dir, "/tmp/qat-report-XXXXXX");
@@ -73,9 +82,8 @@ static void check_sections(const char *html, size_t len) {
 
 static void test_report_in_browser(void **state) {
     (void)state;
-    if (qat("train --model cnn --train-samples 2000 --epochs 1 --out f.st --quiet") != 0) fail_msg("%s", out);
-    if (qat("train --from f.st --quant w4a4,pact --train-samples 2000 --test-samples 1000 --epochs 2 --out q.st "
-            "--report run") != 0)
+    if (qat("train --model cnn " SAMPLES " --epochs 1 --out f.st --quiet") != 0) fail_msg("%s", out);
+    if (qat("train --from f.st --quant w4a4,pact " SAMPLES " --epochs 2 --out q.st --report run") != 0)
         fail_msg("%s", out);
     assert_non_null(strstr(out, "report run/report.html"));
     char path[256];
@@ -121,7 +129,7 @@ static void test_report_after_the_fact(void **state) {
     assert_non_null(strstr(html, "Not measured"));
     free(html);
     /* a float checkpoint: no quantization, its own sensitivity */
-    if (qat("report f.st --out float.html --test-samples 300 --sens-samples 200 --quiet") != 0) fail_msg("%s", out);
+    if (qat("report f.st --out float.html --test-samples 300 " SENS " --quiet") != 0) fail_msg("%s", out);
     snprintf(path, sizeof path, "%s/float.html", dir);
     html = test_read_file(path, &len);
     assert_non_null(strstr(html, "float (not quantized)"));
