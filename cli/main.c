@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "autograd/parallel.h"
 #include "blas.h"
@@ -99,6 +100,11 @@ int main(int argc, char **argv) {
             return 2;
         }
         const qat_comm *c = qat_comm_get();
+        /* The processes on this machine share its CPUs: each takes its part of them unless
+         * QAT_NUM_THREADS or --threads says otherwise (never several threads per core). */
+        const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        const long cpus = sysconf(_SC_NPROCESSORS_ONLN), per = local && atoi(local) > 0 ? cpus / atoi(local) : cpus;
+        if (!getenv("QAT_NUM_THREADS") && local) qat_set_num_threads(per > 1 ? (int)per : 1);
         if (c->rank == 0 && c->size > 1)
             fprintf(stderr, "qat %s: data-parallel over %d processes (MPI): each takes its share of every batch\n",
                     argv[1], c->size);
