@@ -538,16 +538,7 @@ static qat_tensor *point_apply(fwd *f, qat_qpoint *p, qat_tensor *x, bool priv) 
         float *sc = qat_tape_alloc(t, (size_t)rows * sizeof(float));
         int32_t *zp = qat_tape_alloc(t, (size_t)rows * sizeof(int32_t));
         if (!sc || !zp) return NULL;
-        const size_t cols = x->n / (size_t)rows;
-        for (int r = 0; r < rows; r++) {
-            float lo = 0.0f, hi = 0.0f;
-            const float *xr = x->data + (size_t)r * cols;
-            for (size_t k = 0; k < cols; k++) {
-                lo = xr[k] < lo ? xr[k] : lo;
-                hi = xr[k] > hi ? xr[k] : hi;
-            }
-            qat_qparams_from_range(lo, hi, p->qmin, p->qmax, false, &sc[r], &zp[r]);
-        }
+        qat_fq_row_qparams(sc, zp, x->data, rows, x->n / (size_t)rows, p->qmin, p->qmax);
         return qat_fake_quant_ex(t, x, sc, zp, rows, 0, p->qmin, p->qmax, priv);
     }
     return qat_fake_quant_ex(t, x, &p->scale, &p->zp, 1, 0, p->qmin, p->qmax, priv);

@@ -28,8 +28,7 @@ void qat_smooth_factors(float *s, const float *xmax, const float *w, int rows, i
     }
 }
 
-void qat_fq_rows_dynamic(float *out, const float *x, int rows, size_t cols, int qmin, int qmax, float *scale,
-                         int32_t *zp) {
+void qat_fq_row_qparams(float *scale, int32_t *zp, const float *x, int rows, size_t cols, int qmin, int qmax) {
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
         float lo = 0.0f, hi = 0.0f;
@@ -39,6 +38,11 @@ void qat_fq_rows_dynamic(float *out, const float *x, int rows, size_t cols, int 
         }
         qat_qparams_from_range(lo, hi, qmin, qmax, false, &scale[r], &zp[r]);
     }
+}
+
+void qat_fq_rows_dynamic(float *out, const float *x, int rows, size_t cols, int qmin, int qmax, float *scale,
+                         int32_t *zp) {
+    qat_fq_row_qparams(scale, zp, x, rows, cols, qmin, qmax);
     qat_fake_quant_forward(out, x, scale, zp, rows, cols, 0, qmin, qmax);
 }
 

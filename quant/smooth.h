@@ -77,6 +77,8 @@ void qat_smooth_free(qat_smooth *sm);
  * xmax (d); a channel with xmax 0 gets 1. Computed in double, rounded to float. */
 void qat_smooth_factors(float *s, const float *xmax, const float *w, int rows, int d, float alpha);
 
+/* The per-row scale and zero point of the above, without quantizing (NaN ignored). */
+void qat_fq_row_qparams(float *scale, int32_t *zp, const float *x, int rows, size_t cols, int qmin, int qmax);
 /* Per-row dynamic fake quantization: each of `rows` rows of `cols` values quantized on the
  * grid of its own range [min(0, min), max(0, max)] with qmin..qmax (the observer's
  * affine rule, qat_qparams_from_range); scale and zp (rows each) receive the parameters.
