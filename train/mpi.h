@@ -1,6 +1,6 @@
 /* mpi.h - Open MPI as the library's processes (autograd/comm.h), for `mpirun -np N qat
  * train` (docs/scaling.md). Built only with MPI (CMake QAT_MPI, on when MPI is found);
- * without it these are stubs that report one process.
+ * without it, qat_mpi_init says MPI is missing and the rest do nothing (one process).
  *
  * Sums are a ring all-reduce written here on MPI_Sendrecv (reduce-scatter, then
  * all-gather; each process sends and receives 2 (N - 1) / N of the buffer), not
