@@ -383,11 +383,8 @@ void qrt_linear_batch_s8_isa(qrt_isa isa, int8_t *out, size_t out_stride, const 
         qrt_avx2_linear_batch(out, out_stride, in, in_stride, n, pk, p, qrt_align_ptr(scratch));
         return;
     }
-    /* AVX-512 VNNI: its GEMV on each sample (no batch kernel there yet) */
     if (isa == QRT_ISA_AVX512VNNI) {
-        for (int s = 0; s < n; s++)
-            qrt_avx512_linear(out + (size_t)s * out_stride, in + (size_t)s * in_stride, pk, p,
-                              qrt_align_ptr(scratch));
+        qrt_avx512_linear_batch(out, out_stride, in, in_stride, n, pk, p, qrt_align_ptr(scratch));
         return;
     }
 #else

@@ -10,7 +10,8 @@
  * hold acc exactly (simd.c); requantization is the spec's MBQM on 16 lanes; the HWC
  * int8 result is transposed back to (C, H, W).
  * Depthwise: lanes are channels, u widened to int32 times int32 weights per tap.
- * Linear: GEMV, 4 blocks of 16 outputs share each broadcast input dword.
+ * Linear: GEMV, 4 blocks of 16 outputs share each broadcast input dword; over a batch,
+ * a GEMM whose tiles of 6 samples x 4 blocks share each weight load too.
  */
 #include "simd_x86.h"
 
@@ -251,6 +252,92 @@ void qrt_avx512_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *p
     for (; b < nob; b++)
         linear_tile(1, scratch, nj, pk->wp + (size_t)b * wb, pk->rq + (size_t)b * QRT_RQ_WORDS, out + 16 * b,
                     p->F_out - 16 * b, &o);
+}
+
+/* ---- linear over a batch: a GEMM ------------------------------------------------------
+ *
+ * The samples' inputs go once to u8 rows u = q + 128 of 4 * nj bytes (zero past F_in,
+ * where the weights are zero too). A tile is NS samples x NB blocks of 16 outputs: per
+ * input dword, NB weight vectors are loaded once and serve NS samples, and each sample's
+ * broadcast dword serves NB blocks (NS * NB accumulators: 24 of the 32 zmm at 6 x 4).
+ * The sums are the GEMV's, added in another order: exact in int32 (mod 2^32) either way. */
+#define GS512 6 /* samples per tile */
+
+static inline __attribute__((always_inline)) void gemm_tile(const int NS, const int NB, int8_t *const *y,
+                                                            const uint8_t *const *x, int nj, const int8_t *w,
+                                                            const int32_t *r, int nout, const outq *o) {
+    __m512i acc[GS512][4];
+    const size_t wb = (size_t)nj * 64;
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; i++) {
+        const __m512i b = _mm512_loadu_si512(r + (size_t)i * QRT_RQ_WORDS + QRT_RQ_BIAS);
+#pragma GCC unroll 6
+        for (int s = 0; s < NS; s++) acc[s][i] = b;
+    }
+    for (int j = 0; j < nj; j++) {
+        __m512i wv[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < NB; i++) wv[i] = _mm512_loadu_si512(w + i * wb + 64 * (size_t)j);
+#pragma GCC unroll 6
+        for (int s = 0; s < NS; s++) {
+            const __m512i xv = _mm512_set1_epi32(ld32(x[s] + 4 * (size_t)j));
+#pragma GCC unroll 4
+            for (int i = 0; i < NB; i++) acc[s][i] = _mm512_dpbusd_epi32(acc[s][i], xv, wv[i]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; i++) {
+        const int n = nout - 16 * i;
+        if (n <= 0) break;
+        const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+#pragma GCC unroll 6
+        for (int s = 0; s < NS; s++)
+            _mm_mask_storeu_epi8(y[s] + 16 * i, m, requant(acc[s][i], r + (size_t)i * QRT_RQ_WORDS, o));
+    }
+}
+
+/* One tile of ns (1..GS512) samples and NB blocks, ns made a constant. */
+static void gemm_tile_ns(const int NB, int ns, int8_t *const *y, const uint8_t *const *x, int nj,
+                         const int8_t *w, const int32_t *r, int nout, const outq *o) {
+    switch (ns) {
+#define CASE(k)                                                                                                 case k:                                                                                                         if (NB == 4) gemm_tile(k, 4, y, x, nj, w, r, nout, o);                                                      else gemm_tile(k, 1, y, x, nj, w, r, nout, o);                                                              break;
+        CASE(6) CASE(5) CASE(4) CASE(3) CASE(2)
+#undef CASE
+    default:
+        if (NB == 4) gemm_tile(1, 4, y, x, nj, w, r, nout, o);
+        else gemm_tile(1, 1, y, x, nj, w, r, nout, o);
+        break;
+    }
+}
+
+void qrt_avx512_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                             const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch) {
+    const int nj = pk->nj, nob = pk->nob;
+    const size_t row = 4 * (size_t)nj; /* <= qrt_linear_batch_row(p): the scratch holds n of them */
+    for (int s = 0; s < n; s++) {
+        uint8_t *d = scratch + (size_t)s * row;
+        xor_copy(d, (const uint8_t *)in + (size_t)s * in_stride, (size_t)p->F_in, 0x80);
+        memset(d + p->F_in, 0, row - (size_t)p->F_in);
+    }
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    const size_t wb = (size_t)nj * 64;
+    for (int b = 0; b < nob;) {
+        const int NB = nob - b >= 4 ? 4 : 1;
+        const int8_t *w = pk->wp + (size_t)b * wb;
+        const int32_t *r = pk->rq + (size_t)b * QRT_RQ_WORDS;
+        for (int s0 = 0; s0 < n; s0 += GS512) {
+            const int ns = n - s0 < GS512 ? n - s0 : GS512;
+            const uint8_t *x[GS512];
+            int8_t *y[GS512];
+            for (int t = 0; t < ns; t++) {
+                x[t] = scratch + (size_t)(s0 + t) * row;
+                y[t] = out + (size_t)(s0 + t) * out_stride + 16 * (size_t)b;
+            }
+            if (NB == 4) gemm_tile_ns(4, ns, y, x, nj, w, r, p->F_out - 16 * b, &o);
+            else gemm_tile_ns(1, ns, y, x, nj, w, r, p->F_out - 16 * b, &o);
+        }
+        b += NB;
+    }
 }
 
 /* ---- max pool 2x2 stride 2, elementwise ---------------------------------------------- */

@@ -105,6 +105,8 @@ void qrt_avx512_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                        const qrt_conv_params *p, uint8_t *scratch);
 void qrt_avx512_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
                        const qrt_linear_params *p, uint8_t *scratch);
+void qrt_avx512_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
+                             const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch);
 void qrt_avx512_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                                const qrt_conv_params *p, uint8_t *scratch);
 int qrt_avx512_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);

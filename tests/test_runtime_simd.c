@@ -10,7 +10,7 @@
  *    = 2^31 - 1), clamps;
  *  - conv2d with a fused 2x2 max pool against conv2d then max pool;
  *  - linear (GEMV) likewise, F_in up to 3200 and F_out up to 300;
- *  - linear over a batch (the AVX2 GEMM) against qrt_linear_s8 per sample: batch sizes
+ *  - linear over a batch (the AVX2 and AVX-512 GEMMs) against qrt_linear_s8 per sample: batch sizes
  *    1..13 and up to 40 (whole tiles of 5 and every tail), odd F_in, F_out not a multiple
  *    of 16, strides wider than the rows, per-channel multipliers and shifts, 4-bit
  *    weights, extremes, clamps; and nothing written outside the outputs;
@@ -302,7 +302,7 @@ static void test_linear(void **state) {
     }
 }
 
-/* ---- linear over a batch (the AVX2 GEMM) ---------------------------------------------- */
+/* ---- linear over a batch (the AVX2 and AVX-512 GEMMs) ------------------------------- */
 
 /* n samples at strides is/os >= F_in/F_out: every path's qrt_linear_batch_s8_isa equals
  * qrt_linear_s8 on each sample, and no byte between or after the outputs is written.
@@ -341,8 +341,8 @@ static void linear_batch_case(trng *r, qrt_linear_params p, int n, size_t is, si
 static void test_linear_batch(void **state) {
     (void)state;
     trng r = {41};
-    /* the reference models' layers over every batch size 1..13 (two tiles of 5 and
-     * each tail), and a batch of 30 (QRT_BATCH_CHUNK) */
+    /* the reference models' layers over every batch size 1..13 (tiles of 5 on AVX2, of 6
+     * on AVX-512, and each tail), and a batch of 36 (QRT_BATCH_CHUNK) */
     const qrt_linear_params named[] = {
         {.F_in = 784, .F_out = 256, .z_in = -55, .z_out = -128, .act_min = -128, .act_max = 127},
         {.F_in = 3136, .F_out = 128, .z_in = -128, .z_out = -128, .act_min = -128, .act_max = 127},
@@ -351,7 +351,7 @@ static void test_linear_batch(void **state) {
     };
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
         for (int n = 1; n <= 13; n++) linear_batch_case(&r, named[i], n, (size_t)named[i].F_in, (size_t)named[i].F_out, false, false);
-    linear_batch_case(&r, named[0], 30, 1040, 272, false, false);
+    linear_batch_case(&r, named[0], 36, 1040, 272, false, false);
     for (int it = 0; it < 300; it++) {
         qrt_linear_params p = {.F_in = (int)rint_in(&r, 1, it % 25 == 0 ? 2000 : 150),
                                .F_out = (int)rint_in(&r, 1, it % 25 == 0 ? 200 : 50),
