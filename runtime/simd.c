@@ -313,7 +313,10 @@ void qrt_conv2d_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
     isa = qrt_isa_resolve(isa);
 #if defined(QRT_SIMD_X86)
     if (isa == QRT_ISA_AVX512VNNI) {
-        qrt_avx512_conv2d(out, in, pk, p, qrt_align_ptr(scratch));
+        if (qrt_avx512_planar_ok(p) && __builtin_cpu_supports("avx512vbmi"))
+            qrt_avx512_conv_planar(out, in, pk, p);
+        else
+            qrt_avx512_conv2d(out, in, pk, p, qrt_align_ptr(scratch));
         return;
     }
     if (isa == QRT_ISA_AVX2) {

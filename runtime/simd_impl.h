@@ -105,6 +105,11 @@ void qrt_avx512_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                        const qrt_conv_params *p, uint8_t *scratch);
 void qrt_avx512_linear(int8_t *out, const int8_t *in, const qrt_packed_linear *pk,
                        const qrt_linear_params *p, uint8_t *scratch);
+/* Convs whose every output channel reads one input plane (groups == C), with VBMI:
+ * qrt_avx512_planar_ok says which shapes the kernel takes. */
+int qrt_avx512_planar_ok(const qrt_conv_params *p);
+void qrt_avx512_conv_planar(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
+                            const qrt_conv_params *p);
 void qrt_avx512_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, size_t in_stride, int n,
                              const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch);
 void qrt_avx512_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
