@@ -161,6 +161,7 @@ qat_status cli_int8_predictions(const qat_model *m, const qat_dataset *images, i
         s = qat_error_set(err, QAT_STATUS_NOMEM, "out of memory");
     } else {
         qrt_batch_run(&runner, images->pixels, images->n, pred, NULL);
+        qrt_batch_free(&runner);
     }
     free(arenas);
     int8_close(&h);
@@ -321,6 +322,7 @@ static int int8_eval(int8_model *hp, const char *path, bool lowered, const char 
     }
     acc = (double)correct / test.n;
     int threads = runner.threads;
+    qrt_batch_free(&runner);
     free(arenas);
     free(pred);
     if (res) {

@@ -16,7 +16,14 @@
  *     qrt_batch b;
  *     if (qrt_batch_init(&b, &model, threads, mem, n) != QRT_STATUS_OK) ...
  *     qrt_batch_run(&b, pixels, n_images, labels, NULL); // labels and/or logits
+ *     ...                                                // as many runs as wanted
+ *     qrt_batch_free(&b);                                // stops its threads
+ *     free(mem);
  *
+ * The threads (threads - 1 of them: the caller's thread runs a slice too) start in
+ * qrt_batch_init and sleep between runs, so a run of a small model (a few hundred
+ * microseconds for 256 images) pays no thread start and finds its threads on the CPUs
+ * they ran on last. Their state lives in the caller's buffer too.
  * The model must outlive the batch and is only read (its path: qrt_model_set_isa, before
  * the run). A qrt_batch may be run many times but not from two threads at once (the
  * arenas are its scratch); two qrt_batch over one model may run concurrently.
@@ -45,25 +52,33 @@ typedef struct qrt_batch {
     uint8_t *arenas;       /* `threads` arenas of `stride` bytes, in the caller's buffer */
     size_t stride;         /* qrt_arena_size_batch(m, chunk) rounded up to 64 (no two threads share
                               a cache line) */
+    struct qrt_batch_pool *pool; /* the worker threads, in the caller's buffer; NULL when
+                                    none could be started (the caller's thread runs all) */
 } qrt_batch;
 
 /* Bytes of the caller's buffer for `threads` threads (clamped to [1,
- * QRT_BATCH_MAX_THREADS]): one arena per thread. 0 if m is NULL. */
+ * QRT_BATCH_MAX_THREADS]): one arena per thread and the threads' state. 0 if m is NULL. */
 size_t qrt_batch_mem_size(const qrt_model *m, int threads);
 
 /* Sets up b over the loaded model m, with `threads` >= 1 threads (clamped to
  * QRT_BATCH_MAX_THREADS) and the caller's buffer mem of mem_len bytes (any alignment;
- * it must outlive b). INVALID_ARG for a NULL pointer, a model that is not loaded or
- * threads < 1; NO_MEMORY if mem_len < qrt_batch_mem_size(m, threads). */
+ * it must outlive b), and starts threads - 1 threads. INVALID_ARG for a NULL pointer, a
+ * model that is not loaded or threads < 1; NO_MEMORY if mem_len < qrt_batch_mem_size(m,
+ * threads). A thread that cannot be started is not an error: its slices run on the
+ * caller's thread. Every successful init needs a qrt_batch_free. */
 qrt_status qrt_batch_init(qrt_batch *b, const qrt_model *m, int threads, void *mem, size_t mem_len);
+
+/* Stops and joins b's threads; b can no longer run. Does nothing on a NULL b, a b whose
+ * init failed, or a second call. */
+void qrt_batch_free(qrt_batch *b);
 
 /* Runs n images: pixels holds n images of qrt_model_input(m)->numel uint8 each, (C, H, W)
  * per image. Writes labels[i] (argmax, ties to the lowest class) and logits[i * K ...
  * (i + 1) * K) with K = qrt_model_n_outputs(m); labels and logits may each be NULL.
  * Image i's results are qrt_run's on it alone, whatever the thread count. Thread t of T
  * takes images [n t / T, n (t + 1) / T); slice 0 runs on the calling thread, and a slice
- * whose thread cannot be started runs there too. Returns when all are done; n <= 0 does
- * nothing. INVALID_ARG if b or pixels is NULL or b is not set up. */
+ * whose thread could not be started runs there too. Returns when all are done; n <= 0
+ * does nothing. INVALID_ARG if b or pixels is NULL or b is not set up. */
 qrt_status qrt_batch_run(const qrt_batch *b, const uint8_t *pixels, int n, int *labels, int8_t *logits);
 
 #endif

@@ -1,8 +1,9 @@
 /* test_runtime_batch.c - the int8 batch runner (runtime/batch.h): on 1, 2 and 3 threads
  * (and more threads than images), every image's logits and label equal qrt_run's on it
  * alone, byte for byte, on every kernel path; labels and logits may each be NULL; the
- * caller's buffer may be unaligned and exactly qrt_batch_mem_size bytes; bad arguments
- * are refused. The model is testutil.c's whole-file test model (conv, max pool, packed
+ * caller's buffer may be unaligned and exactly qrt_batch_mem_size bytes; a batch runs
+ * again on its sleeping threads, and refuses to run once freed; bad arguments are
+ * refused. The model is testutil.c's whole-file test model (conv, max pool, packed
  * 4-bit depthwise conv, add, average pools, grouped conv, linear). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,9 @@ static void bfix_free(bfix *f) {
     tmodel_free(&f->tm);
 }
 
+static void check_run(const bfix *f, int T, int n, bool with_labels, bool with_logits, const int *labels,
+                      const int8_t *logits);
+
 /* Runs n images of f on T threads, the buffer at an odd address; compares with qrt_run. */
 static void run_and_compare(bfix *f, int T, int n, bool with_labels, bool with_logits) {
     const size_t mlen = qrt_batch_mem_size(&f->m, T);
@@ -67,10 +71,23 @@ static void run_and_compare(bfix *f, int T, int n, bool with_labels, bool with_l
     if (qrt_batch_init(&b, &f->m, T, buf + 1, mlen) != QRT_STATUS_OK) fail_msg("T=%d: init failed", T);
     int labels[N_IMAGES];
     int8_t *logits = xmalloc((size_t)N_IMAGES * f->K);
-    for (int i = 0; i < N_IMAGES; i++) labels[i] = -7;
-    memset(logits, 0x33, (size_t)N_IMAGES * f->K);
-    if (qrt_batch_run(&b, f->px, n, with_labels ? labels : NULL, with_logits ? logits : NULL) != QRT_STATUS_OK)
-        fail_msg("T=%d n=%d: run failed", T, n);
+    for (int rep = 0; rep < 2; rep++) { /* the threads sleep between runs, then take the next */
+        for (int i = 0; i < N_IMAGES; i++) labels[i] = -7;
+        memset(logits, 0x33, (size_t)N_IMAGES * f->K);
+        if (qrt_batch_run(&b, f->px, n, with_labels ? labels : NULL, with_logits ? logits : NULL) != QRT_STATUS_OK)
+            fail_msg("T=%d n=%d: run %d failed", T, n, rep);
+        check_run(f, T, n, with_labels, with_logits, labels, logits);
+    }
+    qrt_batch_free(&b);
+    if (qrt_batch_run(&b, f->px, n, NULL, logits) != QRT_STATUS_INVALID_ARG) fail_msg("T=%d: a freed batch ran", T);
+    qrt_batch_free(&b); /* a second free does nothing */
+    free(logits);
+    free(buf);
+}
+
+/* The labels and logits of a run of n images against qrt_run's, nothing written past n. */
+static void check_run(const bfix *f, int T, int n, bool with_labels, bool with_logits, const int *labels,
+                      const int8_t *logits) {
     for (int i = 0; i < N_IMAGES; i++) {
         const bool ran = i < n;
         if (with_labels && ran && labels[i] != f->want_labels[i])
@@ -83,8 +100,6 @@ static void run_and_compare(bfix *f, int T, int n, bool with_labels, bool with_l
         for (int k = 0; !(with_logits && ran) && k < f->K; k++)
             if (logits[(size_t)i * f->K + k] != 0x33) fail_msg("T=%d n=%d: logits of image %d written", T, n, i);
     }
-    free(logits);
-    free(buf);
 }
 
 static void test_thread_counts(void **state) {
