@@ -33,7 +33,7 @@ typedef struct qat_arena {
     qat_arena_block *first;
     qat_arena_block *cur;
     size_t block_size;      /* minimum size of a new block */
-    size_t n_system_allocs; /* how many blocks were obtained from malloc, ever */
+    size_t n_system_allocs; /* how many blocks were obtained from the system, ever */
     size_t peak;            /* the largest total in use at once, in bytes */
     size_t in_use;
 } qat_arena;
