@@ -62,7 +62,8 @@ size_t qrt_batch_mem_size(const qrt_model *m, int threads);
 
 /* Sets up b over the loaded model m, with `threads` >= 1 threads (clamped to
  * QRT_BATCH_MAX_THREADS) and the caller's buffer mem of mem_len bytes (any alignment;
- * it must outlive b), and starts threads - 1 threads. INVALID_ARG for a NULL pointer, a
+ * keep it until qrt_batch_free: the threads read their state there), and starts
+ * threads - 1 threads. INVALID_ARG for a NULL pointer, a
  * model that is not loaded or threads < 1; NO_MEMORY if mem_len < qrt_batch_mem_size(m,
  * threads). A thread that cannot be started is not an error: its slices run on the
  * caller's thread. Every successful init needs a qrt_batch_free. */
