@@ -99,7 +99,8 @@ void qrt_linear_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
  * in_stride and writes F_out at out + s * out_stride (out never overlaps an input), each
  * equal to qrt_linear_s8 on it alone (kernels.h: qrt_linear_batch_s8, the reference).
  * AVX2: a blocked GEMM (tiles of 5 samples x 16 outputs, int16 products with vpmaddwd,
- * the weights' second packed copy); AVX-512 VNNI: its GEMV per sample. scratch holds
+ * the weights' second packed copy); AVX-512 VNNI: a GEMM too (tiles of 6 samples x 64
+ * outputs, vpdpbusd on the GEMV's packed weights). scratch holds
  * qrt_linear_batch_scratch_size(p, n) bytes (any alignment; NULL for the portable path). */
 size_t qrt_linear_batch_scratch_size(const qrt_linear_params *p, int n);
 void qrt_linear_batch_s8_isa(qrt_isa isa, int8_t *out, size_t out_stride, const int8_t *in,
