@@ -118,6 +118,7 @@ int main(int argc, char **argv) {
                "\"batch256_images_per_s\": %.0f, \"batch1_latency_us\": %.1f}\n",
                argv[i], qrt_isa_str(m.isa), b.threads, rounds, median(thr, (size_t)rounds), median(med, (size_t)rounds));
         fflush(stdout);
+        qrt_batch_free(&b); /* before its buffer: the threads' state lives there */
         free(arenas);
         free(arena);
         free(labels);
