@@ -215,6 +215,11 @@ void qrt_conv_scratch_layout(const qrt_conv_params *p, qrt_conv_scratch *s) {
         out_row = qrt_round_up((size_t)p->OC, 16) + (G > 1 && OCg % 16 ? 16 : 0);
         s->xb_bytes = plane * (size_t)p->C;
     }
+    /* AVX2's planar kernel (C == 1): the padded plane in rows of up to Wp + 32 bytes */
+    if (p->C == 1) {
+        const size_t planar = (size_t)s->Hp * ((size_t)s->Wp + 32);
+        if (s->xb_bytes < planar) s->xb_bytes = planar;
+    }
     s->u16_off = qrt_round_up(s->xb_bytes + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
     s->ob_off = s->u16_off;
     if (is_pointwise(p)) s->ob_off += qrt_round_up(npos * qrt_round_up((size_t)p->C, 16) * 2, QRT_SIMD_ALIGN);

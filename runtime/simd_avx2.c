@@ -241,16 +241,163 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
     transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
 }
 
+/* ---- one input plane per output channel: depthwise, and C = 1 ----------------------
+ *
+ * When every output channel reads one input plane (groups == C) and the output rows are
+ * wide (OW >= 9), the lanes are 8 output positions of one channel (the AVX-512 file's planar
+ * kernel, without VBMI), not 16 channels of one position: no transposes and no HWC
+ * copy. The plane is copied once, padded and XORed to u = q + 128, into rows of at most
+ * Wp + 32 bytes of the scratch (qrt_conv_scratch_layout reserves them). For a chunk of 8 outputs
+ * of a row, kernel row ky and tap pair m (columns 2m, 2m + 1), one 16-byte load at the
+ * chunk's first input column + 2m and one vpshufb put lane l's two bytes (l * D, l * D +
+ * 1) side by side, D the lanes' spacing in input columns; vpmovzxbw widens them to the
+ * int16 pair of the lane's dword, and vpmaddwd against the broadcast pair (w[2m],
+ * w[2m + 1]) adds u0 w0 + u1 w1 to it: exact, as in the tap-pair kernel above. An odd k's
+ * last pair has a zero weight. The windows serve every output channel of the plane.
+ *
+ * With a fused 2x2 max pool, lane l of four accumulators is the conv at output (2py + dy,
+ * 2(x0 + l) + dx): D = 2S, and the max of the four is taken before the requantization
+ * (exact: conv_dense's pool says why). D <= 2 keeps a lane's bytes in the 16-byte load. */
+
+enum { PL_KMAX = 7, PL_NP = (PL_KMAX + 1) / 2, PL_JB = 32, PL_RB = 4 };
+
+static int planar_ok(const qrt_conv_params *p, int pool) {
+    const int ow = pool ? p->OW / 2 : p->OW;
+    return p->C == 1 && p->k <= PL_KMAX && p->stride * (pool ? 2 : 1) <= 2 && ow >= 9;
+}
+
+/* acc of one channel (record r, lane l) -> 8 int8 in the low half. */
+static inline __m128i requant_lane(__m256i acc, const int32_t *r, int l, const outq *o) {
+    __m256i v = mbqm(acc, _mm256_set1_epi32(r[QRT_RQ_M0 + l]), _mm256_set1_epi32(r[QRT_RQ_LEFT + l]),
+                     _mm256_set1_epi32(r[QRT_RQ_RIGHT + l]), _mm256_set1_epi32(r[QRT_RQ_MASK + l]),
+                     _mm256_set1_epi32(r[QRT_RQ_HALF + l]));
+    v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, o->lo), o->hi), o->z);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return _mm_packs_epi16(w, w);
+}
+
+/* The padded plane of `in` (H x W) with u = q + 128, rows of Wr bytes (a multiple of 16,
+ * >= W + 2P + 16): pad columns and rows, and the slack the 16-byte window loads read past
+ * the last column, hold z_in + 128. */
+static void planar_fill(uint8_t *dst, size_t Wr, const int8_t *in, int H, int W, int P, int32_t z_in) {
+    const __m128i zu = _mm_set1_epi8((char)(z_in ^ 0x80)), flip = _mm_set1_epi8((char)0x80);
+    for (int y = 0; y < H + 2 * P; y++) {
+        uint8_t *row = dst + (size_t)y * Wr;
+        for (size_t x = 0; x < Wr; x += 16) _mm_storeu_si128((__m128i *)(row + x), zu);
+        if (y < P || y >= P + H) continue;
+        const uint8_t *sr = (const uint8_t *)in + (size_t)(y - P) * W;
+        if (W >= 16) { /* 16-byte copies, the last one overlapping */
+            for (int x = 0;; x += 16) {
+                const int xs = x + 16 <= W ? x : W - 16;
+                _mm_storeu_si128((__m128i *)(row + P + xs), _mm_xor_si128(_mm_loadu_si128((const __m128i *)(sr + xs)), flip));
+                if (xs + 16 >= W) break;
+            }
+        } else
+            for (int x = 0; x < W; x++) row[P + x] = (uint8_t)(sr[x] ^ 0x80);
+    }
+}
+
+static inline __attribute__((always_inline)) void conv_planar_k(int8_t *out, const int8_t *in,
+                                                                const qrt_packed_conv *pk,
+                                                                const qrt_conv_params *p, uint8_t *scratch,
+                                                                const int k, const int pool) {
+    const int S = p->stride, H = p->H, W = p->W, P = p->pad, G = p->groups, OCg = p->OC / G;
+    const int np = (k + 1) / 2, nq = pool ? 4 : 1, D = pool ? 2 * S : S;
+    const int OH = pool ? p->OH / 2 : p->OH, OW = pool ? p->OW / 2 : p->OW;
+    const size_t Wr = qrt_round_up((size_t)W + 2 * (size_t)P + 16, 16), plane = (size_t)H * W;
+    const size_t oplane = (size_t)OH * OW, kk = (size_t)k * k;
+    uint8_t idx[16];
+    for (int l = 0; l < 8; l++) idx[2 * l] = (uint8_t)(l * D), idx[2 * l + 1] = (uint8_t)(l * D + 1);
+    const __m128i shuf = _mm_loadu_si128((const __m128i *)idx);
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    int32_t wpair[PL_JB][PL_KMAX * PL_NP]; /* a pass's weight pairs (int16, int16), zero past k */
+    const int32_t *rec[PL_JB];
+    int lane[PL_JB];
+    __m256i win[PL_RB][4][PL_KMAX * PL_NP]; /* the windows of PL_RB chunks of a row */
+    for (int g = 0; g < G; g++) {
+        planar_fill(scratch, Wr, in + (size_t)g * plane, H, W, P, p->z_in);
+        for (int j0 = 0; j0 < OCg; j0 += PL_JB) {
+            const int nj = OCg - j0 < PL_JB ? OCg - j0 : PL_JB;
+            for (int jj = 0; jj < nj; jj++) {
+                const int j = j0 + jj, oc = g * OCg + j;
+                if (pk->depthwise) rec[jj] = pk->rq + (size_t)(oc / 16) * QRT_RQ_WORDS, lane[jj] = oc % 16;
+                else rec[jj] = pk->rq + ((size_t)g * pk->nob + (size_t)(j / 16)) * QRT_RQ_WORDS, lane[jj] = j % 16;
+                const int8_t *wo = pk->w + (size_t)oc * kk;
+                for (int ky = 0; ky < k; ky++)
+                    for (int m = 0; m < np; m++) {
+                        const int16_t w0 = wo[ky * k + 2 * m], w1 = 2 * m + 1 < k ? wo[ky * k + 2 * m + 1] : 0;
+                        wpair[jj][ky * np + m] = (int32_t)((uint32_t)(uint16_t)w0 | (uint32_t)(uint16_t)w1 << 16);
+                    }
+            }
+            for (int oy = 0; oy < OH; oy++)
+                for (int xb = 0; xb < OW; xb += 8 * PL_RB) { /* up to PL_RB chunks of 8 outputs */
+                    const int nc = (OW - xb + 7) / 8 < PL_RB ? (OW - xb + 7) / 8 : PL_RB;
+                    for (int c = 0; c < nc; c++)
+#pragma GCC unroll 4
+                        for (int q = 0; q < nq; q++) {
+                            /* quarter q's conv output row and first column, in padded input coordinates */
+                            const int x0 = xb + 8 * c < OW - 8 ? xb + 8 * c : OW - 8;
+                            const int cy = pool ? 2 * oy + q / 2 : oy, cx0 = pool ? 2 * x0 + q % 2 : x0;
+#pragma GCC unroll 7
+                            for (int ky = 0; ky < k; ky++) {
+                                const uint8_t *row = scratch + (size_t)(cy * S + ky) * Wr + (size_t)cx0 * S;
+#pragma GCC unroll 4
+                                for (int m = 0; m < np; m++)
+                                    win[c][q][ky * np + m] = _mm256_cvtepu8_epi16(
+                                        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(row + 2 * m)), shuf));
+                            }
+                        }
+                    for (int jj = 0; jj < nj; jj++) {
+                        const int32_t *r = rec[jj];
+                        const int l = lane[jj];
+                        const __m256i bias = _mm256_set1_epi32(r[QRT_RQ_BIAS + l]);
+                        __m256i wv[PL_KMAX * PL_NP] = {0};
+#pragma GCC unroll 28
+                        for (int t = 0; t < k * np; t++) wv[t] = _mm256_set1_epi32(wpair[jj][t]);
+                        int8_t *dst = out + (size_t)(g * OCg + j0 + jj) * oplane + (size_t)oy * OW;
+                        for (int c = 0; c < nc; c++) {
+                            __m256i acc[4];
+#pragma GCC unroll 4
+                            for (int q = 0; q < nq; q++) {
+                                __m256i a = bias;
+#pragma GCC unroll 28
+                                for (int t = 0; t < k * np; t++) a = _mm256_add_epi32(a, _mm256_madd_epi16(win[c][q][t], wv[t]));
+                                acc[q] = a;
+                            }
+                            if (pool) acc[0] = _mm256_max_epi32(_mm256_max_epi32(acc[0], acc[1]), _mm256_max_epi32(acc[2], acc[3]));
+                            const int x0 = xb + 8 * c < OW - 8 ? xb + 8 * c : OW - 8;
+                            _mm_storel_epi64((__m128i *)(dst + x0), requant_lane(acc[0], r, l, &o));
+                        }
+                    }
+                }
+        }
+    }
+}
+
+/* k = 3 (with and without the pool) compiled apart, with the loops unrolled. */
+static void conv_planar(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                        uint8_t *scratch, int pool) {
+    if (p->k == 3) {
+        if (pool) conv_planar_k(out, in, pk, p, scratch, 3, 2);
+        else conv_planar_k(out, in, pk, p, scratch, 3, 0);
+    } else if (pool)
+        conv_planar_k(out, in, pk, p, scratch, p->k, 2);
+    else
+        conv_planar_k(out, in, pk, p, scratch, p->k, 0);
+}
+
 void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
                      uint8_t *scratch) {
-    if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
+    if (planar_ok(p, 0)) conv_planar(out, in, pk, p, scratch, 0);
+    else if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
     else if (pk->wg) conv_pointwise(out, in, pk, p, scratch);
     else conv_dense(out, in, pk, p, scratch, 0);
 }
 
 void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                              const qrt_conv_params *p, uint8_t *scratch) {
-    conv_dense(out, in, pk, p, scratch, 2);
+    if (planar_ok(p, 2)) conv_planar(out, in, pk, p, scratch, 2);
+    else conv_dense(out, in, pk, p, scratch, 2);
 }
 
 /* ---- linear --------------------------------------------------------------------------- */

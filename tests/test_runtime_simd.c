@@ -191,6 +191,31 @@ static void test_conv2d_random(void **state) {
     }
 }
 
+/* One input channel, wide output rows: the AVX2 planar kernel (lanes = 8 positions of a
+ * row; k <= 7, stride <= 2, OW >= 9), its padding columns and rows (pad up to k), its
+ * last chunk that overlaps the one before (OW not a multiple of 8), rows narrower than 16
+ * bytes, and the shapes just outside it (OW = 8, k = 8, stride 3), on every path. */
+static void test_conv2d_planar(void **state) {
+    (void)state;
+    trng r = {12};
+    for (int it = 0; it < 160; it++) {
+        const int k = it % 16 == 15 ? 8 : (int)rint_in(&r, 1, 7), S = it % 16 == 14 ? 3 : (int)rint_in(&r, 1, 2);
+        const int P = it % 4 == 3 ? (int)rint_in(&r, 0, k) : (int)rint_in(&r, 0, k / 2);
+        /* OW from 8 (one below the kernel's bound) to about 40 */
+        const int OW = it % 8 == 0 ? 8 + it % 3 : (int)rint_in(&r, 9, 40);
+        int W = (OW - 1) * S + k - 2 * P, H = (int)rint_in(&r, 1, 30);
+        if (W < 1) W = 1;
+        if (H + 2 * P < k) H = k;
+        const int OC = it % 5 == 0 ? (int)rint_in(&r, 33, 70) : (int)rint_in(&r, 1, 32);
+        int lo = (int)rint_in(&r, -128, 127), hi = (int)rint_in(&r, -128, 127);
+        if (it % 2) lo = -128, hi = 127;
+        if (lo > hi) { int t = lo; lo = hi; hi = t; }
+        const int mode = it % 7 == 0 ? -1 : it % 7 == 1 ? 1 : 0;
+        conv_case(&r, conv_p(1, H, W, OC, k, S, P, 1, (int)rint_in(&r, -128, 127), (int)rint_in(&r, -128, 127), lo, hi),
+                  mode, it % 3 == 0, "planar");
+    }
+}
+
 static void test_conv2d_extremes(void **state) {
     (void)state;
     trng r = {3};
@@ -211,14 +236,17 @@ static void test_conv2d_maxpool(void **state) {
     qrt_isa paths[QRT_ISA_COUNT + 1];
     const int np = simd_paths(paths);
     paths[np] = QRT_ISA_PORTABLE;
-    for (int it = 0; it < 150; it++) {
-        const int kind = it % 5; /* 0-2 dense, 3 grouped, 4 depthwise (the fallback) */
+    for (int it = 0; it < 180; it++) {
+        /* 0-2 dense, 3 grouped, 4 depthwise (the fallback), 5 one input channel with wide
+         * rows (AVX2's planar kernel at stride 1, k up to 7, pad up to k) */
+        const int kind = it % 6;
         const int G = kind == 3 ? (int)rint_in(&r, 2, 4) : kind == 4 ? (int)rint_in(&r, 1, 40) : 1;
-        const int Cg = kind == 4 ? 1 : (int)rint_in(&r, 1, 35), OCg = kind == 4 ? 1 : (int)rint_in(&r, 1, 70);
-        qrt_conv_params p = conv_p(G * Cg, (int)rint_in(&r, 2, 30), (int)rint_in(&r, 2, 30), G * OCg,
-                                   (int)rint_in(&r, 1, 3), (int)rint_in(&r, 1, 2), 0, G,
+        const int Cg = kind >= 4 ? 1 : (int)rint_in(&r, 1, 35), OCg = kind == 4 ? 1 : (int)rint_in(&r, 1, 70);
+        qrt_conv_params p = conv_p(G * Cg, (int)rint_in(&r, kind == 5 ? 12 : 2, 30),
+                                   (int)rint_in(&r, kind == 5 ? 17 : 2, kind == 5 ? 45 : 30), G * OCg,
+                                   (int)rint_in(&r, 1, kind == 5 ? 7 : 3), kind == 5 ? 1 : (int)rint_in(&r, 1, 2), 0, G,
                                    (int)rint_in(&r, -128, 127), (int)rint_in(&r, -128, 127), -128, 127);
-        p.pad = (int)rint_in(&r, 0, p.k / 2);
+        p.pad = (int)rint_in(&r, 0, kind == 5 && it % 4 == 1 ? p.k : p.k / 2);
         if (it % 3 == 0) p.act_min = p.z_out;
         p.OH = (p.H + 2 * p.pad - p.k) / p.stride + 1;
         p.OW = (p.W + 2 * p.pad - p.k) / p.stride + 1;
@@ -1001,6 +1029,7 @@ int main(void) {
         cmocka_unit_test(test_isa_selection),
         cmocka_unit_test(test_conv2d_named),
         cmocka_unit_test(test_conv2d_random),
+        cmocka_unit_test(test_conv2d_planar),
         cmocka_unit_test(test_conv2d_extremes),
         cmocka_unit_test(test_conv2d_maxpool),
         cmocka_unit_test(test_linear),
