@@ -31,26 +31,30 @@ static size_t arena_stride(const qrt_model *m) {
     return (a + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
 }
 
+/* One thread's part of a run: it claims chunks of `chunk` images from *next until n are
+ * claimed (dynamic, so that a thread slowed by another process's work on its CPU takes
+ * fewer chunks instead of making the run wait for it). */
 typedef struct slice {
     const qrt_model *m;
     int chunk;
     void *arena;
     const uint8_t *pixels;
-    int begin, end;
+    int n;
+    atomic_int *next;
     int *labels;
     int8_t *logits;
 } slice;
 
-static void *run_slice(void *p) {
-    const slice *s = p;
+static void run_slice(const slice *s) {
     const size_t per = (size_t)qrt_model_input(s->m)->numel, K = (size_t)qrt_model_n_outputs(s->m);
-    for (int i = s->begin; i < s->end; i += s->chunk) {
-        const int n = s->end - i < s->chunk ? s->end - i : s->chunk;
+    for (;;) {
+        const int i = atomic_fetch_add_explicit(s->next, s->chunk, memory_order_relaxed);
+        if (i >= s->n) break;
+        const int n = s->n - i < s->chunk ? s->n - i : s->chunk;
         /* The model was validated at load and the arena sized for it: this cannot fail. */
         qrt_run_batch(s->m, s->pixels + (size_t)i * per, n, s->arena,
                       s->logits ? s->logits + (size_t)i * K : NULL, s->labels ? s->labels + i : NULL);
     }
-    return NULL;
 }
 
 /* How long a thread spins before it sleeps: a worker waiting for the next run, the
@@ -127,7 +131,7 @@ static void *worker(void *p) {
         seen = atomic_load_explicit(&pool->gen, memory_order_acquire);
         const bool mine = a->t < pool->T;
         const slice s = mine ? pool->run[a->t] : (slice){0};
-        if (mine) run_slice((void *)&s);
+        if (mine) run_slice(&s);
         if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
             pthread_mutex_lock(&pool->mu); /* the caller may be in cond_wait */
             pthread_cond_signal(&pool->done);
@@ -198,10 +202,16 @@ qrt_status qrt_batch_run(const qrt_batch *b, const uint8_t *pixels, int n, int *
     if (!b || !b->m || !b->arenas || !pixels) return QRT_STATUS_INVALID_ARG;
     if (n <= 0) return QRT_STATUS_OK;
     const int T = b->threads < n ? b->threads : n;
+    /* Chunks of at most b->chunk images, at least 4 per thread when n allows (256
+     * images on 2 threads: 8 of 32), so that the last claim leaves little imbalance. */
+    int chunk = (n + 4 * T - 1) / (4 * T);
+    if (chunk > b->chunk) chunk = b->chunk;
+    if (chunk < 1) chunk = 1;
+    atomic_int next;
+    atomic_init(&next, 0);
     slice s[QRT_BATCH_MAX_THREADS];
     for (int t = 0; t < T; t++)
-        s[t] = (slice){b->m, b->chunk, b->arenas + (size_t)t * b->stride, pixels, (int)((long long)n * t / T),
-                       (int)((long long)n * (t + 1) / T), labels, logits};
+        s[t] = (slice){b->m, chunk, b->arenas + (size_t)t * b->stride, pixels, n, &next, labels, logits};
     struct qrt_batch_pool *pool = b->pool;
     const int workers = pool ? pool->started : 0;
     if (workers) {
@@ -213,8 +223,7 @@ qrt_status qrt_batch_run(const qrt_batch *b, const uint8_t *pixels, int n, int *
         pthread_cond_broadcast(&pool->go);
         pthread_mutex_unlock(&pool->mu);
     }
-    run_slice(&s[0]);
-    for (int t = workers + 1; t < T; t++) run_slice(&s[t]); /* threads that never started */
+    run_slice(&s[0]); /* also claims what threads that never started would have */
     if (workers && !spin(&pool->pending, 0, true)) {
         pthread_mutex_lock(&pool->mu);
         while (atomic_load(&pool->pending)) pthread_cond_wait(&pool->done, &pool->mu);

@@ -1,10 +1,12 @@
 /* batch.h - an int8 model (runtime.h) over many images, on several threads.
  *
- * qrt_run needs no state but its arena, so images are independent: each thread takes a
- * contiguous slice of the batch with an arena of its own and runs it in chunks of
- * QRT_BATCH_CHUNK images through qrt_run_batch (a linear layer is one GEMM over the
- * chunk), and every image's logits and label are those of qrt_run on it alone. Results therefore do not depend on the thread
- * count (test_runtime_batch checks 1, 2 and 3 threads against qrt_run image by image).
+ * qrt_run needs no state but its arena, so images are independent: each thread, with an
+ * arena of its own, claims chunks of the batch (at most QRT_BATCH_CHUNK images, fewer
+ * when the batch is small, so that each thread gets several) and runs each through
+ * qrt_run_batch (a linear layer is one GEMM over the chunk); every image's logits and
+ * label are those of qrt_run on it alone. Results therefore depend neither on the thread
+ * count nor on which thread ran which chunk (test_runtime_batch checks 1, 2 and 3
+ * threads against qrt_run image by image).
  *
  * A library of its own (CMake target qat_runtime_batch: this file and POSIX threads), so
  * that qat_runtime stays C99 and libc only and a microcontroller build never needs it.
@@ -76,9 +78,10 @@ void qrt_batch_free(qrt_batch *b);
 /* Runs n images: pixels holds n images of qrt_model_input(m)->numel uint8 each, (C, H, W)
  * per image. Writes labels[i] (argmax, ties to the lowest class) and logits[i * K ...
  * (i + 1) * K) with K = qrt_model_n_outputs(m); labels and logits may each be NULL.
- * Image i's results are qrt_run's on it alone, whatever the thread count. Thread t of T
- * takes images [n t / T, n (t + 1) / T); slice 0 runs on the calling thread, and a slice
- * whose thread could not be started runs there too. Returns when all are done; n <= 0
+ * Image i's results are qrt_run's on it alone, whatever the thread count. The threads
+ * (the calling one among them) claim chunks of consecutive images until all are taken,
+ * so a thread slowed by other work on its CPU takes fewer; the calling thread alone runs
+ * everything if no worker could be started. Returns when all are done; n <= 0
  * does nothing. INVALID_ARG if b or pixels is NULL or b is not set up. */
 qrt_status qrt_batch_run(const qrt_batch *b, const uint8_t *pixels, int n, int *labels, int8_t *logits);
 
