@@ -150,4 +150,12 @@ typedef struct qrt_graph_mem {
 qrt_status qrt_graph_load(qrt_model *m, qrt_tensor *tensors, int n_tensors, char *text,
                           qrt_graph_mem *gm, qrt_error *err);
 
+/* The kernel parameters of a conv2d op (run.c). */
+qrt_conv_params qrt_op_conv_params(const qrt_model *m, const qrt_op *op);
+
+/* Ops i and i + 1 are a depthwise conv and a pointwise conv that alone reads its output,
+ * both packed (m->packed set for them): the pair qrt_run gives the fused AVX2 kernel
+ * (simd.h, qrt_conv2d_dw_pw_s8_isa); their parameters in *p_dw and *p_pw. (run.c) */
+bool qrt_dw_pw_pair(const qrt_model *m, int i, qrt_conv_params *p_dw, qrt_conv_params *p_pw);
+
 #endif

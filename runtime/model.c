@@ -150,6 +150,14 @@ static void pack_ops(qrt_model *m, uint8_t *mem, size_t cap) {
         if (packed[i]) used += need;
         if (sc > scratch) scratch = sc;
     }
+    /* the depthwise + pointwise pairs qrt_run fuses on AVX2 */
+    for (int i = 0; i + 1 < m->n_ops; i++) {
+        qrt_conv_params p_dw, p_pw;
+        if (qrt_dw_pw_pair(m, i, &p_dw, &p_pw)) {
+            const size_t sc = qrt_conv2d_dw_pw_scratch_size(&p_dw, &p_pw);
+            if (sc > scratch) scratch = sc;
+        }
+    }
     m->scratch_size = scratch;
 }
 

@@ -19,6 +19,29 @@ static bool fusable_pool(const qrt_model *m, const qrt_op *conv, const qrt_op *p
            m->values[conv->out].last_use == pool - m->ops;
 }
 
+qrt_conv_params qrt_op_conv_params(const qrt_model *m, const qrt_op *op) {
+    const qrt_value *x = &m->values[op->in[0]], *y = &m->values[op->out];
+    return (qrt_conv_params){
+        .C = x->shape[0], .H = x->shape[1], .W = x->shape[2],
+        .OC = y->shape[0], .OH = y->shape[1], .OW = y->shape[2],
+        .k = op->k, .stride = op->stride, .pad = op->pad, .groups = op->groups,
+        .z_in = op->z_in, .z_out = op->z_out, .act_min = op->act_min, .act_max = op->act_max,
+    };
+}
+
+/* The fused kernel reads all of the depthwise's input into its scratch before it writes
+ * the pointwise's output, so the arena plan stays safe here too. */
+bool qrt_dw_pw_pair(const qrt_model *m, int i, qrt_conv_params *p_dw, qrt_conv_params *p_pw) {
+    if (!m->packed || i + 1 >= m->n_ops) return false;
+    const qrt_op *a = &m->ops[i], *b = &m->ops[i + 1];
+    if (a->kind != QRT_OP_CONV2D || b->kind != QRT_OP_CONV2D || !m->packed[i] || !m->packed[i + 1] ||
+        b->in[0] != a->out || m->values[a->out].last_use != i + 1)
+        return false;
+    *p_dw = qrt_op_conv_params(m, a);
+    *p_pw = qrt_op_conv_params(m, b);
+    return qrt_conv2d_dw_pw_ok(p_dw, p_pw);
+}
+
 /* Packed 4-bit weights (a build without SIMD kernels, internal.h): each output channel's
  * K weights are unpacked into wbuf (the arena after the activations, unpack_size bytes)
  * and the int8 kernel runs on that channel alone, its group's input channels seen as a
@@ -54,7 +77,8 @@ static void linear_packed(int8_t *out, const int8_t *in, const qrt_op *op, const
 
 /* Op i of one image: A its activations, scratch the SIMD kernels' (aligned; NULL if the
  * model has none), wbuf the room to unpack 4-bit weights (builds without SIMD kernels).
- * Returns the next op to run (i + 2 after a conv fused with its max pool). */
+ * Returns the next op to run (i + 2 after a conv fused with its max pool, or a depthwise
+ * with the pointwise after it). */
 static int run_op(const qrt_model *m, qrt_isa isa, int i, const uint8_t *pixels, int8_t *A, void *scratch,
                   int8_t *wbuf, int8_t *logits, int *argmax) {
     const qrt_value *V = m->values;
@@ -66,14 +90,16 @@ static int run_op(const qrt_model *m, qrt_isa isa, int i, const uint8_t *pixels,
         qrt_input_u8_isa(isa, A + y->offset, pixels, (size_t)y->numel);
         break;
     case QRT_OP_CONV2D: {
-        const qrt_conv_params p = {
-            .C = x->shape[0], .H = x->shape[1], .W = x->shape[2],
-            .OC = y->shape[0], .OH = y->shape[1], .OW = y->shape[2],
-            .k = op->k, .stride = op->stride, .pad = op->pad, .groups = op->groups,
-            .z_in = op->z_in, .z_out = op->z_out, .act_min = op->act_min, .act_max = op->act_max,
-        };
+        const qrt_conv_params p = qrt_op_conv_params(m, op);
         const qrt_op *next = i + 1 < m->n_ops ? &m->ops[i + 1] : NULL;
-        if (packed && isa != QRT_ISA_PORTABLE && next && fusable_pool(m, op, next)) {
+        qrt_conv_params p_dw, p_pw;
+        if (isa == QRT_ISA_AVX2 && qrt_dw_pw_pair(m, i, &p_dw, &p_pw)) {
+            /* depthwise + pointwise in one kernel: the depthwise output stays in the
+             * scratch, in the kernels' layout */
+            qrt_conv2d_dw_pw_s8_isa(isa, A + V[next->out].offset, A + x->offset, packed, &p_dw, m->packed[i + 1],
+                                    &p_pw, scratch);
+            i++;
+        } else if (packed && isa != QRT_ISA_PORTABLE && next && fusable_pool(m, op, next)) {
             /* conv + 2x2 max pool in one kernel (simd.h): the conv output, read by the
              * pool alone, is never written; the pool's output is. */
             qrt_conv2d_maxpool_s8_isa(isa, A + V[next->out].offset, A + x->offset, packed, &p, scratch);

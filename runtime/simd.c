@@ -334,6 +334,48 @@ void qrt_conv2d_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
     qrt_conv2d_s8(out, in, pk->w, pk->bias, pk->mult, pk->shift, p);
 }
 
+bool qrt_conv2d_dw_pw_ok(const qrt_conv_params *p_dw, const qrt_conv_params *p_pw) {
+    /* spelled out: the helpers above exist in SIMD builds only */
+    const bool dw = p_dw->groups == p_dw->C && p_dw->C == p_dw->OC;
+    const bool pw = p_pw->k == 1 && p_pw->groups == 1 && p_pw->stride == 1 && p_pw->pad == 0 &&
+                    !(p_pw->C == 1 && p_pw->OC == 1);
+    return dw && pw && p_pw->C == p_dw->OC && p_pw->H == p_dw->OH && p_pw->W == p_dw->OW;
+}
+
+#if defined(QRT_SIMD_X86)
+size_t qrt_conv2d_dw_pw_scratch_size(const qrt_conv_params *p_dw, const qrt_conv_params *p_pw) {
+    qrt_conv_scratch sd, sp;
+    qrt_conv_scratch_layout(p_dw, &sd);
+    qrt_conv_scratch_layout(p_pw, &sp);
+    const size_t fused = qrt_round_up(sd.total, QRT_SIMD_ALIGN) + sp.total;
+    const size_t mid = qrt_round_up((size_t)p_dw->OC * p_dw->OH * p_dw->OW, QRT_SIMD_ALIGN);
+    const size_t apart = mid + (sd.total > sp.total ? sd.total : sp.total);
+    return (fused > apart ? fused : apart) + 2 * QRT_SIMD_ALIGN;
+}
+#else
+size_t qrt_conv2d_dw_pw_scratch_size(const qrt_conv_params *p_dw, const qrt_conv_params *p_pw) {
+    (void)p_dw, (void)p_pw;
+    return 0;
+}
+#endif
+
+void qrt_conv2d_dw_pw_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed_dw,
+                             const qrt_conv_params *p_dw, const void *packed_pw, const qrt_conv_params *p_pw,
+                             void *scratch) {
+    isa = qrt_isa_resolve(isa);
+    uint8_t *s = qrt_align_ptr(scratch);
+#if defined(QRT_SIMD_X86)
+    if (isa == QRT_ISA_AVX2) {
+        qrt_avx2_conv2d_dw_pw(out, in, packed_dw, p_dw, packed_pw, p_pw, s);
+        return;
+    }
+#endif
+    /* the two kernels, the depthwise output at the start of the scratch */
+    const size_t mid = qrt_round_up((size_t)p_dw->OC * p_dw->OH * p_dw->OW, QRT_SIMD_ALIGN);
+    qrt_conv2d_s8_isa(isa, (int8_t *)s, in, packed_dw, p_dw, s + mid);
+    qrt_conv2d_s8_isa(isa, out, (const int8_t *)s, packed_pw, p_pw, s + mid);
+}
+
 void qrt_conv2d_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
                                const qrt_conv_params *p, void *scratch) {
     const qrt_packed_conv *pk = packed;

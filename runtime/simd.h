@@ -86,6 +86,20 @@ void qrt_conv2d_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *p
 void qrt_conv2d_maxpool_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed,
                                const qrt_conv_params *p, void *scratch);
 
+/* A depthwise conv (groups == C == OC) and a pointwise conv (1x1, stride 1, pad 0, one
+ * group) that reads its output, in one call: out = pointwise(depthwise(in)), the same
+ * bytes as the two qrt_conv2d_s8_isa calls. On AVX2 the depthwise result stays in the
+ * scratch in the kernels' HWC layout (two transposes saved); the other paths run the two
+ * kernels, the intermediate in the scratch. Scratch: qrt_conv2d_dw_pw_scratch_size bytes
+ * (any alignment); 0 in a build without SIMD kernels, where this must not be called. */
+size_t qrt_conv2d_dw_pw_scratch_size(const qrt_conv_params *p_dw, const qrt_conv_params *p_pw);
+void qrt_conv2d_dw_pw_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed_dw,
+                             const qrt_conv_params *p_dw, const void *packed_pw, const qrt_conv_params *p_pw,
+                             void *scratch);
+/* The pair qrt_conv2d_dw_pw_s8_isa takes: p_dw depthwise, p_pw pointwise, reading p_dw's
+ * output shape. */
+bool qrt_conv2d_dw_pw_ok(const qrt_conv_params *p_dw, const qrt_conv_params *p_pw);
+
 /* ---- linear ------------------------------------------------------------------------ */
 
 size_t qrt_linear_pack_size(const qrt_linear_params *p);

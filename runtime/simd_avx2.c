@@ -169,6 +169,8 @@ static void conv_pointwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
  * exact (|u w| <= 255 * 127), and the int32 sums wrap to acc like the GEMV's. An odd
  * last tap pairs with itself against a zero weight. The 16 channels' accumulators stay
  * in registers over the taps; the weights (5 pairs for 3x3: 10 vectors) come from L1. */
+/* out NULL: the result stays in the HWC output scratch (rows of Cp bytes), for
+ * qrt_avx2_conv2d_dw_pw. */
 static void conv_depthwise_pairs(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                                  const qrt_conv_params *p, uint8_t *scratch) {
     qrt_conv_scratch sl;
@@ -203,9 +205,10 @@ static void conv_depthwise_pairs(int8_t *out, const int8_t *in, const qrt_packed
             store16(ob + (size_t)pos * Cp + (size_t)b * 16, lo, hi, r, &o);
         }
     }
-    transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
+    if (out) transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
 }
 
+/* out NULL: as conv_depthwise_pairs. */
 static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                            const qrt_conv_params *p, uint8_t *scratch) {
     if (p->k * p->k <= DW_MAX_TAPS) {
@@ -238,7 +241,7 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
             _mm_storel_epi64((__m128i *)(ob + (size_t)pos * Cp + (size_t)b * 8), requant(acc, r, &o));
         }
     }
-    transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
+    if (out) transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
 }
 
 /* ---- one input plane per output channel: depthwise, and C = 1 ----------------------
@@ -553,6 +556,17 @@ void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, siz
     gemm_rows(out, out_stride, scratch, row, n, pk->nkp, pk->nob, pk->wg, pk->rq, p->F_out, &o);
 }
 
+/* The pointwise GEMM from the int16 rows u16 (u = q + 128, one row per position) into
+ * the HWC output scratch ob, then transposed to out (C, H, W). */
+static void pointwise_gemm(int8_t *out, const uint8_t *u16, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                           uint8_t *ob) {
+    const int npos = p->H * p->W;
+    const size_t row = qrt_round_up((size_t)p->C, 16) * 2;
+    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
+    gemm_rows((int8_t *)ob, (size_t)pk->ocs, u16, row, npos, pk->nkp, pk->nob, pk->wg, pk->rq, p->OC, &o);
+    transpose_u8((uint8_t *)out, (size_t)npos, ob, (size_t)pk->ocs, npos, p->OC, 0);
+}
+
 /* A pointwise conv (1x1, stride 1, pad 0, one group) is the GEMM with positions as
  * samples: the input goes to HWC bytes u (the 16x16 transposes), then to int16 rows,
  * the GEMM writes the HWC output scratch, transposed back to (C, H, W). */
@@ -562,12 +576,28 @@ static void conv_pointwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
     qrt_conv_scratch_layout(p, &sl);
     const int npos = p->H * p->W;
     const size_t row = qrt_round_up((size_t)p->C, 16) * 2;
-    uint8_t *u16 = scratch + sl.u16_off, *ob = scratch + sl.ob_off;
+    uint8_t *u16 = scratch + sl.u16_off;
     transpose_u8(scratch, (size_t)p->C, (const uint8_t *)in, (size_t)npos, p->C, npos, 0x80);
     widen_rows(u16, row, scratch, (size_t)p->C, npos, p->C, 0);
-    const outq o = outq_make(p->z_out, p->act_min, p->act_max);
-    gemm_rows((int8_t *)ob, (size_t)pk->ocs, u16, row, npos, pk->nkp, pk->nob, pk->wg, pk->rq, p->OC, &o);
-    transpose_u8((uint8_t *)out, (size_t)npos, ob, (size_t)pk->ocs, npos, p->OC, 0);
+    pointwise_gemm(out, u16, pk, p, scratch + sl.ob_off);
+}
+
+/* A depthwise conv whose output only a pointwise conv reads, in one call: the depthwise
+ * result stays in its HWC scratch (q bytes, rows of Cp), the pointwise widens those rows
+ * to u = q + 128 int16 directly, and only its own output is transposed back to (C, H, W):
+ * two 16x16-tile transposes fewer than the two kernels apart, the same bytes. The
+ * pointwise part uses the scratch after the depthwise's (qrt_dw_pw_scratch_size). */
+void qrt_avx2_conv2d_dw_pw(int8_t *out, const int8_t *in, const qrt_packed_conv *pk_dw,
+                           const qrt_conv_params *p_dw, const qrt_packed_conv *pk_pw,
+                           const qrt_conv_params *p_pw, uint8_t *scratch) {
+    qrt_conv_scratch sd, sp;
+    qrt_conv_scratch_layout(p_dw, &sd);
+    qrt_conv_scratch_layout(p_pw, &sp);
+    conv_depthwise(NULL, in, pk_dw, p_dw, scratch);
+    uint8_t *pw = scratch + qrt_round_up(sd.total, QRT_SIMD_ALIGN);
+    const size_t Cp = qrt_round_up((size_t)p_dw->C, 16), row = qrt_round_up((size_t)p_pw->C, 16) * 2;
+    widen_rows(pw + sp.u16_off, row, scratch + sd.ob_off, Cp, p_pw->H * p_pw->W, p_pw->C, 0x80);
+    pointwise_gemm(out, pw + sp.u16_off, pk_pw, p_pw, pw + sp.ob_off);
 }
 
 /* ---- max pool 2x2 stride 2, elementwise ---------------------------------------------- */

@@ -126,6 +126,9 @@ void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, siz
                            const qrt_packed_linear *pk, const qrt_linear_params *p, uint8_t *scratch);
 void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                              const qrt_conv_params *p, uint8_t *scratch);
+void qrt_avx2_conv2d_dw_pw(int8_t *out, const int8_t *in, const qrt_packed_conv *pk_dw,
+                           const qrt_conv_params *p_dw, const qrt_packed_conv *pk_pw,
+                           const qrt_conv_params *p_pw, uint8_t *scratch);
 int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 void qrt_avx2_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const qrt_add_params *p);
 void qrt_avx2_input(int8_t *out, const uint8_t *pixels, size_t n);

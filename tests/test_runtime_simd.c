@@ -216,6 +216,63 @@ static void test_conv2d_planar(void **state) {
     }
 }
 
+/* A depthwise conv and the pointwise conv that reads its output, as one call
+ * (qrt_conv2d_dw_pw_s8_isa: on AVX2 the depthwise result stays in the kernels' layout),
+ * against the two portable kernels: k 1..9 (both depthwise kernels), strides, padding,
+ * C and OC not multiples of 16, extreme weights and inputs. */
+static void test_conv2d_dw_pw(void **state) {
+    (void)state;
+    trng r = {13};
+    qrt_isa paths[QRT_ISA_COUNT + 1];
+    const int np = simd_paths(paths);
+    paths[np] = QRT_ISA_PORTABLE;
+    for (int it = 0; it < 120; it++) {
+        const int C = it % 9 == 0 ? 16 * (int)rint_in(&r, 1, 4) : (int)rint_in(&r, 1, 70);
+        const int k = it % 10 == 9 ? (int)rint_in(&r, 8, 9) : (int)rint_in(&r, 1, 7), S = (int)rint_in(&r, 1, 3);
+        const int P = (int)rint_in(&r, 0, k / 2);
+        int H = (int)rint_in(&r, 1, it % 8 == 0 ? 30 : 12), W = (int)rint_in(&r, 1, it % 8 == 0 ? 30 : 12);
+        if (H + 2 * P < k) H = k;
+        if (W + 2 * P < k) W = k;
+        const bool extreme = it % 5 == 0;
+        qrt_conv_params pd = conv_p(C, H, W, C, k, S, P, C, (int)rint_in(&r, -128, 127), (int)rint_in(&r, -128, 127),
+                                    -128, 127);
+        if (it % 3 == 0) pd.act_min = pd.z_out; /* a fused ReLU */
+        pd.OH = (H + 2 * P - k) / S + 1;
+        pd.OW = (W + 2 * P - k) / S + 1;
+        const int OC = (int)rint_in(&r, 1, 70);
+        qrt_conv_params pp = conv_p(C, pd.OH, pd.OW, OC, 1, 1, 0, 1, pd.z_out, (int)rint_in(&r, -128, 127), -128, 127);
+        pp.OH = pd.OH, pp.OW = pd.OW;
+        assert_true(qrt_conv2d_dw_pw_ok(&pd, &pp));
+        const size_t nin = (size_t)C * H * W, nmid = (size_t)C * pd.OH * pd.OW, nout = (size_t)OC * pd.OH * pd.OW;
+        int8_t *in = xmalloc(nin), *wd = xmalloc((size_t)C * k * k), *wp = xmalloc((size_t)OC * C), *mid = xmalloc(nmid),
+               *want = xmalloc(nout), *got = xmalloc(nout);
+        int32_t *bd = xmalloc((size_t)C * 4), *md = xmalloc((size_t)C * 4), *sd = xmalloc((size_t)C * 4);
+        int32_t *bp = xmalloc((size_t)OC * 4), *mp = xmalloc((size_t)OC * 4), *sp = xmalloc((size_t)OC * 4);
+        if (it % 7 == 1) memset(in, it % 2 ? 127 : -128, nin);
+        else fill_s8(&r, in, nin, -128, 127);
+        gen_params(&r, C, (size_t)k * k, wd, bd, md, sd, extreme);
+        gen_params(&r, OC, (size_t)C, wp, bp, mp, sp, extreme);
+        qrt_conv2d_s8(mid, in, wd, bd, md, sd, &pd);
+        qrt_conv2d_s8(want, mid, wp, bp, mp, sp, &pp);
+        const size_t szd = qrt_conv2d_pack_size(&pd), szp = qrt_conv2d_pack_size(&pp);
+        const size_t ssz = qrt_conv2d_dw_pw_scratch_size(&pd, &pp);
+        uint8_t *memd = xmalloc(szd + 1), *memp = xmalloc(szp + 3), *scratch = xmalloc(ssz + 5);
+        const void *pkd = qrt_conv2d_pack(memd + 1, wd, bd, md, sd, &pd);
+        const void *pkp = qrt_conv2d_pack(memp + 3, wp, bp, mp, sp, &pp);
+        for (int i = 0; pkd && pkp && i <= np; i++) {
+            char what[220];
+            memset(got, 0x5a, nout);
+            memset(scratch, 0xa5, ssz + 5);
+            qrt_conv2d_dw_pw_s8_isa(paths[i], got, in, pkd, &pd, pkp, &pp, scratch + 5);
+            snprintf(what, sizeof what, "depthwise+pointwise [%s] C=%d H=%d W=%d k=%d stride=%d pad=%d OC=%d%s",
+                     qrt_isa_str(paths[i]), C, H, W, k, S, P, OC, extreme ? " extreme" : "");
+            expect_chw(got, want, OC, pd.OH, pd.OW, what);
+        }
+        free(in), free(wd), free(wp), free(mid), free(want), free(got), free(bd), free(md), free(sd), free(bp),
+            free(mp), free(sp), free(memd), free(memp), free(scratch);
+    }
+}
+
 static void test_conv2d_extremes(void **state) {
     (void)state;
     trng r = {3};
@@ -1030,6 +1087,7 @@ int main(void) {
         cmocka_unit_test(test_conv2d_named),
         cmocka_unit_test(test_conv2d_random),
         cmocka_unit_test(test_conv2d_planar),
+        cmocka_unit_test(test_conv2d_dw_pw),
         cmocka_unit_test(test_conv2d_extremes),
         cmocka_unit_test(test_conv2d_maxpool),
         cmocka_unit_test(test_linear),
