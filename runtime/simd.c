@@ -105,6 +105,7 @@ static size_t conv_parts(const qrt_conv_params *p, size_t *rq_off, size_t *w_off
         nrec = (size_t)G * *nob;
         wbytes = (size_t)G * *nob * k * (size_t)*nj * 64;
         if (is_pointwise_k(p)) wbytes += (size_t)*nob * (((size_t)p->C + 1) / 2) * 32;
+        wbytes += (size_t)G * ((OCg + 7) / 8) * k * (size_t)*nj * 64; /* the int16 copy, AVX2 */
     }
     *rq_off = qrt_round_up(sizeof(qrt_packed_conv), QRT_SIMD_ALIGN);
     *w_off = *rq_off + nrec * QRT_RQ_WORDS * 4;
@@ -191,6 +192,22 @@ const void *qrt_conv2d_pack(void *mem, const int8_t *w, const int32_t *bias, con
             }
         }
     pk->wp = wp;
+    /* the int16 copy [g][ob8][ky][j][8][4] for AVX2, after the dense weights and the space
+     * conv_parts counts for the pointwise GEMM's copy */
+    pk->nob8 = (OCg + 7) / 8;
+    int16_t *w16 = (int16_t *)(void *)(wp + (size_t)G * pk->wgroup +
+                                       (is_pointwise_k(p) ? (size_t)nob * (((size_t)p->C + 1) / 2) * 32 : 0));
+    for (int g = 0; g < G; g++)
+        for (int j8 = 0; j8 < OCg; j8++) {
+            const int oc = g * OCg + j8, b8 = j8 / 8, l = j8 % 8;
+            for (int ky = 0; ky < k; ky++)
+                for (int t = 0; t < k * Cg; t++) {
+                    const int kx = t / Cg, c = t % Cg, j = t / 4, byte = t % 4;
+                    w16[((((size_t)g * pk->nob8 + b8) * k + ky) * nj + j) * 32 + (size_t)l * 4 + byte] =
+                        w[(((size_t)oc * Cg + c) * k + ky) * k + kx];
+                }
+        }
+    pk->wp16 = w16;
     if (is_pointwise(p)) { /* the GEMM copy after the dense weights: [ob][kp][16][2] */
         int8_t *wg = wp + pk->wgroup;
         pk->nkp = (p->C + 1) / 2;
@@ -224,6 +241,9 @@ void qrt_conv_scratch_layout(const qrt_conv_params *p, qrt_conv_scratch *s) {
     s->ob_off = s->u16_off;
     if (is_pointwise(p)) s->ob_off += qrt_round_up(npos * qrt_round_up((size_t)p->C, 16) * 2, QRT_SIMD_ALIGN);
     s->total = s->ob_off + qrt_round_up(npos * out_row + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
+    s->x16_off = s->total;
+    if (!is_depthwise(p)) /* pointwise too: with a fused max pool it takes the dense kernel */
+        s->total += qrt_round_up(plane * (size_t)(p->C / p->groups) * 2 + QRT_SIMD_ALIGN, QRT_SIMD_ALIGN);
 }
 
 size_t qrt_conv2d_scratch_size(const qrt_conv_params *p) {

@@ -5,15 +5,14 @@
  *
  * AVX2 has no exact u8 x s8 dot product (vpmaddubsw saturates its int16 pair sums:
  * 2 * 255 * 127 > 32767), so products are formed in int16 with vpmaddwd, which is exact
- * (|u * w| <= 255 * 127; a pair sum fits int32): one dword of 4 input bytes u0..u3 is
- * widened to int16 and broadcast as (u0,u1),(u2,u3) pairs; 16 weight bytes (4 channels x
- * 4) are sign-extended to int16, so vpmaddwd leaves u0w0 + u1w1 and u2w2 + u3w3 of each
- * channel in two adjacent lanes; a final vphaddd joins them. The accumulators start at
+ * (|u * w| <= 255 * 127; a pair sum fits int32): one dword of 4 input bytes u0..u3,
+ * as int16, is broadcast as (u0,u1),(u2,u3) pairs against 4 channels x 4 weights in
+ * int16, so vpmaddwd leaves u0w0 + u1w1 and u2w2 + u3w3 of each channel in two adjacent
+ * lanes; a final vphaddd joins them. (The dense conv widens its input and weights once,
+ * the GEMV per use.) The accumulators start at
  * 0 and get bias' at the end: the same int32 sum modulo 2^32.
  */
 #include "simd_x86.h"
-
-#define NP 2 /* output positions per conv tile: 8 accumulators, 4 weight registers */
 
 /* ---- requantization on 8 lanes (the AVX-512 file has the derivation) ---------------- */
 
@@ -68,87 +67,100 @@ static inline __m256i w16(const int8_t *p) { return _mm256_cvtepi8_epi16(_mm_loa
 
 /* ---- dense and grouped conv ---------------------------------------------------------- */
 
-/* The int32 sums (bias' included) of 16 channels at NP positions: lo[n] channels 0..7,
- * hi[n] channels 8..15 of position n. */
-static inline __attribute__((always_inline)) void conv_sums(const uint8_t *const *x, size_t rs, const int8_t *w,
-                                                            int k, int nj, const int32_t *r, __m256i *lo,
-                                                            __m256i *hi) {
-    __m256i acc[NP][4];
-#pragma GCC unroll 8
-    for (int n = 0; n < NP; n++)
-        for (int q = 0; q < 4; q++) acc[n][q] = _mm256_setzero_si256();
-    for (int ky = 0; ky < k; ky++) {
-        const int8_t *wr = w + (size_t)ky * nj * 64;
-        const size_t ro = (size_t)ky * rs;
-        for (int j = 0; j < nj; j++) {
-            __m256i wv[4];
-#pragma GCC unroll 4
-            for (int q = 0; q < 4; q++) wv[q] = w16(wr + 64 * (size_t)j + 16 * q);
-#pragma GCC unroll 8
-            for (int n = 0; n < NP; n++) {
-                const __m256i xv = bcast_u4(x[n] + ro + 4 * (size_t)j);
-#pragma GCC unroll 4
-                for (int q = 0; q < 4; q++) acc[n][q] = _mm256_add_epi32(acc[n][q], _mm256_madd_epi16(xv, wv[q]));
-            }
-        }
-    }
-    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
-    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS + 8));
-#pragma GCC unroll 8
-    for (int n = 0; n < NP; n++) {
-        join16(acc[n], &lo[n], &hi[n]);
-        lo[n] = _mm256_add_epi32(lo[n], b0);
-        hi[n] = _mm256_add_epi32(hi[n], b1);
-    }
-}
-
 static inline void store16(uint8_t *dst, __m256i lo, __m256i hi, const int32_t *r, const outq *o) {
     _mm_storeu_si128((__m128i *)dst, _mm_unpacklo_epi64(requant(lo, r, o), requant(hi, r + 8, o)));
 }
 
-/* pool: 0, or 2 for a fused 2x2 stride-2 max pool (the AVX-512 file says why the max
- * of the accumulators is exact). */
-static void conv_dense(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
-                       uint8_t *scratch, int pool) {
+/* ---- dense and grouped conv on int16 inputs ------------------------------------------
+ *
+ * The padded HWC input widened once to int16 (x16) and the weights widened at pack time
+ * (wp16, 8 channels to a block): per kernel-row dword j of a position, one vpbroadcastq
+ * loads its 4 u values as the int16 pairs (u0,u1),(u2,u3), and two vpmaddwd against the
+ * block's weights (channels 0..3 and 4..7, 4 taps each) leave each channel's two pair sums
+ * in adjacent lanes (vphaddd joins them at the end). 4 positions at a time (8
+ * accumulators, the 2 weight vectors, the broadcast): what a 2x2 pool window needs, and
+ * per dword of 4 positions 8 vpmaddwd against 4 broadcasts and 2 weight loads, so that
+ * vpmaddwd, not the widening of bytes, sets the pace. */
+#define NP16 4
+
+/* Sums (bias' included) of one 8-channel block at 4 positions: s[n], lanes = channels. */
+static inline __attribute__((always_inline)) void conv_sums16(const uint16_t *const *x, size_t rs, const int16_t *w,
+                                                              int k, int nj, const int32_t *r, __m256i s[NP16]) {
+    __m256i a[NP16][2];
+#pragma GCC unroll 4
+    for (int n = 0; n < NP16; n++) a[n][0] = a[n][1] = _mm256_setzero_si256();
+    for (int ky = 0; ky < k; ky++) {
+        const int16_t *wr = w + (size_t)ky * nj * 32;
+        const size_t ro = (size_t)ky * rs;
+        for (int j = 0; j < nj; j++) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wr + 32 * (size_t)j));
+            const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wr + 32 * (size_t)j + 16));
+#pragma GCC unroll 4
+            for (int n = 0; n < NP16; n++) {
+                int64_t q;
+                memcpy(&q, x[n] + ro + 4 * (size_t)j, 8);
+                const __m256i xv = _mm256_set1_epi64x(q);
+                a[n][0] = _mm256_add_epi32(a[n][0], _mm256_madd_epi16(xv, w0));
+                a[n][1] = _mm256_add_epi32(a[n][1], _mm256_madd_epi16(xv, w1));
+            }
+        }
+    }
+    const __m256i bias = _mm256_loadu_si256((const __m256i *)(r + QRT_RQ_BIAS));
+#pragma GCC unroll 4
+    for (int n = 0; n < NP16; n++)
+        s[n] = _mm256_add_epi32(
+            _mm256_permute4x64_epi64(_mm256_hadd_epi32(a[n][0], a[n][1]), _MM_SHUFFLE(3, 1, 2, 0)), bias);
+}
+
+/* n bytes at src -> uint16 at dst (16 at a time; reads and writes up to 15 past n: the
+ * scratch has the slack). */
+static void widen_u8(uint16_t *dst, const uint8_t *src, size_t n) {
+    for (size_t i = 0; i < n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src + i))));
+}
+
+/* pool: 0, or 2 for a fused 2x2 stride-2 max pool: the 4 positions are the pool's
+ * window, and the max of their sums is requantized once (exact because requantization is
+ * non-decreasing; the AVX-512 file has the argument). */
+static void conv_dense16(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
+                         uint8_t *scratch, int pool) {
     qrt_conv_scratch sl;
     qrt_conv_scratch_layout(p, &sl);
-    const int G = p->groups, Cg = pk->Cg, OCg = pk->OCg, k = p->k, S = p->stride, nj = pk->nj, nob = pk->nob;
+    const int G = p->groups, Cg = pk->Cg, OCg = pk->OCg, k = p->k, S = p->stride, nj = pk->nj, nob8 = pk->nob8;
     const int Wp = sl.Wp, OW = pool ? p->OW / 2 : p->OW, npos = pool ? (p->OH / 2) * OW : p->OH * p->OW;
-    const size_t gplane = (size_t)sl.Hp * Wp * Cg, rs = (size_t)Wp * Cg, wblock = (size_t)k * nj * 64;
+    const size_t gplane = (size_t)sl.Hp * Wp * Cg, rs = (size_t)Wp * Cg, wblock = (size_t)k * nj * 32;
     const size_t ocs = (size_t)pk->ocs;
     uint8_t *ob = scratch + sl.ob_off;
+    uint16_t *x16 = (uint16_t *)(void *)(scratch + sl.x16_off);
     const outq o = outq_make(p->z_out, p->act_min, p->act_max);
     for (int g = 0; g < G; g++) {
         uint8_t *xg = scratch + (size_t)g * gplane;
         fill_hwc(xg, Cg, in, g * Cg, Cg, p->H, p->W, p->pad, p->z_in);
-        for (int b = 0; b < nob; b++) {
-            const int8_t *w = pk->wp + (size_t)g * pk->wgroup + (size_t)b * wblock;
-            const int32_t *r = pk->rq + ((size_t)g * nob + b) * QRT_RQ_WORDS;
-            uint8_t *dst = ob + (size_t)g * OCg + (size_t)b * 16;
-            if (pool) {
-                for (int q = 0; q < npos; q++) {
-                    const int oy = 2 * (q / OW), ox = 2 * (q % OW);
-                    const uint8_t *x[4];
-                    for (int n = 0; n < 4; n++)
-                        x[n] = xg + ((size_t)(oy + n / 2) * S * Wp + (size_t)(ox + n % 2) * S) * Cg;
-                    __m256i lo[2 * NP], hi[2 * NP];
-                    conv_sums(x, rs, w, k, nj, r, lo, hi);
-                    conv_sums(x + 2, rs, w, k, nj, r, lo + 2, hi + 2);
-                    store16(dst + (size_t)q * ocs,
-                            _mm256_max_epi32(_mm256_max_epi32(lo[0], lo[1]), _mm256_max_epi32(lo[2], lo[3])),
-                            _mm256_max_epi32(_mm256_max_epi32(hi[0], hi[1]), _mm256_max_epi32(hi[2], hi[3])), r, &o);
+        widen_u8(x16, xg, gplane);
+        for (int b = 0; b < nob8; b++) {
+            const int16_t *w = pk->wp16 + ((size_t)g * nob8 + b) * wblock;
+            const int32_t *r = pk->rq + ((size_t)g * pk->nob + b / 2) * QRT_RQ_WORDS + (b % 2) * 8;
+            uint8_t *dst = ob + (size_t)g * OCg + (size_t)b * 8;
+            for (int p0 = 0; p0 < npos; p0 += pool ? 1 : NP16) {
+                const uint16_t *x[NP16];
+                for (int n = 0; n < NP16; n++) {
+                    int oy, ox;
+                    if (pool) oy = 2 * (p0 / OW) + n / 2, ox = 2 * (p0 % OW) + n % 2;
+                    else {
+                        const int pos = p0 + n < npos ? p0 + n : npos - 1;
+                        oy = pos / OW, ox = pos % OW;
+                    }
+                    x[n] = x16 + ((size_t)oy * S * Wp + (size_t)ox * S) * Cg;
                 }
-                continue;
-            }
-            for (int p0 = 0; p0 < npos; p0 += NP) {
-                const uint8_t *x[NP];
-                for (int n = 0; n < NP; n++) {
-                    const int pos = p0 + n < npos ? p0 + n : npos - 1, oy = pos / OW, ox = pos % OW;
-                    x[n] = xg + ((size_t)oy * S * Wp + (size_t)ox * S) * Cg;
-                }
-                __m256i lo[NP], hi[NP];
-                conv_sums(x, rs, w, k, nj, r, lo, hi);
-                for (int n = 0; n < NP && p0 + n < npos; n++) store16(dst + (size_t)(p0 + n) * ocs, lo[n], hi[n], r, &o);
+                __m256i sum[NP16];
+                conv_sums16(x, rs, w, k, nj, r, sum);
+                if (pool)
+                    _mm_storel_epi64((__m128i *)(dst + (size_t)p0 * ocs),
+                                     requant(_mm256_max_epi32(_mm256_max_epi32(sum[0], sum[1]),
+                                                              _mm256_max_epi32(sum[2], sum[3])), r, &o));
+                else
+                    for (int n = 0; n < NP16 && p0 + n < npos; n++)
+                        _mm_storel_epi64((__m128i *)(dst + (size_t)(p0 + n) * ocs), requant(sum[n], r, &o));
             }
         }
     }
@@ -260,7 +272,7 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
  *
  * With a fused 2x2 max pool, lane l of four accumulators is the conv at output (2py + dy,
  * 2(x0 + l) + dx): D = 2S, and the max of the four is taken before the requantization
- * (exact: conv_dense's pool says why). D <= 2 keeps a lane's bytes in the 16-byte load. */
+ * (exact: see conv_dense16's pool). D <= 2 keeps a lane's bytes in the 16-byte load. */
 
 enum { PL_KMAX = 7, PL_NP = (PL_KMAX + 1) / 2, PL_JB = 32, PL_RB = 4 };
 
@@ -394,13 +406,13 @@ void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, c
     if (planar_ok(p, 0)) conv_planar(out, in, pk, p, scratch, 0);
     else if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
     else if (pk->wg) conv_pointwise(out, in, pk, p, scratch);
-    else conv_dense(out, in, pk, p, scratch, 0);
+    else conv_dense16(out, in, pk, p, scratch, 0);
 }
 
 void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
                              const qrt_conv_params *p, uint8_t *scratch) {
     if (planar_ok(p, 2)) conv_planar(out, in, pk, p, scratch, 2);
-    else conv_dense(out, in, pk, p, scratch, 2);
+    else conv_dense16(out, in, pk, p, scratch, 2);
 }
 
 /* ---- linear --------------------------------------------------------------------------- */

@@ -62,6 +62,10 @@ typedef struct qrt_packed_conv {
     const int8_t *wg;                         /* pointwise (1x1, stride 1, pad 0, 1 group),
                                                  AVX2: the linear GEMM's [nob][nkp][16][2];
                                                  NULL for other convs */
+    int nob8;                                 /* dense: 8-channel blocks per group */
+    const int16_t *wp16;                      /* dense, AVX2: [g][ob8][ky][j][8][4] int16
+                                                 (the dense weights widened, 8 channels to a
+                                                 block); NULL for depthwise */
 } qrt_packed_conv;
 
 typedef struct qrt_packed_linear {
@@ -89,6 +93,8 @@ typedef struct qrt_conv_scratch {
     size_t u16_off;       /* pointwise: the int16 rows of the AVX2 GEMM (H*W rows of
                              ceil(C/16)*32 bytes); = ob_off otherwise (none) */
     size_t ob_off;        /* the output's offset */
+    size_t x16_off;       /* not depthwise: one group's padded HWC input widened to int16
+                             for AVX2's dense kernel (Hp*Wp*Cg values and slack) */
     size_t total;
 } qrt_conv_scratch;
 
