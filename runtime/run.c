@@ -42,6 +42,18 @@ bool qrt_dw_pw_pair(const qrt_model *m, int i, qrt_conv_params *p_dw, qrt_conv_p
     return qrt_conv2d_dw_pw_ok(p_dw, p_pw);
 }
 
+/* On AVX2, the fused pair at i hands its output to the fused pair at i + 2 as HWC rows
+ * (the pointwise's GEMM layout, which the next depthwise needs padded, not (C, H, W)):
+ * the pair at i + 2 reads that value and nothing else does. The value's arena bytes hold
+ * the HWC form then; no other op sees them. */
+static bool hwc_link(const qrt_model *m, qrt_isa isa, int i) {
+    qrt_conv_params a, b;
+    if (isa != QRT_ISA_AVX2 || i < 0 || !qrt_dw_pw_pair(m, i, &a, &b) || !qrt_dw_pw_pair(m, i + 2, &a, &b))
+        return false;
+    const int v = m->ops[i + 1].out;
+    return m->ops[i + 2].in[0] == v && m->values[v].last_use == i + 2;
+}
+
 /* Packed 4-bit weights (a build without SIMD kernels, internal.h): each output channel's
  * K weights are unpacked into wbuf (the arena after the activations, unpack_size bytes)
  * and the int8 kernel runs on that channel alone, its group's input channels seen as a
@@ -96,8 +108,8 @@ static int run_op(const qrt_model *m, qrt_isa isa, int i, const uint8_t *pixels,
         if (isa == QRT_ISA_AVX2 && qrt_dw_pw_pair(m, i, &p_dw, &p_pw)) {
             /* depthwise + pointwise in one kernel: the depthwise output stays in the
              * scratch, in the kernels' layout */
-            qrt_conv2d_dw_pw_s8_isa(isa, A + V[next->out].offset, A + x->offset, packed, &p_dw, m->packed[i + 1],
-                                    &p_pw, scratch);
+            qrt_conv2d_dw_pw_layout(isa, A + V[next->out].offset, A + x->offset, packed, &p_dw, m->packed[i + 1],
+                                    &p_pw, scratch, hwc_link(m, isa, i - 2), hwc_link(m, isa, i));
             i++;
         } else if (packed && isa != QRT_ISA_PORTABLE && next && fusable_pool(m, op, next)) {
             /* conv + 2x2 max pool in one kernel (simd.h): the conv output, read by the

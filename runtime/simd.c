@@ -382,14 +382,21 @@ size_t qrt_conv2d_dw_pw_scratch_size(const qrt_conv_params *p_dw, const qrt_conv
 void qrt_conv2d_dw_pw_s8_isa(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed_dw,
                              const qrt_conv_params *p_dw, const void *packed_pw, const qrt_conv_params *p_pw,
                              void *scratch) {
+    qrt_conv2d_dw_pw_layout(isa, out, in, packed_dw, p_dw, packed_pw, p_pw, scratch, false, false);
+}
+
+void qrt_conv2d_dw_pw_layout(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed_dw,
+                             const qrt_conv_params *p_dw, const void *packed_pw, const qrt_conv_params *p_pw,
+                             void *scratch, bool in_hwc, bool out_hwc) {
     isa = qrt_isa_resolve(isa);
     uint8_t *s = qrt_align_ptr(scratch);
 #if defined(QRT_SIMD_X86)
     if (isa == QRT_ISA_AVX2) {
-        qrt_avx2_conv2d_dw_pw(out, in, packed_dw, p_dw, packed_pw, p_pw, s);
+        qrt_avx2_conv2d_dw_pw(out, in, packed_dw, p_dw, packed_pw, p_pw, s, in_hwc, out_hwc);
         return;
     }
 #endif
+    (void)in_hwc, (void)out_hwc; /* AVX2 only (run.c asks for them on that path alone) */
     /* the two kernels, the depthwise output at the start of the scratch */
     const size_t mid = qrt_round_up((size_t)p_dw->OC * p_dw->OH * p_dw->OW, QRT_SIMD_ALIGN);
     qrt_conv2d_s8_isa(isa, (int8_t *)s, in, packed_dw, p_dw, s + mid);

@@ -181,10 +181,39 @@ static void conv_pointwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
  * exact (|u w| <= 255 * 127), and the int32 sums wrap to acc like the GEMV's. An odd
  * last tap pairs with itself against a zero weight. The 16 channels' accumulators stay
  * in registers over the taps; the weights (5 pairs for 3x3: 10 vectors) come from L1. */
+/* The padded HWC scratch of a depthwise conv (channel stride Cp), from in as (C, H, W),
+ * or, with hwc, as rows of C bytes per position (H*W of them): the layout the fused
+ * separable block below leaves its output in. */
+static void dw_fill(uint8_t *xb, size_t Cp, const int8_t *in, const qrt_conv_params *p, bool hwc) {
+    if (!hwc) {
+        fill_hwc(xb, (int)Cp, in, 0, p->C, p->H, p->W, p->pad, p->z_in);
+        return;
+    }
+    const int C = p->C, H = p->H, W = p->W, P = p->pad, Wp = W + 2 * P, Hp = H + 2 * P;
+    const uint8_t zu = (uint8_t)(p->z_in + 128);
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    memset(xb, zu, (size_t)P * Wp * Cp);
+    memset(xb + (size_t)(P + H) * Wp * Cp, zu, (size_t)(Hp - P - H) * Wp * Cp);
+    for (int y = 0; y < H; y++) {
+        uint8_t *row = xb + (size_t)(y + P) * Wp * Cp;
+        memset(row, zu, (size_t)P * Cp);
+        memset(row + (size_t)(P + W) * Cp, zu, (size_t)P * Cp);
+        for (int x = 0; x < W; x++) {
+            const uint8_t *s = (const uint8_t *)in + ((size_t)y * W + x) * C;
+            uint8_t *d = row + (size_t)(P + x) * Cp;
+            int c = 0;
+            for (; c + 16 <= C; c += 16)
+                _mm_storeu_si128((__m128i *)(d + c), _mm_xor_si128(_mm_loadu_si128((const __m128i *)(s + c)), flip));
+            for (; c < C; c++) d[c] = (uint8_t)(s[c] ^ 0x80);
+            for (; c < (int)Cp; c++) d[c] = zu; /* padding channels: any finite value (weights 0) */
+        }
+    }
+}
+
 /* out NULL: the result stays in the HWC output scratch (rows of Cp bytes), for
- * qrt_avx2_conv2d_dw_pw. */
+ * qrt_avx2_conv2d_dw_pw; in_hwc: in is HWC rows (dw_fill). */
 static void conv_depthwise_pairs(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
-                                 const qrt_conv_params *p, uint8_t *scratch) {
+                                 const qrt_conv_params *p, uint8_t *scratch, bool in_hwc) {
     qrt_conv_scratch sl;
     qrt_conv_scratch_layout(p, &sl);
     const int k = p->k, T = k * k, npair = (T + 1) / 2, S = p->stride, nob = pk->nob, Wp = sl.Wp, OW = p->OW,
@@ -195,7 +224,7 @@ static void conv_depthwise_pairs(int8_t *out, const int8_t *in, const qrt_packed
     size_t off[DW_MAX_TAPS + 1];
     for (int t = 0; t < T; t++) off[t] = ((size_t)(t / k) * Wp + (size_t)(t % k)) * Cp;
     off[T] = off[T - 1];
-    fill_hwc(scratch, (int)Cp, in, 0, p->C, p->H, p->W, p->pad, p->z_in);
+    dw_fill(scratch, Cp, in, p, in_hwc);
     for (int b = 0; b < nob; b++) {
         const int32_t *r = pk->rq + (size_t)b * QRT_RQ_WORDS;
         const int16_t *wp = pk->wdp + (size_t)b * 32;
@@ -220,11 +249,11 @@ static void conv_depthwise_pairs(int8_t *out, const int8_t *in, const qrt_packed
     if (out) transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
 }
 
-/* out NULL: as conv_depthwise_pairs. */
+/* out NULL, in_hwc: as conv_depthwise_pairs. */
 static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv *pk,
-                           const qrt_conv_params *p, uint8_t *scratch) {
+                           const qrt_conv_params *p, uint8_t *scratch, bool in_hwc) {
     if (p->k * p->k <= DW_MAX_TAPS) {
-        conv_depthwise_pairs(out, in, pk, p, scratch);
+        conv_depthwise_pairs(out, in, pk, p, scratch, in_hwc);
         return;
     }
     qrt_conv_scratch sl;
@@ -233,7 +262,7 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
     const size_t Cp = (size_t)nob * 16;
     uint8_t *ob = scratch + sl.ob_off;
     const outq o = outq_make(p->z_out, p->act_min, p->act_max);
-    fill_hwc(scratch, (int)Cp, in, 0, p->C, p->H, p->W, p->pad, p->z_in);
+    dw_fill(scratch, Cp, in, p, in_hwc);
     for (int b = 0; b < 2 * nob; b++) { /* 8 channels at a time */
         const int32_t *r = pk->rq + (size_t)(b / 2) * QRT_RQ_WORDS + (b % 2) * 8;
         const int32_t *wd = pk->wd + (size_t)b * 8;
@@ -404,7 +433,7 @@ static void conv_planar(int8_t *out, const int8_t *in, const qrt_packed_conv *pk
 void qrt_avx2_conv2d(int8_t *out, const int8_t *in, const qrt_packed_conv *pk, const qrt_conv_params *p,
                      uint8_t *scratch) {
     if (planar_ok(p, 0)) conv_planar(out, in, pk, p, scratch, 0);
-    else if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch);
+    else if (pk->depthwise) conv_depthwise(out, in, pk, p, scratch, false);
     else if (pk->wg) conv_pointwise(out, in, pk, p, scratch);
     else conv_dense16(out, in, pk, p, scratch, 0);
 }
@@ -569,14 +598,17 @@ void qrt_avx2_linear_batch(int8_t *out, size_t out_stride, const int8_t *in, siz
 }
 
 /* The pointwise GEMM from the int16 rows u16 (u = q + 128, one row per position) into
- * the HWC output scratch ob, then transposed to out (C, H, W). */
+ * the HWC output scratch ob, then to out as (C, H, W), or with out_hwc as rows of OC
+ * bytes per position (for the next separable block's dw_fill). */
 static void pointwise_gemm(int8_t *out, const uint8_t *u16, const qrt_packed_conv *pk, const qrt_conv_params *p,
-                           uint8_t *ob) {
+                           uint8_t *ob, bool out_hwc) {
     const int npos = p->H * p->W;
     const size_t row = qrt_round_up((size_t)p->C, 16) * 2;
     const outq o = outq_make(p->z_out, p->act_min, p->act_max);
     gemm_rows((int8_t *)ob, (size_t)pk->ocs, u16, row, npos, pk->nkp, pk->nob, pk->wg, pk->rq, p->OC, &o);
-    transpose_u8((uint8_t *)out, (size_t)npos, ob, (size_t)pk->ocs, npos, p->OC, 0);
+    if (!out_hwc) transpose_u8((uint8_t *)out, (size_t)npos, ob, (size_t)pk->ocs, npos, p->OC, 0);
+    else
+        for (int q = 0; q < npos; q++) memcpy(out + (size_t)q * p->OC, ob + (size_t)q * pk->ocs, (size_t)p->OC);
 }
 
 /* A pointwise conv (1x1, stride 1, pad 0, one group) is the GEMM with positions as
@@ -591,25 +623,27 @@ static void conv_pointwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
     uint8_t *u16 = scratch + sl.u16_off;
     transpose_u8(scratch, (size_t)p->C, (const uint8_t *)in, (size_t)npos, p->C, npos, 0x80);
     widen_rows(u16, row, scratch, (size_t)p->C, npos, p->C, 0);
-    pointwise_gemm(out, u16, pk, p, scratch + sl.ob_off);
+    pointwise_gemm(out, u16, pk, p, scratch + sl.ob_off, false);
 }
 
 /* A depthwise conv whose output only a pointwise conv reads, in one call: the depthwise
  * result stays in its HWC scratch (q bytes, rows of Cp), the pointwise widens those rows
  * to u = q + 128 int16 directly, and only its own output is transposed back to (C, H, W):
  * two 16x16-tile transposes fewer than the two kernels apart, the same bytes. The
- * pointwise part uses the scratch after the depthwise's (qrt_dw_pw_scratch_size). */
+ * pointwise part uses the scratch after the depthwise's (qrt_dw_pw_scratch_size).
+ * in_hwc / out_hwc: the block's input / output are HWC rows of C bytes instead of
+ * (C, H, W), for a value passed from one such block to the next (run.c). */
 void qrt_avx2_conv2d_dw_pw(int8_t *out, const int8_t *in, const qrt_packed_conv *pk_dw,
                            const qrt_conv_params *p_dw, const qrt_packed_conv *pk_pw,
-                           const qrt_conv_params *p_pw, uint8_t *scratch) {
+                           const qrt_conv_params *p_pw, uint8_t *scratch, bool in_hwc, bool out_hwc) {
     qrt_conv_scratch sd, sp;
     qrt_conv_scratch_layout(p_dw, &sd);
     qrt_conv_scratch_layout(p_pw, &sp);
-    conv_depthwise(NULL, in, pk_dw, p_dw, scratch);
+    conv_depthwise(NULL, in, pk_dw, p_dw, scratch, in_hwc);
     uint8_t *pw = scratch + qrt_round_up(sd.total, QRT_SIMD_ALIGN);
     const size_t Cp = qrt_round_up((size_t)p_dw->C, 16), row = qrt_round_up((size_t)p_pw->C, 16) * 2;
     widen_rows(pw + sp.u16_off, row, scratch + sd.ob_off, Cp, p_pw->H * p_pw->W, p_pw->C, 0x80);
-    pointwise_gemm(out, pw + sp.u16_off, pk_pw, p_pw, pw + sp.ob_off);
+    pointwise_gemm(out, pw + sp.u16_off, pk_pw, p_pw, pw + sp.ob_off, out_hwc);
 }
 
 /* ---- max pool 2x2 stride 2, elementwise ---------------------------------------------- */

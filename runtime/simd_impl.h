@@ -100,6 +100,13 @@ typedef struct qrt_conv_scratch {
 
 void qrt_conv_scratch_layout(const qrt_conv_params *p, qrt_conv_scratch *s);
 
+/* qrt_conv2d_dw_pw_s8_isa with the block's input and/or output as HWC rows of C bytes
+ * per position instead of (C, H, W): on the AVX2 path only (run.c passes a separable
+ * block's output to the next block that way). */
+void qrt_conv2d_dw_pw_layout(qrt_isa isa, int8_t *out, const int8_t *in, const void *packed_dw,
+                             const qrt_conv_params *p_dw, const void *packed_pw, const qrt_conv_params *p_pw,
+                             void *scratch, bool in_hwc, bool out_hwc);
+
 static inline void *qrt_align_ptr(void *p) {
     uintptr_t u = (uintptr_t)p;
     return (void *)(u + ((QRT_SIMD_ALIGN - u % QRT_SIMD_ALIGN) % QRT_SIMD_ALIGN));
@@ -134,7 +141,7 @@ void qrt_avx2_conv2d_maxpool(int8_t *out, const int8_t *in, const qrt_packed_con
                              const qrt_conv_params *p, uint8_t *scratch);
 void qrt_avx2_conv2d_dw_pw(int8_t *out, const int8_t *in, const qrt_packed_conv *pk_dw,
                            const qrt_conv_params *p_dw, const qrt_packed_conv *pk_pw,
-                           const qrt_conv_params *p_pw, uint8_t *scratch);
+                           const qrt_conv_params *p_pw, uint8_t *scratch, bool in_hwc, bool out_hwc);
 int qrt_avx2_maxpool(int8_t *out, const int8_t *in, const qrt_pool_params *p);
 void qrt_avx2_add(int8_t *out, const int8_t *a, const int8_t *b, size_t n, const qrt_add_params *p);
 void qrt_avx2_input(int8_t *out, const uint8_t *pixels, size_t n);

@@ -786,7 +786,8 @@ static uint8_t *mfile_bytes(mfile *f, size_t *len) {
 }
 
 /* Model 0: the reference CNN's shapes (conv, maxpool, conv, maxpool, flatten, linear x2).
- * Model 1: a DW-CNN with a residual add, avgpool, a grouped conv, global avgpool. */
+ * Model 1: a DW-CNN with a residual add, avgpool, a grouped conv, global avgpool.
+ * Model 2: separable blocks in a chain (below). */
 static uint8_t *build_model(int which, uint64_t seed, size_t *len) {
     mfile *f = xmalloc(sizeof *f);
     memset(f, 0, sizeof *f);
@@ -802,6 +803,27 @@ static uint8_t *build_model(int which, uint64_t seed, size_t *len) {
         z = layer(f, &r, "fc1", 5, 6, 3136, 1, 1, 128, 0, 1, 0, 1, z, true);
         layer(f, &r, "fc2", 6, 7, 128, 1, 1, 10, 0, 1, 0, 1, z, false);
         gline(f, "output in=7\n");
+    } else if (which == 2) {
+        /* Model 2: a chain of separable blocks (AVX2 fuses each depthwise with its
+         * pointwise and passes a block's output to the next as HWC rows): odd channel
+         * counts, stride 2, a 5x5 and an 8x8 depthwise (the int32 kernel), and a last
+         * block whose input is also read by an add (not passed as HWC). */
+        gline(f, "input out=0 shape=3,18,18 z=5\n");
+        z = layer(f, &r, "stem", 0, 1, 3, 18, 18, 8, 3, 1, 1, 1, 5, true);
+        z = layer(f, &r, "dw1", 1, 2, 8, 18, 18, 8, 3, 1, 1, 8, z, true);
+        z = layer(f, &r, "pw1", 2, 3, 8, 18, 18, 20, 1, 1, 0, 1, z, false);
+        z = layer(f, &r, "dw2", 3, 4, 20, 18, 18, 20, 5, 2, 2, 20, z, true);
+        z = layer(f, &r, "pw2", 4, 5, 20, 9, 9, 33, 1, 1, 0, 1, z, false);
+        z = layer(f, &r, "dw3", 5, 6, 33, 9, 9, 33, 8, 1, 4, 33, z, true);
+        const int z3 = layer(f, &r, "pw3", 6, 7, 33, 10, 10, 40, 1, 1, 0, 1, z, false);
+        z = layer(f, &r, "dw4", 7, 8, 40, 10, 10, 40, 3, 1, 1, 40, z3, true);
+        const int z4 = layer(f, &r, "pw4", 8, 9, 40, 10, 10, 40, 1, 1, 0, 1, z, false);
+        gline(f, "add in=7,9 out=10 shape=40,10,10 z_a=%d z_b=%d z_out=-3 mult_a=1073741824 shift_a=0 "
+              "mult_b=1518500250 shift_b=-1 mult_out=1800000000 shift_out=-18 act_min=-128 act_max=127\n", z3, z4);
+        gline(f, "global_avgpool in=10 out=11 shape=40,1,1\n");
+        gline(f, "flatten in=11 out=12 shape=40\n");
+        layer(f, &r, "fc", 12, 13, 40, 1, 1, 10, 0, 1, 0, 1, -3, false);
+        gline(f, "output in=13\n");
     } else {
         gline(f, "input out=0 shape=3,20,20 z=10\n");
         const int z1 = layer(f, &r, "stem", 0, 1, 3, 20, 20, 16, 3, 1, 1, 1, 10, true);
@@ -831,7 +853,7 @@ static void test_models(void **state) {
     (void)state;
     qrt_isa paths[QRT_ISA_COUNT];
     const int np = simd_paths(paths);
-    for (int which = 0; which < 2; which++) {
+    for (int which = 0; which < 3; which++) {
         size_t len;
         uint8_t *file = build_model(which, 100 + (uint64_t)which, &len);
         const size_t need = qrt_model_mem_size(file, len);
@@ -884,7 +906,7 @@ static void test_models_batch(void **state) {
     (void)state;
     qrt_isa paths[QRT_ISA_COUNT];
     const int np = all_paths(paths);
-    for (int which = 0; which < 2; which++) {
+    for (int which = 0; which < 3; which++) {
         size_t len;
         uint8_t *file = build_model(which, 300 + (uint64_t)which, &len);
         const size_t need = qrt_model_mem_size(file, len);
