@@ -189,15 +189,12 @@ static void dw_fill(uint8_t *xb, size_t Cp, const int8_t *in, const qrt_conv_par
         fill_hwc(xb, (int)Cp, in, 0, p->C, p->H, p->W, p->pad, p->z_in);
         return;
     }
-    const int C = p->C, H = p->H, W = p->W, P = p->pad, Wp = W + 2 * P, Hp = H + 2 * P;
+    const int C = p->C, H = p->H, W = p->W, P = p->pad, Wp = W + 2 * P;
     const uint8_t zu = (uint8_t)(p->z_in + 128);
     const __m128i flip = _mm_set1_epi8((char)0x80);
-    memset(xb, zu, (size_t)P * Wp * Cp);
-    memset(xb + (size_t)(P + H) * Wp * Cp, zu, (size_t)(Hp - P - H) * Wp * Cp);
+    hwc_border(xb, (int)Cp, H, W, P, zu);
     for (int y = 0; y < H; y++) {
         uint8_t *row = xb + (size_t)(y + P) * Wp * Cp;
-        memset(row, zu, (size_t)P * Cp);
-        memset(row + (size_t)(P + W) * Cp, zu, (size_t)P * Cp);
         for (int x = 0; x < W; x++) {
             const uint8_t *s = (const uint8_t *)in + ((size_t)y * W + x) * C;
             uint8_t *d = row + (size_t)(P + x) * Cp;
@@ -364,8 +361,7 @@ static inline __attribute__((always_inline)) void conv_planar_k(int8_t *out, con
             const int nj = OCg - j0 < PL_JB ? OCg - j0 : PL_JB;
             for (int jj = 0; jj < nj; jj++) {
                 const int j = j0 + jj, oc = g * OCg + j;
-                if (pk->depthwise) rec[jj] = pk->rq + (size_t)(oc / 16) * QRT_RQ_WORDS, lane[jj] = oc % 16;
-                else rec[jj] = pk->rq + ((size_t)g * pk->nob + (size_t)(j / 16)) * QRT_RQ_WORDS, lane[jj] = j % 16;
+                rec[jj] = qrt_conv_record(pk, g, j, &lane[jj]);
                 const int8_t *wo = pk->w + (size_t)oc * kk;
                 for (int ky = 0; ky < k; ky++)
                     for (int m = 0; m < np; m++) {

@@ -252,8 +252,7 @@ __attribute__((target("avx512vbmi"))) void qrt_avx512_conv_planar(int8_t *out, c
             const int nj = OCg - j0 < PL_JB ? OCg - j0 : PL_JB;
             for (int jj = 0; jj < nj; jj++) {
                 const int j = j0 + jj, oc = g * OCg + j;
-                if (pk->depthwise) rec[jj] = pk->rq + (size_t)(oc / 16) * QRT_RQ_WORDS, lane[jj] = oc % 16;
-                else rec[jj] = pk->rq + ((size_t)g * pk->nob + (size_t)(j / 16)) * QRT_RQ_WORDS, lane[jj] = j % 16;
+                rec[jj] = qrt_conv_record(pk, g, j, &lane[jj]);
                 for (int ky = 0; ky < k; ky++)
                     for (int t = 0; t < nt; t++) {
                         uint8_t wd[4] = {0, 0, 0, 0};

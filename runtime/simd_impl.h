@@ -68,6 +68,14 @@ typedef struct qrt_packed_conv {
                                                  block); NULL for depthwise */
 } qrt_packed_conv;
 
+/* The requantization record of output channel j of group g (channel g * OCg + j) and its
+ * lane in it. */
+static inline const int32_t *qrt_conv_record(const qrt_packed_conv *pk, int g, int j, int *lane) {
+    const int oc = g * pk->OCg + j;
+    if (pk->depthwise) return *lane = oc % 16, pk->rq + (size_t)(oc / 16) * QRT_RQ_WORDS;
+    return *lane = j % 16, pk->rq + ((size_t)g * pk->nob + (size_t)(j / 16)) * QRT_RQ_WORDS;
+}
+
 typedef struct qrt_packed_linear {
     uint32_t magic;
     const int8_t *w;

@@ -80,21 +80,30 @@ static inline void xor_copy(uint8_t *dst, const uint8_t *src, size_t n, uint8_t 
     for (; i < n; i++) dst[i] = src[i] ^ x;
 }
 
-/* The padded HWC plane of channels [c0, c0 + n) of in (C, H, W): xb[(y*Wp + x)*n + c]
- * = u = q + 128 inside, z_in + 128 in the padding (so that padding contributes 0).
- * cs is the channel stride of xb (n, or Cp for depthwise). */
-static inline void fill_hwc(uint8_t *xb, int cs, const int8_t *in, int c0, int n, int H, int W,
-                            int P, int32_t z_in) {
+/* The padding of a padded HWC plane (H x W inside, pad P, cs bytes per position): its
+ * border rows and columns set to zu; the interior is the caller's. */
+static inline void hwc_border(uint8_t *xb, int cs, int H, int W, int P, uint8_t zu) {
     const int Wp = W + 2 * P, Hp = H + 2 * P;
-    const size_t plane = (size_t)H * W;
-    const uint8_t zu = (uint8_t)(z_in + 128);
-    /* Border rows and columns only: the interior is written below. */
     memset(xb, zu, (size_t)P * Wp * cs);
     memset(xb + (size_t)(P + H) * Wp * cs, zu, (size_t)(Hp - P - H) * Wp * cs);
     for (int y = 0; y < H; y++) {
         uint8_t *row = xb + (size_t)(y + P) * Wp * cs;
         memset(row, zu, (size_t)P * cs);
         memset(row + (size_t)(P + W) * cs, zu, (size_t)P * cs);
+    }
+}
+
+/* The padded HWC plane of channels [c0, c0 + n) of in (C, H, W): xb[(y*Wp + x)*n + c]
+ * = u = q + 128 inside, z_in + 128 in the padding (so that padding contributes 0).
+ * cs is the channel stride of xb (n, or Cp for depthwise). */
+static inline void fill_hwc(uint8_t *xb, int cs, const int8_t *in, int c0, int n, int H, int W,
+                            int P, int32_t z_in) {
+    const int Wp = W + 2 * P;
+    const size_t plane = (size_t)H * W;
+    const uint8_t zu = (uint8_t)(z_in + 128);
+    hwc_border(xb, cs, H, W, P, zu);
+    for (int y = 0; y < H; y++) {
+        uint8_t *row = xb + (size_t)(y + P) * Wp * cs;
         if (cs != n) /* depthwise padding channels: any finite value (weights are 0) */
             for (int x = 0; x < W; x++) memset(row + (size_t)(P + x) * cs + n, zu, (size_t)(cs - n));
         if (n == 1 && cs == 1)
