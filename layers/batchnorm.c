@@ -599,21 +599,31 @@ QAT_HOT static void brp_backward_channels(void *p, size_t c0, size_t c1) {
             const float *x = j->inp + pl * HW, *dy = j->dout + pl * OHW;
             const int32_t *am = j->cargmax + pl * OHW;
             float *dx = j->dinp + pl * HW;
+            if (j->overwrite) {
+                /* the expression below with y' = 0 everywhere, then again at the windows'
+                 * argmax (each input position is in one window at most): the same bits,
+                 * without the zeroed plane of y' and its second read */
+                for (int i = 0; i < HW; i++) {
+                    float xhat = (x[i] - m) * rs;
+                    dx[i] = rs * (0.0f * gam - mdy - xhat * mdyx);
+                }
+                for (int o = 0; o < OHW; o++) {
+                    const int i = am[o];
+                    const float xv = x[i], d = keep_if((xv - m) * g + be > 0.0f, dy[o]);
+                    float xhat = (xv - m) * rs;
+                    dx[i] = rs * (d * gam - mdy - xhat * mdyx);
+                }
+                continue;
+            }
             for (int i = 0; i < HW; i++) dyp[i] = 0.0f;
             for (int o = 0; o < OHW; o++) {
                 const float xv = x[am[o]];
                 dyp[am[o]] = keep_if((xv - m) * g + be > 0.0f, dy[o]);
             }
-            if (j->overwrite)
-                for (int i = 0; i < HW; i++) {
-                    float xhat = (x[i] - m) * rs;
-                    dx[i] = rs * (dyp[i] * gam - mdy - xhat * mdyx);
-                }
-            else
-                for (int i = 0; i < HW; i++) {
-                    float xhat = (x[i] - m) * rs;
-                    dx[i] += rs * (dyp[i] * gam - mdy - xhat * mdyx);
-                }
+            for (int i = 0; i < HW; i++) {
+                float xhat = (x[i] - m) * rs;
+                dx[i] += rs * (dyp[i] * gam - mdy - xhat * mdyx);
+            }
         }
     }
 }

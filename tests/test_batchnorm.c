@@ -134,12 +134,13 @@ typedef struct brp_args {
     qat_tensor *x, *g, *b;
     float rm[8], rv[8];
     bool fused;
+    bool priv; /* fused: x feeds nothing else, so backward writes dx instead of adding it */
 } brp_args;
 
 static qat_tensor *brp_forward(qat_tape *t, void *user) {
     brp_args *a = user;
     t->training = true;
-    if (a->fused) return qat_bn_relu_maxpool(t, a->x, a->g, a->b, a->rm, a->rv, 0.1f, 1e-5f, false);
+    if (a->fused) return qat_bn_relu_maxpool(t, a->x, a->g, a->b, a->rm, a->rv, 0.1f, 1e-5f, a->priv);
     qat_tensor *y = qat_batchnorm(t, a->x, a->g, a->b, a->rm, a->rv, 0.1f, 1e-5f);
     return qat_maxpool2d(t, qat_relu(t, y), 2, 2, 0);
 }
@@ -210,6 +211,32 @@ static void test_bn_relu_maxpool(void **state) {
         assert_close(a[1].x->grad, a[0].x->grad, a[0].x->n, 1e-5, 1e-6, "fused dx");
         assert_close(a[1].g->grad, a[0].g->grad, (size_t)C, 1e-5, 1e-6, "fused dgamma");
         assert_close(a[1].b->grad, a[0].b->grad, (size_t)C, 1e-5, 1e-6, "fused dbeta");
+        {
+            /* x private (backward writes dx, its own pass): the same values as adding dx
+             * to a zeroed gradient */
+            brp_args p = {.fused = true, .priv = true};
+            p.x = test_tensor_filled(4, sh, -1, 1, 21 + (uint64_t)sc);
+            p.g = test_tensor_filled(1, (int[]){C}, 0.5f, 1.5f, 22);
+            p.b = test_tensor_filled(1, (int[]){C}, -0.5f, 0.5f, 23);
+            fill_uniform(p.rm, (size_t)C, -0.3f, 0.3f, 24);
+            fill_uniform(p.rv, (size_t)C, 0.5f, 1.5f, 25);
+            for (size_t i = 0; i < p.x->n; i++) p.x->grad[i] = 1e30f; /* overwritten, not added to */
+            qat_tape tp;
+            qat_tape_init(&tp, 1 << 16);
+            qat_tensor *yp = brp_forward(&tp, &p);
+            assert_non_null(yp);
+            assert_int_equal(qat_tape_backward_seeded(&tp, yp, dy), QAT_STATUS_OK);
+            for (size_t i = 0; i < p.x->n; i++)
+                if (!(p.x->grad[i] == a[1].x->grad[i]))
+                    fail_msg("fused dx, x private: [%zu] %.9g, added: %.9g", i, p.x->grad[i], a[1].x->grad[i]);
+            for (int c = 0; c < C; c++)
+                if (!(p.g->grad[c] == a[1].g->grad[c] && p.b->grad[c] == a[1].b->grad[c]))
+                    fail_msg("fused dgamma/dbeta, x private: channel %d differs", c);
+            qat_tape_free(&tp);
+            test_tensor_free(p.x);
+            test_tensor_free(p.g);
+            test_tensor_free(p.b);
+        }
         free(dy);
         fd_check(&t[1], brp_forward, &a[1], a[1].x, FD_EPS, FD_RTOL, FD_ATOL, 0, brp_kink,
                  "batchnorm+relu+maxpool dx");
