@@ -282,12 +282,14 @@ static void conv_depthwise(int8_t *out, const int8_t *in, const qrt_packed_conv 
     if (out) transpose_u8((uint8_t *)out, (size_t)npos, ob, Cp, npos, p->C, 0);
 }
 
-/* ---- one input plane per output channel: depthwise, and C = 1 ----------------------
+/* ---- convs of a 1-channel input with wide rows -----------------------------------------
  *
- * When every output channel reads one input plane (groups == C) and the output rows are
- * wide (OW >= 9), the lanes are 8 output positions of one channel (the AVX-512 file's planar
- * kernel, without VBMI), not 16 channels of one position: no transposes and no HWC
- * copy. The plane is copied once, padded and XORed to u = q + 128, into rows of at most
+ * When the input has one channel (C = 1, the first layer on grayscale images) and the
+ * output rows are wide (OW >= 9), the lanes are 8 output positions of one channel (the
+ * AVX-512 file's planar kernel, without VBMI), not 16 channels of one position: no
+ * transposes and no HWC copy. (Depthwise convs, which the AVX-512 planar kernel also
+ * takes, stay on the HWC tap-pair kernel here: with one output channel per plane the
+ * padded copy and the requantization are not shared, and it measured slower.) The plane is copied once, padded and XORed to u = q + 128, into rows of at most
  * Wp + 32 bytes of the scratch (qrt_conv_scratch_layout reserves them). For a chunk of 8 outputs
  * of a row, kernel row ky and tap pair m (columns 2m, 2m + 1), one 16-byte load at the
  * chunk's first input column + 2m and one vpshufb put lane l's two bytes (l * D, l * D +
